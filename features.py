@@ -1,0 +1,249 @@
+"""Audio -> feature vector: the one place where features are defined.
+
+Every script (make_dataset_16k.py, train_16k.py, model_conv.py, predict.py)
+calls this module, and every dataset and model stores ``feature_config()``
+beside itself, so features are always computed the way the model expects.
+
+The seed method, step by step (each step is a small function below):
+
+1. ``load_audio``: any WAV/FLAC/OGG, resampled to 16 kHz mono (librosa).
+2. ``reduce_noise``: spectral gating (noisereduce), noise profile = the first
+   25000 samples.
+3. ``trim_silence``: drop leading/trailing silence (top_db 20, frame 512, hop 64).
+4. ``mean_stft_magnitude``: |STFT| (n_fft 512, hop 256, window 512), mean over
+   time -> 257 values.
+5. ``minmax_normalise``: scale that vector to [0, 1] per clip.
+
+Edit the constants below to change the method; datasets and models built with
+other values are then refused until they are rebuilt.
+"""
+
+import warnings
+
+import numpy as np
+
+SAMPLE_RATE = 16000           # Hz; every clip is resampled to this
+NOISE_REDUCTION = True        # spectral gating on/off (a device may not afford it)
+NOISE_PROFILE_SAMPLES = 25000  # leading samples that define the noise profile
+TRIM = True                   # trim leading/trailing silence on/off
+TRIM_TOP_DB = 20              # dB below the peak that counts as silence
+TRIM_FRAME_LENGTH = 512       # samples per frame when measuring loudness for trim
+TRIM_HOP_LENGTH = 64          # samples between those frames
+N_FFT = 512                   # FFT size -> N_FFT // 2 + 1 = 257 frequency bins
+HOP_LENGTH = 256              # samples between STFT frames
+WIN_LENGTH = 512              # STFT window length in samples
+FEATURE_VERSION = 1           # bump when the code (not a constant) changes the features
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+
+
+class FeatureError(ValueError):
+    """A clip that cannot give a meaningful feature vector."""
+
+
+def feature_config():
+    """The feature configuration stored beside every dataset and model.
+
+    Returns
+    -------
+    dict
+        Plain JSON-compatible values; two configurations are compatible only
+        when they are equal.
+    """
+    return {
+        "method": "seed_stft_mean",
+        "version": FEATURE_VERSION,
+        "sample_rate": SAMPLE_RATE,
+        "noise_reduction": NOISE_REDUCTION,
+        "noise_profile_samples": NOISE_PROFILE_SAMPLES,
+        "trim": TRIM,
+        "trim_top_db": TRIM_TOP_DB,
+        "trim_frame_length": TRIM_FRAME_LENGTH,
+        "trim_hop_length": TRIM_HOP_LENGTH,
+        "n_fft": N_FFT,
+        "hop_length": HOP_LENGTH,
+        "win_length": WIN_LENGTH,
+        "normalisation": "minmax",
+        "n_features": N_FFT // 2 + 1,
+    }
+
+
+def load_audio(path, sample_rate=SAMPLE_RATE):
+    """Load a clip as mono float32 at ``sample_rate``.
+
+    Parameters
+    ----------
+    path : str or Path
+        WAV (any rate, bit depth, channel count), FLAC or OGG file.
+    sample_rate : int > 0
+
+    Returns
+    -------
+    np.ndarray, shape (n,), float32
+
+    Raises
+    ------
+    FeatureError
+        If the file cannot be decoded; the message names the file.
+    """
+    import librosa
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    try:
+        with warnings.catch_warnings():
+            # librosa warns before falling back to audioread; the error we
+            # raise below says the same thing more clearly.
+            warnings.simplefilter("ignore")
+            y, _ = librosa.load(path, sr=sample_rate, mono=True)
+    except Exception as err:
+        raise FeatureError(f"{path}: cannot read audio ({_read_error_reason(path, err)})") from None
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _read_error_reason(path, err):
+    """Why a file could not be decoded, in words (librosa's fallback decoder
+    otherwise hides the real reason behind EOFError or NoBackendError)."""
+    import os
+
+    import soundfile
+    if not os.path.exists(path):
+        return "file not found"
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return "empty file, 0 bytes"
+    try:
+        soundfile.info(path)
+    except Exception as sf_err:
+        detail = str(sf_err).split(":")[-1].strip() or type(sf_err).__name__
+        return f"not a readable audio file: {detail}"
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def reduce_noise(y, sample_rate=SAMPLE_RATE, profile_samples=NOISE_PROFILE_SAMPLES):
+    """Spectral-gating noise reduction with the clip's first samples as noise.
+
+    noisereduce 3 only uses ``y_noise`` in its *stationary* mode (the
+    non-stationary mode estimates the noise floor itself and ignores it), so
+    stationary gating is what honours the seed's noise profile.
+
+    A clip shorter than ``profile_samples`` uses the whole clip as its
+    profile, exactly as the seed's ``y[:25000]`` does. Gating then keeps the
+    time-frequency cells that stand 1.5 standard deviations above the clip's
+    own level in that band: transients and tones survive, steady background
+    is removed.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n,)
+    sample_rate : int
+    profile_samples : int > 0
+
+    Returns
+    -------
+    np.ndarray, shape (n,), float32
+    """
+    import noisereduce
+    if profile_samples <= 0:
+        raise ValueError(f"profile_samples must be positive, got {profile_samples}")
+    reduced = noisereduce.reduce_noise(y=y, sr=sample_rate, y_noise=y[:profile_samples],
+                                       stationary=True)
+    return np.asarray(reduced, dtype=np.float32)
+
+
+def trim_silence(y, top_db=TRIM_TOP_DB, frame_length=TRIM_FRAME_LENGTH,
+                 hop_length=TRIM_HOP_LENGTH):
+    """Remove leading and trailing parts quieter than ``top_db`` below the peak."""
+    import librosa
+    trimmed, _ = librosa.effects.trim(y, top_db=top_db, frame_length=frame_length,
+                                      hop_length=hop_length)
+    return trimmed
+
+
+def mean_stft_magnitude(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH):
+    """Mean over time of |STFT|: one value per frequency bin (n_fft // 2 + 1)."""
+    import librosa
+    if win_length > n_fft:
+        raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft})")
+    spectrum = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length,
+                                   win_length=win_length))
+    return spectrum.mean(axis=1)
+
+
+def minmax_normalise(v):
+    """Scale ``v`` to [0, 1]; raise FeatureError if it is constant."""
+    v = np.asarray(v, dtype=np.float64)
+    low, high = v.min(), v.max()
+    if not high - low > 1e-12 * max(abs(high), 1e-30):
+        raise FeatureError("spectrum is constant, so it cannot be normalised")
+    return (v - low) / (high - low)
+
+
+def features_from_audio(y, config=None):
+    """The feature vector of audio already loaded at the configured rate.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n,)
+    config : dict, optional
+        A ``feature_config()``; defaults to the current one.
+
+    Returns
+    -------
+    np.ndarray, shape (config["n_features"],), float32, values in [0, 1]
+
+    Raises
+    ------
+    FeatureError
+        For empty, silent or non-finite audio, or when nothing is left after
+        noise reduction and trimming.
+    """
+    cfg = config or feature_config()
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"expected mono audio of shape (n,), got shape {y.shape}")
+    if y.size == 0:
+        raise FeatureError("no audio samples (zero-length audio)")
+    if not np.all(np.isfinite(y)):
+        raise FeatureError("audio contains NaN or infinite samples")
+    if not np.any(y):
+        raise FeatureError("all samples are zero (silence)")
+    if cfg["noise_reduction"]:
+        y = reduce_noise(y, cfg["sample_rate"], cfg["noise_profile_samples"])
+    if cfg["trim"]:
+        y = trim_silence(y, cfg["trim_top_db"], cfg["trim_frame_length"],
+                         cfg["trim_hop_length"])
+    if y.size == 0 or not np.any(y):
+        raise FeatureError("nothing left after noise reduction and trimming "
+                           "(the clip is silent or pure noise)")
+    v = minmax_normalise(mean_stft_magnitude(y, cfg["n_fft"], cfg["hop_length"],
+                                             cfg["win_length"]))
+    return v.astype(np.float32)
+
+
+def extract_features(path, config=None):
+    """Load a file and return its feature vector; errors name the file."""
+    cfg = config or feature_config()
+    y = load_audio(path, cfg["sample_rate"])
+    try:
+        return features_from_audio(y, cfg)
+    except FeatureError as err:
+        raise FeatureError(f"{path}: {err}") from None
+
+
+def extract_or_reason(path, config):
+    """Worker-friendly wrapper: never raises for a bad clip.
+
+    Returns
+    -------
+    tuple
+        ``(vector or None, duration in seconds, reason or "")``. The reason
+        says what is wrong without repeating the path.
+    """
+    try:
+        y = load_audio(path, config["sample_rate"])
+    except FeatureError as err:
+        return None, 0.0, str(err).split(": ", 1)[-1]
+    duration = y.size / config["sample_rate"]
+    try:
+        return features_from_audio(y, config), duration, ""
+    except Exception as err:  # a worker must report, not die, on one bad clip
+        return None, duration, str(err) or type(err).__name__

@@ -1,0 +1,97 @@
+"""The figures the scripts save under reports/ (all written atomically)."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import artifacts  # noqa: E402
+import features  # noqa: E402
+
+
+def waveform_stages(path, out_png, config=None):
+    """Waveform as loaded, after noise reduction and after trimming."""
+    cfg = config or features.feature_config()
+    y = features.load_audio(path, cfg["sample_rate"])
+    stages = [("as loaded", y)]
+    if cfg.get("noise_reduction"):
+        y = features.reduce_noise(y, cfg["sample_rate"], cfg["noise_profile_samples"])
+        stages.append(("after noise reduction", y))
+    if cfg.get("trim"):
+        y = features.trim_silence(y, cfg["trim_top_db"], cfg["trim_frame_length"],
+                                  cfg["trim_hop_length"])
+        stages.append(("after trimming", y))
+    fig, axes = plt.subplots(len(stages), 1, figsize=(8, 2.2 * len(stages)), sharey=True)
+    for ax, (title, wave) in zip(np.atleast_1d(axes), stages):
+        ax.plot(np.arange(wave.size) / cfg["sample_rate"], wave, lw=0.5)
+        ax.set_title(f"{path}: {title}", fontsize=9)
+        ax.set_xlabel("time (s)")
+    fig.tight_layout()
+    artifacts.save_figure(fig, out_png)
+
+
+def class_signatures(feature_matrix, labels, label_names, config, out_png):
+    """Per-class mean feature vector (the seed's 'frequency signature')."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    n = feature_matrix.shape[1]
+    if config.get("method") == "seed_stft_mean":
+        x = np.linspace(0, config["sample_rate"] / 2, n)
+        ax.set_xlabel("frequency (Hz)")
+    else:
+        x = np.arange(n)
+        ax.set_xlabel("feature index")
+    for index, name in enumerate(label_names):
+        rows = feature_matrix[labels == index]
+        if len(rows):
+            ax.plot(x, rows.mean(axis=0), label=f"{name} ({len(rows)})")
+    ax.set_ylabel("mean normalised value")
+    ax.set_title("Per-class feature signature")
+    ax.legend()
+    artifacts.save_figure(fig, out_png)
+
+
+def _draw_confusion(ax, matrix, label_names, title):
+    """Row-normalised confusion matrix with the share in each cell."""
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape, float), where=totals > 0)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(len(label_names))
+    ax.set_xticks(ticks, label_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in ticks:
+        for j in ticks:
+            ax.text(j, i, f"{share[i, j]:.2f}\n({matrix[i, j]})", ha="center", va="center",
+                    fontsize=8, color="white" if share[i, j] > 0.5 else "black")
+
+
+def confusion_matrices(named_matrices, label_names, out_png):
+    """One or more normalised confusion matrices side by side.
+
+    Parameters
+    ----------
+    named_matrices : list of (title, np.ndarray)
+    """
+    count = len(named_matrices)
+    fig, axes = plt.subplots(1, count, figsize=(4.5 * count, 4.2), squeeze=False)
+    for ax, (title, matrix) in zip(axes[0], named_matrices):
+        _draw_confusion(ax, np.asarray(matrix), label_names, title)
+    fig.tight_layout()
+    artifacts.save_figure(fig, out_png)
+
+
+def training_curves(history, out_png):
+    """Loss and accuracy per epoch, training vs validation."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(history[metric], label="train")
+        if f"val_{metric}" in history:
+            ax.plot(history[f"val_{metric}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    artifacts.save_figure(fig, out_png)

@@ -1,0 +1,105 @@
+"""Command-line overrides for the constants at the top of each script.
+
+Every script keeps its settings as plain upper-case constants with a short
+comment, nanoGPT style. ``parser_from_constants`` turns each of them into an
+``--lower_case_name=value`` option whose help text is that comment, so
+``python train_16k.py --epochs=50`` works and ``--help`` lists every setting
+with its default. Values are converted to the constant's own type.
+"""
+
+import argparse
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+_SIMPLE_TYPES = (bool, int, float, str, type(None))
+_CONSTANT_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*=.*?#\s*(.+)$")
+
+
+def _comments(source_file):
+    """Map NAME -> trailing comment for ``NAME = value  # comment`` lines."""
+    found = {}
+    for line in Path(source_file).read_text(encoding="utf-8").splitlines():
+        match = _CONSTANT_LINE.match(line)
+        if match:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def _parse_bool(text):
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _converter(default):
+    """The argparse ``type`` that turns text into a value like ``default``."""
+    if isinstance(default, bool):
+        return _parse_bool
+    if isinstance(default, (int, float)):
+        kind = type(default)
+
+        def number(text):
+            try:
+                return kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected {kind.__name__}, got {text!r}") from None
+        return number
+    # str or None: "none" means None, so an optional path can be cleared.
+    return lambda text: None if text.lower() == "none" else text
+
+
+def parser_from_constants(module_globals, description=None):
+    """Build an ArgumentParser with one option per upper-case constant.
+
+    Parameters
+    ----------
+    module_globals : dict
+        ``globals()`` of the calling script. Upper-case names bound to a
+        bool, int, float, str or None become options; anything else (tuples,
+        dicts, functions) is left alone.
+    description : str, optional
+        Shown at the top of ``--help``; defaults to the script's docstring.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Callers may add positional arguments before calling
+        :func:`parse_settings`.
+    """
+    comments = _comments(module_globals["__file__"])
+    parser = argparse.ArgumentParser(
+        description=description or module_globals.get("__doc__"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for name, default in module_globals.items():
+        if not (name.isupper() and not name.startswith("_")):
+            continue
+        if not isinstance(default, _SIMPLE_TYPES):
+            continue
+        option = "--" + name.lower()
+        help_text = f"{comments.get(name, '')} (default: {default!r})".strip()
+        kwargs = dict(dest=name.lower(), default=default,
+                      type=_converter(default), help=help_text, metavar="VALUE")
+        if isinstance(default, bool):
+            # "--demo" alone means --demo=true.
+            kwargs.update(nargs="?", const=True)
+        parser.add_argument(option, **kwargs)
+    return parser
+
+
+def parse_settings(module_globals, argv=None, parser=None):
+    """Parse ``argv`` against the script's constants.
+
+    Returns
+    -------
+    types.SimpleNamespace
+        One lower-case attribute per constant (``cfg.epochs``), plus any
+        positional arguments the caller added to ``parser``.
+    """
+    parser = parser or parser_from_constants(module_globals)
+    return SimpleNamespace(**vars(parser.parse_args(argv)))

@@ -1,0 +1,57 @@
+"""Shared fixtures: small synthetic clips written to temporary folders."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SR = 16000
+
+
+def tone(freq_hz, seconds=1.0, sr=SR, level=0.5, noise=0.01, seed=0):
+    """A sine tone with a little white noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    return (level * np.sin(2 * np.pi * freq_hz * t)
+            + noise * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def noise(seconds=1.0, sr=SR, level=0.3, seed=0, low_hz=None):
+    """White noise, optionally low-passed at ``low_hz`` by an FFT mask."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(int(seconds * sr))
+    if low_hz:
+        spec = np.fft.rfft(x)
+        spec[np.fft.rfftfreq(x.size, 1 / sr) > low_hz] = 0
+        x = np.fft.irfft(spec, n=x.size)
+    return (level * x / np.abs(x).max()).astype(np.float32)
+
+
+def write(path, audio, sr=SR, subtype="PCM_16", fmt=None):
+    import soundfile as sf
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, sr, subtype=subtype, format=fmt)
+    return path
+
+
+def make_class_folder(root, per_class=8, seconds=1.0, classes=("hiss", "tone")):
+    """An easy two- or three-class folder: high tones, low hiss, mid tones."""
+    recipes = {
+        "tone": lambda i: tone(2500 + 150 * i, seconds, seed=i),
+        "hiss": lambda i: noise(seconds, seed=100 + i, low_hz=1500),
+        "beep": lambda i: tone(600 + 40 * i, seconds, seed=200 + i),
+    }
+    for label in classes:
+        for i in range(per_class):
+            write(Path(root) / label / f"{label}_{i}.wav", recipes[label](i))
+    return Path(root)
+
+
+@pytest.fixture
+def easy_folder(tmp_path):
+    return make_class_folder(tmp_path / "clips")
