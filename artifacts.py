@@ -178,6 +178,13 @@ def load_dataset(path, check_config=True):
                 feature_config=config, sha256=file_sha256(path))
 
 
+def import_tensorflow():
+    """Import TensorFlow without its start-up log spam (set before import)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    return tf
+
+
 def run_script(main):
     """Run a script's ``main()``; turn PipelineError into a one-line message
     and exit status 2 instead of a traceback."""
@@ -191,3 +198,52 @@ def run_script(main):
         print("interrupted; files from earlier runs are untouched", file=sys.stderr)
         sys.exit(130)
     sys.exit(status or 0)
+
+
+MODEL_NAME = "model_16k"  # models/model_16k.keras, .json, _int8.tflite, ...
+
+
+def model_paths(model_dir):
+    """Every file a model directory holds, by role."""
+    base = Path(model_dir)
+    return {
+        "keras": base / f"{MODEL_NAME}.keras",
+        "meta": base / f"{MODEL_NAME}.json",
+        "labels": base / "labels.txt",
+        "float_tflite": base / f"{MODEL_NAME}_float32.tflite",
+        "int8_tflite": base / f"{MODEL_NAME}_int8.tflite",
+        "c_header": base / f"{MODEL_NAME}_int8.h",
+        "c_source": base / f"{MODEL_NAME}_int8.cc",
+        "golden": base / f"{MODEL_NAME}_golden.json",
+    }
+
+
+def load_model_metadata(model_dir):
+    """Load ``model_16k.json`` and check it against features.py.
+
+    Raises
+    ------
+    PipelineError
+        If the file is missing, lacks labels or feature configuration, or
+        was made with another feature configuration.
+    """
+    path = model_paths(model_dir)["meta"]
+    meta = read_json(path, "model metadata", "python train_16k.py")
+    missing = [k for k in ("labels", "feature_config") if not meta.get(k)]
+    if missing:
+        raise PipelineError(f"{path}: model metadata lacks {', '.join(missing)}. "
+                            "Retrain with `python train_16k.py`.")
+    check_feature_config(meta["feature_config"], path,
+                         "Rebuild the dataset and retrain (make_dataset_16k.py, train_16k.py).")
+    return meta
+
+
+def model_inputs(x, meta):
+    """Features -> model inputs: the standardisation stored with the model
+    (or none), applied the same way by every script."""
+    x = np.asarray(x, dtype=np.float32)
+    scaling = meta.get("input_standardisation")
+    if not scaling:
+        return x
+    return ((x - np.asarray(scaling["mean"], np.float32))
+            / np.asarray(scaling["std"], np.float32)).astype(np.float32)

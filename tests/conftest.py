@@ -55,3 +55,27 @@ def make_class_folder(root, per_class=8, seconds=1.0, classes=("hiss", "tone")):
 @pytest.fixture
 def easy_folder(tmp_path):
     return make_class_folder(tmp_path / "clips")
+
+
+def make_feature_dataset(path, per_class=(12, 12, 12), clips_per_group=2, seed=0,
+                         width=None, label_names=("alarm", "other", "water")):
+    """A dataset file of easy, separable feature vectors (no audio needed):
+    class k has a bump at its own bins. Groups hold ``clips_per_group`` clips."""
+    import artifacts
+    import features
+    config = features.feature_config()
+    width = width or config["n_features"]
+    rng = np.random.default_rng(seed)
+    rows, labels, paths, groups = [], [], [], []
+    for k, count in enumerate(per_class):
+        centre = (k + 1) * width // (len(per_class) + 1)
+        for i in range(count):
+            v = 0.1 * rng.random(width)
+            v[max(centre - 8, 0):centre + 8] += 1.0
+            rows.append((v - v.min()) / (v.max() - v.min()))
+            labels.append(k)
+            paths.append(f"clips/{label_names[k]}/{i}.wav")
+            groups.append(f"{label_names[k]}-rec{i // clips_per_group}")
+    artifacts.save_dataset(path, np.array(rows, np.float32), labels, list(label_names[:len(per_class)]),
+                           paths, groups, config)
+    return path

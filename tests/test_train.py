@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+
+import artifacts
+import features
+import train_16k
+from artifacts import PipelineError
+from conftest import make_feature_dataset
+
+FAST = ["--epochs=60", "--patience=15"]
+
+
+def train(tmp_path, dataset, name="models", *extra):
+    return train_16k.main([f"--dataset={dataset}", f"--model_dir={tmp_path / name}",
+                           f"--report_dir={tmp_path / (name + '_reports')}", *FAST, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("train")
+    dataset = make_feature_dataset(tmp_path / "ds.npz")
+    train(tmp_path, dataset)
+    return tmp_path, dataset
+
+
+def test_reaches_high_accuracy_and_writes_everything(trained):
+    tmp_path, _ = trained
+    paths = artifacts.model_paths(tmp_path / "models")
+    meta = json.loads(paths["meta"].read_text())
+    assert meta["metrics"]["test"]["accuracy"] >= 0.9
+    assert meta["labels"] == ["alarm", "other", "water"]
+    assert meta["feature_config"] == features.feature_config()
+    assert paths["labels"].read_text().split() == meta["labels"]
+    assert paths["keras"].stat().st_size > 10000
+    reports = tmp_path / "models_reports"
+    for name in ("confusion_matrix.png", "training_curves.png",
+                 "classification_report.txt", "classification_report.json"):
+        assert (reports / name).stat().st_size > 100
+    report = json.loads((reports / "classification_report.json").read_text())
+    assert set(report["per_class"]) == set(meta["labels"]) and "macro_f1" in report
+
+
+def test_no_group_in_two_splits(trained):
+    tmp_path, dataset = trained
+    data = artifacts.load_dataset(dataset)
+    group_of = dict(zip(data["paths"], data["groups"]))
+    split = json.loads(artifacts.model_paths(tmp_path / "models")["meta"].read_text())["split"]
+    seen = [{group_of[p] for p in split[name]} for name in ("train", "validation", "test")]
+    assert all(seen)
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    assert sum(len(split[n]) for n in split) == len(data["paths"])
+
+
+def test_class_weights_favour_the_rare_class():
+    weights = train_16k.class_weights(np.array([0] * 30 + [1] * 5 + [2] * 15), 3)
+    assert weights[1] > weights[2] > weights[0]
+
+
+def test_same_seed_same_metrics(trained):
+    tmp_path, dataset = trained
+    train(tmp_path, dataset, "again")
+    first = json.loads(artifacts.model_paths(tmp_path / "models")["meta"].read_text())
+    second = json.loads(artifacts.model_paths(tmp_path / "again")["meta"].read_text())
+    assert first["metrics"] == second["metrics"] and first["split"] == second["split"]
+
+
+def test_cross_validation_prints_folds(tmp_path, capsys):
+    dataset = make_feature_dataset(tmp_path / "ds.npz", per_class=(12, 12), seed=1)
+    train(tmp_path, dataset, "cv", "--folds=3", "--epochs=20")
+    out = capsys.readouterr().out
+    assert "fold 1:" in out and "fold 3:" in out and "3-fold CV: accuracy" in out
+    cv = json.loads(artifacts.model_paths(tmp_path / "cv")["meta"].read_text())["metrics"]["cross_validation"]
+    assert len(cv["folds"]) == 3 and 0 <= cv["macro_f1"]["mean"] <= 1
+
+
+def test_missing_dataset_names_the_command(tmp_path):
+    with pytest.raises(PipelineError, match="make_dataset_16k.py"):
+        train(tmp_path, tmp_path / "none.npz")
+
+
+def test_one_class_and_too_few_groups(tmp_path):
+    one = make_feature_dataset(tmp_path / "one.npz", per_class=(10,))
+    with pytest.raises(PipelineError, match="only one class"):
+        train(tmp_path, one)
+    few = make_feature_dataset(tmp_path / "few.npz", per_class=(10, 4), clips_per_group=2)
+    with pytest.raises(PipelineError, match="'other' has 2 clip group.*at least 3"):
+        train(tmp_path, few)
+
+
+def test_nan_features_and_other_feature_config(tmp_path, monkeypatch):
+    path = make_feature_dataset(tmp_path / "ds.npz")
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    arrays["features"][3, 5] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(PipelineError, match="1 rows have NaN"):
+        train(tmp_path, tmp_path / "nan.npz")
+    monkeypatch.setattr(features, "N_FFT", 1024)
+    with pytest.raises(PipelineError, match="different feature configuration.*n_fft.*[Rr]ebuild"):
+        train(tmp_path, path)
+
+
+def test_retrain_with_other_labels_keeps_previous_model(trained):
+    tmp_path, _ = trained
+    paths = artifacts.model_paths(tmp_path / "models")
+    before = {k: paths[k].read_bytes() for k in ("keras", "meta", "labels")}
+    other = make_feature_dataset(tmp_path / "other.npz", label_names=("cat", "dog", "fish"))
+    with pytest.raises(PipelineError, match="trained on labels.*replace_model"):
+        train(tmp_path, other)
+    assert {k: paths[k].read_bytes() for k in before} == before

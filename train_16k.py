@@ -1,0 +1,246 @@
+"""Stage 2: train the classifier on the dataset from make_dataset_16k.py.
+
+    python train_16k.py                      # data/dataset_16k.npz -> models/
+    python train_16k.py --folds=5            # grouped 5-fold CV first, then the final model
+
+Splits are stratified by class and grouped by source recording, so clips of
+one recording never sit on both sides. The held-out test split is saved in
+models/model_16k.json for model_conv.py and later evaluations.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import artifacts
+import evaluation
+import settings
+from artifacts import PipelineError
+
+DATASET = "data/dataset_16k.npz"  # dataset written by make_dataset_16k.py
+MODEL_DIR = "models"           # where the model and its metadata go
+REPORT_DIR = "reports"         # where figures and reports go
+HIDDEN_LAYERS = "256,256,128,128"  # units of each hidden Dense layer (the seed's MLP)
+DROPOUT = 0.5                  # dropout after the last hidden layer
+LEARNING_RATE = 0.001          # Adam learning rate
+EPOCHS = 300                   # upper bound; early stopping usually ends sooner
+BATCH_SIZE = 32                # clips per gradient step
+PATIENCE = 30                  # epochs without a better validation loss before stopping
+TEST_FRACTION = 0.2            # share of groups held out for the final test
+VAL_FRACTION = 0.2             # share of the remaining groups used for early stopping
+FOLDS = 0                      # >1 runs grouped k-fold cross-validation before the final model
+CLASS_WEIGHTS = True           # weight classes by inverse frequency in the training split
+SEED = 42                      # same dataset + seed -> same split, model and metrics
+REPLACE_MODEL = False          # allow replacing a model in MODEL_DIR trained on other labels
+
+
+# ----------------------------------------------------------------------------
+# Data checks and leakage-safe splits.
+
+def check_trainable(labels, groups, label_names, min_groups, source):
+    """Raise PipelineError unless every class has at least ``min_groups``
+    distinct groups (source recordings) to spread over the splits."""
+    if len(label_names) < 2:
+        raise PipelineError(f"{source}: only one class ({label_names[0]!r}); a classifier "
+                            "needs at least two sub-folders of clips")
+    for index, name in enumerate(label_names):
+        count = len({g for g, y in zip(groups, labels) if y == index})
+        if count < min_groups:
+            raise PipelineError(
+                f"{source}: class {name!r} has {count} clip group(s) (source recordings); "
+                f"at least {min_groups} are needed to give train, validation and test "
+                "their own. Add clips from more recordings, or lower --folds")
+
+
+def grouped_split(labels, groups, fraction, seed):
+    """Split indices into (kept, held_out): about ``fraction`` of the groups
+    held out, stratified by class, no group on both sides."""
+    from sklearn.model_selection import StratifiedGroupKFold
+    n_splits = max(2, round(1 / fraction))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    kept, held_out = next(splitter.split(np.zeros(len(labels)), labels, groups))
+    return kept, held_out
+
+
+def train_val_test_split(labels, groups, test_fraction, val_fraction, seed):
+    """Indices of the train, validation and test splits (grouped, stratified)."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    rest, test = grouped_split(labels, groups, test_fraction, seed)
+    train, val = grouped_split(labels[rest], groups[rest], val_fraction, seed)
+    return rest[train], rest[val], test
+
+
+def check_split_has_every_class(splits, labels, label_names):
+    for split_name, indices in splits.items():
+        missing = [label_names[c] for c in range(len(label_names))
+                   if not np.any(labels[indices] == c)]
+        if missing:
+            raise PipelineError(
+                f"the {split_name} split has no clip of {', '.join(missing)}: too few "
+                "groups to stratify. Add clips from more recordings or change --seed")
+
+
+def class_weights(train_labels, n_classes):
+    """Balanced class weights from the training split only."""
+    from sklearn.utils.class_weight import compute_class_weight
+    present = np.unique(train_labels)
+    weights = compute_class_weight("balanced", classes=present, y=train_labels)
+    result = {c: 1.0 for c in range(n_classes)}
+    result.update({int(c): float(w) for c, w in zip(present, weights)})
+    return result
+
+
+# ----------------------------------------------------------------------------
+# The model.
+
+def build_model(n_inputs, n_classes, cfg):
+    """The seed's MLP: Dense+ReLU layers, dropout after the last, softmax out.
+
+    The seed put ReLU on the output layer; categorical cross-entropy needs
+    class probabilities, so the output is softmax (ReLU outputs can be all
+    zero, which makes the loss undefined and the prediction arbitrary).
+    """
+    artifacts.import_tensorflow()
+    import keras
+    units = [int(u) for u in str(cfg.hidden_layers).split(",") if u.strip()]
+    if not units:
+        raise PipelineError(f"--hidden_layers={cfg.hidden_layers!r}: expected e.g. 256,128")
+    layers = [keras.Input(shape=(n_inputs,))]
+    layers += [keras.layers.Dense(u, activation="relu") for u in units]
+    layers += [keras.layers.Dropout(cfg.dropout, seed=cfg.seed),
+               keras.layers.Dense(n_classes, activation="softmax")]
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fit(x, labels, train, val, n_classes, cfg, progress_desc="training"):
+    """Train a fresh model with early stopping on validation loss (best
+    weights kept). Returns the model and its history dict."""
+    import keras
+    from tqdm.keras import TqdmCallback
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(x.shape[1], n_classes, cfg)
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                               restore_best_weights=True),
+                 TqdmCallback(verbose=0, desc=progress_desc, disable=None)]
+    history = model.fit(
+        x[train], labels[train], validation_data=(x[val], labels[val]),
+        epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
+        class_weight=class_weights(labels[train], n_classes) if cfg.class_weights else None,
+        callbacks=callbacks)
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def predict_classes(model, x):
+    return np.argmax(model.predict(x, verbose=0, batch_size=256), axis=1)
+
+
+def cross_validate(x, labels, groups, label_names, cfg):
+    """Grouped, stratified k-fold: per-fold and mean +/- std of accuracy and macro-F1."""
+    from sklearn.model_selection import StratifiedGroupKFold
+    splitter = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
+    folds = []
+    for k, (rest, test) in enumerate(splitter.split(x, labels, groups), start=1):
+        inner_train, inner_val = grouped_split(labels[rest], np.asarray(groups)[rest],
+                                               cfg.val_fraction, cfg.seed)
+        model, _ = fit(x, labels, rest[inner_train], rest[inner_val], len(label_names), cfg,
+                       progress_desc=f"fold {k}/{cfg.folds}")
+        metrics = evaluation.classification_metrics(labels[test], predict_classes(model, x[test]),
+                                                    label_names)
+        folds.append({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                      "test_clips": int(len(test))})
+        print(f"fold {k}: accuracy {metrics['accuracy']:.3f}  macro-F1 {metrics['macro_f1']:.3f}"
+              f"  ({len(test)} clips)")
+    summary = {m: {"mean": float(np.mean([f[m] for f in folds])),
+                   "std": float(np.std([f[m] for f in folds]))} for m in ("accuracy", "macro_f1")}
+    print(f"{cfg.folds}-fold CV: accuracy {summary['accuracy']['mean']:.3f} +/- "
+          f"{summary['accuracy']['std']:.3f}, macro-F1 {summary['macro_f1']['mean']:.3f} +/- "
+          f"{summary['macro_f1']['std']:.3f}")
+    return {"folds": folds, **summary}
+
+
+# ----------------------------------------------------------------------------
+
+def check_existing_labels(model_dir, label_names, replace):
+    """Refuse to overwrite a model trained on other labels unless asked to."""
+    meta_path = artifacts.model_paths(model_dir)["meta"]
+    if replace or not meta_path.is_file():
+        return
+    try:
+        old = json.loads(meta_path.read_text(encoding="utf-8")).get("labels")
+    except ValueError:
+        return
+    if old and old != label_names:
+        raise PipelineError(
+            f"{meta_path}: the model there was trained on labels {old}, this dataset has "
+            f"{label_names}. Use another --model_dir, or --replace_model=true to replace it")
+
+
+def main(argv=None):
+    cfg = settings.parse_settings(globals(), argv)
+    started = time.perf_counter()
+    data = artifacts.load_dataset(cfg.dataset)
+    x, labels, groups = data["features"], data["labels"], data["groups"]
+    label_names = data["label_names"]
+    check_trainable(labels, groups, label_names, max(3, cfg.folds), cfg.dataset)
+    check_existing_labels(cfg.model_dir, label_names, cfg.replace_model)
+
+    tf = artifacts.import_tensorflow()
+    tf.config.experimental.enable_op_determinism()  # same seed -> same metrics
+
+    cv = cross_validate(x, labels, groups, label_names, cfg) if cfg.folds > 1 else None
+
+    train, val, test = train_val_test_split(labels, groups, cfg.test_fraction,
+                                            cfg.val_fraction, cfg.seed)
+    check_split_has_every_class({"train": train, "validation": val, "test": test},
+                                labels, label_names)
+    model, history = fit(x, labels, train, val, len(label_names), cfg)
+    metrics = evaluation.classification_metrics(labels[test], predict_classes(model, x[test]),
+                                                label_names)
+
+    paths = artifacts.model_paths(cfg.model_dir)
+    with artifacts.atomic_path(paths["keras"]) as tmp:
+        model.save(tmp)
+    artifacts.write_text(paths["labels"], "\n".join(label_names) + "\n")
+    settings_used = {k: v for k, v in vars(cfg).items()
+                     if k not in ("dataset", "model_dir", "report_dir")}
+    meta = {
+        "labels": label_names,
+        "feature_config": data["feature_config"],
+        "input_standardisation": None,
+        "model_type": "mlp",
+        "n_inputs": int(x.shape[1]),
+        "settings": settings_used,
+        "dataset": {"path": str(cfg.dataset), "sha256": data["sha256"], "clips": int(len(x))},
+        "split": {name: [data["paths"][i] for i in idx]
+                  for name, idx in (("train", train), ("validation", val), ("test", test))},
+        "epochs_run": len(history["loss"]),
+        "metrics": {"test": metrics, "cross_validation": cv},
+        "keras_sha256": artifacts.file_sha256(paths["keras"]),
+    }
+    artifacts.write_json(paths["meta"], meta)
+
+    import plots
+    report_dir = Path(cfg.report_dir)
+    plots.confusion_matrices([("test split", metrics["confusion_matrix"])], label_names,
+                             report_dir / "confusion_matrix.png")
+    plots.training_curves(history, report_dir / "training_curves.png")
+    artifacts.write_text(report_dir / "classification_report.txt",
+                         evaluation.report_text(metrics, "test split"))
+    artifacts.write_json(report_dir / "classification_report.json", metrics)
+
+    print(f"\nclips: {len(train)} train, {len(val)} validation, {len(test)} test "
+          f"({len(set(groups))} groups)")
+    print(f"epochs run: {meta['epochs_run']} (best weights kept)")
+    print(evaluation.report_text(metrics, "test split"), end="")
+    print(f"saved {paths['keras']}, {paths['meta']}; reports in {report_dir}/")
+    print(f"wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    artifacts.run_script(main)
