@@ -42,6 +42,9 @@ def atomic_path(path):
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
                                    suffix=f".tmp{path.suffix}")
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)
@@ -185,6 +188,21 @@ def import_tensorflow():
     return tf
 
 
+@contextlib.contextmanager
+def silence_native_output(fd=2):
+    """Send what C/C++ code writes to ``fd`` (stderr by default) to /dev/null,
+    e.g. TFLite Micro's messages while probing arena sizes."""
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def run_script(main):
     """Run a script's ``main()``; turn PipelineError into a one-line message
     and exit status 2 instead of a traceback."""
@@ -215,6 +233,7 @@ def model_paths(model_dir):
         "c_header": base / f"{MODEL_NAME}_int8.h",
         "c_source": base / f"{MODEL_NAME}_int8.cc",
         "golden": base / f"{MODEL_NAME}_golden.json",
+        "golden_header": base / f"{MODEL_NAME}_golden.h",
     }
 
 

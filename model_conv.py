@@ -1,0 +1,233 @@
+"""Stage 3: convert the Keras model to full-int8 TFLite and prove it matches.
+
+    python model_conv.py                          # models/model_16k.keras -> *_int8.tflite
+    python model_conv.py --min_agreement=0.99     # stricter gate
+
+Writes the int8 and a float32 .tflite, a C array for TensorFlow Lite Micro,
+golden test vectors, and reports/conversion_report.{json,txt} comparing
+Keras, float TFLite and int8 TFLite on the test split saved by train_16k.py.
+Exits with status 1 when int8 agrees with Keras on fewer test clips than
+MIN_AGREEMENT.
+"""
+
+import contextlib
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+
+import artifacts
+import c_export
+import evaluation
+import settings
+from artifacts import PipelineError
+from tflite_model import TFLiteModel
+
+DATASET = "data/dataset_16k.npz"  # dataset the model was trained on
+MODEL_DIR = "models"           # where train_16k.py saved the model
+REPORT_DIR = "reports"         # where the comparison reports go
+REPRESENTATIVE_CLIPS = 200     # training clips used to calibrate int8 ranges
+MIN_AGREEMENT = 0.98           # gate: share of test clips where int8 and Keras agree
+GOLDEN_CLIPS = 5               # test clips saved as golden vectors for firmware
+TFLM_CLIPS = 5                 # test clips run through the TFLite Micro interpreter
+SEED = 42                      # which training clips calibrate
+
+
+def load_inputs(cfg):
+    """The dataset, model metadata, and model inputs of the train and test splits."""
+    meta = artifacts.load_model_metadata(cfg.model_dir)
+    data = artifacts.load_dataset(cfg.dataset)
+    if meta["labels"] != data["label_names"]:
+        raise PipelineError(f"{cfg.dataset}: labels {data['label_names']} do not match the "
+                            f"model's {meta['labels']}. Pass the dataset the model was "
+                            "trained on, or retrain with `python train_16k.py`.")
+    row_of = {p: i for i, p in enumerate(data["paths"])}
+    split = meta.get("split", {})
+    missing = [p for p in split.get("test", []) + split.get("train", []) if p not in row_of]
+    if missing or not split.get("test"):
+        raise PipelineError(f"{cfg.dataset}: the model's saved split does not match this "
+                            f"dataset ({len(missing)} clips missing). Retrain with "
+                            "`python train_16k.py` on this dataset.")
+    x = artifacts.model_inputs(data["features"], meta)
+    test = np.array([row_of[p] for p in split["test"]])
+    train = np.array([row_of[p] for p in split["train"]])
+    return meta, data, x, train, test
+
+
+def convert(model, calibration, int8):
+    """TFLite flatbuffer bytes: full-int8 (int8 input/output, builtin int8
+    ops only) calibrated on ``calibration``, or plain float32."""
+    tf = artifacts.import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([row[None, :]] for row in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its export summary
+        return converter.convert()
+
+
+def per_clip_ms(predict_one, rows):
+    """Median wall time of one-clip inference, in ms."""
+    times = []
+    for row in rows:
+        start = time.perf_counter()
+        predict_one(row)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def tflm_check(model_bytes, litert, rows):
+    """Run the int8 model in the TFLite Micro interpreter; return the
+    largest int8 difference from LiteRT and the smallest arena that works."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    def run(arena):
+        interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena)
+        outputs = []
+        for row in rows:
+            interp.set_input(litert.quantise_input(row)[None, :], 0)
+            interp.invoke()
+            outputs.append(interp.get_output(0)[0].astype(int))
+        return outputs
+
+    micro = run(max(len(model_bytes) * 4, 64 * 1024))
+    expected = [litert.run_raw(litert.quantise_input(row)).astype(int) for row in rows]
+    max_diff = int(max(np.abs(m - e).max() for m, e in zip(micro, expected)))
+    low, high = 256, max(len(model_bytes) * 4, 64 * 1024)  # binary search the arena
+    with artifacts.silence_native_output():  # TFLM logs each too-small arena
+        while high - low > 256:
+            mid = (low + high) // 2
+            try:
+                run(mid)
+                high = mid
+            except Exception:  # TFLM reports a too-small arena as a RuntimeError
+                low = mid
+    return max_diff, high
+
+
+def golden_vectors(data, meta, litert, rows):
+    """Feature vectors, int8 inputs and expected int8 outputs of a few clips."""
+    vectors = []
+    for i in rows:
+        x = artifacts.model_inputs(data["features"][i:i + 1], meta)[0]
+        q = litert.quantise_input(x)
+        vectors.append({"path": data["paths"][i], "label": data["label_names"][data["labels"][i]],
+                        "label_index": int(data["labels"][i]),
+                        "features": [float(v) for v in data["features"][i]],
+                        "int8_input": q.astype(int).tolist(),
+                        "int8_output": litert.run_raw(q).astype(int).tolist()})
+    return vectors
+
+
+def main(argv=None):
+    cfg = settings.parse_settings(globals(), argv)
+    meta, data, x, train, test = load_inputs(cfg)
+    paths = artifacts.model_paths(cfg.model_dir)
+    if not paths["keras"].is_file():
+        raise PipelineError(f"{paths['keras']}: Keras model not found. "
+                            "Run `python train_16k.py` first.")
+    artifacts.import_tensorflow()
+    import keras
+    model = keras.models.load_model(paths["keras"], safe_mode=True)
+
+    rng = np.random.default_rng(cfg.seed)
+    calibration = x[rng.permutation(train)[:cfg.representative_clips]]
+    for key, int8 in (("int8_tflite", True), ("float_tflite", False)):
+        blob = convert(model, calibration, int8)
+        with artifacts.atomic_path(paths[key]) as tmp:
+            Path(tmp).write_bytes(blob)
+    int8_bytes = paths["int8_tflite"].read_bytes()
+    int8_model = TFLiteModel(paths["int8_tflite"])
+    float_model = TFLiteModel(paths["float_tflite"])
+
+    # Keras vs float TFLite vs int8 TFLite on the saved test split.
+    y_true = data["labels"][test]
+    probs = {"keras": model.predict(x[test], verbose=0),
+             "float_tflite": float_model.predict_proba(x[test]),
+             "int8_tflite": int8_model.predict_proba(x[test])}
+    rows = x[test][:50]
+    latency = {"keras": per_clip_ms(lambda r: model(r[None, :], training=False), rows),
+               "float_tflite": per_clip_ms(lambda r: float_model.predict_proba(r[None, :]), rows),
+               "int8_tflite": per_clip_ms(lambda r: int8_model.predict_proba(r[None, :]), rows)}
+    sizes = {"keras": paths["keras"].stat().st_size,
+             "float_tflite": paths["float_tflite"].stat().st_size,
+             "int8_tflite": len(int8_bytes)}
+    metrics = {name: evaluation.classification_metrics(y_true, p.argmax(axis=1), meta["labels"])
+               for name, p in probs.items()}
+    agreement = float(np.mean(probs["keras"].argmax(1) == probs["int8_tflite"].argmax(1)))
+    prob_diff = np.abs(probs["keras"] - probs["int8_tflite"])
+
+    # For the device: C array, golden vectors, a TFLite Micro run.
+    array_name = c_export.c_identifier(paths["int8_tflite"].stem)
+    scale, zero_point = int8_model.input["quantization"]
+    artifacts.write_text(paths["c_header"], c_export.model_header(
+        array_name, meta, float(scale), int(zero_point), x.shape[1]))
+    artifacts.write_text(paths["c_source"], c_export.model_source(
+        array_name, paths["c_header"].name, int8_bytes))
+    golden = golden_vectors(data, meta, int8_model, test[:cfg.golden_clips])
+    artifacts.write_json(paths["golden"], {"input_scale": float(scale),
+                                           "input_zero_point": int(zero_point),
+                                           "labels": meta["labels"], "vectors": golden})
+    artifacts.write_text(paths["golden_header"], c_export.golden_header(golden))
+    tflm_diff, arena = tflm_check(int8_bytes, int8_model, x[test][:cfg.tflm_clips])
+
+    report = {
+        "test_clips": int(len(test)),
+        "metrics": {k: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+                    for k, m in metrics.items()},
+        "agreement_int8_vs_keras": agreement,
+        "prob_abs_diff": {"mean": float(prob_diff.mean()), "max": float(prob_diff.max())},
+        "file_bytes": sizes,
+        "latency_ms_per_clip": latency,
+        "parameters": int(model.count_params()),
+        "flash_bytes": len(int8_bytes),
+        "tflm": {"arena_bytes": arena, "max_int8_diff_vs_litert": tflm_diff,
+                 "clips": int(min(cfg.tflm_clips, len(test)))},
+        "input_quantisation": {"scale": float(scale), "zero_point": int(zero_point)},
+        "min_agreement": cfg.min_agreement,
+    }
+    report_dir = Path(cfg.report_dir)
+    artifacts.write_json(report_dir / "conversion_report.json", report)
+    table = report_table(report)
+    artifacts.write_text(report_dir / "conversion_report.txt", table)
+    import plots
+    plots.confusion_matrices([("Keras", metrics["keras"]["confusion_matrix"]),
+                              ("int8 TFLite", metrics["int8_tflite"]["confusion_matrix"])],
+                             meta["labels"], report_dir / "confusion_keras_vs_int8.png")
+    print(table, end="")
+    print(f"wrote {paths['int8_tflite']}, {paths['c_source']}, {paths['golden']}")
+    if agreement < cfg.min_agreement:
+        print(f"error: int8 agrees with Keras on {agreement:.1%} of test clips, below "
+              f"--min_agreement={cfg.min_agreement:.2f}. Try more --representative_clips, "
+              "or inspect reports/confusion_keras_vs_int8.png", flush=True)
+        return 1
+    return 0
+
+
+def report_table(report):
+    """The conversion report as a readable table."""
+    rows = [f"{'model':<14}{'accuracy':>10}{'macro-F1':>10}{'size KB':>10}{'ms/clip':>10}"]
+    for name in ("keras", "float_tflite", "int8_tflite"):
+        m = report["metrics"][name]
+        rows.append(f"{name:<14}{m['accuracy']:>10.3f}{m['macro_f1']:>10.3f}"
+                    f"{report['file_bytes'][name] / 1024:>10.1f}"
+                    f"{report['latency_ms_per_clip'][name]:>10.3f}")
+    rows += [
+        f"test clips: {report['test_clips']}",
+        f"int8 vs Keras agreement: {report['agreement_int8_vs_keras']:.1%} "
+        f"(gate {report['min_agreement']:.0%})",
+        f"|p_keras - p_int8|: mean {report['prob_abs_diff']['mean']:.4f}, "
+        f"max {report['prob_abs_diff']['max']:.4f}",
+        f"parameters: {report['parameters']}, flash: {report['flash_bytes'] / 1024:.1f} KB, "
+        f"TFLM arena: {report['tflm']['arena_bytes'] / 1024:.1f} KB "
+        f"(TFLM vs LiteRT max int8 diff {report['tflm']['max_int8_diff_vs_litert']})",
+    ]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    artifacts.run_script(main)

@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import pytest
+
+import artifacts
+import c_export
+import model_conv
+import train_16k
+from artifacts import PipelineError
+from conftest import make_feature_dataset
+from tflite_model import TFLiteModel
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("conv")
+    dataset = make_feature_dataset(tmp / "ds.npz", per_class=(16, 16, 16))
+    args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}",
+            f"--report_dir={tmp / 'reports'}"]
+    train_16k.main(args + ["--epochs=60", "--patience=15"])
+    status = model_conv.main(args)
+    return tmp, dataset, args, status
+
+
+def test_int8_model_is_fully_integer(converted):
+    tmp, *_ = converted
+    model = TFLiteModel(artifacts.model_paths(tmp / "models")["int8_tflite"])
+    assert model.input["dtype"] == np.int8 and model.output["dtype"] == np.int8
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    interp = Interpreter(model_path=model.path, experimental_op_resolver_type=(
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interp.allocate_tensors()
+    ops = {op["op_name"] for op in interp._get_ops_details()}
+    assert ops <= {"FULLY_CONNECTED", "SOFTMAX", "RESHAPE"}, ops
+    float_tensors = [t["name"] for t in interp.get_tensor_details() if t["dtype"] == np.float32]
+    assert float_tensors == []
+
+
+def test_agreement_report_and_gate(converted, capsys):
+    tmp, _, args, status = converted
+    assert status == 0
+    report = json.loads((tmp / "reports" / "conversion_report.json").read_text())
+    assert report["agreement_int8_vs_keras"] >= 0.95
+    assert abs(report["metrics"]["int8_tflite"]["accuracy"]
+               - report["metrics"]["keras"]["accuracy"]) <= 0.05
+    assert report["tflm"]["max_int8_diff_vs_litert"] <= 1 and report["tflm"]["arena_bytes"] > 0
+    assert report["file_bytes"]["int8_tflite"] < report["file_bytes"]["float_tflite"]
+    assert (tmp / "reports" / "confusion_keras_vs_int8.png").stat().st_size > 1000
+    assert "int8_tflite" in (tmp / "reports" / "conversion_report.txt").read_text()
+    assert model_conv.main(args + ["--min_agreement=1.01"]) == 1
+    assert "below --min_agreement=1.01" in capsys.readouterr().out
+
+
+def test_c_array_matches_tflite_file(converted):
+    tmp, *_ = converted
+    paths = artifacts.model_paths(tmp / "models")
+    source = paths["c_source"].read_text()
+    assert "alignas(16)" in source
+    assert c_export.parse_c_array(source) == paths["int8_tflite"].read_bytes()
+    header = paths["c_header"].read_text()
+    assert 'kLabels[kNumLabels] = {"alarm", "other", "water"}' in header
+    assert "kInputScale" in header and "n_fft = 512" in header
+
+
+def test_golden_vectors_reproduce(converted):
+    tmp, dataset, *_ = converted
+    paths = artifacts.model_paths(tmp / "models")
+    golden = json.loads(paths["golden"].read_text())
+    model = TFLiteModel(paths["int8_tflite"])
+    meta = artifacts.load_model_metadata(tmp / "models")
+    assert len(golden["vectors"]) == 5
+    for vector in golden["vectors"]:
+        x = artifacts.model_inputs(np.array([vector["features"]]), meta)[0]
+        assert model.quantise_input(x).tolist() == vector["int8_input"]
+        out = model.run_raw(np.array(vector["int8_input"], np.int8))
+        assert out.tolist() == vector["int8_output"]
+    assert "kGoldenInput" in paths["golden_header"].read_text()
+
+
+def test_missing_model_and_mismatched_dataset(converted, tmp_path):
+    tmp, *_ = converted
+    with pytest.raises(PipelineError, match="train_16k.py"):
+        model_conv.main([f"--model_dir={tmp_path / 'empty'}",
+                         f"--dataset={tmp / 'ds.npz'}", f"--report_dir={tmp_path}"])
+    other = make_feature_dataset(tmp_path / "other.npz", label_names=("a", "b", "c"))
+    with pytest.raises(PipelineError, match="do not match the model"):
+        model_conv.main([f"--model_dir={tmp / 'models'}", f"--dataset={other}",
+                         f"--report_dir={tmp_path}"])
+    meta_path = tmp_path / "bare" / "model_16k.json"
+    meta_path.parent.mkdir()
+    meta_path.write_text(json.dumps({"labels": ["a"]}))
+    with pytest.raises(PipelineError, match="lacks feature_config"):
+        model_conv.main([f"--model_dir={tmp_path / 'bare'}", f"--dataset={other}",
+                         f"--report_dir={tmp_path}"])
