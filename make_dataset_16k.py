@@ -161,13 +161,13 @@ def extract_all(paths, config, jobs=JOBS, backend=BACKEND, scheduler=SCHEDULER, 
     -------
     list of (vector or None, duration_s, reason), and the updated cache dict.
     """
-    import joblib
-    from tqdm import tqdm
     cache = dict(cache or {})
     keys = [file_key(p) for p in paths]
     todo = [i for i, k in enumerate(keys) if k is None or k not in cache]
     results = {}
     if todo:
+        import joblib
+        from tqdm import tqdm
         with parallel_backend(backend, scheduler, jobs) as n_jobs:
             parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator",
                                        pre_dispatch="2*n_jobs")
@@ -221,6 +221,7 @@ def main(argv=None):
     config = features.feature_config()
     store = cache_path(cfg.dataset)
     cache = load_cache(store, config) if cfg.cache else {}
+    cached_keys = set(cache)
     results, cache = extract_all([c[0] for c in clips], config, cfg.jobs, cfg.backend,
                                  cfg.scheduler, cache)
 
@@ -245,7 +246,7 @@ def main(argv=None):
         [label_names.index(c[1]) for c, _ in kept], label_names,
         [c[0] for c, _ in kept], [c[2] for c, _ in kept], config)
     write_skipped_report(skipped_report_path(cfg.dataset), skipped)
-    if cfg.cache:
+    if cfg.cache and set(cache) != cached_keys:
         save_cache(store, config, cache)
 
     if cfg.plots:

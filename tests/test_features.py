@@ -28,6 +28,11 @@ def test_matches_seed_method_exactly(seconds):
     np.testing.assert_allclose(features.features_from_audio(y), seed_method(y), atol=1e-6)
 
 
+def test_matches_seed_method_with_leading_digital_silence():
+    y = np.concatenate([np.zeros(8000, np.float32), tone(1200.0, 2.0) + noise(2.0, level=0.1)])
+    np.testing.assert_allclose(features.features_from_audio(y), seed_method(y), atol=1e-6)
+
+
 def test_deterministic(tmp_path):
     path = write(tmp_path / "a.wav", tone(440.0) + noise(level=0.1))
     assert np.array_equal(features.extract_features(path), features.extract_features(path))
@@ -88,3 +93,13 @@ def test_parameters_checked_early():
         features.mean_stft_magnitude(tone(500.0), n_fft=256, win_length=512)
     with pytest.raises(ValueError, match="mono"):
         features.features_from_audio(np.zeros((2, 100), np.float32))
+
+
+@pytest.mark.parametrize("rate, channels, subtype", [(16000, 1, "PCM_16"), (44100, 2, "PCM_24"),
+                                                     (8000, 1, "PCM_U8"), (48000, 2, "FLOAT")])
+def test_load_matches_librosa_load(tmp_path, rate, channels, subtype):
+    audio = tone(750.0, 1.2, sr=rate) + noise(1.2, sr=rate, level=0.1)
+    audio = np.stack([audio, 0.5 * audio], axis=1) if channels == 2 else audio
+    path = write(tmp_path / "x.wav", audio, sr=rate, subtype=subtype)
+    expected, _ = librosa.load(path, sr=SR)
+    np.testing.assert_allclose(features.load_audio(path), expected, atol=1e-6)

@@ -1,0 +1,121 @@
+"""Benchmark dataset building against the seed's plain loop.
+
+    python bench/bench_dataset.py DATA_DIR
+
+1. The seed README's method as a plain sequential loop (librosa + noisereduce
+   called directly), the baseline, run as its own process like the product
+   (so both pay Python start-up and imports); its warm in-process time is
+   printed too.
+2. make_dataset_16k.py from scratch with one worker, then with all workers.
+3. make_dataset_16k.py again with nothing changed (cache hits only).
+
+Each product run is a separate process; the peak resident memory of its whole
+process tree (main process + workers) is sampled. Prints clips/s, times real
+time, the ratios, and the largest feature difference from the plain loop.
+"""
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import artifacts  # noqa: E402
+import make_dataset_16k  # noqa: E402
+
+
+def seed_loop(paths):
+    """The seed README's steps, one clip after another (noisereduce 3 spelling)."""
+    import librosa
+    import noisereduce as nr
+    out = {}
+    for path in paths:
+        y, sr = librosa.load(path, sr=16000)
+        if y.size == 0 or not y.any():
+            continue
+        reduced = nr.reduce_noise(y=y, sr=sr, y_noise=y[0:25000], stationary=True)
+        trimmed, _ = librosa.effects.trim(reduced, top_db=20, frame_length=512, hop_length=64)
+        stft = np.abs(librosa.stft(trimmed, n_fft=512, hop_length=256, win_length=512))
+        v = stft.mean(axis=1)
+        out[path] = (v - v.min()) / (v.max() - v.min())
+    return out
+
+
+def run_tree(args):
+    """Run a command; return (wall seconds, peak RSS of its process tree in MB)."""
+    import psutil
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
+    parent, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            tree = [parent] + parent.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(args)} failed with status {proc.returncode}")
+    return time.perf_counter() - start, peak / 2**20
+
+
+def seed_loop_process(data_dir, out_npz):
+    """Child-process mode: run the seed loop and save its features."""
+    clips, _ = make_dataset_16k.clips_from_folder(data_dir)
+    found = seed_loop([c[0] for c in clips])
+    np.savez(out_npz, paths=np.array(list(found), dtype=str),
+             features=np.array(list(found.values()), dtype=np.float32))
+
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--seed-loop":
+        return seed_loop_process(sys.argv[2], sys.argv[3])
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__)
+    data_dir = Path(sys.argv[1])
+    clips, _ = make_dataset_16k.clips_from_folder(data_dir)
+    paths = [c[0] for c in clips]
+    import soundfile
+    audio_s = sum(soundfile.info(p).duration for p in paths)
+    print(f"{len(paths)} clips, {audio_s:.0f} s of audio in {data_dir}")
+
+    seed_loop(paths[:2])  # warm up imports, so this figure is compute only
+    start = time.perf_counter()
+    seed_loop(paths)
+    warm_s = time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        seed_s, seed_mb = run_tree([sys.executable, __file__, "--seed-loop", str(data_dir),
+                                    f"{tmp}/seed.npz"])
+        with np.load(f"{tmp}/seed.npz") as npz:
+            reference = dict(zip(npz["paths"], npz["features"]))
+        base = [sys.executable, "make_dataset_16k.py", f"--data_dir={data_dir}"]
+        one_s, one_mb = run_tree(base + [f"--dataset={tmp}/one.npz", "--jobs=1"])
+        all_s, all_mb = run_tree(base + [f"--dataset={tmp}/all.npz", "--jobs=-1"])
+        again_s, again_mb = run_tree(base + [f"--dataset={tmp}/all.npz", "--jobs=-1"])
+        data = artifacts.load_dataset(f"{tmp}/all.npz")
+    diffs = [np.abs(data["features"][i] - reference[p]).max()
+             for i, p in enumerate(data["paths"]) if p in reference]
+
+    print(f"\n{'run':<36}{'wall s':>8}{'clips/s':>9}{'x real':>8}{'peak MB':>9}")
+    for name, wall, mb in (("seed plain loop, warm, in-process", warm_s, float("nan")),
+                           ("seed plain loop, own process", seed_s, seed_mb),
+                           ("product, 1 worker, from scratch", one_s, one_mb),
+                           ("product, all workers, from scratch", all_s, all_mb),
+                           ("product, unchanged re-run", again_s, again_mb)):
+        print(f"{name:<36}{wall:>8.2f}{len(paths) / wall:>9.1f}{audio_s / wall:>8.0f}{mb:>9.0f}")
+    print(f"\nall workers vs seed loop (both own process): {seed_s / all_s:.2f}x (target >= 1.8x)")
+    print(f"all workers vs warm in-process seed loop:    {warm_s / all_s:.2f}x")
+    print(f"1 worker vs seed loop (both own process):    {seed_s / one_s:.2f}x")
+    print(f"unchanged re-run: {100 * again_s / all_s:.1f}% of a full build (target < 5%)")
+    print(f"max |product - seed loop| over {len(diffs)} clips: {max(diffs):.2e} (target <= 1e-5)")
+    print(f"peak memory: {max(one_mb, all_mb, again_mb):.0f} MB (target < 1024 MB)")
+
+
+if __name__ == "__main__":
+    main()
