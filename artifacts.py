@@ -183,8 +183,9 @@ def load_dataset(path, check_config=True):
 
 def import_tensorflow():
     """Import TensorFlow without its start-up log spam (set before import)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")  # e.g. retracing notes during cross-validation
     return tf
 
 

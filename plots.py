@@ -95,3 +95,21 @@ def training_curves(history, out_png):
         ax.legend()
     fig.tight_layout()
     artifacts.save_figure(fig, out_png)
+
+
+def timeline(centres_and_probs, label_names, events, title, out_png):
+    """Smoothed class probabilities over time with detected events shaded."""
+    centres, probs = centres_and_probs
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    colours = {}
+    for c, name in enumerate(label_names):
+        (line,) = ax.plot(centres, probs[:, c], label=name, marker=".")
+        colours[name] = line.get_color()
+    for event in events:
+        ax.axvspan(event["start_s"], event["end_s"], color=colours[event["class"]], alpha=0.2)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("smoothed probability")
+    ax.set_title(f"{title}: shaded = detected events", fontsize=9)
+    ax.legend(loc="upper right")
+    artifacts.save_figure(fig, out_png)

@@ -1,0 +1,144 @@
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import make_dataset_16k
+import model_conv
+import predict
+import train_16k
+from artifacts import PipelineError
+from conftest import ROOT, make_class_folder, noise, tone, write
+
+CLASSES = ("beep", "hiss", "tone")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model trained on three easy classes, converted to int8."""
+    tmp = tmp_path_factory.mktemp("predict")
+    clips = make_class_folder(tmp / "clips", per_class=10, classes=CLASSES)
+    dataset = tmp / "ds.npz"
+    make_dataset_16k.main([f"--data_dir={clips}", f"--dataset={dataset}", "--jobs=1"])
+    args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}", f"--report_dir={tmp / 'r'}"]
+    train_16k.main(args + ["--epochs=80", "--patience=20"])
+    model_conv.main(args + ["--min_agreement=0"])
+    return tmp / "models"
+
+
+def run(model_dir, *args):
+    return predict.main([f"--model={model_dir / 'model_16k_int8.tflite'}", *map(str, args)])
+
+
+@pytest.fixture
+def fresh_clips(tmp_path):
+    """New clips, not in the training set, one folder per class."""
+    root = tmp_path / "fresh"
+    for i in range(3):
+        write(root / "beep" / f"b{i}.wav", tone(620.0 + 30 * i, 1.0, seed=50 + i))
+        write(root / "hiss" / f"h{i}.wav", noise(1.0, seed=60 + i, low_hz=1500))
+        write(root / "tone" / f"t{i}.wav", tone(2600.0 + 100 * i, 1.0, seed=70 + i))
+    return root
+
+
+def test_clips_are_classified_correctly(model_dir, fresh_clips, tmp_path):
+    out = tmp_path / "out.json"
+    assert run(model_dir, fresh_clips, "--json", out) == 0
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == 9
+    for r in results:
+        assert r["class"] == r["path"].split("/")[-2], r
+        assert abs(sum(r["probabilities"].values()) - 1) < 0.05
+
+
+def test_keras_model_agrees(model_dir, fresh_clips, tmp_path):
+    out = tmp_path / "keras.json"
+    predict.main([f"--model={model_dir / 'model_16k.keras'}", str(fresh_clips), "--json", str(out)])
+    assert all(r["class"] == r["path"].split("/")[-2]
+               for r in json.loads(out.read_text())["results"])
+
+
+def test_long_recording_gives_one_event_at_the_burst(model_dir, tmp_path):
+    recording = np.concatenate([noise(4.0, seed=1, low_hz=1500), tone(2700.0, 4.0, seed=2),
+                                noise(4.0, seed=3, low_hz=1500)])
+    path = write(tmp_path / "long.wav", recording)
+    out, png = tmp_path / "long.json", tmp_path / "timeline.png"
+    run(model_dir, path, "--window_s=1.0", "--hop_s=0.5", "--background_classes=hiss",
+        "--json", out, "--timeline", png)
+    events = json.loads(out.read_text())["results"][0]["events"]
+    assert len(events) == 1, events
+    assert events[0]["class"] == "tone"
+    assert abs(events[0]["start_s"] - 4.0) <= 0.5 and abs(events[0]["end_s"] - 8.0) <= 0.5
+    assert events[0]["peak_probability"] >= events[0]["mean_probability"] > 0.5
+    assert png.stat().st_size > 1000
+
+
+def test_csv_is_complete_and_bad_files_get_error_rows(model_dir, fresh_clips, tmp_path, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFFjunkjunk")
+    silent = write(tmp_path / "silent.wav", np.zeros(16000, np.float32))
+    out = tmp_path / "out.csv"
+    status = run(model_dir, fresh_clips / "tone", broken, silent, "--all", "--csv", out)
+    assert status == 1
+    printed = capsys.readouterr().out
+    assert "broken.wav: error: cannot read audio" in printed and "silent.wav: error:" in printed
+    assert "beep=" in printed  # --all prints every class
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"].split("/")[-1] for r in rows] == ["t0.wav", "t1.wav", "t2.wav",
+                                                        "broken.wav", "silent.wav"]
+    assert {f"p_{c}" for c in CLASSES} <= set(rows[0])
+    assert rows[0]["class"] == "tone" and rows[0]["error"] == ""
+    assert rows[3]["error"] and rows[3]["class"] == "" and "zero" in rows[4]["error"]
+
+
+def test_tflite_prediction_never_imports_tensorflow(model_dir, fresh_clips):
+    code = ("import sys, predict; predict.main(['--model={}', '{}']); "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
+            "assert not bad, bad; print('clean')").format(
+                model_dir / "model_16k_int8.tflite", fresh_clips / "beep" / "b0.wav")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "clean" in result.stdout and "beep" in result.stdout
+
+
+def test_evaluate_labelled_folder(model_dir, fresh_clips, tmp_path):
+    out = tmp_path / "metrics.json"
+    assert run(model_dir, f"--evaluate={fresh_clips}", "--json", out,
+               f"--report_dir={tmp_path / 'r'}") == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["accuracy"] == 1.0 and metrics["labels"] == list(CLASSES)
+    assert set(metrics["per_class"]["tone"]) == {"precision", "recall", "f1", "support"}
+    assert (tmp_path / "r" / "confusion_evaluate.png").exists()
+
+
+def test_missing_model_or_metadata(model_dir, tmp_path, fresh_clips):
+    with pytest.raises(PipelineError, match="model_conv.py"):
+        predict.main([f"--model={tmp_path / 'none.tflite'}", str(fresh_clips)])
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(model_dir / "model_16k_int8.tflite", bare)
+    with pytest.raises(PipelineError, match="model metadata not found.*train_16k.py"):
+        predict.main([f"--model={bare / 'model_16k_int8.tflite'}", str(fresh_clips)])
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "predict.py", f"--model={tmp_path / 'x.tflite'}",
+                             "a.wav"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "model not found" in result.stderr
+
+
+def test_events_and_smoothing_helpers():
+    probs = np.array([[0.1], [0.9], [0.9], [0.9], [0.1]])
+    assert np.allclose(predict.smooth(probs, 3)[:, 0], [0.5, 0.633333, 0.9, 0.633333, 0.5])
+    centres = np.arange(5) * 0.5 + 0.5
+    events = predict.find_events(centres, probs, ["x"], {"x": 0.5}, 1.0, 0.5, set())
+    assert [(e["start_s"], e["end_s"]) for e in events] == [(0.75, 2.25)]
+    assert predict.find_events(centres, probs, ["x"], {"x": 0.5}, 2.0, 0.5, set()) == []
+    assert predict.window_starts(100, 40, 20) == [0, 20, 40, 60]
+    assert predict.window_starts(110, 40, 20) == [0, 20, 40, 60, 70]
