@@ -12,7 +12,7 @@ from pathlib import Path
 
 from artifacts import PipelineError
 
-CONNECT_TIMEOUT_S = 10  # give up on an unreachable scheduler after this long
+CONNECT_TIMEOUT_S = 5  # give up on an unreachable scheduler after this long
 
 
 @contextmanager

@@ -266,3 +266,10 @@ def extract_or_reason(path, config):
         return features_from_audio(y, config), duration, ""
     except Exception as err:  # a worker must report, not die, on one bad clip
         return None, duration, str(err) or type(err).__name__
+
+
+def extract_many(paths, config):
+    """``extract_or_reason`` for several files: one parallel task, so that
+    per-task scheduling overhead (large on Dask) is paid once per batch."""
+    return [extract_or_reason(path, config) for path in paths]
+

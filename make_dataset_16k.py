@@ -35,6 +35,7 @@ DEMO_DIR = "data/demo"         # where --demo writes its clips
 PLOTS = False                  # save example waveforms and class signatures to REPORT_DIR
 REPORT_DIR = "reports"         # folder for figures
 BATCH = 2000                   # clips handed to the workers at a time (bounds memory on huge folders)
+TASK_CLIPS = 16                # clips per parallel task (fewer, larger tasks cost less overhead)
 
 
 # ----------------------------------------------------------------------------
@@ -173,14 +174,16 @@ def extract_all(paths, config, jobs=JOBS, backend=BACKEND, scheduler=SCHEDULER, 
                                        pre_dispatch="2*n_jobs")
             progress = tqdm(total=len(todo), desc="features", unit="clip", disable=None)
             for start in range(0, len(todo), BATCH):
-                chunk = todo[start:start + BATCH]
-                tasks = (joblib.delayed(features.extract_or_reason)(paths[i], config)
-                         for i in chunk)
-                for i, result in zip(chunk, parallel(tasks)):
-                    results[i] = result
-                    if keys[i] is not None:
-                        cache[keys[i]] = result
-                    progress.update()
+                batch = todo[start:start + BATCH]
+                tasks = [batch[i:i + TASK_CLIPS] for i in range(0, len(batch), TASK_CLIPS)]
+                calls = (joblib.delayed(features.extract_many)([paths[i] for i in task], config)
+                         for task in tasks)
+                for task, task_results in zip(tasks, parallel(calls)):
+                    for i, result in zip(task, task_results):
+                        results[i] = result
+                        if keys[i] is not None:
+                            cache[keys[i]] = result
+                    progress.update(len(task))
             progress.close()
     ordered = [results[i] if i in results else cache[keys[i]] for i in range(len(paths))]
     return ordered, cache
