@@ -4,35 +4,56 @@ Every script (make_dataset_16k.py, train_16k.py, model_conv.py, predict.py)
 calls this module, and every dataset and model stores ``feature_config()``
 beside itself, so features are always computed the way the model expects.
 
-The seed method, step by step (each step is a small function below):
+``FEATURES`` picks a preset:
 
-1. ``load_audio``: any WAV/FLAC/OGG, resampled to 16 kHz mono (as librosa.load).
-2. ``reduce_noise``: spectral gating (noisereduce), noise profile = the first
-   25000 samples.
-3. ``trim_silence``: drop leading/trailing silence (top_db 20, frame 512, hop 64).
-4. ``mean_stft_magnitude``: |STFT| (n_fft 512, hop 256, window 512), mean over
-   time -> 257 values.
-5. ``minmax_normalise``: scale that vector to [0, 1] per clip.
+``"seed"``, the seed method exactly, step by step (each a small function below):
+  1. ``load_audio``: any WAV/FLAC/OGG, resampled to 16 kHz mono (as librosa.load).
+  2. ``reduce_noise``: spectral gating (noisereduce), noise profile = the first
+     25000 samples.
+  3. ``trim_silence``: drop leading/trailing silence (top_db 20, frame 512, hop 64).
+  4. ``mean_stft_magnitude``: |STFT| (n_fft 512, hop 256, window 512), mean over
+     time -> 257 values.
+  5. ``minmax_normalise``: scale that vector to [0, 1] per clip.
 
-Edit the constants below to change the method; datasets and models built with
-other values are then refused until they are rebuilt.
+``"logmel"``, recommended for real recordings: no noise reduction (it removed
+what distinguishes sources the model has not heard), trim, log-mel
+spectrogram made level-independent, then per-band mean and standard deviation
+plus a few spectral-shape statistics (``logmel_statistics``). Inputs are
+standardised with the training set's mean and std, stored with the model.
+
+``"logmel_patch"``: the loudest ``PATCH_FRAMES`` frames of that log-mel
+spectrogram, flattened, as input for the small CNN (train_16k.py --model=cnn).
+
+All three use only an FFT, a filterbank, logs and sums: they fit a
+microcontroller. Edit the constants below to change a method; datasets and
+models built with other values are then refused until they are rebuilt.
 """
 
+import functools
 import warnings
 
 import numpy as np
 
+FEATURES = "logmel"           # preset: "seed", "logmel" (recommended) or "logmel_patch" (CNN)
 SAMPLE_RATE = 16000           # Hz; every clip is resampled to this
-NOISE_REDUCTION = True        # spectral gating on/off (a device may not afford it)
+NOISE_REDUCTION = True        # seed preset: spectral gating on/off (a device may not afford it)
 NOISE_PROFILE_SAMPLES = 25000  # leading samples that define the noise profile
-TRIM = True                   # trim leading/trailing silence on/off
+TRIM = True                   # trim leading/trailing silence on/off (all presets)
 TRIM_TOP_DB = 20              # dB below the peak that counts as silence
 TRIM_FRAME_LENGTH = 512       # samples per frame when measuring loudness for trim
 TRIM_HOP_LENGTH = 64          # samples between those frames
 N_FFT = 512                   # FFT size -> N_FFT // 2 + 1 = 257 frequency bins
 HOP_LENGTH = 256              # samples between STFT frames
 WIN_LENGTH = 512              # STFT window length in samples
-FEATURE_VERSION = 1           # bump when the code (not a constant) changes the features
+N_MELS = 40                   # log-mel presets: mel bands
+MEL_FMIN = 50.0               # lowest mel band edge, Hz
+MEL_FMAX = 8000.0             # highest mel band edge, Hz
+MEL_TOP_DB = 80.0             # log-mel floor: this many dB below the clip's loudest cell
+PATCH_FRAMES = 61             # logmel_patch: frames per patch (61 x 16 ms = about 1 s)
+FEATURE_VERSION = 2           # bump when the code (not a constant) changes the features
+
+PRESETS = ("seed", "logmel", "logmel_patch")
+SHAPE_STATISTICS = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "level")
 
 # noisereduce pads each side of the clip with 30000 zeros by default. Frames
 # farther from the signal than one window plus the 50 ms mask smoothing are
@@ -48,20 +69,29 @@ class FeatureError(ValueError):
     """A clip that cannot give a meaningful feature vector."""
 
 
-def feature_config():
+def feature_config(preset=None):
     """The feature configuration stored beside every dataset and model.
+
+    Parameters
+    ----------
+    preset : str, optional
+        One of ``PRESETS``; defaults to ``FEATURES``.
 
     Returns
     -------
     dict
         Plain JSON-compatible values; two configurations are compatible only
-        when they are equal.
+        when they are equal. ``standardise`` says whether models should
+        z-score the features with training statistics.
     """
-    return {
-        "method": "seed_stft_mean",
+    preset = preset or FEATURES
+    if preset not in PRESETS:
+        raise ValueError(f"unknown feature preset {preset!r}; expected one of {PRESETS}")
+    config = {
+        "preset": preset,
         "version": FEATURE_VERSION,
         "sample_rate": SAMPLE_RATE,
-        "noise_reduction": NOISE_REDUCTION,
+        "noise_reduction": NOISE_REDUCTION if preset == "seed" else False,
         "noise_profile_samples": NOISE_PROFILE_SAMPLES,
         "trim": TRIM,
         "trim_top_db": TRIM_TOP_DB,
@@ -70,9 +100,19 @@ def feature_config():
         "n_fft": N_FFT,
         "hop_length": HOP_LENGTH,
         "win_length": WIN_LENGTH,
-        "normalisation": "minmax",
-        "n_features": N_FFT // 2 + 1,
     }
+    if preset == "seed":
+        config.update(normalisation="minmax", standardise=False, n_features=N_FFT // 2 + 1)
+        return config
+    config.update(n_mels=N_MELS, fmin=MEL_FMIN, fmax=MEL_FMAX, top_db=MEL_TOP_DB,
+                  normalisation="level", standardise=True)
+    if preset == "logmel":
+        config.update(statistics=["band_mean", "band_std", *SHAPE_STATISTICS],
+                      n_features=2 * N_MELS + 2 * len(SHAPE_STATISTICS))
+    else:
+        config.update(patch_frames=PATCH_FRAMES, input_shape=[PATCH_FRAMES, N_MELS],
+                      n_features=PATCH_FRAMES * N_MELS)
+    return config
 
 
 def load_audio(path, sample_rate=SAMPLE_RATE):
@@ -196,6 +236,91 @@ def minmax_normalise(v):
     return (v - low) / (high - low)
 
 
+def power_spectrogram(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH):
+    """|STFT|^2, shape (n_fft // 2 + 1, frames)."""
+    import librosa
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_fft=.*too large")
+        return np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length,
+                                   win_length=win_length)) ** 2
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax):
+    import librosa
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+
+
+def level_normalised_logmel(power, config):
+    """Log-mel spectrogram (dB) that ignores the clip's overall level.
+
+    The floor sits ``top_db`` below the loudest cell, and the mean over all
+    cells is subtracted, so a gain change leaves the result unchanged.
+
+    Returns
+    -------
+    np.ndarray, shape (n_mels, frames)
+    """
+    basis = _mel_basis(config["sample_rate"], config["n_fft"], config["n_mels"],
+                       config["fmin"], config["fmax"])
+    # einsum, not a BLAS matmul: BLAS sums in an order that depends on its
+    # thread count, and features must not depend on the number of workers.
+    mel = np.einsum("mf,ft->mt", basis, power)
+    db = 10.0 * np.log10(np.maximum(mel, 1e-12))
+    db = np.maximum(db, db.max() - config["top_db"])
+    if db.max() - db.min() < 1e-6:
+        raise FeatureError("log-mel spectrogram is constant")
+    return db - db.mean()
+
+
+def shape_statistics(power, sample_rate):
+    """Mean and std over time of spectral flatness, centroid, bandwidth,
+    85 % rolloff (all from the power spectrum, frequencies in kHz), spectral
+    flux and frame level (dB, relative to the loudest frame).
+
+    Returns
+    -------
+    np.ndarray, shape (2 * len(SHAPE_STATISTICS),): all means, then all stds.
+    """
+    eps = 1e-12
+    freqs_khz = np.linspace(0, sample_rate / 2000, power.shape[0])[:, None]
+    total = power.sum(axis=0, keepdims=True) + eps
+    flatness = np.exp(np.mean(np.log(power + eps), axis=0)) / (total[0] / power.shape[0])
+    centroid = (freqs_khz * power).sum(axis=0) / total[0]
+    bandwidth = np.sqrt((((freqs_khz - centroid) ** 2) * power).sum(axis=0) / total[0])
+    rolloff = freqs_khz[np.argmax(np.cumsum(power, axis=0) >= 0.85 * total, axis=0), 0]
+    log_power = np.log10(power + eps)
+    flux = np.concatenate([[0.0], np.mean(np.abs(np.diff(log_power, axis=1)), axis=0)])
+    level = 10 * np.log10(total[0])
+    level = np.maximum(level - level.max(), -80.0)
+    rows = np.stack([flatness, centroid, bandwidth, rolloff, flux, level])
+    return np.concatenate([rows.mean(axis=1), rows.std(axis=1)])
+
+
+def logmel_statistics(y, config):
+    """The "logmel" preset: per-band mean and std of the level-normalised
+    log-mel spectrogram, then ``shape_statistics``."""
+    power = power_spectrogram(y, config["n_fft"], config["hop_length"], config["win_length"])
+    db = level_normalised_logmel(power, config)
+    return np.concatenate([db.mean(axis=1), db.std(axis=1),
+                           shape_statistics(power, config["sample_rate"])])
+
+
+def logmel_patch(y, config):
+    """The "logmel_patch" preset: the ``patch_frames`` consecutive frames
+    with the most energy (padded with the floor when the clip is shorter),
+    as a flattened (frames, mels) array."""
+    power = power_spectrogram(y, config["n_fft"], config["hop_length"], config["win_length"])
+    db = level_normalised_logmel(power, config)
+    frames = config["patch_frames"]
+    if db.shape[1] < frames:
+        db = np.pad(db, ((0, 0), (0, frames - db.shape[1])), constant_values=db.min())
+    energy = np.convolve(power.sum(axis=0), np.ones(frames), mode="valid") \
+        if power.shape[1] >= frames else np.zeros(1)
+    start = int(np.argmax(energy))
+    return db[:, start:start + frames].T.ravel()
+
+
 def features_from_audio(y, config=None):
     """The feature vector of audio already loaded at the configured rate.
 
@@ -233,8 +358,15 @@ def features_from_audio(y, config=None):
     if y.size == 0 or not np.any(y):
         raise FeatureError("nothing left after noise reduction and trimming "
                            "(the clip is silent or pure noise)")
-    v = minmax_normalise(mean_stft_magnitude(y, cfg["n_fft"], cfg["hop_length"],
-                                             cfg["win_length"]))
+    if cfg["preset"] == "seed":
+        v = minmax_normalise(mean_stft_magnitude(y, cfg["n_fft"], cfg["hop_length"],
+                                                 cfg["win_length"]))
+    elif cfg["preset"] == "logmel":
+        v = logmel_statistics(y, cfg)
+    else:
+        v = logmel_patch(y, cfg)
+    if not np.all(np.isfinite(v)):  # cannot happen with the floors above; never let it through
+        raise FeatureError("features are not finite")
     return v.astype(np.float32)
 
 

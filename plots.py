@@ -35,7 +35,7 @@ def class_signatures(feature_matrix, labels, label_names, config, out_png):
     """Per-class mean feature vector (the seed's 'frequency signature')."""
     fig, ax = plt.subplots(figsize=(8, 4))
     n = feature_matrix.shape[1]
-    if config.get("method") == "seed_stft_mean":
+    if config.get("preset") == "seed":
         x = np.linspace(0, config["sample_rate"] / 2, n)
         ax.set_xlabel("frequency (Hz)")
     else:

@@ -6,6 +6,8 @@ import pytest
 import features
 from conftest import SR, noise, tone, write
 
+SEED = features.feature_config("seed")
+
 
 def seed_method(y):
     """The seed README's steps, called directly (noisereduce 3 spelling)."""
@@ -16,7 +18,7 @@ def seed_method(y):
 
 
 def test_tone_gives_peak_at_its_bin_in_unit_range():
-    v = features.features_from_audio(tone(1000.0, seconds=2.0))
+    v = features.features_from_audio(tone(1000.0, seconds=2.0), SEED)
     assert v.shape == (257,) and v.dtype == np.float32
     assert v.min() == 0.0 and v.max() == 1.0
     assert abs(int(np.argmax(v)) - round(1000.0 / (SR / 512))) <= 1
@@ -25,12 +27,12 @@ def test_tone_gives_peak_at_its_bin_in_unit_range():
 @pytest.mark.parametrize("seconds", [0.5, 3.0])  # shorter and longer than the noise profile
 def test_matches_seed_method_exactly(seconds):
     y = tone(700.0, seconds) + noise(seconds, level=0.05, seed=3)
-    np.testing.assert_allclose(features.features_from_audio(y), seed_method(y), atol=1e-6)
+    np.testing.assert_allclose(features.features_from_audio(y, SEED), seed_method(y), atol=1e-6)
 
 
 def test_matches_seed_method_with_leading_digital_silence():
     y = np.concatenate([np.zeros(8000, np.float32), tone(1200.0, 2.0) + noise(2.0, level=0.1)])
-    np.testing.assert_allclose(features.features_from_audio(y), seed_method(y), atol=1e-6)
+    np.testing.assert_allclose(features.features_from_audio(y, SEED), seed_method(y), atol=1e-6)
 
 
 def test_deterministic(tmp_path):
@@ -40,10 +42,10 @@ def test_deterministic(tmp_path):
 
 def test_switches_change_the_configuration(monkeypatch):
     y = tone(900.0, 1.5) + noise(1.5, level=0.2, seed=4)
-    with_nr = features.features_from_audio(y)
+    with_nr = features.features_from_audio(y, SEED)
     monkeypatch.setattr(features, "NOISE_REDUCTION", False)
     monkeypatch.setattr(features, "TRIM", False)
-    config = features.feature_config()
+    config = features.feature_config("seed")
     assert config["noise_reduction"] is False and config["trim"] is False
     without = features.features_from_audio(y, config)
     assert without.shape == with_nr.shape and not np.allclose(without, with_nr)
@@ -72,6 +74,41 @@ def test_error_names_the_file(tmp_path):
     bad.write_bytes(b"not audio at all" * 10)
     with pytest.raises(features.FeatureError, match="junk.wav: cannot read audio"):
         features.extract_features(bad)
+
+
+@pytest.mark.parametrize("preset", features.PRESETS)
+def test_each_preset_shape_finite_deterministic(preset):
+    config = features.feature_config(preset)
+    for y in (tone(440.0, 0.2), tone(3000.0, 2.5) + noise(2.5, level=0.2), noise(1.0, seed=9)):
+        v = features.features_from_audio(y, config)
+        assert v.shape == (config["n_features"],) and v.dtype == np.float32
+        assert np.all(np.isfinite(v))
+        assert np.array_equal(v, features.features_from_audio(y.copy(), config))
+    assert config["preset"] == preset and config["standardise"] == (preset != "seed")
+
+
+@pytest.mark.parametrize("preset", ["logmel", "logmel_patch"])
+def test_logmel_presets_ignore_level_and_separate_sounds(preset):
+    config = features.feature_config(preset)
+    y = tone(1500.0, 1.5) + noise(1.5, level=0.1)
+    loud, quiet = (features.features_from_audio(g * y, config) for g in (1.0, 0.05))
+    np.testing.assert_allclose(loud, quiet, atol=1e-3)
+    other = features.features_from_audio(noise(1.5, seed=2, low_hz=800), config)
+    assert np.abs(other - loud).max() > 1.0
+
+
+def test_patch_is_the_loudest_second():
+    config = features.feature_config("logmel_patch")
+    y = np.concatenate([noise(2.0, level=0.01, seed=1), tone(2000.0, 1.0), noise(2.0, level=0.01)])
+    patch = features.features_from_audio(y, config).reshape(config["input_shape"])
+    band = int(np.argmax(patch.mean(axis=0)))  # the tone's band dominates the whole patch
+    mel_hz = features._mel_basis(SR, 512, 40, 50.0, 8000.0).argmax(axis=1) * SR / 512
+    assert abs(mel_hz[band] - 2000.0) < 300
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="unknown feature preset 'mfcc'"):
+        features.feature_config("mfcc")
 
 
 def test_extract_or_reason_never_raises(tmp_path):
