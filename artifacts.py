@@ -134,7 +134,9 @@ def check_feature_config(stored, source, fix):
         changed = sorted(k for k in set(stored) | set(current)
                          if stored.get(k) != current.get(k))
         details = ", ".join(f"{k}: {stored.get(k)!r} there, {current.get(k)!r} "
-                            f"in features.py" for k in changed)
+                            f"in features.py" for k in changed[:3])
+        if len(changed) > 3:
+            details += f", and {len(changed) - 3} more"
         raise PipelineError(f"{source}: made with a different feature "
                             f"configuration ({details}). {fix}")
 

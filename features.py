@@ -15,16 +15,18 @@ beside itself, so features are always computed the way the model expects.
      time -> 257 values.
   5. ``minmax_normalise``: scale that vector to [0, 1] per clip.
 
-``"logmel"``, recommended for real recordings: no noise reduction (it removed
-what distinguishes sources the model has not heard), trim, log-mel
-spectrogram made level-independent, then per-band mean and standard deviation
-plus a few spectral-shape statistics (``logmel_statistics``). Inputs are
-standardised with the training set's mean and std, stored with the model.
+``"logmel"``: no noise reduction (it removed what distinguishes sources the
+model has not heard), trim, log-mel spectrogram made level-independent, then
+per-band mean and standard deviation plus a few spectral-shape statistics
+(``logmel_statistics``), for the MLP.
 
-``"logmel_patch"``: the loudest ``PATCH_FRAMES`` frames of that log-mel
-spectrogram, flattened, as input for the small CNN (train_16k.py --model=cnn).
+``"logmel_patch"``, recommended for real recordings: the loudest
+``PATCH_FRAMES`` frames (about 1 s) of that log-mel spectrogram, flattened,
+for the small CNN (train_16k.py picks it with MODEL = "auto"). On dev16k it
+generalised best to recording sources the model had not heard (README).
 
-All three use only an FFT, a filterbank, logs and sums: they fit a
+The log-mel presets are standardised with the training set's mean and std,
+stored with the model. All three use only an FFT, a filterbank, logs and sums: they fit a
 microcontroller. Edit the constants below to change a method; datasets and
 models built with other values are then refused until they are rebuilt.
 """
@@ -34,7 +36,7 @@ import warnings
 
 import numpy as np
 
-FEATURES = "logmel"           # preset: "seed", "logmel" (recommended) or "logmel_patch" (CNN)
+FEATURES = "logmel_patch"     # preset: "seed", "logmel" (statistics, MLP) or "logmel_patch" (CNN, recommended)
 SAMPLE_RATE = 16000           # Hz; every clip is resampled to this
 NOISE_REDUCTION = True        # seed preset: spectral gating on/off (a device may not afford it)
 NOISE_PROFILE_SAMPLES = 25000  # leading samples that define the noise profile

@@ -59,7 +59,13 @@ def convert(model, calibration, int8):
     """TFLite flatbuffer bytes: full-int8 (int8 input/output, builtin int8
     ops only) calibrated on ``calibration``, or plain float32."""
     tf = artifacts.import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    import keras
+    # A fixed batch of one clip: with a free batch dimension the CNN's reshape
+    # becomes SHAPE/STRIDED_SLICE/PACK ops that a microcontroller does not need.
+    # The new model shares the trained layers (and so their weights).
+    one_clip = keras.Sequential([keras.Input(shape=model.input_shape[1:], batch_size=1),
+                                 *model.layers])
+    converter = tf.lite.TFLiteConverter.from_keras_model(one_clip)
     if int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([row[None, :]] for row in calibration)

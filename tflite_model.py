@@ -13,16 +13,22 @@ class TFLiteModel:
 
     Parameters
     ----------
-    path : str or Path
+    path : str, Path or bytes
+        The .tflite file, or its contents.
     threads : int
         Interpreter threads; 1 keeps per-clip latency comparable.
     """
 
     def __init__(self, path, threads=1):
         from ai_edge_litert.interpreter import Interpreter
-        self.path = str(path)
-        self.interpreter = Interpreter(model_path=self.path, num_threads=threads)
-        self.interpreter.allocate_tensors()
+
+        from artifacts import silence_native_output
+        source = ({"model_content": bytes(path)} if isinstance(path, (bytes, bytearray))
+                  else {"model_path": str(path)})
+        self.path = source.get("model_path", "<in-memory model>")
+        with silence_native_output():  # LiteRT's "Created XNNPACK delegate" notice
+            self.interpreter = Interpreter(**source, num_threads=threads)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.input_shape = tuple(self.input["shape"])

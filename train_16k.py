@@ -22,7 +22,9 @@ from artifacts import PipelineError
 DATASET = "data/dataset_16k.npz"  # dataset written by make_dataset_16k.py
 MODEL_DIR = "models"           # where the model and its metadata go
 REPORT_DIR = "reports"         # where figures and reports go
+MODEL = "auto"                 # "mlp" (the seed's), "cnn" (needs FEATURES = "logmel_patch"), or "auto": cnn for 2-D features, else mlp
 HIDDEN_LAYERS = "256,256,128,128"  # units of each hidden Dense layer (the seed's MLP)
+CNN_FILTERS = "16,32,32"       # filters of each 3x3 conv layer of the CNN
 DROPOUT = 0.5                  # dropout after the last hidden layer
 LEARNING_RATE = 0.001          # Adam learning rate
 EPOCHS = 300                   # upper bound; early stopping usually ends sooner
@@ -32,6 +34,9 @@ TEST_FRACTION = 0.2            # share of groups held out for the final test
 VAL_FRACTION = 0.2             # share of the remaining groups used for early stopping
 FOLDS = 0                      # >1 runs grouped k-fold cross-validation before the final model
 CLASS_WEIGHTS = True           # weight classes by inverse frequency in the training split
+AUGMENT = True                 # add augmented copies of training clips (re-reads their audio)
+AUGMENT_COPIES = 2             # augmented copies per training clip
+JOBS = -1                      # processes for augmentation (-1 = all cores)
 SEED = 42                      # same dataset + seed -> same split, model and metrics
 REPLACE_MODEL = False          # allow replacing a model in MODEL_DIR trained on other labels
 
@@ -95,20 +100,39 @@ def class_weights(train_labels, n_classes):
 # ----------------------------------------------------------------------------
 # The model.
 
-def build_model(n_inputs, n_classes, cfg):
-    """The seed's MLP: Dense+ReLU layers, dropout after the last, softmax out.
+def build_model(n_inputs, n_classes, cfg, input_shape=None):
+    """The seed's MLP, or a small CNN on log-mel patches.
 
-    The seed put ReLU on the output layer; categorical cross-entropy needs
-    class probabilities, so the output is softmax (ReLU outputs can be all
-    zero, which makes the loss undefined and the prediction arbitrary).
+    MLP: Dense+ReLU layers, dropout after the last, softmax out. The seed put
+    ReLU on the output layer; categorical cross-entropy needs class
+    probabilities, so the output is softmax (ReLU outputs can be all zero,
+    which makes the loss undefined and the prediction arbitrary).
+
+    CNN: the flat input is reshaped to (frames, mels, 1), then 3x3 conv +
+    ReLU + 2x2 max-pool blocks, global average pooling, dropout, softmax;
+    every operation has an int8 kernel in TensorFlow Lite Micro.
     """
     artifacts.import_tensorflow()
     import keras
-    units = [int(u) for u in str(cfg.hidden_layers).split(",") if u.strip()]
-    if not units:
-        raise PipelineError(f"--hidden_layers={cfg.hidden_layers!r}: expected e.g. 256,128")
+    kind = model_kind(cfg.model, {"input_shape": input_shape})
     layers = [keras.Input(shape=(n_inputs,))]
-    layers += [keras.layers.Dense(u, activation="relu") for u in units]
+    if kind == "cnn":
+        if not input_shape:
+            raise PipelineError("--model=cnn needs 2-D features: set FEATURES = "
+                                "\"logmel_patch\" in features.py and rebuild the dataset")
+        filters = [int(f) for f in str(cfg.cnn_filters).split(",") if f.strip()]
+        layers.append(keras.layers.Reshape((*input_shape, 1)))
+        for f in filters:
+            layers += [keras.layers.Conv2D(f, 3, padding="same", activation="relu"),
+                       keras.layers.MaxPooling2D(2)]
+        layers.append(keras.layers.GlobalAveragePooling2D())
+    elif kind == "mlp":
+        units = [int(u) for u in str(cfg.hidden_layers).split(",") if u.strip()]
+        if not units:
+            raise PipelineError(f"--hidden_layers={cfg.hidden_layers!r}: expected e.g. 256,128")
+        layers += [keras.layers.Dense(u, activation="relu") for u in units]
+    else:
+        raise PipelineError(f"--model={cfg.model!r}: expected 'mlp', 'cnn' or 'auto'")
     layers += [keras.layers.Dropout(cfg.dropout, seed=cfg.seed),
                keras.layers.Dense(n_classes, activation="softmax")]
     model = keras.Sequential(layers)
@@ -117,40 +141,103 @@ def build_model(n_inputs, n_classes, cfg):
     return model
 
 
-def fit(x, labels, train, val, n_classes, cfg, progress_desc="training"):
+def model_kind(model, config):
+    """What --model=auto means for this feature configuration."""
+    return model if model != "auto" else ("cnn" if config.get("input_shape") else "mlp")
+
+
+def augmented_training_set(data, train, cfg):
+    """The training rows plus AUGMENT_COPIES augmented copies of each training
+    clip (same label; backgrounds come from other training groups only).
+
+    Returns
+    -------
+    x, labels : np.ndarray
+    """
+    x, labels = data["features"][train], data["labels"][train]
+    if not cfg.augment or cfg.augment_copies < 1:
+        return x, labels
+    import joblib
+
+    import augment
+    paths = [data["paths"][i] for i in train]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise PipelineError(f"augmentation re-reads the training clips, but {len(missing)} are "
+                            f"missing (first: {missing[0]}). Restore them, or pass --augment=false")
+    groups = [data["groups"][i] for i in train]
+    rng = np.random.default_rng(cfg.seed)
+    backgrounds = []
+    for g in groups:
+        others = [j for j, h in enumerate(groups) if h != g]
+        backgrounds.append(paths[rng.choice(others)] if others else None)
+    rows = joblib.Parallel(n_jobs=cfg.jobs)(
+        joblib.delayed(augment.augmented_rows)(p, b, cfg.augment_copies, cfg.seed * 100003 + i,
+                                               data["feature_config"])
+        for i, (p, b) in enumerate(zip(paths, backgrounds)))
+    extra_labels = np.concatenate([np.full(len(r), y) for r, y in zip(rows, labels)])
+    return (np.concatenate([x, *rows]).astype(np.float32),
+            np.concatenate([labels, extra_labels]).astype(np.int64))
+
+
+def standardisation(x_train, config):
+    """Per-feature mean and std of the training rows, when the preset asks
+    for it (stored with the model and applied by every later stage)."""
+    if not config.get("standardise"):
+        return None
+    std = x_train.std(axis=0)
+    return {"mean": [float(v) for v in x_train.mean(axis=0)],
+            "std": [float(v) if v > 1e-6 else 1.0 for v in std]}
+
+
+def fit(data, train, val, cfg, progress_desc="training"):
     """Train a fresh model with early stopping on validation loss (best
-    weights kept). Returns the model and its history dict."""
+    weights kept) on the training split, augmented and standardised.
+
+    Returns
+    -------
+    model, history dict, input standardisation (or None)
+    """
     import keras
     from tqdm.keras import TqdmCallback
+    config = data["feature_config"]
+    n_classes = len(data["label_names"])
+    x_train, y_train = augmented_training_set(data, train, cfg)
+    scaling = standardisation(x_train, config)
+    meta = {"input_standardisation": scaling}
+    x_train = artifacts.model_inputs(x_train, meta)
+    x_val = artifacts.model_inputs(data["features"][val], meta)
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(x.shape[1], n_classes, cfg)
+    model = build_model(x_train.shape[1], n_classes, cfg, config.get("input_shape"))
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True),
                  TqdmCallback(verbose=0, desc=progress_desc, disable=None)]
     history = model.fit(
-        x[train], labels[train], validation_data=(x[val], labels[val]),
+        x_train, y_train, validation_data=(x_val, data["labels"][val]),
         epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
-        class_weight=class_weights(labels[train], n_classes) if cfg.class_weights else None,
+        class_weight=class_weights(y_train, n_classes) if cfg.class_weights else None,
         callbacks=callbacks)
-    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, scaling
 
 
 def predict_classes(model, x):
     return np.argmax(model.predict(x, verbose=0, batch_size=256), axis=1)
 
 
-def cross_validate(x, labels, groups, label_names, cfg):
+def cross_validate(data, cfg):
     """Grouped, stratified k-fold: per-fold and mean +/- std of accuracy and macro-F1."""
     from sklearn.model_selection import StratifiedGroupKFold
+    labels, groups = data["labels"], np.asarray(data["groups"])
     splitter = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
     folds = []
-    for k, (rest, test) in enumerate(splitter.split(x, labels, groups), start=1):
-        inner_train, inner_val = grouped_split(labels[rest], np.asarray(groups)[rest],
-                                               cfg.val_fraction, cfg.seed)
-        model, _ = fit(x, labels, rest[inner_train], rest[inner_val], len(label_names), cfg,
-                       progress_desc=f"fold {k}/{cfg.folds}")
-        metrics = evaluation.classification_metrics(labels[test], predict_classes(model, x[test]),
-                                                    label_names)
+    for k, (rest, test) in enumerate(splitter.split(labels, labels, groups), start=1):
+        inner_train, inner_val = grouped_split(labels[rest], groups[rest], cfg.val_fraction,
+                                               cfg.seed)
+        model, _, scaling = fit(data, rest[inner_train], rest[inner_val], cfg,
+                                progress_desc=f"fold {k}/{cfg.folds}")
+        x_test = artifacts.model_inputs(data["features"][test], {"input_standardisation": scaling})
+        metrics = evaluation.classification_metrics(labels[test], predict_classes(model, x_test),
+                                                    data["label_names"])
         folds.append({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                       "test_clips": int(len(test))})
         print(f"fold {k}: accuracy {metrics['accuracy']:.3f}  macro-F1 {metrics['macro_f1']:.3f}"
@@ -192,14 +279,15 @@ def main(argv=None):
     tf = artifacts.import_tensorflow()
     tf.config.experimental.enable_op_determinism()  # same seed -> same metrics
 
-    cv = cross_validate(x, labels, groups, label_names, cfg) if cfg.folds > 1 else None
+    cv = cross_validate(data, cfg) if cfg.folds > 1 else None
 
     train, val, test = train_val_test_split(labels, groups, cfg.test_fraction,
                                             cfg.val_fraction, cfg.seed)
     check_split_has_every_class({"train": train, "validation": val, "test": test},
                                 labels, label_names)
-    model, history = fit(x, labels, train, val, len(label_names), cfg)
-    metrics = evaluation.classification_metrics(labels[test], predict_classes(model, x[test]),
+    model, history, scaling = fit(data, train, val, cfg)
+    x_test = artifacts.model_inputs(x[test], {"input_standardisation": scaling})
+    metrics = evaluation.classification_metrics(labels[test], predict_classes(model, x_test),
                                                 label_names)
 
     paths = artifacts.model_paths(cfg.model_dir)
@@ -207,12 +295,12 @@ def main(argv=None):
         model.save(tmp)
     artifacts.write_text(paths["labels"], "\n".join(label_names) + "\n")
     settings_used = {k: v for k, v in vars(cfg).items()
-                     if k not in ("dataset", "model_dir", "report_dir")}
+                     if k not in ("dataset", "model_dir", "report_dir", "jobs")}
     meta = {
         "labels": label_names,
         "feature_config": data["feature_config"],
-        "input_standardisation": None,
-        "model_type": "mlp",
+        "input_standardisation": scaling,
+        "model_type": model_kind(cfg.model, data["feature_config"]),
         "n_inputs": int(x.shape[1]),
         "settings": settings_used,
         "dataset": {"path": str(cfg.dataset), "sha256": data["sha256"], "clips": int(len(x))},

@@ -67,12 +67,14 @@ def make_feature_dataset(path, per_class=(12, 12, 12), clips_per_group=2, seed=0
     width = width or config["n_features"]
     rng = np.random.default_rng(seed)
     rows, labels, paths, groups = [], [], [], []
+    shape = config.get("input_shape") or [1, width]  # (frames, bands) for 2-D presets
     for k, count in enumerate(per_class):
-        centre = (k + 1) * width // (len(per_class) + 1)
+        centre = (k + 1) * shape[1] // (len(per_class) + 1)
+        half = max(shape[1] // 10, 1)
         for i in range(count):
-            v = 0.1 * rng.random(width)
-            v[max(centre - 8, 0):centre + 8] += 1.0
-            rows.append((v - v.min()) / (v.max() - v.min()))
+            v = 0.1 * rng.random(shape)
+            v[:, max(centre - half, 0):centre + half] += 1.0  # class k: its own bands
+            rows.append(((v - v.min()) / (v.max() - v.min())).ravel())
             labels.append(k)
             paths.append(f"clips/{label_names[k]}/{i}.wav")
             groups.append(f"{label_names[k]}-rec{i // clips_per_group}")

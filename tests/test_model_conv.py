@@ -5,6 +5,7 @@ import pytest
 
 import artifacts
 import c_export
+import features
 import model_conv
 import train_16k
 from artifacts import PipelineError
@@ -12,15 +13,21 @@ from conftest import make_feature_dataset
 from tflite_model import TFLiteModel
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("conv")
-    dataset = make_feature_dataset(tmp / "ds.npz", per_class=(16, 16, 16))
-    args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}",
-            f"--report_dir={tmp / 'reports'}"]
-    train_16k.main(args + ["--epochs=60", "--patience=15"])
-    status = model_conv.main(args)
-    return tmp, dataset, args, status
+@pytest.fixture(scope="module", params=["logmel_patch", "seed"])
+def converted(request, tmp_path_factory):
+    """A converted model for the CNN preset (standardised) and the seed MLP."""
+    saved = features.FEATURES
+    features.FEATURES = request.param
+    try:
+        tmp = tmp_path_factory.mktemp("conv")
+        dataset = make_feature_dataset(tmp / "ds.npz", per_class=(16, 16, 16))
+        args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}",
+                f"--report_dir={tmp / 'reports'}"]
+        train_16k.main(args + ["--epochs=60", "--patience=15", "--augment=false"])
+        status = model_conv.main(args)
+        yield tmp, dataset, args, status
+    finally:
+        features.FEATURES = saved
 
 
 def test_int8_model_is_fully_integer(converted):
@@ -32,7 +39,7 @@ def test_int8_model_is_fully_integer(converted):
         OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
     interp.allocate_tensors()
     ops = {op["op_name"] for op in interp._get_ops_details()}
-    assert ops <= {"FULLY_CONNECTED", "SOFTMAX", "RESHAPE"}, ops
+    assert ops <= {"FULLY_CONNECTED", "SOFTMAX", "RESHAPE", "CONV_2D", "MAX_POOL_2D", "MEAN"}, ops
     float_tensors = [t["name"] for t in interp.get_tensor_details() if t["dtype"] == np.float32]
     assert float_tensors == []
 
@@ -61,6 +68,7 @@ def test_c_array_matches_tflite_file(converted):
     header = paths["c_header"].read_text()
     assert 'kLabels[kNumLabels] = {"alarm", "other", "water"}' in header
     assert "kInputScale" in header and "n_fft = 512" in header
+    assert f"preset = {features.FEATURES}" in header
 
 
 def test_golden_vectors_reproduce(converted):

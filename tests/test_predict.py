@@ -142,3 +142,28 @@ def test_events_and_smoothing_helpers():
     assert predict.find_events(centres, probs, ["x"], {"x": 0.5}, 2.0, 0.5, set()) == []
     assert predict.window_starts(100, 40, 20) == [0, 20, 40, 60]
     assert predict.window_starts(110, 40, 20) == [0, 20, 40, 60, 70]
+
+
+def test_cnn_with_standardisation_round_trips(model_dir, fresh_clips):
+    """The default preset stores a standardisation; predict.py (Keras and
+    int8) must apply exactly what the model was trained with."""
+    import keras
+
+    import artifacts
+    import features
+    from tflite_model import TFLiteModel
+    meta = artifacts.load_model_metadata(model_dir)
+    assert meta["model_type"] == "cnn" and meta["input_standardisation"]
+    mean = np.array(meta["input_standardisation"]["mean"], np.float32)
+    std = np.array(meta["input_standardisation"]["std"], np.float32)
+    clip = fresh_clips / "tone" / "t1.wav"
+    manual = (features.extract_features(clip, meta["feature_config"]) - mean) / std
+    keras_model = keras.models.load_model(model_dir / "model_16k.keras")
+    expected = keras_model.predict(manual[None, :], verbose=0)[0]
+    via_keras = predict.Classifier(model_dir / "model_16k.keras")
+    via_int8 = predict.Classifier(model_dir / "model_16k_int8.tflite")
+    feats = features.extract_features(clip, meta["feature_config"])
+    np.testing.assert_allclose(via_keras.probabilities(feats)[0], expected, atol=1e-5)
+    int8 = TFLiteModel(model_dir / "model_16k_int8.tflite").predict_proba(manual[None, :])[0]
+    np.testing.assert_allclose(via_int8.probabilities(feats)[0], int8, atol=1e-6)
+    assert np.abs(int8 - expected).max() < 0.05

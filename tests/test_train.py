@@ -9,7 +9,7 @@ import train_16k
 from artifacts import PipelineError
 from conftest import make_feature_dataset
 
-FAST = ["--epochs=60", "--patience=15"]
+FAST = ["--epochs=60", "--patience=15", "--augment=false"]
 
 
 def train(tmp_path, dataset, name="models", *extra):

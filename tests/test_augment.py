@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+import augment
+import features
+import train_16k
+from conftest import make_class_folder, noise, tone
+import make_dataset_16k
+import artifacts
+
+
+def test_augment_clip_is_deterministic_and_finite():
+    y = tone(1000.0, 2.0)
+    a = augment.augment_clip(y, np.random.default_rng(1), background=noise(1.0))
+    b = augment.augment_clip(y, np.random.default_rng(1), background=noise(1.0))
+    assert np.array_equal(a, b) and np.all(np.isfinite(a))
+    assert y.size // 2 <= a.size <= y.size
+    assert not np.array_equal(a, augment.augment_clip(y, np.random.default_rng(2)))
+
+
+def test_mix_at_snr_hits_the_ratio():
+    y, n = tone(500.0, 1.0, noise=0), noise(1.0, seed=3)
+    mixed = augment.mix_at_snr(y, n, 10.0)
+    added = mixed - y
+    assert abs(10 * np.log10(np.mean(y ** 2) / np.mean(added ** 2)) - 10.0) < 1e-6
+
+
+def test_coloured_noise_slopes():
+    rng = np.random.default_rng(0)
+    for colour, expected in (("white", 0), ("pink", -1), ("brown", -2)):
+        x = augment.coloured_noise(2 ** 16, rng, colour)
+        spectrum = np.abs(np.fft.rfft(x)) ** 2
+        freqs = np.fft.rfftfreq(x.size)
+        band = (freqs > 0.01) & (freqs < 0.4)
+        slope = np.polyfit(np.log10(freqs[band]), np.log10(spectrum[band]), 1)[0]
+        assert abs(slope - expected) < 0.2, (colour, slope)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = make_class_folder(tmp_path / "clips", per_class=9, classes=("beep", "hiss", "tone"))
+    path = tmp_path / "ds.npz"
+    make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={path}", "--jobs=1"])
+    return artifacts.load_dataset(path)
+
+
+def test_augmentation_touches_training_clips_only(dataset, monkeypatch):
+    labels, groups = dataset["labels"], dataset["groups"]
+    train, val, test = train_16k.train_val_test_split(labels, groups, 0.2, 0.2, 42)
+    calls = []
+    real = augment.augmented_rows
+
+    def spy(path, background, copies, seed, config):
+        calls.append((path, background))
+        return real(path, background, copies, seed, config)
+
+    monkeypatch.setattr(augment, "augmented_rows", spy)
+    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1", "--augment_copies=2"])
+    x, y = train_16k.augmented_training_set(dataset, train, cfg)
+    train_paths = {dataset["paths"][i] for i in train}
+    group_of = dict(zip(dataset["paths"], groups))
+    assert {p for p, _ in calls} == train_paths  # every training clip, nothing else
+    assert all(b in train_paths and group_of[b] != group_of[p] for p, b in calls)
+    assert len(x) == len(y) == 3 * len(train)
+    assert np.array_equal(x[:len(train)], dataset["features"][train])
+    # each clip's copies keep its label (and so its place in its group's split)
+    expected = np.concatenate([labels[train], np.repeat(labels[train], 2)])
+    assert np.array_equal(y, expected)
+
+
+def test_augmentation_off_and_missing_clips(dataset, tmp_path):
+    train = np.arange(6)
+    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--augment=false"])
+    x, _ = train_16k.augmented_training_set(dataset, train, cfg)
+    assert len(x) == 6
+    moved = dict(dataset, paths=[str(tmp_path / "gone.wav")] * len(dataset["paths"]))
+    cfg = train_16k.settings.parse_settings(vars(train_16k), [])
+    with pytest.raises(artifacts.PipelineError, match="missing.*--augment=false"):
+        train_16k.augmented_training_set(moved, train, cfg)
+
+
+def test_standardisation_only_where_the_preset_asks():
+    x = np.array([[1.0, 5.0], [3.0, 5.0]], np.float32)
+    scaling = train_16k.standardisation(x, {"standardise": True})
+    assert scaling == {"mean": [2.0, 5.0], "std": [1.0, 1.0]}
+    assert train_16k.standardisation(x, features.feature_config("seed")) is None
