@@ -32,11 +32,13 @@ models built with other values are then refused until they are rebuilt.
 """
 
 import functools
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 
-FEATURES = "logmel_patch"     # preset: "seed", "logmel" (statistics, MLP) or "logmel_patch" (CNN, recommended)
+FEATURES = "logmel_patch"     # "seed", "logmel" (stats, MLP) or "logmel_patch" (CNN, recommended)
 SAMPLE_RATE = 16000           # Hz; every clip is resampled to this
 NOISE_REDUCTION = True        # seed preset: spectral gating on/off (a device may not afford it)
 NOISE_PROFILE_SAMPLES = 25000  # leading samples that define the noise profile
@@ -65,6 +67,14 @@ SHAPE_STATISTICS = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "lev
 _NOISEREDUCE_PADDING = 3120
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")  # what libsndfile reads
+
+
+def is_audio_file(path):
+    """An audio extension, not hidden, and a file (or a link, even a broken
+    one, so that it is reported as unreadable rather than silently ignored)."""
+    path = Path(path)
+    return ((path.is_file() or path.is_symlink()) and not path.name.startswith(".")
+            and path.suffix.lower() in AUDIO_EXTENSIONS)
 
 
 class FeatureError(ValueError):
@@ -154,7 +164,6 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
 
 def _read_error_reason(path, err):
     """Why soundfile could not decode a file, in words."""
-    import os
     if not os.path.exists(path):
         return "file not found"
     if os.path.isfile(path) and os.path.getsize(path) == 0:

@@ -34,20 +34,12 @@ DEMO = False                   # write the synthetic demo set to DEMO_DIR and bu
 DEMO_DIR = "data/demo"         # where --demo writes its clips
 PLOTS = False                  # save example waveforms and class signatures to REPORT_DIR
 REPORT_DIR = "reports"         # folder for figures
-BATCH = 2000                   # clips handed to the workers at a time (bounds memory on huge folders)
+BATCH = 2000                   # clips handed to workers at a time (bounds memory on huge folders)
 TASK_CLIPS = 16                # clips per parallel task (fewer, larger tasks cost less overhead)
 
 
 # ----------------------------------------------------------------------------
 # Which clips: (path, label, group) from sub-folders or from a manifest.
-
-def is_audio_file(path):
-    """An audio extension, not hidden, and a file (or a link, even a broken
-    one, so that it is reported as unreadable rather than silently ignored)."""
-    path = Path(path)
-    return ((path.is_file() or path.is_symlink()) and not path.name.startswith(".")
-            and path.suffix.lower() in features.AUDIO_EXTENSIONS)
-
 
 def clips_from_folder(data_dir):
     """List ``(path, label, group)`` for ``data_dir/<label>/**/<audio file>``.
@@ -65,7 +57,7 @@ def clips_from_folder(data_dir):
     for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
         if folder.name.startswith("."):
             continue
-        files = sorted(p for p in folder.rglob("*") if is_audio_file(p))
+        files = sorted(p for p in folder.rglob("*") if features.is_audio_file(p))
         if not files:
             warnings.append(f"{folder}: no audio files, so '{folder.name}' is not a class")
         clips += [(str(p), folder.name, str(p)) for p in files]

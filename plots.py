@@ -31,22 +31,32 @@ def waveform_stages(path, out_png, config=None):
     artifacts.save_figure(fig, out_png)
 
 
-def class_signatures(feature_matrix, labels, label_names, config, out_png):
-    """Per-class mean feature vector (the seed's 'frequency signature')."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    n = feature_matrix.shape[1]
+def band_profile(feature_matrix, config):
+    """What each feature row says about frequency: the seed's normalised
+    spectrum (x in Hz), or the mean level per mel band (x = band index)."""
     if config.get("preset") == "seed":
-        x = np.linspace(0, config["sample_rate"] / 2, n)
-        ax.set_xlabel("frequency (Hz)")
+        return np.linspace(0, config["sample_rate"] / 2, feature_matrix.shape[1]), \
+            feature_matrix, "frequency (Hz)"
+    n_mels = config["n_mels"]
+    if config.get("input_shape"):
+        profile = feature_matrix.reshape(len(feature_matrix), -1, n_mels).mean(axis=1)
     else:
-        x = np.arange(n)
-        ax.set_xlabel("feature index")
+        profile = feature_matrix[:, :n_mels]  # the band means come first
+    return np.arange(n_mels), profile, "mel band"
+
+
+def class_signatures(feature_matrix, labels, label_names, config, out_png):
+    """Per-class mean band profile (the seed's 'frequency signature')."""
+    x, profile, x_label = band_profile(feature_matrix, config)
+    fig, ax = plt.subplots(figsize=(8, 4))
     for index, name in enumerate(label_names):
-        rows = feature_matrix[labels == index]
+        rows = profile[labels == index]
         if len(rows):
             ax.plot(x, rows.mean(axis=0), label=f"{name} ({len(rows)})")
-    ax.set_ylabel("mean normalised value")
-    ax.set_title("Per-class feature signature")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("mean value (normalised)" if config.get("preset") == "seed"
+                  else "mean level, dB relative to the clip")
+    ax.set_title(f"Per-class signature ({config.get('preset')} features)")
     ax.legend()
     artifacts.save_figure(fig, out_png)
 

@@ -190,9 +190,7 @@ def expand_paths(paths):
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*")
-                            if p.is_file() and not p.name.startswith(".")
-                            and p.suffix.lower() in features.AUDIO_EXTENSIONS)
+            found += sorted(p for p in path.rglob("*") if features.is_audio_file(p))
         else:
             found.append(path)
     return found

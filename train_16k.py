@@ -22,7 +22,7 @@ from artifacts import PipelineError
 DATASET = "data/dataset_16k.npz"  # dataset written by make_dataset_16k.py
 MODEL_DIR = "models"           # where the model and its metadata go
 REPORT_DIR = "reports"         # where figures and reports go
-MODEL = "auto"                 # "mlp" (the seed's), "cnn" (needs FEATURES = "logmel_patch"), or "auto": cnn for 2-D features, else mlp
+MODEL = "auto"                 # "mlp" (the seed's), "cnn" (2-D features), "auto": cnn if 2-D
 HIDDEN_LAYERS = "256,256,128,128"  # units of each hidden Dense layer (the seed's MLP)
 CNN_FILTERS = "16,32,32"       # filters of each 3x3 conv layer of the CNN
 DROPOUT = 0.5                  # dropout after the last hidden layer

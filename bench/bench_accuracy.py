@@ -20,7 +20,6 @@ import csv
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 

@@ -9,7 +9,6 @@ own process, and prints clips/s, the client's peak memory and Dask's overhead.
 """
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +18,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from measure import run_measured  # noqa: E402
 
 
 def write_corpus(folder, count, seed=0):
@@ -40,24 +41,6 @@ def write_corpus(folder, count, seed=0):
         sf.write(path, y.astype(np.float32), 16000, subtype="PCM_16")
 
 
-def timed_client(args):
-    """Run a command; return its wall time and the peak RSS of that process
-    alone (the client), in MB."""
-    import psutil
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
-    client, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, client.memory_info().rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(args)} failed with status {proc.returncode}")
-    return time.perf_counter() - start, peak / 2**20
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clips", type=int, default=20000)
@@ -69,8 +52,8 @@ def main():
         print(f"wrote {opts.clips} one-second clips in {time.perf_counter() - start:.0f} s")
         base = [sys.executable, "make_dataset_16k.py", f"--data_dir={tmp}/clips", "--cache=false",
                 f"--jobs={opts.workers}"]
-        local_s, local_mb = timed_client(base + [f"--dataset={tmp}/local.npz"])
-        dask_s, dask_mb = timed_client(base + [f"--dataset={tmp}/dask.npz", "--backend=dask"])
+        local_s, local_mb = run_measured(base + [f"--dataset={tmp}/local.npz"], whole_tree=False)
+        dask_s, dask_mb = run_measured(base + [f"--dataset={tmp}/dask.npz", "--backend=dask"], whole_tree=False)
         with np.load(f"{tmp}/local.npz") as a, np.load(f"{tmp}/dask.npz") as b:
             same = all(np.array_equal(a[k], b[k]) for k in a.files)
     print(f"\n{'backend':<28}{'wall s':>8}{'clips/s':>9}{'client MB':>11}")
