@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import features  # noqa: E402
-from measure import run_measured  # noqa: E402
+from measure import product_command, run_measured  # noqa: E402
 import make_dataset_16k  # noqa: E402
 
 
@@ -46,14 +46,6 @@ def seed_loop(paths):
         v = stft.mean(axis=1)
         out[path] = (v - v.min()) / (v.max() - v.min())
     return out
-
-
-def product_command(preset):
-    """make_dataset_16k.py with features.FEATURES set to ``preset`` (the
-    product's seed preset is what the plain loop is compared with)."""
-    code = ("import sys, features; features.FEATURES = sys.argv.pop(1); "
-            "import make_dataset_16k; sys.exit(make_dataset_16k.main())")
-    return [sys.executable, "-c", code, preset]
 
 
 def seed_loop_process(data_dir, out_npz):

@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from measure import run_measured  # noqa: E402
+from measure import product_command, run_measured  # noqa: E402
 
 
 def write_corpus(folder, count, seed=0):
@@ -45,18 +45,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clips", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--preset", default="seed",
+                        help="feature preset (default seed: the costly one that motivates Dask)")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         write_corpus(Path(tmp) / "clips", opts.clips)
         print(f"wrote {opts.clips} one-second clips in {time.perf_counter() - start:.0f} s")
-        base = [sys.executable, "make_dataset_16k.py", f"--data_dir={tmp}/clips", "--cache=false",
-                f"--jobs={opts.workers}"]
+        base = product_command(opts.preset) + [f"--data_dir={tmp}/clips", "--cache=false",
+                                               f"--jobs={opts.workers}"]
         local_s, local_mb = run_measured(base + [f"--dataset={tmp}/local.npz"], whole_tree=False)
         dask_s, dask_mb = run_measured(base + [f"--dataset={tmp}/dask.npz", "--backend=dask"], whole_tree=False)
         with np.load(f"{tmp}/local.npz") as a, np.load(f"{tmp}/dask.npz") as b:
             same = all(np.array_equal(a[k], b[k]) for k in a.files)
-    print(f"\n{'backend':<28}{'wall s':>8}{'clips/s':>9}{'client MB':>11}")
+    print(f"\nfeature preset: {opts.preset}")
+    print(f"{'backend':<28}{'wall s':>8}{'clips/s':>9}{'client MB':>11}")
     for name, wall, mb in ((f"local, {opts.workers} processes", local_s, local_mb),
                            (f"dask, {opts.workers} local workers", dask_s, dask_mb)):
         print(f"{name:<28}{wall:>8.1f}{opts.clips / wall:>9.1f}{mb:>11.0f}")

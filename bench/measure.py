@@ -1,6 +1,7 @@
 """Shared by the benchmarks: run a command and sample its memory."""
 
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,3 +28,12 @@ def run_measured(args, whole_tree=True, interval_s=0.05):
     if proc.returncode:
         raise SystemExit(f"{' '.join(map(str, args))} failed with status {proc.returncode}")
     return time.perf_counter() - start, peak / 2**20
+
+
+def product_command(preset):
+    """``python make_dataset_16k.py`` with features.FEATURES set to ``preset``
+    for this run only (a benchmark may compare presets; the product reads the
+    constant)."""
+    code = ("import sys, features; features.FEATURES = sys.argv.pop(1); "
+            "import make_dataset_16k; sys.exit(make_dataset_16k.main())")
+    return [sys.executable, "-c", code, preset]
