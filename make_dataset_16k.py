@@ -152,7 +152,7 @@ def extract_all(paths, config, jobs=JOBS, backend=BACKEND, scheduler=SCHEDULER, 
 
     Returns
     -------
-    list of (vector or None, duration_s, reason), and the updated cache dict.
+    list of (vector or None, duration_s, reason), and the cache for these paths.
     """
     cache = dict(cache or {})
     keys = [file_key(p) for p in paths]
@@ -178,7 +178,8 @@ def extract_all(paths, config, jobs=JOBS, backend=BACKEND, scheduler=SCHEDULER, 
                     progress.update(len(task))
             progress.close()
     ordered = [results[i] if i in results else cache[keys[i]] for i in range(len(paths))]
-    return ordered, cache
+    # Keep only the files of this run, so the cache forgets deleted and changed files.
+    return ordered, {k: cache[k] for k in keys if k is not None}
 
 
 # ----------------------------------------------------------------------------

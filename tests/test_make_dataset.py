@@ -128,6 +128,8 @@ def test_cache_recomputes_only_changed_files(tmp_path, easy_folder, monkeypatch)
     write(easy_folder / "tone" / "tone_new.wav", tone(3900.0))  # added file
     build(easy_folder, dataset)
     assert sorted(calls) == ["tone_3.wav", "tone_new.wav"]
+    with np.load(md.cache_path(dataset)) as npz:  # the old tone_3 entry is forgotten
+        assert len(npz["keys"]) == 17
     calls.clear()
     monkeypatch.setattr(features, "TRIM_TOP_DB", 30)  # new feature configuration
     build(easy_folder, dataset)
