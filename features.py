@@ -225,17 +225,21 @@ def trim_silence(y, top_db=TRIM_TOP_DB, frame_length=TRIM_FRAME_LENGTH,
     return y[loud[0] * hop_length:min(y.size, (loud[-1] + 1) * hop_length)]
 
 
-def mean_stft_magnitude(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH):
-    """Mean over time of |STFT|: one value per frequency bin (n_fft // 2 + 1)."""
+def stft_magnitude(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH):
+    """|STFT|, shape (n_fft // 2 + 1, frames); librosa's centred, Hann-windowed STFT."""
     import librosa
     if win_length > n_fft:
         raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft})")
     with warnings.catch_warnings():
         # A clip shorter than n_fft is zero-padded, as the seed does; no need to warn.
         warnings.filterwarnings("ignore", message="n_fft=.*too large")
-        spectrum = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length,
-                                       win_length=win_length))
-    return spectrum.mean(axis=1)
+        return np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length,
+                                   win_length=win_length))
+
+
+def mean_stft_magnitude(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH):
+    """Mean over time of |STFT|: one value per frequency bin (n_fft // 2 + 1)."""
+    return stft_magnitude(y, n_fft, hop_length, win_length).mean(axis=1)
 
 
 def minmax_normalise(v):
@@ -249,11 +253,7 @@ def minmax_normalise(v):
 
 def power_spectrogram(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH):
     """|STFT|^2, shape (n_fft // 2 + 1, frames)."""
-    import librosa
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="n_fft=.*too large")
-        return np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length,
-                                   win_length=win_length)) ** 2
+    return stft_magnitude(y, n_fft, hop_length, win_length) ** 2
 
 
 @functools.lru_cache(maxsize=8)

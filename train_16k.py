@@ -224,6 +224,13 @@ def predict_classes(model, x):
     return np.argmax(model.predict(x, verbose=0, batch_size=256), axis=1)
 
 
+def evaluate_rows(model, data, rows, scaling):
+    """Metrics of ``model`` on dataset ``rows``, standardised as it was trained."""
+    x = artifacts.model_inputs(data["features"][rows], {"input_standardisation": scaling})
+    return evaluation.classification_metrics(data["labels"][rows], predict_classes(model, x),
+                                             data["label_names"])
+
+
 def cross_validate(data, cfg):
     """Grouped, stratified k-fold: per-fold and mean +/- std of accuracy and macro-F1."""
     from sklearn.model_selection import StratifiedGroupKFold
@@ -235,9 +242,7 @@ def cross_validate(data, cfg):
                                                cfg.seed)
         model, _, scaling = fit(data, rest[inner_train], rest[inner_val], cfg,
                                 progress_desc=f"fold {k}/{cfg.folds}")
-        x_test = artifacts.model_inputs(data["features"][test], {"input_standardisation": scaling})
-        metrics = evaluation.classification_metrics(labels[test], predict_classes(model, x_test),
-                                                    data["label_names"])
+        metrics = evaluate_rows(model, data, test, scaling)
         folds.append({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
                       "test_clips": int(len(test))})
         print(f"fold {k}: accuracy {metrics['accuracy']:.3f}  macro-F1 {metrics['macro_f1']:.3f}"
@@ -286,9 +291,7 @@ def main(argv=None):
     check_split_has_every_class({"train": train, "validation": val, "test": test},
                                 labels, label_names)
     model, history, scaling = fit(data, train, val, cfg)
-    x_test = artifacts.model_inputs(x[test], {"input_standardisation": scaling})
-    metrics = evaluation.classification_metrics(labels[test], predict_classes(model, x_test),
-                                                label_names)
+    metrics = evaluate_rows(model, data, test, scaling)
 
     paths = artifacts.model_paths(cfg.model_dir)
     with artifacts.atomic_path(paths["keras"]) as tmp:
