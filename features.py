@@ -1,8 +1,11 @@
 """Audio -> feature vector: the one place where features are defined.
 
-Every script (make_dataset_16k.py, train_16k.py, model_conv.py, predict.py)
-calls this module, and every dataset and model stores ``feature_config()``
-beside itself, so features are always computed the way the model expects.
+Every stage (make_dataset_16k.py, train_16k.py, model_conv.py, predict.py)
+calls this module. The constants below define the configuration that
+make_dataset_16k.py builds a dataset with (``feature_config()``); every
+dataset and model stores that configuration (a :class:`FeatureConfig`), and
+whoever consumes them computes features from the stored one, so a model is
+never fed features it was not trained on.
 
 ``FEATURES`` picks a preset:
 
@@ -25,22 +28,27 @@ per-band mean and standard deviation plus a few spectral-shape statistics
 for the small CNN (train_16k.py picks it with MODEL = "auto"). On dev16k it
 generalised best to recording sources the model had not heard (README).
 
-The log-mel presets are standardised with the training set's mean and std,
-stored with the model. All three use only an FFT, a filterbank, logs and sums: they fit a
-microcontroller. Edit the constants below to change a method; datasets and
+The log-mel presets give dB values relative to the clip's mean level (not
+a fixed range); models standardise them with the training set's mean and
+std, stored with the model. The log-mel presets need only an FFT, a
+filterbank, logs and sums, so they fit a microcontroller; the seed preset's
+noise reduction (noisereduce) is Python-only, and without it the seed preset
+is as cheap. Edit the constants below to change a method; datasets and
 models built with other values are then refused until they are rebuilt.
 """
 
+import dataclasses
 import functools
 import os
 import warnings
-from pathlib import Path
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 FEATURES = "logmel_patch"     # "seed", "logmel" (stats, MLP) or "logmel_patch" (CNN, recommended)
 SAMPLE_RATE = 16000           # Hz; every clip is resampled to this
-NOISE_REDUCTION = True        # seed preset: spectral gating on/off (a device may not afford it)
+NOISE_REDUCTION = True        # seed preset: spectral gating on/off (Python only, not on a device)
 NOISE_PROFILE_SAMPLES = 25000  # leading samples that define the noise profile
 TRIM = True                   # trim leading/trailing silence on/off (all presets)
 TRIM_TOP_DB = 20              # dB below the peak that counts as silence
@@ -66,23 +74,141 @@ SHAPE_STATISTICS = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "lev
 # rounding, at about half the cost. tests/test_features.py checks this.
 _NOISEREDUCE_PADDING = 3120
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")  # what libsndfile reads
-
-
-def is_audio_file(path):
-    """An audio extension, not hidden, and a file (or a link, even a broken
-    one, so that it is reported as unreadable rather than silently ignored)."""
-    path = Path(path)
-    return ((path.is_file() or path.is_symlink()) and not path.name.startswith(".")
-            and path.suffix.lower() in AUDIO_EXTENSIONS)
-
-
 class FeatureError(ValueError):
-    """A clip that cannot give a meaningful feature vector."""
+    """A clip that cannot give a meaningful feature vector.
+
+    Attributes
+    ----------
+    reason : str
+        What is wrong, in words, without the file name.
+    path : str or None
+        The file, when one is known.
+    """
+
+    def __init__(self, reason, path=None):
+        self.reason = reason
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+    def for_file(self, path):
+        """The same error, naming ``path``."""
+        return FeatureError(self.reason, path)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that decides a feature vector: built once from the
+    constants above (:func:`feature_config`) or from what a dataset or model
+    stored (:meth:`from_dict`), then passed explicitly to every function.
+
+    Two configurations give the same features exactly when they are equal.
+    Fields a preset does not use are None.
+    """
+
+    preset: str
+    version: int
+    sample_rate: int
+    noise_reduction: bool
+    noise_profile_samples: int
+    trim: bool
+    trim_top_db: float
+    trim_frame_length: int
+    trim_hop_length: int
+    n_fft: int
+    hop_length: int
+    win_length: int
+    n_mels: int | None = None        # log-mel presets
+    fmin: float | None = None
+    fmax: float | None = None
+    top_db: float | None = None
+    patch_frames: int | None = None  # logmel_patch
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown feature preset {self.preset!r}; expected one of {PRESETS}")
+        positive = ("sample_rate", "noise_profile_samples", "trim_top_db", "trim_frame_length",
+                    "trim_hop_length", "n_fft", "hop_length", "win_length")
+        if self.preset != "seed":
+            positive += ("n_mels", "top_db")
+        if self.preset == "logmel_patch":
+            positive += ("patch_frames",)
+        bad = [f"{name}={getattr(self, name)!r}" for name in positive
+               if not isinstance(getattr(self, name), (int, float))
+               or not getattr(self, name) > 0]
+        if bad:
+            raise ValueError(f"feature settings must be positive numbers, got {', '.join(bad)}")
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        if self.preset != "seed" and not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(f"expected 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, "
+                             f"fmax={self.fmax}, sample_rate={self.sample_rate}")
+
+    @property
+    def standardise(self):
+        """Whether models z-score these features with training statistics."""
+        return self.preset != "seed"
+
+    @property
+    def input_shape(self):
+        """(frames, bands) for 2-D features, else None."""
+        return (self.patch_frames, self.n_mels) if self.preset == "logmel_patch" else None
+
+    @property
+    def n_features(self):
+        """Length of the flat feature vector."""
+        if self.preset == "seed":
+            return self.n_fft // 2 + 1
+        if self.preset == "logmel":
+            return 2 * self.n_mels + 2 * len(SHAPE_STATISTICS)
+        return self.patch_frames * self.n_mels
+
+    def to_dict(self):
+        """Plain JSON values, as stored in datasets and models: the fields
+        the preset uses plus derived facts for readers (n_features, ...)."""
+        stored = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.preset == "seed":
+            stored.update(normalisation="minmax")
+        else:
+            stored.update(normalisation="level")
+        if self.preset == "logmel":
+            stored.update(statistics=["band_mean", "band_std", *SHAPE_STATISTICS])
+        if self.input_shape:
+            stored.update(input_shape=list(self.input_shape))
+        stored.update(standardise=self.standardise, n_features=self.n_features)
+        return stored
+
+    @classmethod
+    def from_dict(cls, stored):
+        """The configuration a dataset or model stored.
+
+        Raises
+        ------
+        ValueError
+            If ``stored`` is not exactly what :meth:`to_dict` writes for
+            some configuration (missing, unknown or inconsistent keys).
+        """
+        if not isinstance(stored, dict):
+            raise ValueError(f"expected a feature configuration dict, got {type(stored).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        try:
+            config = cls(**{k: stored.get(k) for k in names})
+        except TypeError as err:  # e.g. a comparison with None
+            raise ValueError(f"invalid feature configuration ({err})") from None
+        expected = config.to_dict()
+        wrong = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+        if wrong:
+            raise ValueError(f"inconsistent feature configuration (keys {', '.join(wrong)})")
+        return config
+
+    def differences(self, other):
+        """Names of the settings where ``other`` differs, with both values."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [(k, mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
+                if mine.get(k) != theirs.get(k)]
 
 
 def feature_config(preset=None):
-    """The feature configuration stored beside every dataset and model.
+    """The configuration the constants at the top of this file define.
 
     Parameters
     ----------
@@ -91,43 +217,24 @@ def feature_config(preset=None):
 
     Returns
     -------
-    dict
-        Plain JSON-compatible values; two configurations are compatible only
-        when they are equal. ``standardise`` says whether models should
-        z-score the features with training statistics.
+    FeatureConfig
     """
     preset = preset or FEATURES
     if preset not in PRESETS:
         raise ValueError(f"unknown feature preset {preset!r}; expected one of {PRESETS}")
-    config = {
-        "preset": preset,
-        "version": FEATURE_VERSION,
-        "sample_rate": SAMPLE_RATE,
-        "noise_reduction": NOISE_REDUCTION if preset == "seed" else False,
-        "noise_profile_samples": NOISE_PROFILE_SAMPLES,
-        "trim": TRIM,
-        "trim_top_db": TRIM_TOP_DB,
-        "trim_frame_length": TRIM_FRAME_LENGTH,
-        "trim_hop_length": TRIM_HOP_LENGTH,
-        "n_fft": N_FFT,
-        "hop_length": HOP_LENGTH,
-        "win_length": WIN_LENGTH,
-    }
-    if preset == "seed":
-        config.update(normalisation="minmax", standardise=False, n_features=N_FFT // 2 + 1)
-        return config
-    config.update(n_mels=N_MELS, fmin=MEL_FMIN, fmax=MEL_FMAX, top_db=MEL_TOP_DB,
-                  normalisation="level", standardise=True)
-    if preset == "logmel":
-        config.update(statistics=["band_mean", "band_std", *SHAPE_STATISTICS],
-                      n_features=2 * N_MELS + 2 * len(SHAPE_STATISTICS))
-    else:
-        config.update(patch_frames=PATCH_FRAMES, input_shape=[PATCH_FRAMES, N_MELS],
-                      n_features=PATCH_FRAMES * N_MELS)
-    return config
+    log_mel = preset != "seed"
+    return FeatureConfig(
+        preset=preset, version=FEATURE_VERSION, sample_rate=SAMPLE_RATE,
+        noise_reduction=NOISE_REDUCTION if preset == "seed" else False,
+        noise_profile_samples=NOISE_PROFILE_SAMPLES, trim=TRIM, trim_top_db=TRIM_TOP_DB,
+        trim_frame_length=TRIM_FRAME_LENGTH, trim_hop_length=TRIM_HOP_LENGTH,
+        n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH,
+        n_mels=N_MELS if log_mel else None, fmin=MEL_FMIN if log_mel else None,
+        fmax=MEL_FMAX if log_mel else None, top_db=MEL_TOP_DB if log_mel else None,
+        patch_frames=PATCH_FRAMES if preset == "logmel_patch" else None)
 
 
-def load_audio(path, sample_rate=SAMPLE_RATE):
+def load_audio(path, sample_rate):
     """Load a clip as mono float32 at ``sample_rate``.
 
     Parameters
@@ -143,7 +250,7 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
     Raises
     ------
     FeatureError
-        If the file cannot be decoded; the message names the file.
+        If the file cannot be decoded; ``err.path`` is the file.
     """
     import soundfile
     if sample_rate <= 0:
@@ -153,8 +260,8 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
     # avoids librosa's slow first call in every worker process.
     try:
         y, native_rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except Exception as err:
-        raise FeatureError(f"{path}: cannot read audio ({_read_error_reason(path, err)})") from None
+    except Exception as err:  # libsndfile's errors vary by format; all mean "cannot decode"
+        raise FeatureError(f"cannot read audio ({_read_error_reason(path, err)})", path) from None
     y = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
     if native_rate != sample_rate and y.size:
         import librosa
@@ -172,7 +279,7 @@ def _read_error_reason(path, err):
     return f"not a readable audio file: {detail}"
 
 
-def reduce_noise(y, sample_rate=SAMPLE_RATE, profile_samples=NOISE_PROFILE_SAMPLES):
+def reduce_noise(y, sample_rate, profile_samples):
     """Spectral-gating noise reduction with the clip's first samples as noise.
 
     noisereduce 3 only uses ``y_noise`` in its *stationary* mode (the
@@ -203,8 +310,7 @@ def reduce_noise(y, sample_rate=SAMPLE_RATE, profile_samples=NOISE_PROFILE_SAMPL
     return np.asarray(reduced, dtype=np.float32)
 
 
-def trim_silence(y, top_db=TRIM_TOP_DB, frame_length=TRIM_FRAME_LENGTH,
-                 hop_length=TRIM_HOP_LENGTH):
+def trim_silence(y, top_db, frame_length, hop_length):
     """Remove leading and trailing parts quieter than ``top_db`` below the peak.
 
     Same result as ``librosa.effects.trim(y, top_db, frame_length=...,
@@ -225,7 +331,7 @@ def trim_silence(y, top_db=TRIM_TOP_DB, frame_length=TRIM_FRAME_LENGTH,
     return y[loud[0] * hop_length:min(y.size, (loud[-1] + 1) * hop_length)]
 
 
-def stft_magnitude(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH):
+def stft_magnitude(y, n_fft, hop_length, win_length):
     """|STFT|, shape (n_fft // 2 + 1, frames); librosa's centred, Hann-windowed STFT."""
     import librosa
     if win_length > n_fft:
@@ -237,7 +343,7 @@ def stft_magnitude(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH)
                                    win_length=win_length))
 
 
-def mean_stft_magnitude(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH):
+def mean_stft_magnitude(y, n_fft, hop_length, win_length):
     """Mean over time of |STFT|: one value per frequency bin (n_fft // 2 + 1)."""
     return stft_magnitude(y, n_fft, hop_length, win_length).mean(axis=1)
 
@@ -251,13 +357,14 @@ def minmax_normalise(v):
     return (v - low) / (high - low)
 
 
-def power_spectrogram(y, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH):
-    """|STFT|^2, shape (n_fft // 2 + 1, frames)."""
-    return stft_magnitude(y, n_fft, hop_length, win_length) ** 2
+def power_spectrogram(y, config):
+    """|STFT|^2 with ``config``'s STFT settings, shape (n_fft // 2 + 1, frames)."""
+    return stft_magnitude(y, config.n_fft, config.hop_length, config.win_length) ** 2
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax):
+def mel_basis(sample_rate, n_fft, n_mels, fmin, fmax):
+    """librosa's (Slaney) mel filterbank, shape (n_mels, n_fft // 2 + 1)."""
     import librosa
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
 
@@ -265,20 +372,19 @@ def _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax):
 def level_normalised_logmel(power, config):
     """Log-mel spectrogram (dB) that ignores the clip's overall level.
 
-    The floor sits ``top_db`` below the loudest cell, and the mean over all
-    cells is subtracted, so a gain change leaves the result unchanged.
+    The floor sits ``config.top_db`` below the loudest cell, and the mean over
+    all cells is subtracted, so a gain change leaves the result unchanged.
 
     Returns
     -------
-    np.ndarray, shape (n_mels, frames)
+    np.ndarray, shape (n_mels, frames), dB relative to the clip's mean cell
     """
-    basis = _mel_basis(config["sample_rate"], config["n_fft"], config["n_mels"],
-                       config["fmin"], config["fmax"])
+    basis = mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
     # einsum, not a BLAS matmul: BLAS sums in an order that depends on its
     # thread count, and features must not depend on the number of workers.
     mel = np.einsum("mf,ft->mt", basis, power)
     db = 10.0 * np.log10(np.maximum(mel, 1e-12))
-    db = np.maximum(db, db.max() - config["top_db"])
+    db = np.maximum(db, db.max() - config.top_db)
     if db.max() - db.min() < 1e-6:
         raise FeatureError("log-mel spectrogram is constant")
     return db - db.mean()
@@ -311,19 +417,19 @@ def shape_statistics(power, sample_rate):
 def logmel_statistics(y, config):
     """The "logmel" preset: per-band mean and std of the level-normalised
     log-mel spectrogram, then ``shape_statistics``."""
-    power = power_spectrogram(y, config["n_fft"], config["hop_length"], config["win_length"])
+    power = power_spectrogram(y, config)
     db = level_normalised_logmel(power, config)
     return np.concatenate([db.mean(axis=1), db.std(axis=1),
-                           shape_statistics(power, config["sample_rate"])])
+                           shape_statistics(power, config.sample_rate)])
 
 
 def logmel_patch(y, config):
-    """The "logmel_patch" preset: the ``patch_frames`` consecutive frames
-    with the most energy (padded with the floor when the clip is shorter),
-    as a flattened (frames, mels) array."""
-    power = power_spectrogram(y, config["n_fft"], config["hop_length"], config["win_length"])
+    """The "logmel_patch" preset: the ``config.patch_frames`` consecutive
+    frames with the most energy (padded with the floor when the clip is
+    shorter), as a flattened (frames, mels) array."""
+    power = power_spectrogram(y, config)
     db = level_normalised_logmel(power, config)
-    frames = config["patch_frames"]
+    frames = config.patch_frames
     if db.shape[1] < frames:
         db = np.pad(db, ((0, 0), (0, frames - db.shape[1])), constant_values=db.min())
     energy = np.convolve(power.sum(axis=0), np.ones(frames), mode="valid") \
@@ -332,18 +438,18 @@ def logmel_patch(y, config):
     return db[:, start:start + frames].T.ravel()
 
 
-def features_from_audio(y, config=None):
-    """The feature vector of audio already loaded at the configured rate.
+def features_from_audio(y, config):
+    """The feature vector of audio already loaded at ``config.sample_rate``.
 
     Parameters
     ----------
     y : np.ndarray, shape (n,)
-    config : dict, optional
-        A ``feature_config()``; defaults to the current one.
+    config : FeatureConfig
 
     Returns
     -------
-    np.ndarray, shape (config["n_features"],), float32, values in [0, 1]
+    np.ndarray, shape (config.n_features,), float32. Seed preset: in [0, 1];
+    log-mel presets: dB relative to the clip's mean level.
 
     Raises
     ------
@@ -351,7 +457,10 @@ def features_from_audio(y, config=None):
         For empty, silent or non-finite audio, or when nothing is left after
         noise reduction and trimming.
     """
-    cfg = config or feature_config()
+    # By attribute, not isinstance: a Dask worker that reloads this module
+    # (Client.upload_file) holds configurations of the earlier class object.
+    if not hasattr(config, "n_features"):
+        raise TypeError(f"config must be a FeatureConfig, got {type(config).__name__}")
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"expected mono audio of shape (n,), got shape {y.shape}")
@@ -361,58 +470,59 @@ def features_from_audio(y, config=None):
         raise FeatureError("audio contains NaN or infinite samples")
     if not np.any(y):
         raise FeatureError("all samples are zero (silence)")
-    if cfg["noise_reduction"]:
-        y = reduce_noise(y, cfg["sample_rate"], cfg["noise_profile_samples"])
-    if cfg["trim"]:
-        y = trim_silence(y, cfg["trim_top_db"], cfg["trim_frame_length"],
-                         cfg["trim_hop_length"])
+    if config.noise_reduction:
+        y = reduce_noise(y, config.sample_rate, config.noise_profile_samples)
+    if config.trim:
+        y = trim_silence(y, config.trim_top_db, config.trim_frame_length, config.trim_hop_length)
     if y.size == 0 or not np.any(y):
         raise FeatureError("nothing left after noise reduction and trimming "
                            "(the clip is silent or pure noise)")
-    if cfg["preset"] == "seed":
-        v = minmax_normalise(mean_stft_magnitude(y, cfg["n_fft"], cfg["hop_length"],
-                                                 cfg["win_length"]))
-    elif cfg["preset"] == "logmel":
-        v = logmel_statistics(y, cfg)
+    if config.preset == "seed":
+        v = minmax_normalise(mean_stft_magnitude(y, config.n_fft, config.hop_length,
+                                                 config.win_length))
+    elif config.preset == "logmel":
+        v = logmel_statistics(y, config)
     else:
-        v = logmel_patch(y, cfg)
+        v = logmel_patch(y, config)
     if not np.all(np.isfinite(v)):  # cannot happen with the floors above; never let it through
         raise FeatureError("features are not finite")
     return v.astype(np.float32)
 
 
-def extract_features(path, config=None):
-    """Load a file and return its feature vector; errors name the file."""
-    cfg = config or feature_config()
-    y = load_audio(path, cfg["sample_rate"])
+def extract_features(path, config):
+    """Load a file and return its feature vector; a FeatureError names the file."""
+    y = load_audio(path, config.sample_rate)
     try:
-        return features_from_audio(y, cfg)
+        return features_from_audio(y, config)
     except FeatureError as err:
-        raise FeatureError(f"{path}: {err}") from None
+        raise err.for_file(path) from None
+
+
+class Extracted(NamedTuple):
+    """What extracting one clip gave: a vector, or None and the reason."""
+
+    vector: np.ndarray | None
+    duration_s: float
+    reason: str
 
 
 def extract_or_reason(path, config):
-    """Worker-friendly wrapper: never raises for a bad clip.
-
-    Returns
-    -------
-    tuple
-        ``(vector or None, duration in seconds, reason or "")``. The reason
-        says what is wrong without repeating the path.
-    """
+    """:func:`extract_features` for a worker: a clip that cannot give
+    features (FeatureError, which covers undecodable files) comes back as
+    an ``Extracted`` with its reason; any other exception is a bug and
+    propagates."""
     try:
-        y = load_audio(path, config["sample_rate"])
+        y = load_audio(path, config.sample_rate)
     except FeatureError as err:
-        return None, 0.0, str(err).split(": ", 1)[-1]
-    duration = y.size / config["sample_rate"]
+        return Extracted(None, 0.0, err.reason)
+    duration = y.size / config.sample_rate
     try:
-        return features_from_audio(y, config), duration, ""
-    except Exception as err:  # a worker must report, not die, on one bad clip
-        return None, duration, str(err) or type(err).__name__
+        return Extracted(features_from_audio(y, config), duration, "")
+    except FeatureError as err:
+        return Extracted(None, duration, err.reason)
 
 
 def extract_many(paths, config):
     """``extract_or_reason`` for several files: one parallel task, so that
     per-task scheduling overhead (large on Dask) is paid once per batch."""
     return [extract_or_reason(path, config) for path in paths]
-

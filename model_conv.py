@@ -13,16 +13,16 @@ MIN_AGREEMENT.
 import contextlib
 import io
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-import artifacts
-import c_export
-import evaluation
-import settings
-from artifacts import PipelineError
-from tflite_model import TFLiteModel
+from pipeline import artifacts, c_export, evaluation, files, settings
+from pipeline.errors import PipelineError, run_script
+from pipeline.quiet import import_tensorflow, silence_native_output
+from pipeline.standardisation import standardise
+from pipeline.tflite_model import TFLiteModel
 
 DATASET = "data/dataset_16k.npz"  # dataset the model was trained on
 MODEL_DIR = "models"           # where train_16k.py saved the model
@@ -31,34 +31,52 @@ REPRESENTATIVE_CLIPS = 200     # training clips used to calibrate int8 ranges
 MIN_AGREEMENT = 0.98           # gate: share of test clips where int8 and Keras agree
 GOLDEN_CLIPS = 5               # test clips saved as golden vectors for firmware
 TFLM_CLIPS = 5                 # test clips run through the TFLite Micro interpreter
+LATENCY_CLIPS = 50             # test clips timed one at a time for the latency figures
 SEED = 42                      # which training clips calibrate
 
 
-def load_inputs(cfg):
-    """The dataset, model metadata, and model inputs of the train and test splits."""
-    meta = artifacts.load_model_metadata(cfg.model_dir)
-    data = artifacts.load_dataset(cfg.dataset)
+def load_inputs(model_dir, dataset):
+    """The model metadata, the dataset, the model inputs of every row, and
+    the rows of the training and test splits the model was trained with.
+
+    The dataset must carry the model's own feature configuration and labels.
+    """
+    meta = artifacts.load_model_metadata(model_dir)
+    data = artifacts.load_dataset(dataset)
+    retrain = "Pass the dataset the model was trained on, or retrain with `python train_16k.py`."
     if meta["labels"] != data["label_names"]:
-        raise PipelineError(f"{cfg.dataset}: labels {data['label_names']} do not match the "
-                            f"model's {meta['labels']}. Pass the dataset the model was "
-                            "trained on, or retrain with `python train_16k.py`.")
+        raise PipelineError(f"{dataset}: labels {data['label_names']} do not match the "
+                            f"model's {meta['labels']}. {retrain}")
+    if data["feature_config"] != meta["feature_config"]:
+        changed = ", ".join(k for k, _, _ in meta["feature_config"].differences(
+            data["feature_config"]))
+        raise PipelineError(f"{dataset}: made with other feature settings than the model "
+                            f"({changed}). {retrain}")
     row_of = {p: i for i, p in enumerate(data["paths"])}
     split = meta.get("split", {})
     missing = [p for p in split.get("test", []) + split.get("train", []) if p not in row_of]
     if missing or not split.get("test"):
-        raise PipelineError(f"{cfg.dataset}: the model's saved split does not match this "
-                            f"dataset ({len(missing)} clips missing). Retrain with "
-                            "`python train_16k.py` on this dataset.")
-    x = artifacts.model_inputs(data["features"], meta)
+        raise PipelineError(f"{dataset}: the model's saved split does not match this "
+                            f"dataset ({len(missing)} clips missing). {retrain}")
+    x = standardise(data["features"], meta.get("input_standardisation"))
     test = np.array([row_of[p] for p in split["test"]])
     train = np.array([row_of[p] for p in split["train"]])
     return meta, data, x, train, test
 
 
+def load_keras_model(path):
+    """The trained Keras model (safe mode: no arbitrary code from the file)."""
+    if not Path(path).is_file():
+        raise PipelineError(f"{path}: Keras model not found. Run `python train_16k.py` first.")
+    import_tensorflow()
+    import keras
+    return keras.models.load_model(path, safe_mode=True)
+
+
 def convert(model, calibration, int8):
     """TFLite flatbuffer bytes: full-int8 (int8 input/output, builtin int8
     ops only) calibrated on ``calibration``, or plain float32."""
-    tf = artifacts.import_tensorflow()
+    tf = import_tensorflow()
     import keras
     # A fixed batch of one clip: with a free batch dimension the CNN's reshape
     # becomes SHAPE/STRIDED_SLICE/PACK ops that a microcontroller does not need.
@@ -72,8 +90,23 @@ def convert(model, calibration, int8):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its export summary
+    # Keras prints its export summary to stdout and the converter's C++ code
+    # notes to stderr. "Statistics for quantized inputs were expected" is a
+    # Python warning about int8 *inputs*, whose range comes from the
+    # representative data anyway.
+    with contextlib.redirect_stdout(io.StringIO()), silence_native_output(), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         return converter.convert()
+
+
+def convert_and_save(model, calibration, paths):
+    """Write the int8 and float32 .tflite files; return both, loaded, and
+    the int8 bytes."""
+    for key, int8 in (("int8_tflite", True), ("float_tflite", False)):
+        files.write_bytes(paths[key], convert(model, calibration, int8))
+    int8_bytes = paths["int8_tflite"].read_bytes()
+    return TFLiteModel(paths["int8_tflite"]), TFLiteModel(paths["float_tflite"]), int8_bytes
 
 
 def per_clip_ms(predict_one, rows):
@@ -84,6 +117,27 @@ def per_clip_ms(predict_one, rows):
         predict_one(row)
         times.append((time.perf_counter() - start) * 1000)
     return float(np.median(times))
+
+
+def compare(model, float_model, int8_model, x_test, y_true, labels, latency_clips):
+    """Keras vs float TFLite vs int8 TFLite on the test split: metrics,
+    agreement, probability differences and one-clip latency."""
+    probs = {"keras": model.predict(x_test, verbose=0),
+             "float_tflite": float_model.predict_proba(x_test),
+             "int8_tflite": int8_model.predict_proba(x_test)}
+    rows = x_test[:latency_clips]
+    latency = {"keras": per_clip_ms(lambda r: model(r[None, :], training=False), rows),
+               "float_tflite": per_clip_ms(lambda r: float_model.predict_proba(r[None, :]), rows),
+               "int8_tflite": per_clip_ms(lambda r: int8_model.predict_proba(r[None, :]), rows)}
+    metrics = {name: evaluation.classification_metrics(y_true, p.argmax(axis=1), labels)
+               for name, p in probs.items()}
+    prob_diff = np.abs(probs["keras"] - probs["int8_tflite"])
+    return {
+        "metrics": metrics,
+        "agreement": float(np.mean(probs["keras"].argmax(1) == probs["int8_tflite"].argmax(1))),
+        "prob_abs_diff": {"mean": float(prob_diff.mean()), "max": float(prob_diff.max())},
+        "latency_ms_per_clip": latency,
+    }
 
 
 def tflm_check(model_bytes, litert, rows):
@@ -104,7 +158,7 @@ def tflm_check(model_bytes, litert, rows):
     expected = [litert.run_raw(litert.quantise_input(row)).astype(int) for row in rows]
     max_diff = int(max(np.abs(m - e).max() for m, e in zip(micro, expected)))
     low, high = 256, max(len(model_bytes) * 4, 64 * 1024)  # binary search the arena
-    with artifacts.silence_native_output():  # TFLM logs each too-small arena
+    with silence_native_output():  # TFLM logs each too-small arena
         while high - low > 256:
             mid = (low + high) // 2
             try:
@@ -116,12 +170,14 @@ def tflm_check(model_bytes, litert, rows):
 
 
 def golden_vectors(data, meta, litert, rows):
-    """Feature vectors, int8 inputs and expected int8 outputs of a few clips."""
+    """Feature vectors, int8 inputs and expected int8 outputs of a few clips.
+    Clips are named by file name only: the vectors travel to other machines."""
     vectors = []
     for i in rows:
-        x = artifacts.model_inputs(data["features"][i:i + 1], meta)[0]
+        x = standardise(data["features"][i:i + 1], meta.get("input_standardisation"))[0]
         q = litert.quantise_input(x)
-        vectors.append({"path": data["paths"][i], "label": data["label_names"][data["labels"][i]],
+        vectors.append({"file": Path(data["paths"][i]).name,
+                        "label": data["label_names"][data["labels"][i]],
                         "label_index": int(data["labels"][i]),
                         "features": [float(v) for v in data["features"][i]],
                         "int8_input": q.astype(int).tolist(),
@@ -129,66 +185,59 @@ def golden_vectors(data, meta, litert, rows):
     return vectors
 
 
-def main(argv=None):
-    cfg = settings.parse_settings(globals(), argv)
-    meta, data, x, train, test = load_inputs(cfg)
-    paths = artifacts.model_paths(cfg.model_dir)
-    if not paths["keras"].is_file():
-        raise PipelineError(f"{paths['keras']}: Keras model not found. "
-                            "Run `python train_16k.py` first.")
-    artifacts.import_tensorflow()
-    import keras
-    model = keras.models.load_model(paths["keras"], safe_mode=True)
-
-    rng = np.random.default_rng(cfg.seed)
-    calibration = x[rng.permutation(train)[:cfg.representative_clips]]
-    for key, int8 in (("int8_tflite", True), ("float_tflite", False)):
-        blob = convert(model, calibration, int8)
-        with artifacts.atomic_path(paths[key]) as tmp:
-            Path(tmp).write_bytes(blob)
-    int8_bytes = paths["int8_tflite"].read_bytes()
-    int8_model = TFLiteModel(paths["int8_tflite"])
-    float_model = TFLiteModel(paths["float_tflite"])
-
-    # Keras vs float TFLite vs int8 TFLite on the saved test split.
-    y_true = data["labels"][test]
-    probs = {"keras": model.predict(x[test], verbose=0),
-             "float_tflite": float_model.predict_proba(x[test]),
-             "int8_tflite": int8_model.predict_proba(x[test])}
-    rows = x[test][:50]
-    latency = {"keras": per_clip_ms(lambda r: model(r[None, :], training=False), rows),
-               "float_tflite": per_clip_ms(lambda r: float_model.predict_proba(r[None, :]), rows),
-               "int8_tflite": per_clip_ms(lambda r: int8_model.predict_proba(r[None, :]), rows)}
-    sizes = {"keras": paths["keras"].stat().st_size,
-             "float_tflite": paths["float_tflite"].stat().st_size,
-             "int8_tflite": len(int8_bytes)}
-    metrics = {name: evaluation.classification_metrics(y_true, p.argmax(axis=1), meta["labels"])
-               for name, p in probs.items()}
-    agreement = float(np.mean(probs["keras"].argmax(1) == probs["int8_tflite"].argmax(1)))
-    prob_diff = np.abs(probs["keras"] - probs["int8_tflite"])
-
-    # For the device: C array, golden vectors, a TFLite Micro run.
+def export_for_device(paths, meta, data, test, int8_model, int8_bytes, golden_clips):
+    """The C array and header, and golden vectors as JSON and C."""
     array_name = c_export.c_identifier(paths["int8_tflite"].stem)
     scale, zero_point = int8_model.input["quantization"]
-    artifacts.write_text(paths["c_header"], c_export.model_header(
-        array_name, meta, float(scale), int(zero_point), x.shape[1]))
-    artifacts.write_text(paths["c_source"], c_export.model_source(
+    files.write_text(paths["c_header"], c_export.model_header(
+        array_name, meta["labels"], meta["feature_config"], float(scale), int(zero_point),
+        data["features"].shape[1]))
+    files.write_text(paths["c_source"], c_export.model_source(
         array_name, paths["c_header"].name, int8_bytes))
-    golden = golden_vectors(data, meta, int8_model, test[:cfg.golden_clips])
-    artifacts.write_json(paths["golden"], {"input_scale": float(scale),
-                                           "input_zero_point": int(zero_point),
-                                           "labels": meta["labels"], "vectors": golden})
-    artifacts.write_text(paths["golden_header"], c_export.golden_header(golden))
+    golden = golden_vectors(data, meta, int8_model, test[:golden_clips])
+    files.write_json(paths["golden"], {"input_scale": float(scale),
+                                       "input_zero_point": int(zero_point),
+                                       "labels": meta["labels"], "vectors": golden})
+    files.write_text(paths["golden_header"], c_export.golden_header(golden))
+
+
+def save_reports(report_dir, report, metrics, labels):
+    """conversion_report.json/.txt and the Keras vs int8 confusion matrices."""
+    from pipeline import plots
+    report_dir = Path(report_dir)
+    files.write_json(report_dir / "conversion_report.json", report)
+    table = report_table(report)
+    files.write_text(report_dir / "conversion_report.txt", table)
+    plots.confusion_matrices([("Keras", metrics["keras"]["confusion_matrix"]),
+                              ("int8 TFLite", metrics["int8_tflite"]["confusion_matrix"])],
+                             labels, report_dir / "confusion_keras_vs_int8.png")
+    return table
+
+
+def main(argv=None):
+    cfg = settings.parse_settings(globals(), argv)
+    paths = artifacts.model_paths(cfg.model_dir)
+    meta, data, x, train, test = load_inputs(cfg.model_dir, cfg.dataset)
+    model = load_keras_model(paths["keras"])
+
+    calibration = x[np.random.default_rng(cfg.seed).permutation(train)[:cfg.representative_clips]]
+    int8_model, float_model, int8_bytes = convert_and_save(model, calibration, paths)
+    result = compare(model, float_model, int8_model, x[test], data["labels"][test],
+                     meta["labels"], cfg.latency_clips)
+    export_for_device(paths, meta, data, test, int8_model, int8_bytes, cfg.golden_clips)
     tflm_diff, arena = tflm_check(int8_bytes, int8_model, x[test][:cfg.tflm_clips])
 
+    scale, zero_point = int8_model.input["quantization"]
     report = {
         "test_clips": int(len(test)),
         "metrics": {k: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
-                    for k, m in metrics.items()},
-        "agreement_int8_vs_keras": agreement,
-        "prob_abs_diff": {"mean": float(prob_diff.mean()), "max": float(prob_diff.max())},
-        "file_bytes": sizes,
-        "latency_ms_per_clip": latency,
+                    for k, m in result["metrics"].items()},
+        "agreement_int8_vs_keras": result["agreement"],
+        "prob_abs_diff": result["prob_abs_diff"],
+        "file_bytes": {"keras": paths["keras"].stat().st_size,
+                       "float_tflite": paths["float_tflite"].stat().st_size,
+                       "int8_tflite": len(int8_bytes)},
+        "latency_ms_per_clip": result["latency_ms_per_clip"],
         "parameters": int(model.count_params()),
         "flash_bytes": len(int8_bytes),
         "tflm": {"arena_bytes": arena, "max_int8_diff_vs_litert": tflm_diff,
@@ -196,18 +245,10 @@ def main(argv=None):
         "input_quantisation": {"scale": float(scale), "zero_point": int(zero_point)},
         "min_agreement": cfg.min_agreement,
     }
-    report_dir = Path(cfg.report_dir)
-    artifacts.write_json(report_dir / "conversion_report.json", report)
-    table = report_table(report)
-    artifacts.write_text(report_dir / "conversion_report.txt", table)
-    import plots
-    plots.confusion_matrices([("Keras", metrics["keras"]["confusion_matrix"]),
-                              ("int8 TFLite", metrics["int8_tflite"]["confusion_matrix"])],
-                             meta["labels"], report_dir / "confusion_keras_vs_int8.png")
-    print(table, end="")
+    print(save_reports(cfg.report_dir, report, result["metrics"], meta["labels"]), end="")
     print(f"wrote {paths['int8_tflite']}, {paths['c_source']}, {paths['golden']}")
-    if agreement < cfg.min_agreement:
-        print(f"error: int8 agrees with Keras on {agreement:.1%} of test clips, below "
+    if result["agreement"] < cfg.min_agreement:
+        print(f"error: int8 agrees with Keras on {result['agreement']:.1%} of test clips, below "
               f"--min_agreement={cfg.min_agreement:.2f}. Try more --representative_clips, "
               "or inspect reports/confusion_keras_vs_int8.png", flush=True)
         return 1
@@ -236,4 +277,4 @@ def report_table(report):
 
 
 if __name__ == "__main__":
-    artifacts.run_script(main)
+    run_script(main)

@@ -12,16 +12,17 @@ A recording longer than WINDOW_S is cut into overlapping windows whose class
 probabilities are smoothed and turned into events.
 """
 
-import csv
 import sys
 from pathlib import Path
 
 import numpy as np
 
-import artifacts
 import features
-import settings
-from artifacts import PipelineError
+from pipeline import artifacts, clips, files, settings
+from pipeline.errors import PipelineError, run_script
+from pipeline.events import (EventSettings, find_events, smooth, window_centres,
+                             window_starts)
+from pipeline.standardisation import standardise
 
 MODEL = "models/model_16k_int8.tflite"  # .tflite (LiteRT, no TensorFlow) or .keras
 WINDOW_S = 2.0                 # window length for long recordings, in seconds
@@ -43,7 +44,11 @@ REPORT_DIR = "reports"         # where --evaluate saves its confusion matrix
 # The model: LiteRT for .tflite, Keras for .keras; both take model inputs.
 
 class Classifier:
-    """A trained model plus its metadata; ``probabilities(features)``."""
+    """A trained model plus its metadata; ``probabilities(features)``.
+
+    Features are computed with the configuration stored in the model's
+    metadata, whatever features.py's constants say today.
+    """
 
     def __init__(self, model_path):
         path = Path(model_path)
@@ -55,33 +60,21 @@ class Classifier:
         self.labels = self.meta["labels"]
         self.config = self.meta["feature_config"]
         if path.suffix == ".keras":
-            artifacts.import_tensorflow()
+            from pipeline.quiet import import_tensorflow
+            import_tensorflow()
             import keras
             model = keras.models.load_model(path, safe_mode=True)
             self._run = lambda x: model.predict(x, verbose=0)
         elif path.suffix == ".tflite":
-            from tflite_model import TFLiteModel
+            from pipeline.tflite_model import TFLiteModel
             self._run = TFLiteModel(path).predict_proba
         else:
             raise PipelineError(f"{path}: expected a .tflite or .keras model")
 
     def probabilities(self, feature_rows):
         """Class probabilities (rows sum to about 1) for feature vectors."""
-        return self._run(artifacts.model_inputs(np.atleast_2d(feature_rows), self.meta))
-
-
-# ----------------------------------------------------------------------------
-# Windows, smoothing and events.
-
-def window_starts(n_samples, window, hop):
-    """Start samples of overlapping windows covering the whole recording
-    (the last one ends at the recording's end)."""
-    if n_samples <= window:
-        return [0]
-    starts = list(range(0, n_samples - window + 1, hop))
-    if starts[-1] + window < n_samples:
-        starts.append(n_samples - window)
-    return starts
+        return self._run(standardise(np.atleast_2d(feature_rows),
+                                     self.meta.get("input_standardisation")))
 
 
 def window_probabilities(classifier, y, sample_rate, window_s, hop_s):
@@ -91,6 +84,7 @@ def window_probabilities(classifier, y, sample_rate, window_s, hop_s):
     -------
     centres : np.ndarray, seconds
     probs : np.ndarray, shape (windows, classes)
+    usable : np.ndarray of bool, False where the window gave no features
     """
     window, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
     starts = window_starts(y.size, window, hop)
@@ -104,45 +98,13 @@ def window_probabilities(classifier, y, sample_rate, window_s, hop_s):
     probs = np.zeros((len(starts), len(classifier.labels)), np.float32)
     if rows:
         probs[np.array(usable)] = classifier.probabilities(np.stack(rows))
-    centres = np.array([(s + min(window, y.size - s) / 2) / sample_rate for s in starts])
-    return centres, probs, np.array(usable)
-
-
-def smooth(probs, width):
-    """Centred moving average over ``width`` windows (fewer at the edges)."""
-    half = max(int(width), 1) // 2
-    return np.stack([probs[max(0, i - half):i + half + 1].mean(axis=0)
-                     for i in range(len(probs))])
-
-
-def find_events(centres, probs, labels, thresholds, min_duration, hop_s, background):
-    """Runs of windows whose smoothed probability reaches the class threshold.
-
-    An event spans from half a hop before its first window's centre to half
-    a hop after its last; events shorter than ``min_duration`` are dropped.
-    """
-    events = []
-    for c, label in enumerate(labels):
-        if label in background:
-            continue
-        above = np.concatenate([[False], probs[:, c] >= thresholds[label], [False]])
-        edges = np.flatnonzero(np.diff(above.astype(int)))
-        for first, last in zip(edges[::2], edges[1::2] - 1):
-            start = max(0.0, centres[first] - hop_s / 2)
-            end = centres[last] + hop_s / 2
-            if end - start >= min_duration:
-                run = probs[first:last + 1, c]
-                events.append({"class": label, "start_s": round(float(start), 3),
-                               "end_s": round(float(end), 3),
-                               "peak_probability": float(run.max()),
-                               "mean_probability": float(run.mean())})
-    return sorted(events, key=lambda e: e["start_s"])
+    return window_centres(starts, window, y.size, sample_rate), probs, np.array(usable)
 
 
 def parse_thresholds(text, labels, default):
     """'alarm=0.5,water=0.7' -> {label: threshold} for every label."""
     result = {label: default for label in labels}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in settings.parse_list(text, str, "thresholds"):
         name, _, value = item.partition("=")
         if name not in result:
             raise PipelineError(f"--thresholds: unknown class {name!r}; the model has {labels}")
@@ -153,47 +115,56 @@ def parse_thresholds(text, labels, default):
     return result
 
 
+def event_settings(cfg, labels):
+    """The EventSettings that the command line asks for."""
+    if cfg.window_s <= 0 or not 0 < cfg.hop_s <= cfg.window_s:
+        raise PipelineError("--window_s must be positive and 0 < --hop_s <= --window_s")
+    return EventSettings(
+        window_s=cfg.window_s, hop_s=cfg.hop_s, smooth_windows=cfg.smooth_windows,
+        thresholds=parse_thresholds(cfg.thresholds, labels, cfg.threshold),
+        min_event_s=cfg.min_event_s,
+        background=frozenset(settings.parse_list(cfg.background_classes, str,
+                                                 "background_classes")))
+
+
 # ----------------------------------------------------------------------------
 # One file -> one result dict.
 
-def classify_file(classifier, path, cfg, thresholds, background):
+def classify_file(classifier, path, events):
     """Predicted class and probabilities of one file, plus events and the
-    per-window timeline for a recording longer than a window."""
+    per-window timeline for a recording longer than a window.
+
+    Parameters
+    ----------
+    classifier : Classifier
+    path : str or Path
+    events : EventSettings
+    """
     result = {"path": str(path), "class": None, "probability": None, "error": ""}
+    rate = classifier.config.sample_rate
     try:
-        y = features.load_audio(path, classifier.config["sample_rate"])
-        rate = classifier.config["sample_rate"]
+        y = features.load_audio(path, rate)
         result["duration_s"] = round(y.size / rate, 3)
-        if y.size <= int(cfg.window_s * rate):
+        if y.size <= int(events.window_s * rate):
             probs = classifier.probabilities(features.features_from_audio(y, classifier.config))[0]
         else:
             centres, window_probs, usable = window_probabilities(classifier, y, rate,
-                                                                 cfg.window_s, cfg.hop_s)
+                                                                 events.window_s, events.hop_s)
             if not usable.any():
                 raise features.FeatureError("every window is silent")
-            smoothed = smooth(window_probs, cfg.smooth_windows)
+            smoothed = smooth(window_probs, events.smooth_windows)
             probs = window_probs[usable].mean(axis=0)
-            result["events"] = find_events(centres, smoothed, classifier.labels, thresholds,
-                                           cfg.min_event_s, cfg.hop_s, background)
+            result["events"] = find_events(centres, smoothed, classifier.labels,
+                                           events.thresholds, events.min_event_s,
+                                           events.hop_s, events.background)
             result["_timeline"] = (centres, smoothed)
     except features.FeatureError as err:
-        result["error"] = str(err).replace(f"{path}: ", "")
+        result["error"] = err.reason
         return result
     best = int(np.argmax(probs))
     result.update({"class": classifier.labels[best], "probability": float(probs[best]),
                    "probabilities": {k: float(p) for k, p in zip(classifier.labels, probs)}})
     return result
-
-
-def expand_paths(paths):
-    """Files as given, and audio files found recursively in folders."""
-    found = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if features.is_audio_file(p))
-        else:
-            found.append(path)
-    return found
 
 
 def print_result(result, show_all):
@@ -221,43 +192,39 @@ def write_csv(path, results, labels):
         for e in r.get("events", []):
             rows.append([r["path"], e["class"], e["mean_probability"], *[""] * len(labels),
                          e["start_s"], e["end_s"], e["peak_probability"], ""])
-    with artifacts.atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            csv.writer(fh).writerows([header, *rows])
+    files.write_csv(path, [header, *rows])
 
 
-def evaluate(classifier, cfg, thresholds, background):
+def evaluate(classifier, folder, events, report_dir, json_path, model_name):
     """Accuracy, macro-F1 and confusion matrix on a labelled folder."""
-    import evaluation
-    import make_dataset_16k
-    import plots
-    clips, warnings = make_dataset_16k.clips_from_folder(cfg.evaluate)
+    from pipeline import evaluation, plots
+    found, warnings = clips.clips_from_folder(folder)
     for warning in warnings:
         print(f"warning: {warning}")
-    unknown = sorted({label for _, label, _ in clips} - set(classifier.labels))
+    unknown = sorted({c.label for c in found} - set(classifier.labels))
     if unknown:
-        raise PipelineError(f"{cfg.evaluate}: folders {unknown} are not classes of the model "
+        raise PipelineError(f"{folder}: folders {unknown} are not classes of the model "
                             f"({classifier.labels}); rename or remove them")
     y_true, y_pred, failed = [], [], 0
-    for path, label, _ in clips:
-        result = classify_file(classifier, path, cfg, thresholds, background)
+    for clip in found:
+        result = classify_file(classifier, clip.path, events)
         if result["error"]:
-            print(f"{path}: error: {result['error']}")
+            print(f"{clip.path}: error: {result['error']}")
             failed += 1
             continue
-        y_true.append(classifier.labels.index(label))
+        y_true.append(classifier.labels.index(clip.label))
         y_pred.append(classifier.labels.index(result["class"]))
     if not y_true:
-        raise PipelineError(f"{cfg.evaluate}: no clip could be classified")
+        raise PipelineError(f"{folder}: no clip could be classified")
     metrics = evaluation.classification_metrics(y_true, y_pred, classifier.labels)
-    print(evaluation.report_text(metrics, f"evaluation on {cfg.evaluate} ({len(y_true)} clips)"),
+    print(evaluation.report_text(metrics, f"evaluation on {folder} ({len(y_true)} clips)"),
           end="")
-    out_png = Path(cfg.report_dir) / "confusion_evaluate.png"
-    plots.confusion_matrices([(f"{Path(cfg.model).name} on {Path(cfg.evaluate).name}",
+    out_png = Path(report_dir) / "confusion_evaluate.png"
+    plots.confusion_matrices([(f"{model_name} on {Path(folder).name}",
                                metrics["confusion_matrix"])], classifier.labels, out_png)
     print(f"saved {out_png}")
-    if cfg.json:
-        artifacts.write_json(cfg.json, metrics)
+    if json_path:
+        files.write_json(json_path, metrics)
     return 1 if failed else 0
 
 
@@ -265,25 +232,23 @@ def main(argv=None):
     parser = settings.parser_from_constants(globals())
     parser.add_argument("paths", nargs="*", help="audio files or folders (searched recursively)")
     cfg = settings.parse_settings(globals(), argv, parser)
-    if cfg.window_s <= 0 or not 0 < cfg.hop_s <= cfg.window_s:
-        raise PipelineError("--window_s must be positive and 0 < --hop_s <= --window_s")
     classifier = Classifier(cfg.model)
-    thresholds = parse_thresholds(cfg.thresholds, classifier.labels, cfg.threshold)
-    background = {c.strip() for c in cfg.background_classes.split(",") if c.strip()}
+    events = event_settings(cfg, classifier.labels)
     if cfg.evaluate:
-        return evaluate(classifier, cfg, thresholds, background)
+        return evaluate(classifier, cfg.evaluate, events, cfg.report_dir, cfg.json,
+                        Path(cfg.model).name)
     if not cfg.paths:
         raise PipelineError("no input: give audio files or folders, or --evaluate=DIR")
 
     results = []
-    for path in expand_paths(cfg.paths):
-        result = classify_file(classifier, path, cfg, thresholds, background)
+    for path in clips.expand_paths(cfg.paths):
+        result = classify_file(classifier, path, events)
         print_result(result, cfg.all)
         sys.stdout.flush()
         results.append(result)
     timeline = next((r for r in results if "_timeline" in r), None)
     if cfg.timeline and timeline:
-        import plots
+        from pipeline import plots
         plots.timeline(timeline["_timeline"], classifier.labels, timeline["events"],
                        timeline["path"], cfg.timeline)
     elif cfg.timeline:
@@ -292,8 +257,8 @@ def main(argv=None):
     if cfg.csv:
         write_csv(cfg.csv, public, classifier.labels)
     if cfg.json:
-        artifacts.write_json(cfg.json, {"model": str(cfg.model), "labels": classifier.labels,
-                                        "results": public})
+        files.write_json(cfg.json, {"model": str(cfg.model), "labels": classifier.labels,
+                                    "results": public})
     failed = sum(1 for r in results if r["error"])
     if failed:
         print(f"{failed} of {len(results)} files failed", file=sys.stderr)
@@ -301,4 +266,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    artifacts.run_script(main)
+    run_script(main)

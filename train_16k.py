@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-import artifacts
-import evaluation
-import settings
-from artifacts import PipelineError
+from pipeline import artifacts, evaluation, files, settings
+from pipeline.errors import PipelineError, run_script
+from pipeline.quiet import import_tensorflow
+from pipeline.standardisation import fit_standardisation, standardise
 
 DATASET = "data/dataset_16k.npz"  # dataset written by make_dataset_16k.py
 MODEL_DIR = "models"           # where the model and its metadata go
@@ -100,50 +100,54 @@ def class_weights(train_labels, n_classes):
 # ----------------------------------------------------------------------------
 # The model.
 
-def build_model(n_inputs, n_classes, cfg, input_shape=None):
+def architecture(cfg, config):
+    """The model to build, from the settings: kind ("mlp" or "cnn") and the
+    units (MLP) or filters (CNN) of each layer. Checked before any training."""
+    kind = cfg.model if cfg.model != "auto" else ("cnn" if config.input_shape else "mlp")
+    if kind not in ("mlp", "cnn"):
+        raise PipelineError(f"--model={cfg.model!r}: expected 'mlp', 'cnn' or 'auto'")
+    if kind == "cnn" and not config.input_shape:
+        raise PipelineError("--model=cnn needs 2-D features: build the dataset with "
+                            "`python make_dataset_16k.py --features=logmel_patch`")
+    option, text = (("cnn_filters", cfg.cnn_filters) if kind == "cnn"
+                    else ("hidden_layers", cfg.hidden_layers))
+    units = settings.parse_list(text, int, option)
+    if not units or min(units) < 1:
+        raise PipelineError(f"--{option}={text!r}: expected positive integers, e.g. 16,32,32")
+    return kind, units
+
+
+def build_model(n_inputs, n_classes, kind, units, dropout, learning_rate, seed,
+                input_shape=None):
     """The seed's MLP, or a small CNN on log-mel patches.
 
-    MLP: Dense+ReLU layers, dropout after the last, softmax out. The seed put
-    ReLU on the output layer; categorical cross-entropy needs class
-    probabilities, so the output is softmax (ReLU outputs can be all zero,
-    which makes the loss undefined and the prediction arbitrary).
+    MLP: Dense+ReLU layers of ``units``, dropout after the last, softmax
+    out. The seed put ReLU on the output layer; categorical cross-entropy
+    needs class probabilities, so the output is softmax (ReLU outputs can be
+    all zero, which makes the loss undefined and the prediction arbitrary).
 
-    CNN: the flat input is reshaped to (frames, mels, 1), then 3x3 conv +
-    ReLU + 2x2 max-pool blocks, global average pooling, dropout, softmax;
-    every operation has an int8 kernel in TensorFlow Lite Micro.
+    CNN: the flat input is reshaped to ``input_shape`` + (1,), then one 3x3
+    conv + ReLU + 2x2 max-pool block per entry of ``units`` (its filters),
+    global average pooling, dropout, softmax; every operation has an int8
+    kernel in TensorFlow Lite Micro.
     """
-    artifacts.import_tensorflow()
+    import_tensorflow()
     import keras
-    kind = model_kind(cfg.model, {"input_shape": input_shape})
     layers = [keras.Input(shape=(n_inputs,))]
     if kind == "cnn":
-        if not input_shape:
-            raise PipelineError("--model=cnn needs 2-D features: set FEATURES = "
-                                "\"logmel_patch\" in features.py and rebuild the dataset")
-        filters = [int(f) for f in str(cfg.cnn_filters).split(",") if f.strip()]
         layers.append(keras.layers.Reshape((*input_shape, 1)))
-        for f in filters:
-            layers += [keras.layers.Conv2D(f, 3, padding="same", activation="relu"),
+        for filters in units:
+            layers += [keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
                        keras.layers.MaxPooling2D(2)]
         layers.append(keras.layers.GlobalAveragePooling2D())
-    elif kind == "mlp":
-        units = [int(u) for u in str(cfg.hidden_layers).split(",") if u.strip()]
-        if not units:
-            raise PipelineError(f"--hidden_layers={cfg.hidden_layers!r}: expected e.g. 256,128")
-        layers += [keras.layers.Dense(u, activation="relu") for u in units]
     else:
-        raise PipelineError(f"--model={cfg.model!r}: expected 'mlp', 'cnn' or 'auto'")
-    layers += [keras.layers.Dropout(cfg.dropout, seed=cfg.seed),
+        layers += [keras.layers.Dense(u, activation="relu") for u in units]
+    layers += [keras.layers.Dropout(dropout, seed=seed),
                keras.layers.Dense(n_classes, activation="softmax")]
     model = keras.Sequential(layers)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
-
-
-def model_kind(model, config):
-    """What --model=auto means for this feature configuration."""
-    return model if model != "auto" else ("cnn" if config.get("input_shape") else "mlp")
 
 
 def augmented_training_set(data, train, cfg):
@@ -159,7 +163,7 @@ def augmented_training_set(data, train, cfg):
         return x, labels
     import joblib
 
-    import augment
+    from pipeline import augment
     paths = [data["paths"][i] for i in train]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
@@ -171,23 +175,16 @@ def augmented_training_set(data, train, cfg):
     for g in groups:
         others = [j for j, h in enumerate(groups) if h != g]
         backgrounds.append(paths[rng.choice(others)] if others else None)
-    rows = joblib.Parallel(n_jobs=cfg.jobs)(
-        joblib.delayed(augment.augmented_rows)(p, b, cfg.augment_copies, cfg.seed * 100003 + i,
-                                               data["feature_config"])
-        for i, (p, b) in enumerate(zip(paths, backgrounds)))
+    from tqdm import tqdm
+    calls = (joblib.delayed(augment.augmented_rows)(p, b, cfg.augment_copies,
+                                                    cfg.seed * 100003 + i, data["feature_config"])
+             for i, (p, b) in enumerate(zip(paths, backgrounds)))
+    rows = list(tqdm(joblib.Parallel(n_jobs=cfg.jobs, return_as="generator")(calls),
+                     total=len(paths), desc="augmenting", unit="clip", disable=None,
+                     leave=False))
     extra_labels = np.concatenate([np.full(len(r), y) for r, y in zip(rows, labels)])
     return (np.concatenate([x, *rows]).astype(np.float32),
             np.concatenate([labels, extra_labels]).astype(np.int64))
-
-
-def standardisation(x_train, config):
-    """Per-feature mean and std of the training rows, when the preset asks
-    for it (stored with the model and applied by every later stage)."""
-    if not config.get("standardise"):
-        return None
-    std = x_train.std(axis=0)
-    return {"mean": [float(v) for v in x_train.mean(axis=0)],
-            "std": [float(v) if v > 1e-6 else 1.0 for v in std]}
 
 
 def fit(data, train, val, cfg, progress_desc="training"):
@@ -202,13 +199,14 @@ def fit(data, train, val, cfg, progress_desc="training"):
     from tqdm.keras import TqdmCallback
     config = data["feature_config"]
     n_classes = len(data["label_names"])
+    kind, units = architecture(cfg, config)
     x_train, y_train = augmented_training_set(data, train, cfg)
-    scaling = standardisation(x_train, config)
-    meta = {"input_standardisation": scaling}
-    x_train = artifacts.model_inputs(x_train, meta)
-    x_val = artifacts.model_inputs(data["features"][val], meta)
+    scaling = fit_standardisation(x_train, config)
+    x_train = standardise(x_train, scaling)
+    x_val = standardise(data["features"][val], scaling)
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(x_train.shape[1], n_classes, cfg, config.get("input_shape"))
+    model = build_model(x_train.shape[1], n_classes, kind, units, cfg.dropout,
+                        cfg.learning_rate, cfg.seed, config.input_shape)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True),
                  TqdmCallback(verbose=0, desc=progress_desc, disable=None)]
@@ -221,30 +219,37 @@ def fit(data, train, val, cfg, progress_desc="training"):
 
 
 def predict_classes(model, x):
+    """Most probable class of each row of model inputs."""
     return np.argmax(model.predict(x, verbose=0, batch_size=256), axis=1)
 
 
 def evaluate_rows(model, data, rows, scaling):
     """Metrics of ``model`` on dataset ``rows``, standardised as it was trained."""
-    x = artifacts.model_inputs(data["features"][rows], {"input_standardisation": scaling})
+    x = standardise(data["features"][rows], scaling)
     return evaluation.classification_metrics(data["labels"][rows], predict_classes(model, x),
                                              data["label_names"])
 
 
-def cross_validate(data, cfg):
-    """Grouped, stratified k-fold: per-fold and mean +/- std of accuracy and macro-F1."""
+def cv_splits(labels, groups, folds, val_fraction, seed):
+    """Grouped, stratified k-fold: (train, validation, test) indices per
+    fold; each fold's remaining groups are split again for early stopping."""
     from sklearn.model_selection import StratifiedGroupKFold
-    labels, groups = data["labels"], np.asarray(data["groups"])
-    splitter = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for rest, test in splitter.split(labels, labels, groups):
+        inner_train, inner_val = grouped_split(labels[rest], groups[rest], val_fraction, seed)
+        yield rest[inner_train], rest[inner_val], test
+
+
+def cross_validate(data, cfg):
+    """Per-fold and mean +/- std of accuracy and macro-F1 over ``cv_splits``."""
     folds = []
-    for k, (rest, test) in enumerate(splitter.split(labels, labels, groups), start=1):
-        inner_train, inner_val = grouped_split(labels[rest], groups[rest], cfg.val_fraction,
-                                               cfg.seed)
-        model, _, scaling = fit(data, rest[inner_train], rest[inner_val], cfg,
-                                progress_desc=f"fold {k}/{cfg.folds}")
+    splits = cv_splits(data["labels"], data["groups"], cfg.folds, cfg.val_fraction, cfg.seed)
+    for k, (train, val, test) in enumerate(splits, start=1):
+        model, _, scaling = fit(data, train, val, cfg, progress_desc=f"fold {k}/{cfg.folds}")
         metrics = evaluate_rows(model, data, test, scaling)
         folds.append({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                      "test_clips": int(len(test))})
+                      "test": [data["paths"][i] for i in test]})
         print(f"fold {k}: accuracy {metrics['accuracy']:.3f}  macro-F1 {metrics['macro_f1']:.3f}"
               f"  ({len(test)} clips)")
     summary = {m: {"mean": float(np.mean([f[m] for f in folds])),
@@ -272,66 +277,85 @@ def check_existing_labels(model_dir, label_names, replace):
             f"{label_names}. Use another --model_dir, or --replace_model=true to replace it")
 
 
+def load_checked_dataset(cfg):
+    """The dataset, refused when features.py has changed since it was built,
+    when it cannot be split, or when it would replace a model of other labels."""
+    data = artifacts.load_dataset(cfg.dataset)
+    artifacts.check_current(data["feature_config"], cfg.dataset,
+                            "Rebuild it with `python make_dataset_16k.py`.")
+    architecture(cfg, data["feature_config"])  # bad layer settings fail before any work
+    check_trainable(data["labels"], data["groups"], data["label_names"], max(3, cfg.folds),
+                    cfg.dataset)
+    check_existing_labels(cfg.model_dir, data["label_names"], cfg.replace_model)
+    return data
+
+
+def save_model(model_dir, model, data, scaling, split, metrics, cv, history, cfg):
+    """The Keras model, labels.txt and the metadata every later stage reads."""
+    paths = artifacts.model_paths(model_dir)
+    with files.atomic_path(paths["keras"]) as tmp:
+        model.save(tmp)
+    files.write_text(paths["labels"], "\n".join(data["label_names"]) + "\n")
+    settings_used = {k: v for k, v in vars(cfg).items()
+                     if k not in ("dataset", "model_dir", "report_dir", "jobs")}
+    meta = {
+        "labels": data["label_names"],
+        "feature_config": data["feature_config"].to_dict(),
+        "input_standardisation": scaling,
+        "model_type": architecture(cfg, data["feature_config"])[0],
+        "n_inputs": int(data["features"].shape[1]),
+        "settings": settings_used,
+        "dataset": {"path": str(cfg.dataset), "sha256": data["sha256"],
+                    "clips": int(len(data["features"]))},
+        "split": {name: [data["paths"][i] for i in idx] for name, idx in split.items()},
+        "epochs_run": len(history["loss"]),
+        "metrics": {"test": metrics, "cross_validation": cv},
+        "keras_sha256": files.file_sha256(paths["keras"]),
+    }
+    files.write_json(paths["meta"], meta)
+    return paths, meta
+
+
+def save_reports(report_dir, metrics, history, label_names):
+    """Confusion matrix, training curves and the classification report."""
+    from pipeline import plots
+    report_dir = Path(report_dir)
+    plots.confusion_matrices([("test split", metrics["confusion_matrix"])], label_names,
+                             report_dir / "confusion_matrix.png")
+    plots.training_curves(history, report_dir / "training_curves.png")
+    files.write_text(report_dir / "classification_report.txt",
+                     evaluation.report_text(metrics, "test split"))
+    files.write_json(report_dir / "classification_report.json", metrics)
+
+
 def main(argv=None):
     cfg = settings.parse_settings(globals(), argv)
     started = time.perf_counter()
-    data = artifacts.load_dataset(cfg.dataset)
-    x, labels, groups = data["features"], data["labels"], data["groups"]
-    label_names = data["label_names"]
-    check_trainable(labels, groups, label_names, max(3, cfg.folds), cfg.dataset)
-    check_existing_labels(cfg.model_dir, label_names, cfg.replace_model)
-
-    tf = artifacts.import_tensorflow()
+    data = load_checked_dataset(cfg)
+    labels, groups, label_names = data["labels"], data["groups"], data["label_names"]
+    tf = import_tensorflow()
     tf.config.experimental.enable_op_determinism()  # same seed -> same metrics
 
     cv = cross_validate(data, cfg) if cfg.folds > 1 else None
 
     train, val, test = train_val_test_split(labels, groups, cfg.test_fraction,
                                             cfg.val_fraction, cfg.seed)
-    check_split_has_every_class({"train": train, "validation": val, "test": test},
-                                labels, label_names)
+    split = {"train": train, "validation": val, "test": test}
+    check_split_has_every_class(split, labels, label_names)
     model, history, scaling = fit(data, train, val, cfg)
     metrics = evaluate_rows(model, data, test, scaling)
-
-    paths = artifacts.model_paths(cfg.model_dir)
-    with artifacts.atomic_path(paths["keras"]) as tmp:
-        model.save(tmp)
-    artifacts.write_text(paths["labels"], "\n".join(label_names) + "\n")
-    settings_used = {k: v for k, v in vars(cfg).items()
-                     if k not in ("dataset", "model_dir", "report_dir", "jobs")}
-    meta = {
-        "labels": label_names,
-        "feature_config": data["feature_config"],
-        "input_standardisation": scaling,
-        "model_type": model_kind(cfg.model, data["feature_config"]),
-        "n_inputs": int(x.shape[1]),
-        "settings": settings_used,
-        "dataset": {"path": str(cfg.dataset), "sha256": data["sha256"], "clips": int(len(x))},
-        "split": {name: [data["paths"][i] for i in idx]
-                  for name, idx in (("train", train), ("validation", val), ("test", test))},
-        "epochs_run": len(history["loss"]),
-        "metrics": {"test": metrics, "cross_validation": cv},
-        "keras_sha256": artifacts.file_sha256(paths["keras"]),
-    }
-    artifacts.write_json(paths["meta"], meta)
-
-    import plots
-    report_dir = Path(cfg.report_dir)
-    plots.confusion_matrices([("test split", metrics["confusion_matrix"])], label_names,
-                             report_dir / "confusion_matrix.png")
-    plots.training_curves(history, report_dir / "training_curves.png")
-    artifacts.write_text(report_dir / "classification_report.txt",
-                         evaluation.report_text(metrics, "test split"))
-    artifacts.write_json(report_dir / "classification_report.json", metrics)
+    paths, meta = save_model(cfg.model_dir, model, data, scaling, split, metrics, cv,
+                             history, cfg)
+    save_reports(cfg.report_dir, metrics, history, label_names)
 
     print(f"\nclips: {len(train)} train, {len(val)} validation, {len(test)} test "
           f"({len(set(groups))} groups)")
     print(f"epochs run: {meta['epochs_run']} (best weights kept)")
     print(evaluation.report_text(metrics, "test split"), end="")
-    print(f"saved {paths['keras']}, {paths['meta']}; reports in {report_dir}/")
+    print(f"saved {paths['keras']}, {paths['meta']}; reports in {cfg.report_dir}/")
     print(f"wall time {time.perf_counter() - started:.1f} s")
     return 0
 
 
 if __name__ == "__main__":
-    artifacts.run_script(main)
+    run_script(main)

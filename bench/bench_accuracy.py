@@ -1,11 +1,11 @@
 """Measure every feature preset x model on the same folds, float and int8.
 
-    python bench/bench_accuracy.py DATA_DIR [--manifest=CSV] [--out=reports/accuracy.md]
+    python bench/bench_accuracy.py DATA_DIR [--manifest=CSV] [--out=reports/accuracy.md] [--rows=0,3]
 
 - Grouped, stratified 5-fold cross-validation (the same folds for every row):
   macro-F1 mean +/- std over folds, and per-class F1 of the pooled predictions.
 - Leave-one-source-out, when the manifest has a source column
-  (``source_repo_or_package`` in dev16k): train on every source but one,
+  (``source``, or ``source_repo_or_package`` as in dev16k): train on every source but one,
   predict the one left out; the predictions of all left-out sources are
   pooled into one macro-F1.
 - Cost: feature extraction ms per clip (one process), int8 size, parameters.
@@ -15,8 +15,6 @@ stopping on a grouped validation split of the training part), and converts
 with model_conv.py's converter. Prints the table and writes it as markdown.
 """
 
-import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -26,53 +24,42 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import artifacts  # noqa: E402
-import evaluation  # noqa: E402
 import features  # noqa: E402
-import make_dataset_16k  # noqa: E402
 import model_conv  # noqa: E402
-import settings  # noqa: E402
 import train_16k  # noqa: E402
-from tflite_model import TFLiteModel  # noqa: E402
+from pipeline import clips, evaluation, extraction, files, settings  # noqa: E402
+from pipeline.quiet import import_tensorflow  # noqa: E402
+from pipeline.standardisation import standardise  # noqa: E402
+from pipeline.tflite_model import TFLiteModel  # noqa: E402
+
+MANIFEST = None                # CSV with path,label,group[,source]: groups and LOSO sources
+OUT = "reports/accuracy.md"    # the table, as markdown
+ROWS = ""                      # comma-separated row numbers of CANDIDATES (default all)
+FOLDS = 5                      # grouped, stratified cross-validation folds
+SEED = 42                      # folds, calibration clips and training
 
 # (row name, feature preset, train_16k overrides)
-ROWS = [
+CANDIDATES = [
     ("seed as written (NR, STFT mean, MLP, no augmentation)", "seed", {"augment": False}),
     ("logmel stats + MLP, no augmentation", "logmel", {"augment": False}),
     ("logmel stats + MLP + augmentation", "logmel", {}),
     ("logmel patch + CNN + augmentation", "logmel_patch", {"model": "cnn"}),
 ]
-SOURCE_COLUMN = "source_repo_or_package"
-FOLDS = 5
-SEED = 42
 
 
-def train_settings(**overrides):
+def train_settings(seed, **overrides):
     """train_16k.py's defaults, as its main() would see them, plus overrides."""
-    cfg = settings.parse_settings(vars(train_16k), [])
+    cfg = settings.parse_settings(vars(train_16k), [f"--seed={seed}"])
     for key, value in overrides.items():
         setattr(cfg, key, value)
     return cfg
 
 
-def load_clips(data_dir, manifest):
-    """(path, label, group, source) for every clip."""
-    if not manifest:
-        clips, _ = make_dataset_16k.clips_from_folder(data_dir)
-        return [(p, lab, g, "") for p, lab, g in clips]
-    sources = {}
-    with open(manifest, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            sources[str(Path(manifest).parent / row["path"])] = row.get(SOURCE_COLUMN, "")
-    clips, _ = make_dataset_16k.clips_from_manifest(manifest)
-    return [(p, lab, g, sources.get(p, "")) for p, lab, g in clips]
-
-
-def preset_data(clips, preset):
-    """Features of every clip with one preset, as load_dataset would return."""
+def preset_data(found, preset):
+    """Features of every clip with one preset, and ms per clip in one process."""
     config = features.feature_config(preset)
-    results, _ = make_dataset_16k.extract_all([c[0] for c in clips], config, jobs=-1)
-    sample = [c[0] for c in clips[:60]]
+    results, _ = extraction.extract_all([c.path for c in found], config, jobs=-1)
+    sample = [c.path for c in found[:60]]
     features.extract_or_reason(sample[0], config)  # first call pays imports; not timed
     start = time.perf_counter()
     for path in sample:
@@ -81,7 +68,7 @@ def preset_data(clips, preset):
     return results, config, ms_per_clip
 
 
-def evaluate_split(data, train, test, cfg):
+def evaluate_split(data, train, test, cfg, seed):
     """Train on ``train`` (with a grouped validation split), predict ``test``
     with Keras and with the int8 model. Returns predictions and int8 info."""
     labels, groups = data["labels"], np.asarray(data["groups"])
@@ -89,25 +76,25 @@ def evaluate_split(data, train, test, cfg):
                                                      cfg.val_fraction, cfg.seed)
     model, _, scaling = train_16k.fit(data, train[inner_train], train[inner_val], cfg,
                                       progress_desc="")
-    meta = {"input_standardisation": scaling}
-    x_train = artifacts.model_inputs(data["features"][train], meta)
-    x_test = artifacts.model_inputs(data["features"][test], meta)
+    x_train = standardise(data["features"][train], scaling)
+    x_test = standardise(data["features"][test], scaling)
     float_pred = train_16k.predict_classes(model, x_test)
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     blob = model_conv.convert(model, x_train[rng.permutation(len(x_train))[:200]], int8=True)
     int8_pred = TFLiteModel(blob).predict_proba(x_test).argmax(axis=1)
     return float_pred, int8_pred, len(blob), model.count_params()
 
 
-def measure_row(data, cfg, sources):
+def measure_row(data, cfg, sources, n_folds, seed):
+    """CV (and LOSO when there are sources) macro-F1, float and int8."""
     from sklearn.model_selection import StratifiedGroupKFold
     labels, groups = data["labels"], np.asarray(data["groups"])
     names = data["label_names"]
-    folds = StratifiedGroupKFold(n_splits=FOLDS, shuffle=True, random_state=SEED)
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     f1 = {"float": [], "int8": []}
     pooled = {"float": np.zeros(len(labels), int), "int8": np.zeros(len(labels), int)}
     for train, test in folds.split(labels, labels, groups):
-        float_pred, int8_pred, size, params = evaluate_split(data, train, test, cfg)
+        float_pred, int8_pred, size, params = evaluate_split(data, train, test, cfg, seed)
         for kind, pred in (("float", float_pred), ("int8", int8_pred)):
             f1[kind].append(evaluation.classification_metrics(labels[test], pred, names)["macro_f1"])
             pooled[kind][test] = pred
@@ -121,7 +108,7 @@ def measure_row(data, cfg, sources):
         for source in sorted(set(sources)):
             test = np.flatnonzero(sources == source)
             train = np.flatnonzero(sources != source)
-            float_pred, int8_pred, _, _ = evaluate_split(data, train, test, cfg)
+            float_pred, int8_pred, _, _ = evaluate_split(data, train, test, cfg, seed)
             loso["float"][test], loso["int8"][test] = float_pred, int8_pred
         for kind in loso:
             row["loso_" + kind] = evaluation.classification_metrics(labels, loso[kind],
@@ -129,7 +116,7 @@ def measure_row(data, cfg, sources):
     return row
 
 
-def markdown(rows, names, n_clips, n_sources):
+def markdown(rows, names, n_clips, n_sources, n_folds):
     head = ("| preset + model | CV macro-F1 float | CV macro-F1 int8 | LOSO macro-F1 float "
             "| LOSO int8 | per-class F1 (CV, float) | feature ms/clip | int8 KB | params |")
     lines = [head, "|" + "---|" * 9]
@@ -140,46 +127,41 @@ def markdown(rows, names, n_clips, n_sources):
         lines.append(f"| {name} | {r['cv_float'][0]:.3f} ± {r['cv_float'][1]:.3f} | "
                      f"{r['cv_int8'][0]:.3f} ± {r['cv_int8'][1]:.3f} | {loso} | {per_class} | "
                      f"{r['feature_ms']:.1f} | {r['int8_kb']:.0f} | {r['params']:,} |")
-    lines.append(f"\n{n_clips} clips; grouped stratified {FOLDS}-fold CV"
+    lines.append(f"\n{n_clips} clips; grouped stratified {n_folds}-fold CV"
                  + (f"; leave-one-source-out over {n_sources} sources" if n_sources > 1 else ""))
     return "\n".join(lines) + "\n"
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data_dir")
-    parser.add_argument("--manifest", default=None)
-    parser.add_argument("--out", default="reports/accuracy.md")
-    parser.add_argument("--rows", default="", help="comma-separated row numbers (default all)")
-    opts = parser.parse_args()
-    artifacts.import_tensorflow().config.experimental.enable_op_determinism()
-    clips = load_clips(opts.data_dir, opts.manifest)
-    chosen = [ROWS[int(i)] for i in opts.rows.split(",")] if opts.rows else ROWS
-    extracted = {}
-    for preset in sorted({r[1] for r in chosen}):
-        extracted[preset] = preset_data(clips, preset)
-    usable = [i for i in range(len(clips)) if all(r[0][i][0] is not None
-                                                  for r in extracted.values())]
-    names = sorted({clips[i][1] for i in usable})
+    parser = settings.parser_from_constants(globals())
+    parser.add_argument("data_dir", help="DATA_DIR/<class>/*.wav (or the manifest's folder)")
+    cfg = settings.parse_settings(globals(), parser=parser)
+    import_tensorflow().config.experimental.enable_op_determinism()
+    found, _ = clips.list_clips(cfg.data_dir, cfg.manifest)
+    chosen = [CANDIDATES[i] for i in settings.parse_list(cfg.rows, int, "rows")] or CANDIDATES
+    extracted = {preset: preset_data(found, preset) for preset in sorted({r[1] for r in chosen})}
+    usable = [i for i in range(len(found))
+              if all(r[0][i].vector is not None for r in extracted.values())]
+    names = sorted({found[i].label for i in usable})
     results = []
     started = time.perf_counter()
     for name, preset, overrides in chosen:
         rows, config, ms = extracted[preset]
-        data = {"features": np.stack([rows[i][0] for i in usable]),
-                "labels": np.array([names.index(clips[i][1]) for i in usable]),
-                "label_names": names, "paths": [clips[i][0] for i in usable],
-                "groups": [clips[i][2] for i in usable], "feature_config": config}
-        row = measure_row(data, train_settings(**overrides), [clips[i][3] for i in usable])
+        data = {"features": np.stack([rows[i].vector for i in usable]),
+                "labels": np.array([names.index(found[i].label) for i in usable]),
+                "label_names": names, "paths": [found[i].path for i in usable],
+                "groups": [found[i].group for i in usable], "feature_config": config}
+        row = measure_row(data, train_settings(cfg.seed, **overrides),
+                          [found[i].source for i in usable], cfg.folds, cfg.seed)
         row["feature_ms"] = ms
         results.append((name, row))
         print(f"[{time.perf_counter() - started:.0f} s] {name}: CV {row['cv_float'][0]:.3f}, "
               f"LOSO {row.get('loso_float', float('nan')):.3f}", flush=True)
-    n_sources = len({clips[i][3] for i in usable})
-    table = markdown(results, names, len(usable), n_sources)
+    n_sources = len({found[i].source for i in usable})
+    table = markdown(results, names, len(usable), n_sources, cfg.folds)
     print("\n" + table)
-    artifacts.write_text(opts.out, f"# Accuracy on {opts.data_dir}\n\n" + table)
-    print(f"wrote {opts.out}")
+    files.write_text(cfg.out, f"# Accuracy on {cfg.data_dir}\n\n" + table)
+    print(f"wrote {cfg.out}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark dataset building against the seed's plain loop.
 
-    python bench/bench_dataset.py DATA_DIR
+    python bench/bench_dataset.py DATA_DIR [--preset=logmel_patch]
 
 1. The seed README's method as a plain sequential loop (librosa + noisereduce
    called directly), the baseline, run as its own process like the product
@@ -9,7 +9,7 @@
 2. make_dataset_16k.py with the seed preset, from scratch with one worker,
    then with all workers.
 3. make_dataset_16k.py again with nothing changed (cache hits only).
-4. make_dataset_16k.py with the default preset (features.FEATURES), all workers.
+4. make_dataset_16k.py with PRESET (default: features.FEATURES), all workers.
 
 Each product run is a separate process; the peak resident memory of its whole
 process tree (main process + workers) is sampled. Prints clips/s, times real
@@ -27,8 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import features  # noqa: E402
-from measure import product_command, run_measured  # noqa: E402
-import make_dataset_16k  # noqa: E402
+from measure import dataset_command, run_measured  # noqa: E402
+from pipeline import clips, settings  # noqa: E402
+
+PRESET = features.FEATURES     # preset timed in step 4 besides the seed preset
+SEED_LOOP_OUT = None           # internal: run only the seed loop and save its features here
 
 
 def seed_loop(paths):
@@ -50,20 +53,21 @@ def seed_loop(paths):
 
 def seed_loop_process(data_dir, out_npz):
     """Child-process mode: run the seed loop and save its features."""
-    clips, _ = make_dataset_16k.clips_from_folder(data_dir)
-    found = seed_loop([c[0] for c in clips])
+    found, _ = clips.clips_from_folder(data_dir)
+    found = seed_loop([c.path for c in found])
     np.savez(out_npz, paths=np.array(list(found), dtype=str),
              features=np.array(list(found.values()), dtype=np.float32))
 
 
 def main():
-    if len(sys.argv) == 4 and sys.argv[1] == "--seed-loop":
-        return seed_loop_process(sys.argv[2], sys.argv[3])
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    data_dir = Path(sys.argv[1])
-    clips, _ = make_dataset_16k.clips_from_folder(data_dir)
-    paths = [c[0] for c in clips]
+    parser = settings.parser_from_constants(globals())
+    parser.add_argument("data_dir", help="DATA_DIR/<class>/*.wav")
+    cfg = settings.parse_settings(globals(), parser=parser)
+    if cfg.seed_loop_out:
+        return seed_loop_process(cfg.data_dir, cfg.seed_loop_out)
+    data_dir = Path(cfg.data_dir)
+    found, _ = clips.clips_from_folder(data_dir)
+    paths = [c.path for c in found]
     import soundfile
     audio_s = sum(soundfile.info(p).duration for p in paths)
     print(f"{len(paths)} clips, {audio_s:.0f} s of audio in {data_dir}")
@@ -74,17 +78,17 @@ def main():
     warm_s = time.perf_counter() - start
 
     with tempfile.TemporaryDirectory() as tmp:
-        seed_s, seed_mb = run_measured([sys.executable, __file__, "--seed-loop", str(data_dir),
-                                    f"{tmp}/seed.npz"])
+        seed_s, seed_mb = run_measured([sys.executable, __file__, str(data_dir),
+                                        f"--seed_loop_out={tmp}/seed.npz"])
         with np.load(f"{tmp}/seed.npz") as npz:
             reference = dict(zip(npz["paths"], npz["features"]))
-        base = product_command("seed") + [f"--data_dir={data_dir}"]
+        base = dataset_command("seed") + [f"--data_dir={data_dir}"]
         one_s, one_mb = run_measured(base + [f"--dataset={tmp}/one.npz", "--jobs=1"])
         all_s, all_mb = run_measured(base + [f"--dataset={tmp}/all.npz", "--jobs=-1"])
         again_s, again_mb = run_measured(base + [f"--dataset={tmp}/all.npz", "--jobs=-1"])
         with np.load(f"{tmp}/all.npz") as npz:
             data = {"features": npz["features"], "paths": [str(p) for p in npz["paths"]]}
-        default_s, default_mb = run_measured(product_command(features.FEATURES) + [
+        default_s, default_mb = run_measured(dataset_command(cfg.preset) + [
             f"--data_dir={data_dir}", f"--dataset={tmp}/default.npz", "--jobs=-1"])
     diffs = [np.abs(data["features"][i] - reference[p]).max()
              for i, p in enumerate(data["paths"]) if p in reference]
@@ -95,7 +99,7 @@ def main():
                            ("product, 1 worker, from scratch", one_s, one_mb),
                            ("product, all workers, from scratch", all_s, all_mb),
                            ("product, unchanged re-run", again_s, again_mb),
-                           (f"product, {features.FEATURES} preset, all workers",
+                           (f"product, {cfg.preset} preset, all workers",
                             default_s, default_mb)):
         print(f"{name:<36}{wall:>8.2f}{len(paths) / wall:>9.1f}{audio_s / wall:>8.0f}{mb:>9.0f}")
     print(f"\nall workers vs seed loop (both own process): {seed_s / all_s:.2f}x (target >= 1.8x)")

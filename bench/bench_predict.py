@@ -9,6 +9,7 @@
    (looped to 5 s), else synthesised like the demo set.
 """
 
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -22,8 +23,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CLIPS = 60
-CLIP_S = 5.0
+from pipeline import artifacts, settings  # noqa: E402
+
+MODEL_DIR = "models"           # trained (train_16k.py) and converted (model_conv.py) model
+CLIPS = 60                     # clips in the throughput run
+CLIP_S = 5.0                   # length of each clip, seconds
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def first_result_seconds(model, clip):
@@ -39,20 +44,21 @@ def first_result_seconds(model, clip):
     return elapsed
 
 
-def make_clips(folder, data_dir):
+def make_clips(folder, data_dir, count, clip_s):
+    """``count`` clips of ``clip_s`` seconds written to ``folder``."""
     import soundfile as sf
 
-    import demo_data
     import features
-    n = int(CLIP_S * 16000)
+    from pipeline import demo_data
+    n = int(clip_s * 16000)
     rng = np.random.default_rng(0)
     if data_dir:
         sources = sorted(p for p in Path(data_dir).rglob("*") if p.suffix.lower() == ".wav")
-        picks = [sources[i] for i in rng.choice(len(sources), CLIPS, replace=False)]
-        audio = [np.resize(features.load_audio(p), n) for p in picks]
+        picks = [sources[i] for i in rng.choice(len(sources), count, replace=False)]
+        audio = [np.resize(features.load_audio(p, 16000), n) for p in picks]
     else:
         audio = [np.resize(demo_data.make_clip(demo_data.CLASSES[i % 3], rng), n)
-                 for i in range(CLIPS)]
+                 for i in range(count)]
     paths = []
     for i, y in enumerate(audio):
         paths.append(Path(folder) / f"clip_{i:03d}.wav")
@@ -60,53 +66,60 @@ def make_clips(folder, data_dir):
     return paths
 
 
+def classify_on_one_core(model, paths):
+    """Seconds predict.classify_file takes for ``paths`` on CPU core 0 (after
+    one warm-up clip), with predict.py's default settings."""
+    os.sched_setaffinity(0, {0})
+    import predict
+    classifier = predict.Classifier(model)
+    cfg = settings.parse_settings(vars(predict), [])
+    events = predict.event_settings(cfg, classifier.labels)
+    predict.classify_file(classifier, paths[0], events)
+    start = time.perf_counter()
+    for path in paths:
+        predict.classify_file(classifier, path, events)
+    return time.perf_counter() - start
+
+
 def throughput_one_core(model, paths):
-    """Clips through predict.classify_file in a process pinned to one core."""
-    code = f"""
-import os, sys, time, types
-os.sched_setaffinity(0, {{0}})
-sys.path.insert(0, {str(ROOT)!r})
-import predict
-clf = predict.Classifier({str(model)!r})
-cfg = types.SimpleNamespace(window_s=predict.WINDOW_S, hop_s=predict.HOP_S,
-                            smooth_windows=predict.SMOOTH_WINDOWS, min_event_s=predict.MIN_EVENT_S)
-th = predict.parse_thresholds("", clf.labels, predict.THRESHOLD)
-paths = {[str(p) for p in paths]!r}
-predict.classify_file(clf, paths[0], cfg, th, {{"other"}})
-start = time.perf_counter()
-for p in paths:
-    predict.classify_file(clf, p, cfg, th, {{"other"}})
-print(time.perf_counter() - start)
-"""
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                         text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
+    """:func:`classify_on_one_core` in a fresh process whose numeric
+    libraries start with one thread (they read these variables at import)."""
+    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+    os.environ.update({k: "1" for k in _ONE_THREAD})
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(classify_on_one_core, (str(model), [str(p) for p in paths]))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--model_dir=")]
-    model_dir = Path(next((a.split("=", 1)[1] for a in sys.argv[1:]
-                           if a.startswith("--model_dir=")), "models"))
-    data_dir = args[0] if args else None
-    int8, keras = model_dir / "model_16k_int8.tflite", model_dir / "model_16k.keras"
+    parser = settings.parser_from_constants(globals())
+    parser.add_argument("data_dir", nargs="?", help="cut clips from these recordings")
+    cfg = settings.parse_settings(globals(), parser=parser)
+    paths = artifacts.model_paths(cfg.model_dir)
+    int8, keras = paths["int8_tflite"], paths["keras"]
     for path in (int8, keras):
         if not path.is_file():
             raise SystemExit(f"{path} not found: run train_16k.py and model_conv.py first")
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_clips(tmp, data_dir)
-        first_result_seconds(int8, paths[0])  # warm the disk cache
-        t_int8 = statistics.median(first_result_seconds(int8, paths[0]) for _ in range(3))
-        t_keras = statistics.median(first_result_seconds(keras, paths[0]) for _ in range(3))
-        wall = throughput_one_core(int8, paths)
-    audio_s = CLIP_S * len(paths)
-    print(f"model: {model_dir}; clips: {len(paths)} x {CLIP_S:.0f} s "
-          f"({'cut from ' + data_dir if data_dir else 'synthetic'})")
+        clips = make_clips(tmp, cfg.data_dir, cfg.clips, cfg.clip_s)
+        first_result_seconds(int8, clips[0])  # warm the disk cache
+        t_int8 = statistics.median(first_result_seconds(int8, clips[0]) for _ in range(3))
+        t_keras = statistics.median(first_result_seconds(keras, clips[0]) for _ in range(3))
+        wall = throughput_one_core(int8, clips)
+    audio_s = cfg.clip_s * len(clips)
+    print(f"model: {cfg.model_dir}; clips: {len(clips)} x {cfg.clip_s:.0f} s "
+          f"({'cut from ' + cfg.data_dir if cfg.data_dir else 'synthetic'})")
     print(f"start to first result, int8 TFLite: {t_int8:.2f} s (target < 2 s)")
     print(f"start to first result, Keras:       {t_keras:.2f} s "
           f"({t_keras / t_int8:.1f}x slower; target >= 3x)")
     print(f"throughput, int8, one core, features included: {audio_s / wall:.0f}x real time "
-          f"({1000 * wall / len(paths):.1f} ms per {CLIP_S:.0f} s clip; target >= 100x)")
+          f"({1000 * wall / len(clips):.1f} ms per {cfg.clip_s:.0f} s clip; target >= 100x)")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,7 @@ def run_measured(args, whole_tree=True, interval_s=0.05):
     return time.perf_counter() - start, peak / 2**20
 
 
-def product_command(preset):
-    """``python make_dataset_16k.py`` with features.FEATURES set to ``preset``
-    for this run only (a benchmark may compare presets; the product reads the
-    constant)."""
-    code = ("import sys, features; features.FEATURES = sys.argv.pop(1); "
-            "import make_dataset_16k; sys.exit(make_dataset_16k.main())")
-    return [sys.executable, "-c", code, preset]
+def dataset_command(preset):
+    """``python make_dataset_16k.py --features=PRESET``, for a benchmark
+    that compares presets."""
+    return [sys.executable, str(ROOT / "make_dataset_16k.py"), f"--features={preset}"]

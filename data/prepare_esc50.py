@@ -20,9 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import artifacts  # noqa: E402
-import settings  # noqa: E402
-from artifacts import PipelineError  # noqa: E402
+from pipeline import files, settings  # noqa: E402
+from pipeline.errors import PipelineError, run_script  # noqa: E402
 
 URL = "https://github.com/karolpiczak/ESC-50/archive/refs/heads/master.zip"  # ESC-50 archive
 OUT_DIR = "data/esc50"         # archive, extracted files and manifest go here
@@ -38,11 +37,11 @@ CATEGORIES = {
 }
 EXCLUDED = ("sea_waves", "thunderstorm", "drinking_sipping", "brushing_teeth",
             "washing_machine", "car_horn", "church_bells")
-ARCHIVE_NAME = "ESC-50-master.zip"
-META = "meta/esc50.csv"
+_ARCHIVE_NAME = "ESC-50-master.zip"  # the download's file name in OUT_DIR
+_META = "meta/esc50.csv"  # ESC-50's own list of clips, inside the archive
 
 
-def download(url, target, timeout=TIMEOUT_S):
+def download(url, target, timeout):
     """Download ``url`` to ``target``, resuming a ``target.part`` left by an
     interrupted run (HTTP Range). The finished file appears only when complete."""
     from tqdm import tqdm
@@ -87,8 +86,8 @@ def verify_archive(path):
                             "again to download a fresh copy") from None
     if bad:
         raise PipelineError(f"{path}: {bad} is corrupt; delete the archive and run again")
-    if not any(n.endswith(META) for n in names):
-        raise PipelineError(f"{path}: no {META} inside; is this the ESC-50 archive?")
+    if not any(n.endswith(_META) for n in names):
+        raise PipelineError(f"{path}: no {_META} inside; is this the ESC-50 archive?")
 
 
 def safe_extract(archive_path, out_dir):
@@ -112,9 +111,9 @@ def find_root(folder):
     """The folder under ``folder`` (or itself) that holds meta/esc50.csv."""
     folder = Path(folder)
     for candidate in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
-        if (candidate / META).is_file():
+        if (candidate / _META).is_file():
             return candidate
-    raise PipelineError(f"{folder}: no {META} found; is this an ESC-50 folder?")
+    raise PipelineError(f"{folder}: no {_META} found; is this an ESC-50 folder?")
 
 
 def label_of(category):
@@ -128,7 +127,7 @@ def write_manifest(root, manifest):
     """Manifest rows for every mapped clip; returns (clips per label, excluded)."""
     manifest = Path(manifest)
     rows, counts, excluded = [], {}, 0
-    with open(Path(root) / META, newline="", encoding="utf-8") as fh:
+    with open(Path(root) / _META, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             label = label_of(row["category"])
             if label is None:
@@ -140,12 +139,8 @@ def write_manifest(root, manifest):
             rows.append([str(path), label, f"esc50:{row['src_file']}", "ESC-50",
                          row["category"], "CC BY-NC 3.0 (ESC-50)"])
             counts[label] = counts.get(label, 0) + 1
-    with artifacts.atomic_path(manifest) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "label", "group", "source_repo_or_package", "category",
-                             "license"])
-            writer.writerows(sorted(rows))
+    files.write_csv(manifest, [["path", "label", "group", "source_repo_or_package",
+                                "category", "license"], *sorted(rows)])
     return counts, excluded
 
 
@@ -156,7 +151,7 @@ def main(argv=None):
     if cfg.local and Path(cfg.local).is_dir():
         root = find_root(cfg.local)
     else:
-        archive = Path(cfg.local) if cfg.local else out_dir / ARCHIVE_NAME
+        archive = Path(cfg.local) if cfg.local else out_dir / _ARCHIVE_NAME
         if cfg.local and not archive.is_file():
             raise PipelineError(f"{archive}: not found")
         if not archive.is_file():
@@ -173,4 +168,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    artifacts.run_script(main)
+    run_script(main)

@@ -58,16 +58,16 @@ def easy_folder(tmp_path):
 
 
 def make_feature_dataset(path, per_class=(12, 12, 12), clips_per_group=2, seed=0,
-                         width=None, label_names=("alarm", "other", "water")):
+                         label_names=("alarm", "other", "water"), preset=None):
     """A dataset file of easy, separable feature vectors (no audio needed):
-    class k has a bump at its own bins. Groups hold ``clips_per_group`` clips."""
-    import artifacts
+    class k has a bump at its own bins. Groups hold ``clips_per_group`` clips.
+    ``preset`` defaults to features.FEATURES."""
     import features
-    config = features.feature_config()
-    width = width or config["n_features"]
+    from pipeline import artifacts
+    config = features.feature_config(preset)
     rng = np.random.default_rng(seed)
     rows, labels, paths, groups = [], [], [], []
-    shape = config.get("input_shape") or [1, width]  # (frames, bands) for 2-D presets
+    shape = config.input_shape or (1, config.n_features)  # (frames, bands) for 2-D presets
     for k, count in enumerate(per_class):
         centre = (k + 1) * shape[1] // (len(per_class) + 1)
         half = max(shape[1] // 10, 1)
@@ -81,3 +81,20 @@ def make_feature_dataset(path, per_class=(12, 12, 12), clips_per_group=2, seed=0
     artifacts.save_dataset(path, np.array(rows, np.float32), labels, list(label_names[:len(per_class)]),
                            paths, groups, config)
     return path
+
+
+def golden_clip(seconds=1.5, sr=SR):
+    """The clip whose features are pinned in tests/golden/features.json: a
+    tone, a rising chirp and noise from integer arithmetic (no random
+    generator, whose stream could change with numpy), with a quiet lead-in
+    so that trimming matters."""
+    n = int(seconds * sr)
+    k = np.arange(n, dtype=np.int64)
+    hashed = (k * k * 1103515245 + k * 12345) % 2147483647
+    pseudo_noise = hashed / 2147483647.0 - 0.5
+    t = k / sr
+    y = (0.4 * np.sin(2 * np.pi * 1000.0 * t)
+         + 0.3 * np.sin(2 * np.pi * (300.0 + 1500.0 * t) * t)
+         + 0.2 * pseudo_noise)
+    y[: sr // 4] *= 0.01  # quiet lead-in
+    return y.astype(np.float32)

@@ -1,21 +1,22 @@
 import numpy as np
 import pytest
 
-import augment
+from pipeline import augment
 import features
 import train_16k
 from conftest import make_class_folder, noise, tone
 import make_dataset_16k
-import artifacts
+from pipeline import artifacts
+from pipeline.standardisation import fit_standardisation, standardise
 
 
 def test_augment_clip_is_deterministic_and_finite():
     y = tone(1000.0, 2.0)
-    a = augment.augment_clip(y, np.random.default_rng(1), background=noise(1.0))
-    b = augment.augment_clip(y, np.random.default_rng(1), background=noise(1.0))
+    a = augment.augment_clip(y, np.random.default_rng(1), 16000, background=noise(1.0))
+    b = augment.augment_clip(y, np.random.default_rng(1), 16000, background=noise(1.0))
     assert np.array_equal(a, b) and np.all(np.isfinite(a))
     assert y.size // 2 <= a.size <= y.size
-    assert not np.array_equal(a, augment.augment_clip(y, np.random.default_rng(2)))
+    assert not np.array_equal(a, augment.augment_clip(y, np.random.default_rng(2), 16000))
 
 
 def test_mix_at_snr_hits_the_ratio():
@@ -81,6 +82,8 @@ def test_augmentation_off_and_missing_clips(dataset, tmp_path):
 
 def test_standardisation_only_where_the_preset_asks():
     x = np.array([[1.0, 5.0], [3.0, 5.0]], np.float32)
-    scaling = train_16k.standardisation(x, {"standardise": True})
+    scaling = fit_standardisation(x, features.feature_config("logmel"))
     assert scaling == {"mean": [2.0, 5.0], "std": [1.0, 1.0]}
-    assert train_16k.standardisation(x, features.feature_config("seed")) is None
+    assert standardise(x, scaling).tolist() == [[-1.0, 0.0], [1.0, 0.0]]
+    assert fit_standardisation(x, features.feature_config("seed")) is None
+    assert standardise(x, None) is not None and np.array_equal(standardise(x, None), x)

@@ -1,12 +1,17 @@
+import json
+from pathlib import Path
+
 import librosa
 import noisereduce
 import numpy as np
 import pytest
 
 import features
-from conftest import SR, noise, tone, write
+from conftest import SR, golden_clip, noise, tone, write
 
 SEED = features.feature_config("seed")
+DEFAULT = features.feature_config()
+GOLDEN = Path(__file__).with_name("golden") / "features.json"
 
 
 def seed_method(y):
@@ -37,18 +42,62 @@ def test_matches_seed_method_with_leading_digital_silence():
 
 def test_deterministic(tmp_path):
     path = write(tmp_path / "a.wav", tone(440.0) + noise(level=0.1))
-    assert np.array_equal(features.extract_features(path), features.extract_features(path))
+    assert np.array_equal(features.extract_features(path, DEFAULT),
+                          features.extract_features(path, DEFAULT))
 
 
 def test_switches_change_the_configuration(monkeypatch):
+    """Noise reduction and trimming off: exactly the plain |STFT| mean of the
+    raw clip; on: exactly the seed method; and most bins differ between them."""
     y = tone(900.0, 1.5) + noise(1.5, level=0.2, seed=4)
     with_nr = features.features_from_audio(y, SEED)
     monkeypatch.setattr(features, "NOISE_REDUCTION", False)
     monkeypatch.setattr(features, "TRIM", False)
     config = features.feature_config("seed")
-    assert config["noise_reduction"] is False and config["trim"] is False
+    assert config.noise_reduction is False and config.trim is False and config != SEED
     without = features.features_from_audio(y, config)
-    assert without.shape == with_nr.shape and not np.allclose(without, with_nr)
+    v = np.abs(librosa.stft(y, n_fft=512, hop_length=256, win_length=512)).mean(axis=1)
+    np.testing.assert_allclose(without, (v - v.min()) / (v.max() - v.min()), atol=1e-6)
+    np.testing.assert_allclose(with_nr, seed_method(y), atol=1e-6)
+    assert np.mean(np.abs(without - with_nr) > 1e-4) > 0.9
+
+
+def test_golden_features_are_pinned_by_feature_version():
+    """Firmware and stored models rely on FEATURE_VERSION: features may only
+    change together with it (then run tests/make_golden_features.py)."""
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert golden["feature_version"] == features.FEATURE_VERSION, (
+        "FEATURE_VERSION changed: pin the new features with "
+        "`python tests/make_golden_features.py`")
+    y = golden_clip()
+    for preset, pinned in golden["presets"].items():
+        config = features.feature_config(preset)
+        assert config.to_dict() == pinned["config"], (
+            f"{preset}: features.py's settings differ from the pinned ones; if that is "
+            "intended, bump FEATURE_VERSION and run tests/make_golden_features.py")
+        vector = features.features_from_audio(y, config)
+        tolerance = 1e-5 if preset == "seed" else 1e-3  # [0, 1] values vs dB
+        np.testing.assert_allclose(vector, pinned["features"], rtol=0, atol=tolerance,
+                                   err_msg=f"{preset} features changed without a "
+                                           "FEATURE_VERSION bump")
+    assert set(golden["presets"]) == set(features.PRESETS)
+
+
+def test_feature_config_round_trips_and_rejects_tampering():
+    for preset in features.PRESETS:
+        config = features.feature_config(preset)
+        stored = json.loads(json.dumps(config.to_dict()))
+        assert features.FeatureConfig.from_dict(stored) == config
+        assert stored["n_features"] == config.n_features
+    stored = DEFAULT.to_dict()
+    for change in ({"n_features": 7}, {"unknown": 1}, {"n_mels": None}, {"preset": "mfcc"},
+                   {"n_fft": "512"}, {"win_length": 1024}):
+        with pytest.raises(ValueError):
+            features.FeatureConfig.from_dict({**stored, **change})
+    with pytest.raises(ValueError, match="positive"):
+        features.FeatureConfig(**{**features.dataclasses.asdict(DEFAULT), "hop_length": 0})
+    with pytest.raises(TypeError, match="FeatureConfig"):
+        features.features_from_audio(tone(500.0), DEFAULT.to_dict())
 
 
 @pytest.mark.parametrize("audio, reason", [
@@ -57,8 +106,9 @@ def test_switches_change_the_configuration(monkeypatch):
     (np.full(16000, np.nan, np.float32), "NaN"),
 ])
 def test_meaningless_audio_raises_clear_error(audio, reason):
-    with pytest.raises(features.FeatureError, match=reason):
-        features.features_from_audio(audio)
+    with pytest.raises(features.FeatureError, match=reason) as err:
+        features.features_from_audio(audio, DEFAULT)
+    assert err.value.path is None and reason in err.value.reason
 
 
 def test_constant_spectrum_raises():
@@ -68,12 +118,14 @@ def test_constant_spectrum_raises():
 
 def test_error_names_the_file(tmp_path):
     path = write(tmp_path / "quiet.wav", np.zeros(8000, np.float32))
-    with pytest.raises(features.FeatureError, match="quiet.wav: all samples are zero"):
-        features.extract_features(path)
+    with pytest.raises(features.FeatureError, match="quiet.wav: all samples are zero") as err:
+        features.extract_features(path, DEFAULT)
+    assert err.value.path == str(path) and err.value.reason.startswith("all samples are zero")
     bad = tmp_path / "junk.wav"
     bad.write_bytes(b"not audio at all" * 10)
-    with pytest.raises(features.FeatureError, match="junk.wav: cannot read audio"):
-        features.extract_features(bad)
+    with pytest.raises(features.FeatureError, match="junk.wav: cannot read audio") as err:
+        features.extract_features(bad, DEFAULT)
+    assert err.value.path == str(bad) and err.value.reason.startswith("cannot read audio")
 
 
 @pytest.mark.parametrize("preset", features.PRESETS)
@@ -81,10 +133,10 @@ def test_each_preset_shape_finite_deterministic(preset):
     config = features.feature_config(preset)
     for y in (tone(440.0, 0.2), tone(3000.0, 2.5) + noise(2.5, level=0.2), noise(1.0, seed=9)):
         v = features.features_from_audio(y, config)
-        assert v.shape == (config["n_features"],) and v.dtype == np.float32
+        assert v.shape == (config.n_features,) and v.dtype == np.float32
         assert np.all(np.isfinite(v))
         assert np.array_equal(v, features.features_from_audio(y.copy(), config))
-    assert config["preset"] == preset and config["standardise"] == (preset != "seed")
+    assert config.preset == preset and config.standardise == (preset != "seed")
 
 
 @pytest.mark.parametrize("preset", ["logmel", "logmel_patch"])
@@ -95,15 +147,32 @@ def test_logmel_presets_ignore_level_and_separate_sounds(preset):
     np.testing.assert_allclose(loud, quiet, atol=1e-3)
     other = features.features_from_audio(noise(1.5, seed=2, low_hz=800), config)
     assert np.abs(other - loud).max() > 1.0
+    # Where the sound is: the tone's mel band stands highest in the tone's
+    # band means, and the low-passed noise has its energy below 800 Hz.
+    bands = config.n_mels
+    tone_means = (loud.reshape(-1, bands).mean(axis=0) if config.input_shape
+                  else loud[:bands])
+    noise_means = (other.reshape(-1, bands).mean(axis=0) if config.input_shape
+                   else other[:bands])
+    centres = mel_band_centres_hz(config)
+    assert abs(centres[int(np.argmax(tone_means))] - 1500.0) < 200
+    assert centres[noise_means > noise_means.max() - 10].max() < 1000
+
+
+def mel_band_centres_hz(config):
+    basis = features.mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin,
+                               config.fmax)
+    return basis.argmax(axis=1) * config.sample_rate / config.n_fft
 
 
 def test_patch_is_the_loudest_second():
     config = features.feature_config("logmel_patch")
     y = np.concatenate([noise(2.0, level=0.01, seed=1), tone(2000.0, 1.0), noise(2.0, level=0.01)])
-    patch = features.features_from_audio(y, config).reshape(config["input_shape"])
+    patch = features.features_from_audio(y, config).reshape(config.input_shape)
     band = int(np.argmax(patch.mean(axis=0)))  # the tone's band dominates the whole patch
-    mel_hz = features._mel_basis(SR, 512, 40, 50.0, 8000.0).argmax(axis=1) * SR / 512
-    assert abs(mel_hz[band] - 2000.0) < 300
+    assert abs(mel_band_centres_hz(config)[band] - 2000.0) < 300
+    # the tone fills the patch: its band is loud in every frame, not only some
+    assert np.all(patch[:, band] > patch.mean(axis=1))
 
 
 def test_unknown_preset_is_refused():
@@ -111,25 +180,31 @@ def test_unknown_preset_is_refused():
         features.feature_config("mfcc")
 
 
-def test_extract_or_reason_never_raises(tmp_path):
-    vector, duration, reason = features.extract_or_reason(tmp_path / "missing.wav",
-                                                          features.feature_config())
-    assert vector is None and duration == 0.0 and "cannot read audio" in reason
+def test_extract_or_reason_reports_bad_clips_and_surfaces_bugs(tmp_path, monkeypatch):
+    result = features.extract_or_reason(tmp_path / "missing.wav", DEFAULT)
+    assert result == (None, 0.0, "cannot read audio (file not found)")
+    path = write(tmp_path / "silent.wav", np.zeros(8000, np.float32))
+    result = features.extract_or_reason(path, DEFAULT)
+    assert result.vector is None and result.duration_s == 0.5 and "zero" in result.reason
+    # A bug is not a "skipped clip": it propagates.
+    monkeypatch.setattr(features, "logmel_patch", lambda y, config: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        features.extract_or_reason(write(tmp_path / "ok.wav", tone(500.0)), DEFAULT)
 
 
 def test_load_resamples_and_mixes_down(tmp_path):
     stereo = np.stack([tone(500.0, 1.0, sr=44100), tone(500.0, 1.0, sr=44100)], axis=1)
-    y = features.load_audio(write(tmp_path / "s.wav", stereo, sr=44100))
+    y = features.load_audio(write(tmp_path / "s.wav", stereo, sr=44100), SR)
     assert y.ndim == 1 and abs(y.size - SR) <= 1
 
 
 def test_parameters_checked_early():
     with pytest.raises(ValueError, match="profile_samples must be positive"):
-        features.reduce_noise(tone(500.0), profile_samples=0)
+        features.reduce_noise(tone(500.0), SR, profile_samples=0)
     with pytest.raises(ValueError, match="win_length"):
-        features.mean_stft_magnitude(tone(500.0), n_fft=256, win_length=512)
+        features.mean_stft_magnitude(tone(500.0), n_fft=256, hop_length=128, win_length=512)
     with pytest.raises(ValueError, match="mono"):
-        features.features_from_audio(np.zeros((2, 100), np.float32))
+        features.features_from_audio(np.zeros((2, 100), np.float32), DEFAULT)
 
 
 @pytest.mark.parametrize("rate, channels, subtype", [(16000, 1, "PCM_16"), (44100, 2, "PCM_24"),
@@ -139,4 +214,4 @@ def test_load_matches_librosa_load(tmp_path, rate, channels, subtype):
     audio = np.stack([audio, 0.5 * audio], axis=1) if channels == 2 else audio
     path = write(tmp_path / "x.wav", audio, sr=rate, subtype=subtype)
     expected, _ = librosa.load(path, sr=SR)
-    np.testing.assert_allclose(features.load_audio(path), expected, atol=1e-6)
+    np.testing.assert_allclose(features.load_audio(path, SR), expected, atol=1e-6)

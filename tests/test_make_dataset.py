@@ -7,10 +7,11 @@ import wave
 import numpy as np
 import pytest
 
-import artifacts
+from pipeline import artifacts
 import features
 import make_dataset_16k as md
-from artifacts import PipelineError
+from pipeline import extraction
+from pipeline.errors import PipelineError
 from conftest import ROOT, SR, make_class_folder, noise, tone, write
 
 
@@ -65,10 +66,11 @@ def test_mixed_folder(mixed_folder, tmp_path, capsys):
                             "rate_48k.wav", "clip.flac", "clip.ogg", "short.wav",
                             "ok_1.wav", "ok_2.wav"])
     assert data["features"].dtype == np.float32
-    assert data["features"].shape == (10, features.feature_config()["n_features"])
+    assert data["features"].shape == (10, features.feature_config().n_features)
     assert np.all(np.isfinite(data["features"]))
     assert data["groups"] == data["paths"]  # without a manifest, each file is its own group
     assert data["feature_config"] == features.feature_config()
+    assert data["features"].shape[1] == features.feature_config().n_features
     skipped = read_skipped(dataset)
     assert set(skipped) == {"empty.wav", "random.wav", "truncated.wav", "zero_length.wav",
                             "all_zero.wav", "unreadable.wav"}
@@ -128,7 +130,7 @@ def test_cache_recomputes_only_changed_files(tmp_path, easy_folder, monkeypatch)
     write(easy_folder / "tone" / "tone_new.wav", tone(3900.0))  # added file
     build(easy_folder, dataset)
     assert sorted(calls) == ["tone_3.wav", "tone_new.wav"]
-    with np.load(md.cache_path(dataset)) as npz:  # the old tone_3 entry is forgotten
+    with np.load(extraction.cache_path(dataset)) as npz:  # the old tone_3 entry is forgotten
         assert len(npz["keys"]) == 17
     calls.clear()
     monkeypatch.setattr(features, "TRIM_TOP_DB", 30)  # new feature configuration
@@ -172,15 +174,34 @@ def test_corrupt_or_foreign_dataset_is_refused(tmp_path):
         artifacts.load_dataset(tmp_path / "other.npz")
 
 
-def test_demo_and_plots_and_help(tmp_path):
+def read_png(path):
+    """RGB pixels of a PNG; fails unless it decodes."""
+    import matplotlib.image
+    return matplotlib.image.imread(path)[..., :3]
+
+
+def test_demo_and_plots_and_help(tmp_path, monkeypatch):
+    from pipeline import plots
+    drawn = {}
+    real = plots.class_signatures
+    monkeypatch.setattr(plots, "class_signatures",
+                        lambda *args: drawn.update(real(*args)) or drawn)
     dataset = tmp_path / "demo.npz"
     md.main(["--demo", f"--demo_dir={tmp_path / 'demo'}", f"--dataset={dataset}",
              "--plots", f"--report_dir={tmp_path / 'reports'}"])
     data = artifacts.load_dataset(dataset)
     assert data["label_names"] == ["alarm", "other", "water"]
     assert np.bincount(data["labels"]).min() >= 20
-    assert (tmp_path / "reports" / "class_signatures.png").stat().st_size > 1000
-    assert (tmp_path / "reports" / "waveform_water.png").exists()
+    # The signature plot drew one mean band profile per class, and it shows
+    # the demo's design: "other" (voices, knocks, hum) is loudest in the low
+    # bands, water (noise band-passed above 300 Hz) in the upper ones.
+    assert set(drawn) == {"alarm", "other", "water"}
+    assert np.argmax(drawn["other"]) < 10 < np.argmax(drawn["water"])
+    for name in ("class_signatures.png", "waveform_alarm.png", "waveform_other.png",
+                 "waveform_water.png"):
+        pixels = read_png(tmp_path / "reports" / name)
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 400
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # a drawing, not a blank
     help_text = subprocess.run([sys.executable, "make_dataset_16k.py", "--help"], cwd=ROOT,
                                capture_output=True, text=True, check=True).stdout
     for option in ("--data_dir", "--dataset", "--manifest", "--jobs", "--demo", "--backend"):

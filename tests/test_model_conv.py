@@ -3,31 +3,27 @@ import json
 import numpy as np
 import pytest
 
-import artifacts
-import c_export
+from pipeline import artifacts
+from pipeline import c_export
 import features
 import model_conv
 import train_16k
-from artifacts import PipelineError
+from pipeline.errors import PipelineError
 from conftest import make_feature_dataset
-from tflite_model import TFLiteModel
+from pipeline.standardisation import standardise
+from pipeline.tflite_model import TFLiteModel
 
 
 @pytest.fixture(scope="module", params=["logmel_patch", "seed"])
 def converted(request, tmp_path_factory):
     """A converted model for the CNN preset (standardised) and the seed MLP."""
-    saved = features.FEATURES
-    features.FEATURES = request.param
-    try:
-        tmp = tmp_path_factory.mktemp("conv")
-        dataset = make_feature_dataset(tmp / "ds.npz", per_class=(16, 16, 16))
-        args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}",
-                f"--report_dir={tmp / 'reports'}"]
-        train_16k.main(args + ["--epochs=60", "--patience=15", "--augment=false"])
-        status = model_conv.main(args)
-        yield tmp, dataset, args, status
-    finally:
-        features.FEATURES = saved
+    tmp = tmp_path_factory.mktemp("conv")
+    dataset = make_feature_dataset(tmp / "ds.npz", per_class=(16, 16, 16), preset=request.param)
+    args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}",
+            f"--report_dir={tmp / 'reports'}"]
+    train_16k.main(args + ["--epochs=60", "--patience=15", "--augment=false"])
+    status = model_conv.main(args)
+    return tmp, dataset, args, status
 
 
 def test_int8_model_is_fully_integer(converted):
@@ -68,7 +64,8 @@ def test_c_array_matches_tflite_file(converted):
     header = paths["c_header"].read_text()
     assert 'kLabels[kNumLabels] = {"alarm", "other", "water"}' in header
     assert "kInputScale" in header and "n_fft = 512" in header
-    assert f"preset = {features.FEATURES}" in header
+    preset = json.loads(paths["meta"].read_text())["feature_config"]["preset"]
+    assert f"preset = {preset}" in header
 
 
 def test_golden_vectors_reproduce(converted):
@@ -79,7 +76,8 @@ def test_golden_vectors_reproduce(converted):
     meta = artifacts.load_model_metadata(tmp / "models")
     assert len(golden["vectors"]) == 5
     for vector in golden["vectors"]:
-        x = artifacts.model_inputs(np.array([vector["features"]]), meta)[0]
+        assert "/" not in vector["file"] and vector["file"].endswith(".wav")  # no machine paths
+        x = standardise(np.array([vector["features"]]), meta["input_standardisation"])[0]
         assert model.quantise_input(x).tolist() == vector["int8_input"]
         out = model.run_raw(np.array(vector["int8_input"], np.int8))
         assert out.tolist() == vector["int8_output"]
@@ -100,4 +98,27 @@ def test_missing_model_and_mismatched_dataset(converted, tmp_path):
     meta_path.write_text(json.dumps({"labels": ["a"]}))
     with pytest.raises(PipelineError, match="lacks feature_config"):
         model_conv.main([f"--model_dir={tmp_path / 'bare'}", f"--dataset={other}",
+                         f"--report_dir={tmp_path}"])
+
+
+def test_uses_the_models_own_feature_configuration(converted, monkeypatch, tmp_path):
+    """Editing features.py after training does not stop the conversion of a
+    model: model_conv.py reads the configuration the model and dataset carry."""
+    tmp, dataset, *_ = converted
+    monkeypatch.setattr(features, "N_FFT", 1024)
+    monkeypatch.setattr(features, "FEATURES", "logmel")
+    status = model_conv.main([f"--dataset={dataset}", f"--model_dir={tmp / 'models'}",
+                              f"--report_dir={tmp_path}", "--min_agreement=0"])
+    assert status == 0
+    header = artifacts.model_paths(tmp / "models")["c_header"].read_text()
+    assert "n_fft = 512" in header
+
+
+def test_dataset_of_other_feature_settings_is_refused(converted, tmp_path):
+    tmp, _, *_ = converted
+    meta = json.loads(artifacts.model_paths(tmp / "models")["meta"].read_text())
+    other_preset = "logmel" if meta["feature_config"]["preset"] != "logmel" else "seed"
+    other = make_feature_dataset(tmp_path / "other.npz", preset=other_preset)
+    with pytest.raises(PipelineError, match="other feature settings than the model"):
+        model_conv.main([f"--model_dir={tmp / 'models'}", f"--dataset={other}",
                          f"--report_dir={tmp_path}"])

@@ -11,7 +11,8 @@ import make_dataset_16k
 import model_conv
 import predict
 import train_16k
-from artifacts import PipelineError
+from pipeline import events
+from pipeline.errors import PipelineError
 from conftest import ROOT, make_class_folder, noise, tone, write
 
 CLASSES = ("beep", "hiss", "tone")
@@ -135,13 +136,14 @@ def test_cli_reports_errors_without_traceback(tmp_path):
 
 def test_events_and_smoothing_helpers():
     probs = np.array([[0.1], [0.9], [0.9], [0.9], [0.1]])
-    assert np.allclose(predict.smooth(probs, 3)[:, 0], [0.5, 0.633333, 0.9, 0.633333, 0.5])
+    assert np.allclose(events.smooth(probs, 3)[:, 0], [0.5, 0.633333, 0.9, 0.633333, 0.5])
     centres = np.arange(5) * 0.5 + 0.5
-    events = predict.find_events(centres, probs, ["x"], {"x": 0.5}, 1.0, 0.5, set())
-    assert [(e["start_s"], e["end_s"]) for e in events] == [(0.75, 2.25)]
-    assert predict.find_events(centres, probs, ["x"], {"x": 0.5}, 2.0, 0.5, set()) == []
-    assert predict.window_starts(100, 40, 20) == [0, 20, 40, 60]
-    assert predict.window_starts(110, 40, 20) == [0, 20, 40, 60, 70]
+    found = events.find_events(centres, probs, ["x"], {"x": 0.5}, 1.0, 0.5, set())
+    assert [(e["start_s"], e["end_s"]) for e in found] == [(0.75, 2.25)]
+    assert events.find_events(centres, probs, ["x"], {"x": 0.5}, 2.0, 0.5, set()) == []
+    assert events.find_events(centres, probs, ["x"], {"x": 0.5}, 1.0, 0.5, {"x"}) == []
+    assert events.window_starts(100, 40, 20) == [0, 20, 40, 60]
+    assert events.window_starts(110, 40, 20) == [0, 20, 40, 60, 70]
 
 
 def test_cnn_with_standardisation_round_trips(model_dir, fresh_clips):
@@ -149,9 +151,9 @@ def test_cnn_with_standardisation_round_trips(model_dir, fresh_clips):
     int8) must apply exactly what the model was trained with."""
     import keras
 
-    import artifacts
     import features
-    from tflite_model import TFLiteModel
+    from pipeline import artifacts
+    from pipeline.tflite_model import TFLiteModel
     meta = artifacts.load_model_metadata(model_dir)
     assert meta["model_type"] == "cnn" and meta["input_standardisation"]
     mean = np.array(meta["input_standardisation"]["mean"], np.float32)
@@ -167,3 +169,27 @@ def test_cnn_with_standardisation_round_trips(model_dir, fresh_clips):
     int8 = TFLiteModel(model_dir / "model_16k_int8.tflite").predict_proba(manual[None, :])[0]
     np.testing.assert_allclose(via_int8.probabilities(feats)[0], int8, atol=1e-6)
     assert np.abs(int8 - expected).max() < 0.05
+
+
+def test_model_keeps_working_after_features_py_changes(model_dir, fresh_clips, monkeypatch,
+                                                       tmp_path):
+    """predict.py computes features from the model's stored configuration,
+    so editing features.py (another preset, another FFT) changes nothing."""
+    import features
+    out_before, out_after = tmp_path / "before.json", tmp_path / "after.json"
+    assert run(model_dir, fresh_clips, "--json", out_before) == 0
+    monkeypatch.setattr(features, "FEATURES", "seed")
+    monkeypatch.setattr(features, "N_FFT", 1024)
+    assert run(model_dir, fresh_clips, "--json", out_after) == 0
+    before = json.loads(out_before.read_text())["results"]
+    assert before == json.loads(out_after.read_text())["results"]
+
+
+def test_feature_version_mismatch_is_refused(model_dir, tmp_path, fresh_clips):
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    meta = json.loads((other / "model_16k.json").read_text())
+    meta["feature_config"]["version"] = 1
+    (other / "model_16k.json").write_text(json.dumps(meta))
+    with pytest.raises(PipelineError, match="feature code version 1"):
+        predict.main([f"--model={other / 'model_16k_int8.tflite'}", str(fresh_clips)])

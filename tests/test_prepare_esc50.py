@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from artifacts import PipelineError
+from pipeline.errors import PipelineError
 from conftest import ROOT, noise, write
 
 sys.path.insert(0, str(ROOT / "data"))
@@ -127,7 +127,7 @@ def test_archive_cannot_write_outside_its_folder(tmp_path):
 
 
 def test_dataset_builds_from_the_manifest(fake_zip, tmp_path):
-    import artifacts
+    from pipeline import artifacts
     import make_dataset_16k
     out = tmp_path / "esc50"
     prepare_esc50.main([f"--local={fake_zip}", f"--out_dir={out}",

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-import artifacts
+from pipeline import artifacts
 import make_dataset_16k as md
-from artifacts import PipelineError
+from pipeline.errors import PipelineError
 from conftest import make_class_folder, write
 
 distributed = pytest.importorskip("distributed")

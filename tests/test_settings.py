@@ -1,6 +1,6 @@
 import pytest
 
-import settings
+from pipeline import settings
 
 SCRIPT = '''
 WINDOW_S = 2.0      # window length in seconds
@@ -44,3 +44,56 @@ def test_bad_values_are_rejected(script_globals, capsys):
         settings.parse_settings(script_globals, ["--plots=maybe"])
     with pytest.raises(SystemExit):
         settings.parse_settings(script_globals, ["--no_such_setting=1"])
+
+
+# ----------------------------------------------------------------------------
+# Every script: each option it offers is read from the parsed settings, and
+# no setting constant is read directly (that would ignore its option).
+
+SCRIPTS = ["make_dataset_16k.py", "train_16k.py", "model_conv.py", "predict.py",
+           "data/prepare_esc50.py", "bench/bench_accuracy.py", "bench/bench_dataset.py",
+           "bench/bench_predict.py", "bench/bench_scale.py"]
+
+
+def script_options(path):
+    """The option names (dests) parser_from_constants offers for a script."""
+    import importlib.util
+    import sys
+    sys.path.insert(0, str(path.parent))  # bench/ and data/ scripts import their neighbours
+    try:
+        spec = importlib.util.spec_from_file_location(f"_settings_probe_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    parser = settings.parser_from_constants(vars(module))
+    return {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_option_takes_effect(script):
+    import ast
+
+    from conftest import ROOT
+    path = ROOT / script
+    options = script_options(path)
+    assert options, f"{script} offers no options"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    read = {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id == "cfg"}
+    never_read = sorted(options - read)
+    assert not never_read, f"{script}: options parsed but never read: {never_read}"
+    constants = {name.upper() for name in options}
+    direct = sorted({f"{node.id} (line {node.lineno})" for node in ast.walk(tree)
+                     if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+                     and node.id in constants})
+    assert not direct, f"{script}: setting constants read directly, ignoring their option: {direct}"
+
+
+def test_parse_list():
+    assert settings.parse_list("16, 32,,32", int, "cnn_filters") == [16, 32, 32]
+    assert settings.parse_list("", int) == []
+    from pipeline.errors import PipelineError
+    with pytest.raises(PipelineError, match="--cnn_filters='a,b': expected a comma-separated list of ints"):
+        settings.parse_list("a,b", int, "cnn_filters")

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-import artifacts
+from pipeline import artifacts
 import features
 import train_16k
-from artifacts import PipelineError
+from pipeline.errors import PipelineError
 from conftest import make_feature_dataset
 
 FAST = ["--epochs=60", "--patience=15", "--augment=false"]
@@ -31,7 +31,7 @@ def test_reaches_high_accuracy_and_writes_everything(trained):
     meta = json.loads(paths["meta"].read_text())
     assert meta["metrics"]["test"]["accuracy"] >= 0.9
     assert meta["labels"] == ["alarm", "other", "water"]
-    assert meta["feature_config"] == features.feature_config()
+    assert meta["feature_config"] == features.feature_config().to_dict()
     assert paths["labels"].read_text().split() == meta["labels"]
     assert paths["keras"].stat().st_size > 10000
     reports = tmp_path / "models_reports"
@@ -66,13 +66,32 @@ def test_same_seed_same_metrics(trained):
     assert first["metrics"] == second["metrics"] and first["split"] == second["split"]
 
 
-def test_cross_validation_prints_folds(tmp_path, capsys):
+def test_cross_validation_keeps_groups_whole(tmp_path, capsys):
     dataset = make_feature_dataset(tmp_path / "ds.npz", per_class=(12, 12), seed=1)
     train(tmp_path, dataset, "cv", "--folds=3", "--epochs=20")
     out = capsys.readouterr().out
     assert "fold 1:" in out and "fold 3:" in out and "3-fold CV: accuracy" in out
     cv = json.loads(artifacts.model_paths(tmp_path / "cv")["meta"].read_text())["metrics"]["cross_validation"]
     assert len(cv["folds"]) == 3 and 0 <= cv["macro_f1"]["mean"] <= 1
+    data = artifacts.load_dataset(dataset)
+    group_of = dict(zip(data["paths"], data["groups"]))
+    tested = [{group_of[p] for p in fold["test"]} for fold in cv["folds"]]
+    assert sum(len(fold["test"]) for fold in cv["folds"]) == len(data["paths"])
+    assert set.union(*tested) == set(data["groups"])
+    assert all(not (a & b) for i, a in enumerate(tested) for b in tested[i + 1:])
+
+
+def test_every_cv_split_keeps_groups_apart():
+    """Train, validation and test of every fold: no group on two sides."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1, 2], 20)
+    groups = np.array([f"g{i // 3}" for i in range(60)])[rng.permutation(60)]
+    splits = list(train_16k.cv_splits(labels, groups, 4, 0.25, seed=7))
+    assert len(splits) == 4
+    for parts in splits:
+        seen = [set(groups[idx]) for idx in parts]
+        assert all(seen) and not (seen[0] & seen[1] | seen[0] & seen[2] | seen[1] & seen[2])
+        assert sum(len(idx) for idx in parts) == 60
 
 
 def test_missing_dataset_names_the_command(tmp_path):
@@ -100,6 +119,26 @@ def test_nan_features_and_other_feature_config(tmp_path, monkeypatch):
     monkeypatch.setattr(features, "N_FFT", 1024)
     with pytest.raises(PipelineError, match="different feature configuration.*n_fft.*[Rr]ebuild"):
         train(tmp_path, path)
+
+
+def test_dataset_of_another_preset_trains_its_own_model(tmp_path):
+    """A dataset built with --features=logmel is not refused because
+    features.FEATURES names another preset; the model stores logmel."""
+    dataset = make_feature_dataset(tmp_path / "ds.npz", preset="logmel")
+    train(tmp_path, dataset, "logmel")
+    meta = json.loads(artifacts.model_paths(tmp_path / "logmel")["meta"].read_text())
+    assert meta["feature_config"]["preset"] == "logmel" and meta["model_type"] == "mlp"
+
+
+@pytest.mark.parametrize("option, message", [("--cnn_filters=abc", "cnn_filters"),
+                                             ("--hidden_layers=0", "hidden_layers"),
+                                             ("--model=rnn", "expected 'mlp'")])
+def test_bad_architecture_fails_before_training(tmp_path, option, message):
+    dataset = make_feature_dataset(tmp_path / "ds.npz")
+    model = "--model=mlp" if "hidden" in option else "--model=auto"
+    with pytest.raises(PipelineError, match=message):
+        train(tmp_path, dataset, "bad", model, option)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_retrain_with_other_labels_keeps_previous_model(trained):

@@ -22,7 +22,7 @@ class TFLiteModel:
     def __init__(self, path, threads=1):
         from ai_edge_litert.interpreter import Interpreter
 
-        from artifacts import silence_native_output
+        from pipeline.quiet import silence_native_output
         source = ({"model_content": bytes(path)} if isinstance(path, (bytes, bytearray))
                   else {"model_path": str(path)})
         self.path = source.get("model_path", "<in-memory model>")

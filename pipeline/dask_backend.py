@@ -1,7 +1,7 @@
 """Connecting make_dataset_16k.py to a Dask cluster.
 
 Extraction itself does not change: joblib's "dask" backend runs the same
-``features.extract_or_reason`` calls on the cluster's workers, so the dataset
+``features.extract_many`` tasks on the cluster's workers, so the dataset
 is the same as with local processes. This module only opens (or starts) the
 cluster and turns Dask's failures into messages a user can act on.
 """
@@ -10,7 +10,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from artifacts import PipelineError
+from pipeline.errors import PipelineError
 
 CONNECT_TIMEOUT_S = 5  # give up on an unreachable scheduler after this long
 NANNY_MALLOC_SETTING = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
@@ -37,7 +37,7 @@ def client(scheduler=None, jobs=-1):
                 f"cannot reach the Dask scheduler at {scheduler!r} within "
                 f"{CONNECT_TIMEOUT_S} s ({type(err).__name__}). Check the address "
                 "(tcp://HOST:8786) and that `dask scheduler` is running.") from None
-        dask_client.upload_file(str(Path(__file__).with_name("features.py")))
+        dask_client.upload_file(str(Path(__file__).resolve().parents[1] / "features.py"))
     else:
         import dask
         workers = jobs if jobs and jobs > 0 else os.cpu_count()

@@ -1,16 +1,20 @@
-"""Command-line overrides for the constants at the top of each script.
+"""Command-line settings: overrides for the constants at the top of each script.
 
 Every script keeps its settings as plain upper-case constants with a short
 comment, nanoGPT style. ``parser_from_constants`` turns each of them into an
 ``--lower_case_name=value`` option whose help text is that comment, so
 ``python train_16k.py --epochs=50`` works and ``--help`` lists every setting
-with its default. Values are converted to the constant's own type.
+with its default. Values are converted to the constant's own type. Only the settings object
+is read after parsing: a constant read directly would ignore its option
+(tests/test_settings.py checks every script for that).
 """
 
 import argparse
 import re
 from pathlib import Path
 from types import SimpleNamespace
+
+from pipeline.errors import PipelineError
 
 _SIMPLE_TYPES = (bool, int, float, str, type(None))
 _CONSTANT_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*=.*?#\s*(.+)$")
@@ -103,3 +107,28 @@ def parse_settings(module_globals, argv=None, parser=None):
     """
     parser = parser or parser_from_constants(module_globals)
     return SimpleNamespace(**vars(parser.parse_args(argv)))
+
+
+def parse_list(text, convert=str, option="value"):
+    """Comma-separated text -> list of converted items (blank items skipped).
+
+    Parameters
+    ----------
+    text : str
+        e.g. ``"256,128"``.
+    convert : callable
+        Applied to each stripped item, e.g. ``int``.
+    option : str
+        The option's name, for the error message.
+
+    Raises
+    ------
+    PipelineError
+        Naming the option and the item that could not be converted.
+    """
+    items = [part.strip() for part in str(text).split(",") if part.strip()]
+    try:
+        return [convert(item) for item in items]
+    except ValueError:
+        raise PipelineError(f"--{option}={text!r}: expected a comma-separated list of "
+                         f"{getattr(convert, '__name__', 'values')}s") from None

@@ -1,9 +1,10 @@
 """Training-time audio augmentation: new views of training clips.
 
-train_16k.py calls ``augmented_features`` for the clips of the training split
+train_16k.py calls ``augmented_rows`` for the clips of the training split
 only; each copy keeps its source clip's label and group, so validation and
-test clips are never touched and no source crosses a split. Every function is
-pure given its ``rng``: same seed, same copies.
+test clips are never touched and no source crosses a split. The signal
+functions are pure given their ``rng``; ``augmented_rows`` reads the clip
+files and seeds its own generator: same files and seed, same copies.
 """
 
 import numpy as np
@@ -44,7 +45,7 @@ def tilt_eq(y, db_per_octave, sample_rate):
     return np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=y.size)
 
 
-def augment_clip(y, rng, background=None, sample_rate=features.SAMPLE_RATE):
+def augment_clip(y, rng, sample_rate, background=None):
     """One augmented copy: crop, shift, mild EQ, background or synthetic
     noise, gain."""
     keep = int(y.size * rng.uniform(MIN_CROP, 1.0))
@@ -64,20 +65,28 @@ def augment_clip(y, rng, background=None, sample_rate=features.SAMPLE_RATE):
 def augmented_rows(path, background_path, copies, seed, config):
     """Feature vectors of ``copies`` augmented versions of one file.
 
+    Parameters
+    ----------
+    path, background_path : str
+        The clip, and another training clip to mix in (or None).
+    copies : int
+    seed : int
+    config : features.FeatureConfig
+
     Returns
     -------
     np.ndarray, shape (k, n_features), k <= copies: copies whose features
     cannot be computed (e.g. the clip turned silent) are left out.
     """
     rng = np.random.default_rng(seed)
-    y = features.load_audio(path, config["sample_rate"])
-    background = (features.load_audio(background_path, config["sample_rate"])
+    y = features.load_audio(path, config.sample_rate)
+    background = (features.load_audio(background_path, config.sample_rate)
                   if background_path else None)
     rows = []
     for _ in range(copies):
         try:
             rows.append(features.features_from_audio(
-                augment_clip(y, rng, background, config["sample_rate"]), config))
+                augment_clip(y, rng, config.sample_rate, background), config))
         except features.FeatureError:
             continue
-    return np.array(rows, np.float32).reshape(len(rows), config["n_features"])
+    return np.array(rows, np.float32).reshape(len(rows), config.n_features)

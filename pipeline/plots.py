@@ -6,59 +6,73 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import artifacts  # noqa: E402
 import features  # noqa: E402
+from pipeline.files import atomic_path  # noqa: E402
 
 
-def waveform_stages(path, out_png, config=None):
+def save_figure(fig, path):
+    """Save a matplotlib figure atomically and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def waveform_stages(path, out_png, config):
     """Waveform as loaded, after noise reduction and after trimming."""
-    cfg = config or features.feature_config()
-    y = features.load_audio(path, cfg["sample_rate"])
+    y = features.load_audio(path, config.sample_rate)
     stages = [("as loaded", y)]
-    if cfg.get("noise_reduction"):
-        y = features.reduce_noise(y, cfg["sample_rate"], cfg["noise_profile_samples"])
+    if config.noise_reduction:
+        y = features.reduce_noise(y, config.sample_rate, config.noise_profile_samples)
         stages.append(("after noise reduction", y))
-    if cfg.get("trim"):
-        y = features.trim_silence(y, cfg["trim_top_db"], cfg["trim_frame_length"],
-                                  cfg["trim_hop_length"])
+    if config.trim:
+        y = features.trim_silence(y, config.trim_top_db, config.trim_frame_length,
+                                  config.trim_hop_length)
         stages.append(("after trimming", y))
     fig, axes = plt.subplots(len(stages), 1, figsize=(8, 2.2 * len(stages)), sharey=True)
     for ax, (title, wave) in zip(np.atleast_1d(axes), stages):
-        ax.plot(np.arange(wave.size) / cfg["sample_rate"], wave, lw=0.5)
+        ax.plot(np.arange(wave.size) / config.sample_rate, wave, lw=0.5)
         ax.set_title(f"{path}: {title}", fontsize=9)
         ax.set_xlabel("time (s)")
     fig.tight_layout()
-    artifacts.save_figure(fig, out_png)
+    save_figure(fig, out_png)
 
 
 def band_profile(feature_matrix, config):
     """What each feature row says about frequency: the seed's normalised
     spectrum (x in Hz), or the mean level per mel band (x = band index)."""
-    if config.get("preset") == "seed":
-        return np.linspace(0, config["sample_rate"] / 2, feature_matrix.shape[1]), \
+    if config.preset == "seed":
+        return np.linspace(0, config.sample_rate / 2, feature_matrix.shape[1]), \
             feature_matrix, "frequency (Hz)"
-    n_mels = config["n_mels"]
-    if config.get("input_shape"):
-        profile = feature_matrix.reshape(len(feature_matrix), -1, n_mels).mean(axis=1)
+    if config.input_shape:
+        profile = feature_matrix.reshape(len(feature_matrix), -1, config.n_mels).mean(axis=1)
     else:
-        profile = feature_matrix[:, :n_mels]  # the band means come first
-    return np.arange(n_mels), profile, "mel band"
+        profile = feature_matrix[:, :config.n_mels]  # the band means come first
+    return np.arange(config.n_mels), profile, "mel band"
 
 
 def class_signatures(feature_matrix, labels, label_names, config, out_png):
-    """Per-class mean band profile (the seed's 'frequency signature')."""
+    """Per-class mean band profile (the seed's 'frequency signature').
+
+    Returns
+    -------
+    dict
+        label -> the mean profile drawn for it (classes without rows are left out).
+    """
     x, profile, x_label = band_profile(feature_matrix, config)
     fig, ax = plt.subplots(figsize=(8, 4))
+    drawn = {}
     for index, name in enumerate(label_names):
         rows = profile[labels == index]
         if len(rows):
-            ax.plot(x, rows.mean(axis=0), label=f"{name} ({len(rows)})")
+            drawn[name] = rows.mean(axis=0)
+            ax.plot(x, drawn[name], label=f"{name} ({len(rows)})")
     ax.set_xlabel(x_label)
-    ax.set_ylabel("mean value (normalised)" if config.get("preset") == "seed"
+    ax.set_ylabel("mean value (normalised)" if config.preset == "seed"
                   else "mean level, dB relative to the clip")
-    ax.set_title(f"Per-class signature ({config.get('preset')} features)")
+    ax.set_title(f"Per-class signature ({config.preset} features)")
     ax.legend()
-    artifacts.save_figure(fig, out_png)
+    save_figure(fig, out_png)
+    return drawn
 
 
 def _draw_confusion(ax, matrix, label_names, title):
@@ -90,7 +104,7 @@ def confusion_matrices(named_matrices, label_names, out_png):
     for ax, (title, matrix) in zip(axes[0], named_matrices):
         _draw_confusion(ax, np.asarray(matrix), label_names, title)
     fig.tight_layout()
-    artifacts.save_figure(fig, out_png)
+    save_figure(fig, out_png)
 
 
 def training_curves(history, out_png):
@@ -104,7 +118,7 @@ def training_curves(history, out_png):
         ax.set_title(metric)
         ax.legend()
     fig.tight_layout()
-    artifacts.save_figure(fig, out_png)
+    save_figure(fig, out_png)
 
 
 def timeline(centres_and_probs, label_names, events, title, out_png):
@@ -122,4 +136,4 @@ def timeline(centres_and_probs, label_names, events, title, out_png):
     ax.set_ylabel("smoothed probability")
     ax.set_title(f"{title}: shaded = detected events", fontsize=9)
     ax.legend(loc="upper right")
-    artifacts.save_figure(fig, out_png)
+    save_figure(fig, out_png)

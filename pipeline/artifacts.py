@@ -1,0 +1,150 @@
+"""The files the stages hand to each other: the dataset (``.npz``) and the
+model folder (Keras model, metadata JSON, labels, TFLite files, C sources).
+
+Both the dataset and the model metadata carry the feature configuration
+they were made with (:class:`features.FeatureConfig`). A stage that consumes
+them computes features from that stored configuration; only the stages that
+make them (make_dataset_16k.py, train_16k.py) compare it with the current
+constants in features.py. Nothing is unpickled.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import features
+from pipeline.errors import PipelineError
+from pipeline.files import file_sha256, read_json, write_npz
+
+DATASET_KEYS = ("features", "labels", "label_names", "paths", "groups", "feature_config")
+MODEL_NAME = "model_16k"  # models/model_16k.keras, .json, _int8.tflite, ...
+
+
+def save_dataset(path, feature_matrix, labels, label_names, paths, groups, config):
+    """Write the dataset file that make_dataset_16k.py produces.
+
+    Parameters
+    ----------
+    config : features.FeatureConfig
+        Stored as JSON beside the features.
+    """
+    write_npz(
+        path,
+        features=np.asarray(feature_matrix, dtype=np.float32),
+        labels=np.asarray(labels, dtype=np.int64),
+        label_names=np.asarray(label_names, dtype=str),
+        paths=np.asarray(paths, dtype=str),
+        groups=np.asarray(groups, dtype=str),
+        feature_config=np.asarray(json.dumps(config.to_dict(), sort_keys=True)),
+    )
+
+
+def stored_config(stored, source, fix):
+    """The FeatureConfig stored in an artifact, or PipelineError naming ``source``.
+
+    Also refuses a configuration of another FEATURE_VERSION: this code
+    computes features one way only.
+    """
+    if not stored:
+        raise PipelineError(f"{source}: no feature configuration stored. {fix}")
+    try:
+        config = features.FeatureConfig.from_dict(stored)
+    except ValueError as err:
+        raise PipelineError(f"{source}: {err}. {fix}") from None
+    if config.version != features.FEATURE_VERSION:
+        raise PipelineError(f"{source}: made with feature code version {config.version}; this "
+                            f"features.py computes version {features.FEATURE_VERSION}. {fix}")
+    return config
+
+
+def check_current(config, source, fix):
+    """Raise PipelineError unless ``config`` is what features.py's constants
+    give for its preset today (for the stages that make artifacts)."""
+    changed = features.feature_config(config.preset).differences(config)
+    if changed:
+        details = ", ".join(f"{k}: {theirs!r} there, {mine!r} in features.py"
+                            for k, mine, theirs in changed[:3])
+        if len(changed) > 3:
+            details += f", and {len(changed) - 3} more"
+        raise PipelineError(f"{source}: made with a different feature configuration "
+                            f"({details}). {fix}")
+
+
+def load_dataset(path):
+    """Load and validate a dataset written by :func:`save_dataset`.
+
+    Returns
+    -------
+    dict
+        ``features`` (N x D float32), ``labels`` (N int), ``label_names``,
+        ``paths`` and ``groups`` (lists of str), ``feature_config``
+        (FeatureConfig), ``sha256`` of the file.
+    """
+    path = Path(path)
+    rebuild = "Rebuild it with `python make_dataset_16k.py`."
+    if not path.is_file():
+        raise PipelineError(f"{path}: dataset not found. Build it with "
+                            "`python make_dataset_16k.py` (or `--demo`).")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in DATASET_KEYS if k not in npz.files]
+            if missing:
+                raise PipelineError(f"{path}: not a dataset from make_dataset_16k.py "
+                                    f"(missing {', '.join(missing)}). {rebuild}")
+            data = {k: npz[k] for k in DATASET_KEYS}
+        stored = json.loads(str(data["feature_config"]))
+    except PipelineError:
+        raise
+    except Exception as err:  # zipfile, ValueError, OSError: all mean "corrupt"
+        raise PipelineError(f"{path}: cannot read dataset ({err}). {rebuild}") from None
+    config = stored_config(stored, path, rebuild)
+    x = data["features"]
+    if x.ndim != 2 or len(x) != len(data["labels"]) or x.shape[1] != config.n_features:
+        raise PipelineError(f"{path}: features, labels and feature configuration do not "
+                            f"line up. {rebuild}")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.all(np.isfinite(x), axis=1)))
+        raise PipelineError(f"{path}: {bad} rows have NaN or infinite features. {rebuild}")
+    return dict(features=x.astype(np.float32), labels=data["labels"].astype(np.int64),
+                label_names=[str(s) for s in data["label_names"]],
+                paths=[str(s) for s in data["paths"]],
+                groups=[str(s) for s in data["groups"]],
+                feature_config=config, sha256=file_sha256(path))
+
+
+def model_paths(model_dir):
+    """Every file a model directory holds, by role."""
+    base = Path(model_dir)
+    return {
+        "keras": base / f"{MODEL_NAME}.keras",
+        "meta": base / f"{MODEL_NAME}.json",
+        "labels": base / "labels.txt",
+        "float_tflite": base / f"{MODEL_NAME}_float32.tflite",
+        "int8_tflite": base / f"{MODEL_NAME}_int8.tflite",
+        "c_header": base / f"{MODEL_NAME}_int8.h",
+        "c_source": base / f"{MODEL_NAME}_int8.cc",
+        "golden": base / f"{MODEL_NAME}_golden.json",
+        "golden_header": base / f"{MODEL_NAME}_golden.h",
+    }
+
+
+def load_model_metadata(model_dir):
+    """Load ``model_16k.json``; its ``feature_config`` becomes a FeatureConfig.
+
+    Raises
+    ------
+    PipelineError
+        If the file is missing, lacks labels or feature configuration, or
+        its configuration cannot be computed by this features.py.
+    """
+    path = model_paths(model_dir)["meta"]
+    meta = read_json(path, "model metadata", "python train_16k.py")
+    missing = [k for k in ("labels", "feature_config") if not meta.get(k)]
+    if missing:
+        raise PipelineError(f"{path}: model metadata lacks {', '.join(missing)}. "
+                            "Retrain with `python train_16k.py`.")
+    meta["feature_config"] = stored_config(
+        meta["feature_config"], path,
+        "Rebuild the dataset and retrain (make_dataset_16k.py, train_16k.py).")
+    return meta

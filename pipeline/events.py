@@ -1,0 +1,71 @@
+"""Long recordings: overlapping windows, smoothing over windows, and events
+(runs of windows where a class stays above its threshold). predict.py uses
+these, and so will calibration and the device front end's tests."""
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class EventSettings(NamedTuple):
+    """How a long recording becomes events (predict.py's settings)."""
+
+    window_s: float            # window length, seconds
+    hop_s: float               # step between windows, seconds
+    smooth_windows: int        # moving average over this many windows
+    thresholds: dict           # class -> smoothed probability that starts an event
+    min_event_s: float         # shorter events are dropped
+    background: frozenset      # classes that never form events
+
+
+def window_starts(n_samples, window, hop):
+    """Start samples of overlapping windows covering the whole recording
+    (the last one ends at the recording's end)."""
+    if n_samples <= window:
+        return [0]
+    starts = list(range(0, n_samples - window + 1, hop))
+    if starts[-1] + window < n_samples:
+        starts.append(n_samples - window)
+    return starts
+
+
+def window_centres(starts, window, n_samples, sample_rate):
+    """Centre of each window in seconds (a window is cut at the recording's end)."""
+    return np.array([(s + min(window, n_samples - s) / 2) / sample_rate for s in starts])
+
+
+def smooth(probs, width):
+    """Centred moving average over ``width`` windows (fewer at the edges)."""
+    half = max(int(width), 1) // 2
+    return np.stack([probs[max(0, i - half):i + half + 1].mean(axis=0)
+                     for i in range(len(probs))])
+
+
+def find_events(centres, probs, labels, thresholds, min_duration, hop_s, background):
+    """Runs of windows whose smoothed probability reaches the class threshold.
+
+    An event spans from half a hop before its first window's centre to half
+    a hop after its last; events shorter than ``min_duration`` are dropped.
+
+    Returns
+    -------
+    list of dict
+        ``class``, ``start_s``, ``end_s``, ``peak_probability``,
+        ``mean_probability``; sorted by start.
+    """
+    events = []
+    for c, label in enumerate(labels):
+        if label in background:
+            continue
+        above = np.concatenate([[False], probs[:, c] >= thresholds[label], [False]])
+        edges = np.flatnonzero(np.diff(above.astype(int)))
+        for first, last in zip(edges[::2], edges[1::2] - 1):
+            start = max(0.0, centres[first] - hop_s / 2)
+            end = centres[last] + hop_s / 2
+            if end - start >= min_duration:
+                run = probs[first:last + 1, c]
+                events.append({"class": label, "start_s": round(float(start), 3),
+                               "end_s": round(float(end), 3),
+                               "peak_probability": float(run.max()),
+                               "mean_probability": float(run.mean())})
+    return sorted(events, key=lambda e: e["start_s"])

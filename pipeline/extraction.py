@@ -1,0 +1,128 @@
+"""Feature extraction for many clips: in parallel (local processes or a Dask
+cluster), in order, reusing a cache of unchanged files."""
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+import features
+from features import Extracted
+from pipeline.errors import PipelineError
+from pipeline.files import write_npz
+
+
+# ----------------------------------------------------------------------------
+# The cache: features of a file keyed by path, size, mtime and feature config.
+
+def cache_path(dataset):
+    """The cache file that belongs to a dataset file."""
+    dataset = Path(dataset)
+    return dataset.with_name(dataset.stem + "_cache.npz")
+
+
+def file_key(path):
+    """'path|size|mtime_ns', or None when the file cannot be stat'ed."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def load_cache(path, config):
+    """Dict key -> Extracted; empty when the cache is missing, unreadable or
+    made with another feature configuration."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if json.loads(str(npz["config"])) != config.to_dict():
+                return {}
+            rows = zip(npz["keys"], npz["features"], npz["durations"], npz["reasons"])
+            return {str(k): Extracted(None if r else v, float(d), str(r))
+                    for k, v, d, r in rows}
+    except Exception:  # a missing or damaged cache only costs time
+        return {}
+
+
+def save_cache(path, config, entries):
+    """Write ``entries`` (key -> Extracted) for ``config``, atomically."""
+    width = config.n_features
+    keys = sorted(entries)
+    write_npz(
+        path, config=np.asarray(json.dumps(config.to_dict(), sort_keys=True)),
+        keys=np.asarray(keys, dtype=str),
+        features=np.stack([entries[k].vector if entries[k].vector is not None
+                           else np.zeros(width, np.float32) for k in keys]
+                          ) if keys else np.zeros((0, width), np.float32),
+        durations=np.asarray([entries[k].duration_s for k in keys], dtype=np.float64),
+        reasons=np.asarray([entries[k].reason for k in keys], dtype=str))
+
+
+# ----------------------------------------------------------------------------
+# Extraction: in parallel, in order, one small result per clip.
+
+@contextmanager
+def parallel_backend(backend, scheduler, jobs):
+    """joblib's backend for ``backend``; yields the n_jobs to use with it."""
+    import joblib
+    if backend == "local":
+        yield jobs
+        return
+    if backend != "dask":
+        raise PipelineError(f"--backend={backend!r}: expected 'local' or 'dask'")
+    from pipeline import dask_backend
+    with dask_backend.client(scheduler, jobs):
+        with joblib.parallel_config(backend="dask", wait_for_workers_timeout=60):
+            yield -1
+
+
+def extract_all(paths, config, jobs=-1, backend="local", scheduler=None, cache=None,
+                task_clips=16):
+    """Features for every path, in order, reusing ``cache`` entries.
+
+    Parameters
+    ----------
+    paths : list of str
+    config : features.FeatureConfig
+    jobs : int
+        Worker processes (-1 = all cores, 1 = none beside this one).
+    backend, scheduler : str, str or None
+        "local" or "dask", and the Dask scheduler address (None = a local cluster).
+    cache : dict, optional
+        key -> Extracted from :func:`load_cache`.
+    task_clips : int
+        Clips per parallel task. joblib dispatches at most two tasks per
+        worker ahead of the results it has handed back.
+
+    Returns
+    -------
+    list of Extracted, one per path, and the cache for these paths only
+    (so the cache forgets deleted and changed files).
+    """
+    if task_clips < 1:
+        raise PipelineError(f"--task_clips must be at least 1, got {task_clips}")
+    cache = dict(cache or {})
+    keys = [file_key(p) for p in paths]
+    todo = [i for i, k in enumerate(keys) if k is None or k not in cache]
+    results = {}
+    if todo:
+        import joblib
+        from tqdm import tqdm
+        with parallel_backend(backend, scheduler, jobs) as n_jobs:
+            parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator",
+                                       pre_dispatch="2*n_jobs")
+            progress = tqdm(total=len(todo), desc="features", unit="clip", disable=None)
+            tasks = [todo[i:i + task_clips] for i in range(0, len(todo), task_clips)]
+            calls = (joblib.delayed(features.extract_many)([paths[i] for i in task], config)
+                     for task in tasks)
+            for task, task_results in zip(tasks, parallel(calls)):
+                for i, result in zip(task, task_results):
+                    results[i] = result
+                    if keys[i] is not None:
+                        cache[keys[i]] = result
+                progress.update(len(task))
+            progress.close()
+    ordered = [results[i] if i in results else cache[keys[i]] for i in range(len(paths))]
+    return ordered, {k: cache[k] for k in keys if k is not None}

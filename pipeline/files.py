@@ -1,0 +1,94 @@
+"""Writing files atomically, and reading the JSON that stages hand on.
+
+Everything is written to a temporary file in the same folder and then moved
+into place with ``os.replace``, so an interrupted run never leaves a
+half-written file and never destroys the previous one.
+"""
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; move it into place on success.
+
+    The temporary name keeps ``path``'s suffix because some writers (Keras,
+    matplotlib) choose the format from it. On any error, including
+    KeyboardInterrupt, the temporary file is removed and ``path`` is
+    untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
+                                   suffix=f".tmp{path.suffix}")
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON, atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path, rows):
+    """Write ``rows`` (the header first) as CSV, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows(rows)
+
+
+def write_npz(path, **arrays):
+    """Save arrays to an ``.npz`` file atomically."""
+    import numpy as np
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def read_json(path, what, made_by):
+    """Load a JSON file or raise PipelineError naming the command that makes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: {what} not found. Run `{made_by}` first.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"{path}: {what} is not valid JSON ({err}). "
+                            f"Run `{made_by}` again.") from None
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

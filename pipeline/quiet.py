@@ -1,0 +1,36 @@
+"""Keeping the terminal to what the user needs: TensorFlow's start-up log
+lines and the notices native libraries print go nowhere."""
+
+import contextlib
+import os
+
+
+def import_tensorflow():
+    """Import TensorFlow without its start-up log lines.
+
+    TF_CPP_MIN_LOG_LEVEL hides the C++ notices (oneDNN, CUDA stubs) only when
+    set before the first import; absl's Python logger and TensorFlow's own
+    logger are set to errors only.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with silence_native_output():  # CUDA stub notices written while loading the library
+        import tensorflow as tf
+    import absl.logging
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tf.get_logger().setLevel("ERROR")  # e.g. retracing notes during cross-validation
+    return tf
+
+
+@contextlib.contextmanager
+def silence_native_output(fd=2):
+    """Send what C/C++ code writes to ``fd`` (stderr by default) to /dev/null,
+    e.g. TFLite Micro's messages while probing arena sizes."""
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
