@@ -63,6 +63,8 @@ MEL_FMAX = 8000.0             # highest mel band edge, Hz
 MEL_TOP_DB = 80.0             # log-mel floor: this many dB below the clip's loudest cell
 PATCH_FRAMES = 61             # logmel_patch: frames per patch (61 x 16 ms = about 1 s)
 FEATURE_VERSION = 2           # bump when the code (not a constant) changes the features
+MIN_CLIP_S = 0.1              # shorter clips are refused: too short to describe a sound
+MAX_ABS_SAMPLE = 1000.0       # larger samples are refused: not audio scaled to [-1, 1]
 
 PRESETS = ("seed", "logmel", "logmel_patch")
 SHAPE_STATISTICS = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "level")
@@ -234,7 +236,23 @@ def feature_config(preset=None):
         patch_frames=PATCH_FRAMES if preset == "logmel_patch" else None)
 
 
-def load_audio(path, sample_rate):
+def audio_duration(path):
+    """Length of an audio file in seconds, from its header (nothing decoded).
+
+    Raises
+    ------
+    FeatureError
+        If the file cannot be opened as audio; ``err.path`` is the file.
+    """
+    import soundfile
+    try:
+        info = soundfile.info(path)
+    except Exception as err:  # libsndfile's errors vary by format; all mean "cannot decode"
+        raise FeatureError(f"cannot read audio ({_read_error_reason(path, err)})", path) from None
+    return info.frames / info.samplerate if info.samplerate else 0.0
+
+
+def load_audio(path, sample_rate, max_seconds=None):
     """Load a clip as mono float32 at ``sample_rate``.
 
     Parameters
@@ -242,6 +260,9 @@ def load_audio(path, sample_rate):
     path : str or Path
         WAV (any rate, bit depth, channel count), FLAC or OGG file.
     sample_rate : int > 0
+    max_seconds : float, optional
+        A longer file is refused before it is decoded, so a stray hour-long
+        recording never fills the memory (use :func:`stream_audio` for those).
 
     Returns
     -------
@@ -250,11 +271,16 @@ def load_audio(path, sample_rate):
     Raises
     ------
     FeatureError
-        If the file cannot be decoded; ``err.path`` is the file.
+        If the file cannot be decoded or is too long; ``err.path`` is the file.
     """
     import soundfile
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if max_seconds is not None:
+        seconds = audio_duration(path)
+        if seconds > max_seconds:
+            raise FeatureError(f"{seconds:.0f} s long, more than the {max_seconds:g} s a clip "
+                               "may have; cut it into clips first", path)
     # Same steps as librosa.load(path, sr=sample_rate): float32 samples,
     # channel mean, soxr_hq resampling; read with soundfile directly, which
     # avoids librosa's slow first call in every worker process.
@@ -267,6 +293,43 @@ def load_audio(path, sample_rate):
         import librosa
         y = librosa.resample(y, orig_sr=native_rate, target_sr=sample_rate, res_type="soxr_hq")
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def stream_audio(path, sample_rate, block_s=10.0):
+    """A file of any length as mono float32 blocks at ``sample_rate``, read
+    and resampled block by block (soxr's streaming resampler, the same HQ
+    filter as :func:`load_audio`), so memory does not grow with duration.
+
+    Yields
+    ------
+    np.ndarray, shape (k,), float32
+    """
+    import soundfile
+    import soxr
+    try:
+        handle = soundfile.SoundFile(path)
+    except Exception as err:  # libsndfile's errors vary by format; all mean "cannot decode"
+        raise FeatureError(f"cannot read audio ({_read_error_reason(path, err)})", path) from None
+    with handle:
+        native_rate = handle.samplerate
+        resampler = (soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32",
+                                          quality="HQ") if native_rate != sample_rate else None)
+        blocksize = max(int(block_s * native_rate), 1)
+        while True:
+            try:
+                block = handle.read(blocksize, dtype="float32", always_2d=True)
+            except Exception as err:  # a truncated or corrupt file, found mid-way
+                raise FeatureError(f"cannot read audio ({_read_error_reason(path, err)})",
+                                   path) from None
+            last = len(block) < blocksize
+            mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+            mono = np.ascontiguousarray(mono, dtype=np.float32)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            if mono.size:
+                yield mono
+            if last:
+                return
 
 
 def _read_error_reason(path, err):
@@ -470,6 +533,13 @@ def features_from_audio(y, config):
         raise FeatureError("audio contains NaN or infinite samples")
     if not np.any(y):
         raise FeatureError("all samples are zero (silence)")
+    if y.size < MIN_CLIP_S * config.sample_rate:
+        raise FeatureError(f"too short: {y.size} samples ({1000 * y.size / config.sample_rate:.0f} "
+                           f"ms), at least {MIN_CLIP_S:g} s needed")
+    peak = float(np.max(np.abs(y)))
+    if peak > MAX_ABS_SAMPLE:
+        raise FeatureError(f"samples reach {peak:.3g}: not audio scaled to [-1, 1] (a float "
+                           "file with the wrong scale?)")
     if config.noise_reduction:
         y = reduce_noise(y, config.sample_rate, config.noise_profile_samples)
     if config.trim:
@@ -506,13 +576,13 @@ class Extracted(NamedTuple):
     reason: str
 
 
-def extract_or_reason(path, config):
+def extract_or_reason(path, config, max_seconds=None):
     """:func:`extract_features` for a worker: a clip that cannot give
-    features (FeatureError, which covers undecodable files) comes back as
-    an ``Extracted`` with its reason; any other exception is a bug and
-    propagates."""
+    features (FeatureError, which covers undecodable and too long files)
+    comes back as an ``Extracted`` with its reason; any other exception is a
+    bug and propagates."""
     try:
-        y = load_audio(path, config.sample_rate)
+        y = load_audio(path, config.sample_rate, max_seconds)
     except FeatureError as err:
         return Extracted(None, 0.0, err.reason)
     duration = y.size / config.sample_rate
@@ -522,7 +592,7 @@ def extract_or_reason(path, config):
         return Extracted(None, duration, err.reason)
 
 
-def extract_many(paths, config):
+def extract_many(paths, config, max_seconds=None):
     """``extract_or_reason`` for several files: one parallel task, so that
     per-task scheduling overhead (large on Dask) is paid once per batch."""
-    return [extract_or_reason(path, config) for path in paths]
+    return [extract_or_reason(path, config, max_seconds) for path in paths]

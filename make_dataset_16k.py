@@ -25,9 +25,10 @@ DATASET = "data/dataset_16k.npz"  # output dataset file
 FEATURES = features.FEATURES   # feature preset: "seed", "logmel" or "logmel_patch" (features.py)
 JOBS = -1                      # worker processes (-1 = all cores, 1 = no extra processes)
 TASK_CLIPS = 16                # clips per parallel task (fewer, larger tasks cost less overhead)
+MAX_CLIP_S = 60.0              # longer files are skipped unread (cut long recordings into clips)
 BACKEND = "local"              # "local" (processes on this machine) or "dask"
 SCHEDULER = None               # Dask scheduler address; none starts a local Dask cluster
-CACHE = True                   # reuse features of files whose path, size and mtime are unchanged
+CACHE = True                   # reuse features of files whose content is unchanged
 DEMO = False                   # write the synthetic demo set to DEMO_DIR and build from it
 DEMO_DIR = "data/demo"         # where --demo writes its clips
 PLOTS = False                  # save example waveforms and class signatures to REPORT_DIR
@@ -61,12 +62,13 @@ def list_clips(cfg):
 def extract(found, config, cfg):
     """One Extracted per clip, through the cache when it is on."""
     store = extraction.cache_path(cfg.dataset)
-    cache = extraction.load_cache(store, config) if cfg.cache else {}
+    cache = extraction.load_cache(store, config, cfg.max_clip_s) if cfg.cache else {}
     results, new_cache = extraction.extract_all(
         [c.path for c in found], config, jobs=cfg.jobs, backend=cfg.backend,
-        scheduler=cfg.scheduler, cache=cache, task_clips=cfg.task_clips)
+        scheduler=cfg.scheduler, cache=cache, task_clips=cfg.task_clips,
+        max_seconds=cfg.max_clip_s)
     if cfg.cache and set(new_cache) != set(cache):
-        extraction.save_cache(store, config, new_cache)
+        extraction.save_cache(store, config, new_cache, cfg.max_clip_s)
     return results
 
 
@@ -94,7 +96,8 @@ def save_plots(report_dir, dataset, kept, label_names, config):
     report_dir = Path(report_dir)
     for label in label_names:
         path = next(c.path for c, _ in kept if c.label == label)
-        plots.waveform_stages(path, report_dir / f"waveform_{label}.png", config)
+        plots.waveform_stages(path, report_dir / f"waveform_{plots.file_name_part(label)}.png",
+                              config)
     data = artifacts.load_dataset(dataset)
     plots.class_signatures(data["features"], data["labels"], label_names, config,
                            report_dir / "class_signatures.png")
@@ -113,6 +116,20 @@ def print_summary(dataset, kept, skipped, label_names, config, wall):
           f"({audio_s / max(wall, 1e-9):.0f}x real time)")
 
 
+def check_outputs(cfg):
+    """Settings in range and output folders writable, before any work; and
+    the leftovers of an earlier run that was killed while writing, removed."""
+    settings.check_settings(cfg, jobs=settings.JOBS_RULE, task_clips=settings.at_least(1),
+                            max_clip_s=(lambda v: v > features.MIN_CLIP_S,
+                                        f"more than {features.MIN_CLIP_S} s"))
+    files.check_writable("--dataset", Path(cfg.dataset).parent)
+    if cfg.plots:
+        files.check_writable("--report_dir", cfg.report_dir)
+    for output in (cfg.dataset, extraction.cache_path(cfg.dataset),
+                   skipped_report_path(cfg.dataset)):
+        files.remove_stale_temporaries(output)
+
+
 def main(argv=None):
     cfg = settings.parse_settings(globals(), argv)
     started = time.perf_counter()
@@ -120,6 +137,7 @@ def main(argv=None):
         config = features.feature_config(cfg.features)
     except ValueError as err:
         raise PipelineError(f"--features: {err}") from None
+    check_outputs(cfg)
     found, source = list_clips(cfg)
     results = extract(found, config, cfg)
     kept, skipped = keep_usable(found, results, source)

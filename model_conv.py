@@ -64,15 +64,6 @@ def load_inputs(model_dir, dataset):
     return meta, data, x, train, test
 
 
-def load_keras_model(path):
-    """The trained Keras model (safe mode: no arbitrary code from the file)."""
-    if not Path(path).is_file():
-        raise PipelineError(f"{path}: Keras model not found. Run `python train_16k.py` first.")
-    import_tensorflow()
-    import keras
-    return keras.models.load_model(path, safe_mode=True)
-
-
 def convert(model, calibration, int8):
     """TFLite flatbuffer bytes: full-int8 (int8 input/output, builtin int8
     ops only) calibrated on ``calibration``, or plain float32."""
@@ -191,14 +182,26 @@ def export_for_device(paths, meta, data, test, int8_model, int8_bytes, golden_cl
     scale, zero_point = int8_model.input["quantization"]
     files.write_text(paths["c_header"], c_export.model_header(
         array_name, meta["labels"], meta["feature_config"], float(scale), int(zero_point),
-        data["features"].shape[1]))
+        data["features"].shape[1], len(int8_bytes)))
     files.write_text(paths["c_source"], c_export.model_source(
         array_name, paths["c_header"].name, int8_bytes))
     golden = golden_vectors(data, meta, int8_model, test[:golden_clips])
-    files.write_json(paths["golden"], {"input_scale": float(scale),
-                                       "input_zero_point": int(zero_point),
-                                       "labels": meta["labels"], "vectors": golden})
+    files.write_json(paths["golden"], {
+        "int8_tflite_sha256": files.file_sha256(paths["int8_tflite"]),
+        "input_scale": float(scale), "input_zero_point": int(zero_point),
+        "labels": meta["labels"], "vectors": golden})
     files.write_text(paths["golden_header"], c_export.golden_header(golden))
+
+
+def record_conversion(paths):
+    """Store the checksums of everything this run wrote in the model
+    metadata, written last: predict.py then accepts exactly these files
+    beside this metadata, so a run killed half-way never pairs a new .tflite
+    with old metadata, or the reverse."""
+    raw = files.read_json(paths["meta"], "model metadata", "python train_16k.py")
+    written = ("int8_tflite", "float_tflite", "c_header", "c_source", "golden", "golden_header")
+    raw["conversion"] = {"sha256": {key: files.file_sha256(paths[key]) for key in written}}
+    files.write_json(paths["meta"], raw)
 
 
 def save_reports(report_dir, report, metrics, labels):
@@ -216,9 +219,15 @@ def save_reports(report_dir, report, metrics, labels):
 
 def main(argv=None):
     cfg = settings.parse_settings(globals(), argv)
+    settings.check_settings(cfg, representative_clips=settings.at_least(1),
+                            min_agreement=settings.between(0, 1),
+                            golden_clips=settings.at_least(1), tflm_clips=settings.at_least(1),
+                            latency_clips=settings.at_least(1))
     paths = artifacts.model_paths(cfg.model_dir)
     meta, data, x, train, test = load_inputs(cfg.model_dir, cfg.dataset)
-    model = load_keras_model(paths["keras"])
+    model = artifacts.load_keras_model(paths["keras"], meta)
+    files.check_writable("--model_dir", cfg.model_dir)
+    files.check_writable("--report_dir", cfg.report_dir)
 
     calibration = x[np.random.default_rng(cfg.seed).permutation(train)[:cfg.representative_clips]]
     int8_model, float_model, int8_bytes = convert_and_save(model, calibration, paths)
@@ -245,6 +254,7 @@ def main(argv=None):
         "input_quantisation": {"scale": float(scale), "zero_point": int(zero_point)},
         "min_agreement": cfg.min_agreement,
     }
+    record_conversion(paths)
     print(save_reports(cfg.report_dir, report, result["metrics"], meta["labels"]), end="")
     print(f"wrote {paths['int8_tflite']}, {paths['c_source']}, {paths['golden']}")
     if result["agreement"] < cfg.min_agreement:

@@ -20,8 +20,8 @@ import numpy as np
 import features
 from pipeline import artifacts, clips, files, settings
 from pipeline.errors import PipelineError, run_script
-from pipeline.events import (EventSettings, find_events, smooth, window_centres,
-                             window_starts)
+from pipeline.events import (EventSettings, find_events, smooth, stream_windows,
+                             window_centres)
 from pipeline.standardisation import standardise
 
 MODEL = "models/model_16k_int8.tflite"  # .tflite (LiteRT, no TensorFlow) or .keras
@@ -56,20 +56,21 @@ class Classifier:
             made_by = "python train_16k.py" if path.suffix == ".keras" else "python model_conv.py"
             raise PipelineError(f"{path}: model not found. Run `{made_by}` first "
                                 "(or pass --model=PATH).")
+        if path.suffix not in (".keras", ".tflite"):
+            raise PipelineError(f"{path}: expected a .tflite or .keras model")
         self.meta = artifacts.load_model_metadata(path.parent)
         self.labels = self.meta["labels"]
         self.config = self.meta["feature_config"]
         if path.suffix == ".keras":
-            from pipeline.quiet import import_tensorflow
-            import_tensorflow()
-            import keras
-            model = keras.models.load_model(path, safe_mode=True)
+            model = artifacts.load_keras_model(path, self.meta)
             self._run = lambda x: model.predict(x, verbose=0)
-        elif path.suffix == ".tflite":
-            from pipeline.tflite_model import TFLiteModel
-            self._run = TFLiteModel(path).predict_proba
         else:
-            raise PipelineError(f"{path}: expected a .tflite or .keras model")
+            from pipeline.tflite_model import TFLiteModel
+            artifacts.check_belongs(path, self.meta)
+            tflite = TFLiteModel(path)
+            artifacts.check_model_shape(int(np.prod(tflite.input_shape[1:])),
+                                        int(tflite.output["shape"][-1]), self.meta, path)
+            self._run = tflite.predict_proba
 
     def probabilities(self, feature_rows):
         """Class probabilities (rows sum to about 1) for feature vectors."""
@@ -77,28 +78,33 @@ class Classifier:
                                      self.meta.get("input_standardisation")))
 
 
-def window_probabilities(classifier, y, sample_rate, window_s, hop_s):
-    """Per-window class probabilities; silent windows get all zeros.
+def window_probabilities(classifier, path, sample_rate, window_s, hop_s):
+    """Per-window class probabilities of a recording, read as a stream so
+    that memory stays flat however long it is; silent windows get all zeros.
 
     Returns
     -------
     centres : np.ndarray, seconds
     probs : np.ndarray, shape (windows, classes)
     usable : np.ndarray of bool, False where the window gave no features
+    duration_s : float
     """
     window, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
-    starts = window_starts(y.size, window, hop)
-    rows, usable = [], []
-    for start in starts:
+    starts, probs, usable, total = [], [], [], 0
+    blank = np.zeros(len(classifier.labels), np.float32)
+    for start, samples in stream_windows(features.stream_audio(path, sample_rate), window, hop):
+        starts.append(start)
+        total = max(total, start + len(samples))
         try:
-            rows.append(features.features_from_audio(y[start:start + window], classifier.config))
-            usable.append(True)
+            row = features.features_from_audio(samples, classifier.config)
         except features.FeatureError:  # a silent window is "no event", not an error
+            probs.append(blank)
             usable.append(False)
-    probs = np.zeros((len(starts), len(classifier.labels)), np.float32)
-    if rows:
-        probs[np.array(usable)] = classifier.probabilities(np.stack(rows))
-    return window_centres(starts, window, y.size, sample_rate), probs, np.array(usable)
+            continue
+        probs.append(classifier.probabilities(row)[0])
+        usable.append(True)
+    centres = window_centres(starts, window, total, sample_rate)
+    return centres, np.array(probs, np.float32), np.array(usable), total / sample_rate
 
 
 def parse_thresholds(text, labels, default):
@@ -116,12 +122,20 @@ def parse_thresholds(text, labels, default):
 
 
 def event_settings(cfg, labels):
-    """The EventSettings that the command line asks for."""
+    """The EventSettings that the command line asks for, checked."""
     if cfg.window_s <= 0 or not 0 < cfg.hop_s <= cfg.window_s:
         raise PipelineError("--window_s must be positive and 0 < --hop_s <= --window_s")
+    settings.check_settings(cfg, threshold=settings.between(0, 1),
+                            smooth_windows=settings.at_least(1),
+                            min_event_s=settings.at_least(0))
+    thresholds = parse_thresholds(cfg.thresholds, labels, cfg.threshold)
+    outside = {k: v for k, v in thresholds.items() if not 0 <= v <= 1}
+    if outside:
+        raise PipelineError(f"--thresholds: {outside} outside [0, 1]; a threshold is a "
+                            "probability")
     return EventSettings(
         window_s=cfg.window_s, hop_s=cfg.hop_s, smooth_windows=cfg.smooth_windows,
-        thresholds=parse_thresholds(cfg.thresholds, labels, cfg.threshold),
+        thresholds=thresholds,
         min_event_s=cfg.min_event_s,
         background=frozenset(settings.parse_list(cfg.background_classes, str,
                                                  "background_classes")))
@@ -143,13 +157,14 @@ def classify_file(classifier, path, events):
     result = {"path": str(path), "class": None, "probability": None, "error": ""}
     rate = classifier.config.sample_rate
     try:
-        y = features.load_audio(path, rate)
-        result["duration_s"] = round(y.size / rate, 3)
-        if y.size <= int(events.window_s * rate):
+        if features.audio_duration(path) <= events.window_s:
+            y = features.load_audio(path, rate)
+            result["duration_s"] = round(y.size / rate, 3)
             probs = classifier.probabilities(features.features_from_audio(y, classifier.config))[0]
         else:
-            centres, window_probs, usable = window_probabilities(classifier, y, rate,
-                                                                 events.window_s, events.hop_s)
+            centres, window_probs, usable, duration = window_probabilities(
+                classifier, path, rate, events.window_s, events.hop_s)
+            result["duration_s"] = round(duration, 3)
             if not usable.any():
                 raise features.FeatureError("every window is silent")
             smoothed = smooth(window_probs, events.smooth_windows)
@@ -205,20 +220,23 @@ def evaluate(classifier, folder, events, report_dir, json_path, model_name):
     if unknown:
         raise PipelineError(f"{folder}: folders {unknown} are not classes of the model "
                             f"({classifier.labels}); rename or remove them")
-    y_true, y_pred, failed = [], [], 0
+    y_true, y_pred, failed = [], [], []
     for clip in found:
         result = classify_file(classifier, clip.path, events)
         if result["error"]:
             print(f"{clip.path}: error: {result['error']}")
-            failed += 1
+            failed.append({"path": clip.path, "error": result["error"]})
             continue
         y_true.append(classifier.labels.index(clip.label))
         y_pred.append(classifier.labels.index(result["class"]))
     if not y_true:
         raise PipelineError(f"{folder}: no clip could be classified")
     metrics = evaluation.classification_metrics(y_true, y_pred, classifier.labels)
+    metrics.update(clips_scored=len(y_true), clips_failed=len(failed), failed=failed)
     print(evaluation.report_text(metrics, f"evaluation on {folder} ({len(y_true)} clips)"),
           end="")
+    if failed:
+        print(f"{len(failed)} of {len(found)} clips could not be scored (listed above)")
     out_png = Path(report_dir) / "confusion_evaluate.png"
     plots.confusion_matrices([(f"{model_name} on {Path(folder).name}",
                                metrics["confusion_matrix"])], classifier.labels, out_png)
@@ -234,14 +252,24 @@ def main(argv=None):
     cfg = settings.parse_settings(globals(), argv, parser)
     classifier = Classifier(cfg.model)
     events = event_settings(cfg, classifier.labels)
+    outputs = {"--csv": cfg.csv, "--json": cfg.json, "--timeline": cfg.timeline}
+    for option, path in outputs.items():
+        if path:
+            files.check_writable(option, Path(path).parent)
+    if cfg.evaluate:
+        files.check_writable("--report_dir", cfg.report_dir)
     if cfg.evaluate:
         return evaluate(classifier, cfg.evaluate, events, cfg.report_dir, cfg.json,
                         Path(cfg.model).name)
     if not cfg.paths:
         raise PipelineError("no input: give audio files or folders, or --evaluate=DIR")
 
+    paths = clips.expand_paths(cfg.paths)
+    if not paths:
+        raise PipelineError(f"no audio files in {', '.join(cfg.paths)} "
+                            f"(looked for {', '.join(clips.AUDIO_EXTENSIONS)})")
     results = []
-    for path in clips.expand_paths(cfg.paths):
+    for path in paths:
         result = classify_file(classifier, path, events)
         print_result(result, cfg.all)
         sys.stdout.flush()

@@ -277,6 +277,19 @@ def check_existing_labels(model_dir, label_names, replace):
             f"{label_names}. Use another --model_dir, or --replace_model=true to replace it")
 
 
+def check_settings(cfg):
+    """Every numeric setting in range, before the dataset is read."""
+    settings.check_settings(
+        cfg, epochs=settings.at_least(1), batch_size=settings.at_least(1),
+        patience=settings.at_least(0), augment_copies=settings.at_least(0),
+        test_fraction=settings.between(0, 1, True, True),
+        val_fraction=settings.between(0, 1, True, True),
+        dropout=settings.between(0, 1, high_open=True),
+        learning_rate=(lambda v: 0 < v < float("inf"), "a positive finite number"),
+        folds=(lambda v: v == 0 or v >= 2, "0 (no cross-validation) or at least 2"),
+        jobs=settings.JOBS_RULE)
+
+
 def load_checked_dataset(cfg):
     """The dataset, refused when features.py has changed since it was built,
     when it cannot be split, or when it would replace a model of other labels."""
@@ -288,6 +301,13 @@ def load_checked_dataset(cfg):
                     cfg.dataset)
     check_existing_labels(cfg.model_dir, data["label_names"], cfg.replace_model)
     return data
+
+
+def check_finite_weights(model, learning_rate):
+    """Refuse to save a model whose training diverged (NaN or infinite weights)."""
+    if not all(np.all(np.isfinite(w)) for w in model.get_weights()):
+        raise PipelineError(f"training diverged: the model has NaN or infinite weights, so it "
+                            f"was not saved. Lower --learning_rate (now {learning_rate}).")
 
 
 def save_model(model_dir, model, data, scaling, split, metrics, cv, history, cfg):
@@ -331,7 +351,10 @@ def save_reports(report_dir, metrics, history, label_names):
 def main(argv=None):
     cfg = settings.parse_settings(globals(), argv)
     started = time.perf_counter()
+    check_settings(cfg)
     data = load_checked_dataset(cfg)
+    files.check_writable("--model_dir", cfg.model_dir)  # before training, not after
+    files.check_writable("--report_dir", cfg.report_dir)
     labels, groups, label_names = data["labels"], data["groups"], data["label_names"]
     tf = import_tensorflow()
     tf.config.experimental.enable_op_determinism()  # same seed -> same metrics
@@ -343,6 +366,7 @@ def main(argv=None):
     split = {"train": train, "validation": val, "test": test}
     check_split_has_every_class(split, labels, label_names)
     model, history, scaling = fit(data, train, val, cfg)
+    check_finite_weights(model, cfg.learning_rate)
     metrics = evaluate_rows(model, data, test, scaling)
     paths, meta = save_model(cfg.model_dir, model, data, scaling, split, metrics, cv,
                              history, cfg)

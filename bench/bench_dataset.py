@@ -8,7 +8,8 @@
    printed too.
 2. make_dataset_16k.py with the seed preset, from scratch with one worker,
    then with all workers.
-3. make_dataset_16k.py again with nothing changed (cache hits only).
+3. make_dataset_16k.py again with nothing changed (cache hits only), and
+   the cost of the cache's content hash of every file on its own.
 4. make_dataset_16k.py with PRESET (default: features.FEATURES), all workers.
 
 Each product run is a separate process; the peak resident memory of its whole
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import features  # noqa: E402
 from measure import dataset_command, run_measured  # noqa: E402
-from pipeline import clips, settings  # noqa: E402
+from pipeline import clips, extraction, settings  # noqa: E402
 
 PRESET = features.FEATURES     # preset timed in step 4 besides the seed preset
 SEED_LOOP_OUT = None           # internal: run only the seed loop and save its features here
@@ -72,6 +73,11 @@ def main():
     audio_s = sum(soundfile.info(p).duration for p in paths)
     print(f"{len(paths)} clips, {audio_s:.0f} s of audio in {data_dir}")
 
+    start = time.perf_counter()
+    for path in paths:
+        extraction.file_key(path)
+    hash_s = time.perf_counter() - start
+
     seed_loop(paths[:2])  # warm up imports, so this figure is compute only
     start = time.perf_counter()
     seed_loop(paths)
@@ -106,6 +112,8 @@ def main():
     print(f"all workers vs warm in-process seed loop:    {warm_s / all_s:.2f}x")
     print(f"1 worker vs seed loop (both own process):    {seed_s / one_s:.2f}x")
     print(f"unchanged re-run: {100 * again_s / all_s:.1f}% of a full build (target < 5%)")
+    print(f"content hash of every file (the cache key): {hash_s:.2f} s = "
+          f"{100 * hash_s / one_s:.1f}% of a one-worker build")
     print(f"max |product - seed loop| over {len(diffs)} clips: {max(diffs):.2e} (target <= 1e-5)")
     print(f"peak memory: {max(one_mb, all_mb, again_mb, default_mb):.0f} MB (target < 1024 MB)")
 

@@ -7,6 +7,10 @@
 2. Throughput on one core for 5 s clips, feature extraction included, in
    times real time. Clips are cut from DATA_DIR's recordings when given
    (looped to 5 s), else synthesised like the demo set.
+3. Peak memory and speed of predict.py on long recordings of LONG_MINUTES
+   (one minute and three hours by default), which it reads as a stream,
+   against the baseline of loading the longest one whole (as predict.py
+   did before).
 """
 
 import multiprocessing
@@ -28,6 +32,8 @@ from pipeline import artifacts, settings  # noqa: E402
 MODEL_DIR = "models"           # trained (train_16k.py) and converted (model_conv.py) model
 CLIPS = 60                     # clips in the throughput run
 CLIP_S = 5.0                   # length of each clip, seconds
+LONG_MINUTES = "1,180"         # long recordings to stream through predict.py, minutes
+WHOLE_FILE = None              # internal: only load this file whole (the memory baseline)
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -97,21 +103,62 @@ def throughput_one_core(model, paths):
                 os.environ[key] = value
 
 
+def write_long_recording(path, minutes, seed=0):
+    """A recording of ``minutes``, written a minute at a time: demo-like
+    sounds over a quiet noise floor, never held whole in memory."""
+    import soundfile as sf
+
+    from pipeline import demo_data
+    rng = np.random.default_rng(seed)
+    with sf.SoundFile(path, "w", samplerate=16000, channels=1, subtype="PCM_16") as out:
+        for _ in range(minutes):
+            minute = 0.01 * rng.standard_normal(60 * 16000)
+            for start in rng.integers(0, 57 * 16000, size=4):
+                clip = demo_data.make_clip(demo_data.CLASSES[rng.integers(3)], rng)
+                minute[start:start + clip.size] += clip[:minute.size - start]
+            out.write(np.clip(minute, -1, 1).astype(np.float32))
+
+
+def whole_file_load(path):
+    """Baseline, in a process of its own: decode the whole file at once."""
+    import features
+    features.load_audio(path, 16000)
+
+
+def long_recordings(model, folder, minutes):
+    """(minutes, wall s, peak MB) of predict.py on each recording, and the
+    peak MB of loading the longest whole."""
+    from measure import run_measured
+    rows = []
+    for count in minutes:
+        path = Path(folder) / f"long_{count}min.wav"
+        write_long_recording(path, count)
+        wall, peak = run_measured([sys.executable, "predict.py", f"--model={model}", str(path)])
+        rows.append((count, wall, peak))
+    longest = Path(folder) / f"long_{max(minutes)}min.wav"
+    _, baseline = run_measured([sys.executable, __file__, f"--whole_file={longest}"])
+    return rows, baseline
+
+
 def main():
     parser = settings.parser_from_constants(globals())
     parser.add_argument("data_dir", nargs="?", help="cut clips from these recordings")
     cfg = settings.parse_settings(globals(), parser=parser)
+    if cfg.whole_file:
+        return whole_file_load(cfg.whole_file)
     paths = artifacts.model_paths(cfg.model_dir)
     int8, keras = paths["int8_tflite"], paths["keras"]
     for path in (int8, keras):
         if not path.is_file():
             raise SystemExit(f"{path} not found: run train_16k.py and model_conv.py first")
+    minutes = settings.parse_list(cfg.long_minutes, int, "long_minutes")
     with tempfile.TemporaryDirectory() as tmp:
         clips = make_clips(tmp, cfg.data_dir, cfg.clips, cfg.clip_s)
         first_result_seconds(int8, clips[0])  # warm the disk cache
         t_int8 = statistics.median(first_result_seconds(int8, clips[0]) for _ in range(3))
         t_keras = statistics.median(first_result_seconds(keras, clips[0]) for _ in range(3))
         wall = throughput_one_core(int8, clips)
+        long_rows, baseline_mb = long_recordings(int8, tmp, minutes) if minutes else ([], 0)
     audio_s = cfg.clip_s * len(clips)
     print(f"model: {cfg.model_dir}; clips: {len(clips)} x {cfg.clip_s:.0f} s "
           f"({'cut from ' + cfg.data_dir if cfg.data_dir else 'synthetic'})")
@@ -120,6 +167,12 @@ def main():
           f"({t_keras / t_int8:.1f}x slower; target >= 3x)")
     print(f"throughput, int8, one core, features included: {audio_s / wall:.0f}x real time "
           f"({1000 * wall / len(clips):.1f} ms per {cfg.clip_s:.0f} s clip; target >= 100x)")
+    for count, long_wall, peak in long_rows:
+        print(f"long recording, {count} min, streamed: peak {peak:.0f} MB (target < 400 MB), "
+              f"{60 * count / long_wall:.0f}x real time (target >= 100x for 3 h)")
+    if long_rows:
+        print(f"baseline: loading the {max(minutes)} min recording whole: peak "
+              f"{baseline_mb:.0f} MB")
 
 
 if __name__ == "__main__":

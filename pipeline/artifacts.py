@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import features
+from pipeline.clips import check_label
 from pipeline.errors import PipelineError
 from pipeline.files import file_sha256, read_json, write_npz
 
@@ -135,16 +136,113 @@ def load_model_metadata(model_dir):
     Raises
     ------
     PipelineError
-        If the file is missing, lacks labels or feature configuration, or
-        its configuration cannot be computed by this features.py.
+        If the file is missing, lacks labels or feature configuration, its
+        configuration cannot be computed by this features.py, or its labels
+        or input standardisation do not fit that configuration.
     """
     path = model_paths(model_dir)["meta"]
     meta = read_json(path, "model metadata", "python train_16k.py")
+    retrain = "Retrain with `python train_16k.py`."
+    if not isinstance(meta, dict):
+        raise PipelineError(f"{path}: not model metadata. {retrain}")
     missing = [k for k in ("labels", "feature_config") if not meta.get(k)]
     if missing:
-        raise PipelineError(f"{path}: model metadata lacks {', '.join(missing)}. "
-                            "Retrain with `python train_16k.py`.")
+        raise PipelineError(f"{path}: model metadata lacks {', '.join(missing)}. {retrain}")
     meta["feature_config"] = stored_config(
         meta["feature_config"], path,
         "Rebuild the dataset and retrain (make_dataset_16k.py, train_16k.py).")
+    check_labels(meta["labels"], path)
+    check_standardisation(meta.get("input_standardisation"), meta["feature_config"], path)
     return meta
+
+
+def check_labels(labels, source):
+    """At least two distinct plain class names."""
+    if (not isinstance(labels, list) or len(labels) < 2
+            or not all(isinstance(label, str) for label in labels)
+            or len(set(labels)) != len(labels)):
+        raise PipelineError(f"{source}: labels must be a list of at least two distinct class "
+                            f"names, got {labels!r}. Retrain with `python train_16k.py`.")
+    for label in labels:
+        check_label(label, source)
+
+
+def check_standardisation(scaling, config, source):
+    """The stored input standardisation: present exactly when the preset
+    asks for it, one finite mean and positive finite std per feature."""
+    retrain = "Retrain with `python train_16k.py`."
+    if not config.standardise:
+        if scaling:
+            raise PipelineError(f"{source}: a {config.preset} model stores no input "
+                                f"standardisation, but this one does. {retrain}")
+        return
+    if not isinstance(scaling, dict) or not {"mean", "std"} <= set(scaling):
+        raise PipelineError(f"{source}: input_standardisation (mean and std) missing. {retrain}")
+    try:
+        mean = np.asarray(scaling["mean"], dtype=np.float64)
+        std = np.asarray(scaling["std"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PipelineError(f"{source}: input_standardisation is not numeric. {retrain}") from None
+    n = config.n_features
+    if mean.shape != (n,) or std.shape != (n,):
+        raise PipelineError(f"{source}: input_standardisation has {mean.size} means and "
+                            f"{std.size} stds for {n} features. {retrain}")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+        raise PipelineError(f"{source}: input_standardisation holds NaN, infinite or "
+                            f"non-positive values. {retrain}")
+
+
+def check_model_shape(n_inputs, n_outputs, meta, model_path):
+    """The model's input and output sizes against the metadata beside it."""
+    config, labels = meta["feature_config"], meta["labels"]
+    if n_inputs != config.n_features:
+        raise PipelineError(f"{model_path}: the model takes {n_inputs} inputs, but its "
+                            f"metadata describes {config.n_features} features. The files come "
+                            "from different runs: retrain and convert again.")
+    if n_outputs != len(labels):
+        raise PipelineError(f"{model_path}: the model has {n_outputs} outputs, but its "
+                            f"metadata lists {len(labels)} labels {labels}. The files come "
+                            "from different runs: retrain and convert again.")
+
+
+def check_belongs(model_path, meta):
+    """Raise PipelineError unless ``model_path`` is the Keras or TFLite file
+    that this metadata was written with (train_16k.py stores the Keras
+    checksum, model_conv.py the checksums of what it converted), so that a
+    run killed between two writes never pairs a new model with old metadata.
+    """
+    model_path = Path(model_path)
+    digest = file_sha256(model_path)
+    if model_path.suffix == ".keras":
+        if digest != meta.get("keras_sha256"):
+            raise PipelineError(f"{model_path}: not the Keras model that "
+                                f"{MODEL_NAME}.json describes (an interrupted or mixed "
+                                "training run?). Run `python train_16k.py` again.")
+        return
+    converted = meta.get("conversion", {}).get("sha256", {})
+    if digest not in converted.values():
+        raise PipelineError(f"{model_path}: not converted from the model that "
+                            f"{MODEL_NAME}.json describes (trained again since, or the "
+                            "conversion was interrupted). Run `python model_conv.py`.")
+
+
+def load_keras_model(path, meta):
+    """The trained Keras model at ``path``, checked against its metadata.
+
+    Loaded in safe mode (no code from the file runs); a missing, corrupt or
+    mismatched file is a PipelineError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: Keras model not found. Run `python train_16k.py` first.")
+    check_belongs(path, meta)
+    from pipeline.quiet import import_tensorflow
+    import_tensorflow()
+    import keras
+    try:
+        model = keras.models.load_model(path, safe_mode=True)
+    except Exception as err:  # zip, HDF5, JSON and Keras' own errors all mean "unusable"
+        raise PipelineError(f"{path}: cannot load the Keras model ({type(err).__name__}: "
+                            f"{str(err)[:200]}). Run `python train_16k.py` again.") from None
+    check_model_shape(model.input_shape[-1], model.output_shape[-1], meta, path)
+    return model

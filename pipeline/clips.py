@@ -2,6 +2,9 @@
 or named on a command line."""
 
 import csv
+import os
+import re
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -9,6 +12,7 @@ from pipeline.errors import PipelineError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")  # what libsndfile reads
 SOURCE_COLUMNS = ("source", "source_repo_or_package")  # manifest columns naming a clip's source
+LABEL_RULE = re.compile(r"[A-Za-z0-9_-]+")  # labels reach file names and C code: keep them plain
 
 
 class Clip(NamedTuple):
@@ -20,6 +24,13 @@ class Clip(NamedTuple):
     label: str
     group: str
     source: str = ""
+
+
+def check_label(label, where):
+    """Raise PipelineError unless ``label`` is a plain class name."""
+    if not LABEL_RULE.fullmatch(label):
+        raise PipelineError(f"{where}: class name {label!r} is not allowed; use only letters, "
+                            "digits, '_' and '-'")
 
 
 def is_audio_file(path):
@@ -53,6 +64,8 @@ def clips_from_folder(data_dir):
         files = sorted(p for p in folder.rglob("*") if is_audio_file(p))
         if not files:
             warnings.append(f"{folder}: no audio files, so '{folder.name}' is not a class")
+            continue
+        check_label(folder.name, folder)
         clips += [Clip(str(p), folder.name, str(p)) for p in files]
     return clips, warnings
 
@@ -61,17 +74,24 @@ def clips_from_manifest(manifest):
     """Clips listed in a CSV with columns path,label[,group][,source].
 
     Relative paths are taken relative to the manifest's folder; a row
-    without a group is its own group.
+    without a group is its own group. A UTF-8 byte-order mark (as Excel
+    writes) is accepted.
 
     Returns
     -------
     clips : list of Clip, sorted by label then path
     warnings : list of str (always empty; the same shape as clips_from_folder)
+
+    Raises
+    ------
+    PipelineError
+        Naming the line: a row without path or label, a label that is not a
+        plain class name; and listing every path that appears twice.
     """
     manifest = Path(manifest)
     if not manifest.is_file():
         raise PipelineError(f"{manifest}: manifest not found")
-    with open(manifest, newline="", encoding="utf-8") as fh:
+    with open(manifest, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
@@ -80,10 +100,22 @@ def clips_from_manifest(manifest):
         source_column = next((c for c in SOURCE_COLUMNS if c in reader.fieldnames), None)
         clips = []
         for row in reader:
-            path = Path(row["path"])
-            path = str(path if path.is_absolute() else manifest.parent / path)
-            clips.append(Clip(path, row["label"].strip(), row.get("group") or path,
-                              row[source_column] if source_column else ""))
+            where = f"{manifest}, line {reader.line_num}"
+            if not (row.get("path") or "").strip():
+                raise PipelineError(f"{where}: no path")
+            label = (row.get("label") or "").strip()
+            if not label:
+                raise PipelineError(f"{where}: no label for {row['path']!r}")
+            check_label(label, where)
+            path = Path(row["path"].strip())
+            path = os.path.normpath(path if path.is_absolute() else manifest.parent / path)
+            clips.append(Clip(path, label, (row.get("group") or "").strip() or path,
+                              (row.get(source_column) or "").strip() if source_column else ""))
+    repeated = sorted(p for p, n in Counter(c.path for c in clips).items() if n > 1)
+    if repeated:
+        raise PipelineError(f"{manifest}: {len(repeated)} path(s) listed more than once, so "
+                            f"the same audio could land in training and test: "
+                            f"{', '.join(repeated[:5])}{' ...' if len(repeated) > 5 else ''}")
     return sorted(clips, key=lambda c: (c.label, c.path)), []
 
 

@@ -29,6 +29,40 @@ def window_starts(n_samples, window, hop):
     return starts
 
 
+def stream_windows(blocks, window, hop):
+    """The windows of :func:`window_starts` cut from a stream of sample
+    blocks, holding at most one window plus one block in memory.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray
+    window, hop : int
+        In samples.
+
+    Yields
+    ------
+    (start, samples) : int, np.ndarray
+        The same starts as ``window_starts(total, window, hop)``; when the
+        whole stream is no longer than a window, one window of all of it.
+    """
+    buffer, buffer_start, total = np.zeros(0, np.float32), 0, 0
+    next_start, last_start = 0, None
+    for block in blocks:
+        buffer = np.concatenate([buffer, block])
+        total += len(block)
+        while next_start + window <= total:
+            offset = next_start - buffer_start
+            yield next_start, buffer[offset:offset + window]
+            last_start, next_start = next_start, next_start + hop
+        keep_from = min(next_start, total - window)  # the last window may end at the end
+        if keep_from > buffer_start:
+            buffer, buffer_start = buffer[keep_from - buffer_start:], keep_from
+    if last_start is None:
+        yield 0, buffer
+    elif last_start + window < total:
+        yield total - window, buffer[len(buffer) - window:]
+
+
 def window_centres(starts, window, n_samples, sample_rate):
     """Centre of each window in seconds (a window is cut at the recording's end)."""
     return np.array([(s + min(window, n_samples - s) / 2) / sample_rate for s in starts])

@@ -1,8 +1,11 @@
 """Feature extraction for many clips: in parallel (local processes or a Dask
 cluster), in order, reusing a cache of unchanged files."""
 
+import hashlib
 import json
 import os
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,7 +18,10 @@ from pipeline.files import write_npz
 
 
 # ----------------------------------------------------------------------------
-# The cache: features of a file keyed by path, size, mtime and feature config.
+# The cache: features of a file keyed by its content (a hash of its bytes),
+# valid for one feature configuration and clip length limit. Content, not
+# path/size/mtime: two fixed-length clips swapped between class folders with
+# timestamps restored by an archive look unchanged to stat(), not to a hash.
 
 def cache_path(dataset):
     """The cache file that belongs to a dataset file."""
@@ -24,20 +30,28 @@ def cache_path(dataset):
 
 
 def file_key(path):
-    """'path|size|mtime_ns', or None when the file cannot be stat'ed."""
+    """A hash of the file's bytes (BLAKE2b, 128 bits), or None when it
+    cannot be read; bench/bench_dataset.py measures its cost."""
+    digest = hashlib.blake2b(digest_size=16)
     try:
-        stat = os.stat(path)
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     except OSError:
         return None
-    return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+    return digest.hexdigest()
 
 
-def load_cache(path, config):
+def _cache_identity(config, max_seconds):
+    return json.dumps({"features": config.to_dict(), "max_clip_s": max_seconds}, sort_keys=True)
+
+
+def load_cache(path, config, max_seconds=None):
     """Dict key -> Extracted; empty when the cache is missing, unreadable or
-    made with another feature configuration."""
+    made with another feature configuration or clip length limit."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if json.loads(str(npz["config"])) != config.to_dict():
+            if str(npz["config"]) != _cache_identity(config, max_seconds):
                 return {}
             rows = zip(npz["keys"], npz["features"], npz["durations"], npz["reasons"])
             return {str(k): Extracted(None if r else v, float(d), str(r))
@@ -46,12 +60,12 @@ def load_cache(path, config):
         return {}
 
 
-def save_cache(path, config, entries):
+def save_cache(path, config, entries, max_seconds=None):
     """Write ``entries`` (key -> Extracted) for ``config``, atomically."""
     width = config.n_features
     keys = sorted(entries)
     write_npz(
-        path, config=np.asarray(json.dumps(config.to_dict(), sort_keys=True)),
+        path, config=np.asarray(_cache_identity(config, max_seconds)),
         keys=np.asarray(keys, dtype=str),
         features=np.stack([entries[k].vector if entries[k].vector is not None
                            else np.zeros(width, np.float32) for k in keys]
@@ -62,6 +76,32 @@ def save_cache(path, config, entries):
 
 # ----------------------------------------------------------------------------
 # Extraction: in parallel, in order, one small result per clip.
+
+_watchdog_started = False
+
+
+def _exit_with_parent(parent_pid, interval_s=1.0):
+    """In a worker process: exit as soon as ``parent_pid`` is no longer our
+    parent (it was killed, even with SIGKILL, and we were re-parented), so
+    no worker outlives the run. Started once per process."""
+    global _watchdog_started
+    if _watchdog_started or os.getppid() != parent_pid:
+        return
+    _watchdog_started = True
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def extract_task(paths, config, max_seconds, parent_pid):
+    """One local parallel task: :func:`features.extract_many`, in a worker
+    that ends itself when the run's process dies."""
+    _exit_with_parent(parent_pid)
+    return features.extract_many(paths, config, max_seconds)
 
 @contextmanager
 def parallel_backend(backend, scheduler, jobs):
@@ -79,7 +119,7 @@ def parallel_backend(backend, scheduler, jobs):
 
 
 def extract_all(paths, config, jobs=-1, backend="local", scheduler=None, cache=None,
-                task_clips=16):
+                task_clips=16, max_seconds=None):
     """Features for every path, in order, reusing ``cache`` entries.
 
     Parameters
@@ -95,6 +135,8 @@ def extract_all(paths, config, jobs=-1, backend="local", scheduler=None, cache=N
     task_clips : int
         Clips per parallel task. joblib dispatches at most two tasks per
         worker ahead of the results it has handed back.
+    max_seconds : float, optional
+        Longer files are skipped with a reason, unread.
 
     Returns
     -------
@@ -115,7 +157,13 @@ def extract_all(paths, config, jobs=-1, backend="local", scheduler=None, cache=N
                                        pre_dispatch="2*n_jobs")
             progress = tqdm(total=len(todo), desc="features", unit="clip", disable=None)
             tasks = [todo[i:i + task_clips] for i in range(0, len(todo), task_clips)]
-            calls = (joblib.delayed(features.extract_many)([paths[i] for i in task], config)
+            # Dask workers get features.extract_many itself (this package is not on
+            # them); local workers get the task that also watches this process.
+            calls = ((joblib.delayed(features.extract_many)([paths[i] for i in task], config,
+                                                            max_seconds)
+                      if backend == "dask" else
+                      joblib.delayed(extract_task)([paths[i] for i in task], config,
+                                                   max_seconds, os.getpid()))
                      for task in tasks)
             for task, task_results in zip(tasks, parallel(calls)):
                 for i, result in zip(task, task_results):

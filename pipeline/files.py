@@ -27,7 +27,9 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
+    # The writer's process id is in the name, so that a later run can tell
+    # the leftovers of a killed writer from a write in progress.
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.",
                                    suffix=f".tmp{path.suffix}")
     os.close(handle)
     umask = os.umask(0)
@@ -40,6 +42,59 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def check_writable(option, folder):
+    """Raise PipelineError unless files can be created in ``folder`` (made if
+    missing), before any long work starts.
+
+    Parameters
+    ----------
+    option : str
+        The setting that names the folder, for the message (e.g. "--model_dir").
+    folder : str or Path
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        raise PipelineError(f"{folder}: cannot write there ({err.strerror or err}); fix it "
+                            f"or choose another {option}") from None
+
+
+def remove_stale_temporaries(path):
+    """Delete the temporary files that a killed :func:`atomic_path` write of
+    ``path`` left behind (their writer process no longer runs).
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.stem}.*.tmp{path.suffix}"):
+        pid = tmp.name[len(path.stem) + 2:].split(".", 1)[0]
+        if pid.isdigit() and _process_exists(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_bytes(path, data):

@@ -1,5 +1,7 @@
 """The figures the scripts save under reports/ (all written atomically)."""
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
@@ -8,6 +10,12 @@ import numpy as np  # noqa: E402
 
 import features  # noqa: E402
 from pipeline.files import atomic_path  # noqa: E402
+
+
+def file_name_part(label):
+    """``label`` safe to put in a file name: anything but letters, digits,
+    '_' and '-' becomes '_' (no path separators, no '..')."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str(label)) or "_"
 
 
 def save_figure(fig, path):

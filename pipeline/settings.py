@@ -96,8 +96,16 @@ def parser_from_constants(module_globals, description=None):
     return parser
 
 
+def _explicit_booleans(parser, argv):
+    """``--flag`` -> ``--flag=true`` for boolean options, so that a flag never
+    takes the next word (``predict.py --all clip.wav``: clip.wav is a path)."""
+    flags = {option for action in parser._actions if action.const is True
+             for option in action.option_strings}
+    return [f"{arg}=true" if arg in flags else arg for arg in argv]
+
+
 def parse_settings(module_globals, argv=None, parser=None):
-    """Parse ``argv`` against the script's constants.
+    """Parse ``argv`` (default: the command line) against the script's constants.
 
     Returns
     -------
@@ -105,8 +113,47 @@ def parse_settings(module_globals, argv=None, parser=None):
         One lower-case attribute per constant (``cfg.epochs``), plus any
         positional arguments the caller added to ``parser``.
     """
+    import sys
     parser = parser or parser_from_constants(module_globals)
-    return SimpleNamespace(**vars(parser.parse_args(argv)))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return SimpleNamespace(**vars(parser.parse_args(_explicit_booleans(parser, argv))))
+
+
+def check_settings(cfg, **rules):
+    """Raise PipelineError for the first setting that breaks its rule.
+
+    Parameters
+    ----------
+    cfg : namespace from :func:`parse_settings`
+    **rules : (callable, str)
+        ``name=(test, expectation)``: ``test(value)`` must be true, else the
+        message says ``--name=value: expected <expectation>``.
+
+    Examples
+    --------
+    >>> check_settings(cfg, epochs=(lambda v: v >= 1, "at least 1"))
+    """
+    for name, (test, expectation) in rules.items():
+        value = getattr(cfg, name)
+        if not test(value):
+            raise PipelineError(f"--{name}={value!r}: expected {expectation}")
+
+
+def at_least(low):
+    """Rule for :func:`check_settings`: a number >= ``low``."""
+    return (lambda v: v >= low, f"at least {low}")
+
+
+def between(low, high, low_open=False, high_open=False):
+    """Rule for :func:`check_settings`: a number in [low, high], with open ends
+    where asked (NaN fails every rule)."""
+    def test(v):
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    brackets = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
+    return (test, f"a number in {brackets}")
+
+
+JOBS_RULE = (lambda v: v >= 1 or v <= -1, "at least 1, or -1 for all cores")
 
 
 def parse_list(text, convert=str, option="value"):

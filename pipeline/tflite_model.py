@@ -22,15 +22,24 @@ class TFLiteModel:
     def __init__(self, path, threads=1):
         from ai_edge_litert.interpreter import Interpreter
 
+        from pipeline.errors import PipelineError
         from pipeline.quiet import silence_native_output
         source = ({"model_content": bytes(path)} if isinstance(path, (bytes, bytearray))
                   else {"model_path": str(path)})
         self.path = source.get("model_path", "<in-memory model>")
-        with silence_native_output():  # LiteRT's "Created XNNPACK delegate" notice
-            self.interpreter = Interpreter(**source, num_threads=threads)
-            self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        try:
+            with silence_native_output():  # LiteRT's "Created XNNPACK delegate" notice
+                self.interpreter = Interpreter(**source, num_threads=threads)
+                self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:  # LiteRT's words for a bad flatbuffer
+            raise PipelineError(f"{self.path}: not a usable .tflite model ({str(err)[:200]}). "
+                                "Run `python model_conv.py` again.") from None
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise PipelineError(f"{self.path}: expected a classifier with one input and one "
+                                f"output, got {len(inputs)} and {len(outputs)}")
+        self.input, self.output = inputs[0], outputs[0]
         self.input_shape = tuple(self.input["shape"])
 
     @property

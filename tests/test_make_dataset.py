@@ -2,6 +2,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 import wave
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_cache_recomputes_only_changed_files(tmp_path, easy_folder, monkeypatch)
     calls = []
     real = features.extract_or_reason
     monkeypatch.setattr(features, "extract_or_reason",
-                        lambda path, config: calls.append(os.path.basename(path)) or real(path, config))
+                        lambda path, *args: calls.append(os.path.basename(path)) or real(path, *args))
     build(easy_folder, dataset)
     first = artifacts.load_dataset(dataset)
     assert len(calls) == 16
@@ -219,3 +220,132 @@ def test_cli_error_is_one_line_not_a_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "data folder not found" in result.stderr
+
+
+def test_cache_follows_content_not_timestamps(tmp_path):
+    """Two equal-length clips swapped between class folders, timestamps
+    restored (as an archive extraction does): the features follow the audio."""
+    root = tmp_path / "clips"
+    a = write(root / "hiss" / "a.wav", noise(1.0, seed=5, low_hz=1500))
+    b = write(root / "tone" / "b.wav", tone(3000.0, 1.0))
+    dataset = tmp_path / "ds.npz"
+    build(root, dataset)
+    stats = {p: os.stat(p) for p in (a, b)}
+    swap = tmp_path / "swap.wav"
+    os.replace(a, swap), os.replace(b, a), os.replace(swap, b)
+    for p in (a, b):
+        os.utime(p, ns=(stats[p].st_atime_ns, stats[p].st_mtime_ns))
+        assert os.stat(p).st_size == stats[p].st_size
+    build(root, dataset)
+    build(root, tmp_path / "fresh.npz", "--cache=false")
+    cached, fresh = artifacts.load_dataset(dataset), artifacts.load_dataset(tmp_path / "fresh.npz")
+    assert cached["paths"] == fresh["paths"]
+    assert np.array_equal(cached["features"], fresh["features"])
+
+
+def test_too_short_too_long_and_out_of_range_clips_are_skipped(tmp_path, monkeypatch):
+    root = make_class_folder(tmp_path / "clips", per_class=2)
+    write(root / "tone" / "one_sample.wav", np.array([0.5], np.float32))
+    write(root / "tone" / "long.wav", tone(3000.0, seconds=3.0))
+    write(root / "tone" / "huge.wav", np.full(16000, 1e6, np.float32), subtype="FLOAT")
+    decoded = []
+    import soundfile
+    real = soundfile.read
+    monkeypatch.setattr(soundfile, "read", lambda path, *a, **k: decoded.append(
+        os.path.basename(str(path))) or real(path, *a, **k))
+    dataset = tmp_path / "ds.npz"
+    build(root, dataset, "--max_clip_s=2")
+    skipped = read_skipped(dataset)
+    assert "too short" in skipped["one_sample.wav"]
+    assert "3 s long, more than the 2 s" in skipped["long.wav"]
+    assert "not audio scaled to [-1, 1]" in skipped["huge.wav"]
+    assert "long.wav" not in decoded and "tone_0.wav" in decoded  # refused from its header
+
+
+def test_leftovers_of_a_killed_write_are_removed(tmp_path, easy_folder):
+    dataset = tmp_path / "ds.npz"
+    dead = tmp_path / ".ds.999999999.abc.tmp.npz"  # no such process
+    dead.write_bytes(b"PK half a zip")
+    alive = tmp_path / f".ds.{os.getpid()}.abc.tmp.npz"  # a write in progress
+    alive.write_bytes(b"PK")
+    build(easy_folder, dataset)
+    assert not dead.exists() and alive.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--jobs=0"], "--jobs=0: expected at least 1, or -1"),
+    (["--task_clips=0"], "--task_clips=0: expected at least 1"),
+    (["--features=mfcc"], "--features: unknown feature preset 'mfcc'"),
+])
+def test_bad_settings_are_refused_before_work(tmp_path, easy_folder, args, message):
+    with pytest.raises(PipelineError, match=message):
+        build(easy_folder, tmp_path / "ds.npz", *args)
+    assert not (tmp_path / "ds.npz").exists()
+
+
+def test_unwritable_output_folder_is_found_before_work(tmp_path, easy_folder, monkeypatch):
+    calls = []
+    monkeypatch.setattr(features, "extract_many", lambda *a: calls.append(a) or [])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PipelineError, match="cannot write there.*--dataset"):
+        build(easy_folder, blocker / "ds.npz")
+    assert calls == []
+
+
+def test_features_option_builds_another_preset(tmp_path, easy_folder):
+    build(easy_folder, tmp_path / "ds.npz", "--features=logmel")
+    data = artifacts.load_dataset(tmp_path / "ds.npz")
+    assert data["feature_config"] == features.feature_config("logmel")
+    assert data["features"].shape[1] == features.feature_config("logmel").n_features
+
+
+def start_build_with_workers(tmp_path):
+    """make_dataset_16k.py --jobs=2 on enough slow (seed preset) clips to be
+    busy for a while; returns the process once its workers are running."""
+    import psutil
+    root = tmp_path / "clips"
+    for i in range(160):
+        write(root / ("tone" if i % 2 else "hiss") / f"c{i}.wav", tone(500.0 + i, 3.0, seed=i))
+    proc = subprocess.Popen([sys.executable, "make_dataset_16k.py", f"--data_dir={root}",
+                             f"--dataset={tmp_path / 'ds.npz'}", "--jobs=2", "--features=seed",
+                             "--cache=false"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    parent, deadline = psutil.Process(proc.pid), time.monotonic() + 60
+    while time.monotonic() < deadline:
+        workers = [p for p in parent.children(recursive=True) if "resource_tracker" not in
+                   " ".join(p.cmdline())]
+        if len(workers) >= 2:
+            time.sleep(1.0)  # let them start extracting
+            return proc, parent.children(recursive=True)
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("no worker processes appeared")
+
+
+def wait_gone(processes, seconds):
+    import psutil
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    return alive
+
+
+def test_sigterm_ends_the_run_and_its_workers(tmp_path):
+    proc, children = start_build_with_workers(tmp_path)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 143
+    assert "interrupted" in proc.stderr.read()
+    assert wait_gone(children, 15) == []
+    assert not (tmp_path / "ds.npz").exists()
+
+
+def test_workers_exit_when_the_run_is_killed(tmp_path):
+    proc, children = start_build_with_workers(tmp_path)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert wait_gone(children, 15) == []
+
+
+def test_plot_file_names_stay_in_the_report_folder():
+    from pipeline import plots
+    assert plots.file_name_part("x/../../tmp/a") == "x_______tmp_a"
+    assert plots.file_name_part("water") == "water" and plots.file_name_part("") == "_"

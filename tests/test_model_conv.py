@@ -40,7 +40,7 @@ def test_int8_model_is_fully_integer(converted):
     assert float_tensors == []
 
 
-def test_agreement_report_and_gate(converted, capsys):
+def test_agreement_report_and_gate(converted, capsys, monkeypatch):
     tmp, _, args, status = converted
     assert status == 0
     report = json.loads((tmp / "reports" / "conversion_report.json").read_text())
@@ -51,8 +51,11 @@ def test_agreement_report_and_gate(converted, capsys):
     assert report["file_bytes"]["int8_tflite"] < report["file_bytes"]["float_tflite"]
     assert (tmp / "reports" / "confusion_keras_vs_int8.png").stat().st_size > 1000
     assert "int8_tflite" in (tmp / "reports" / "conversion_report.txt").read_text()
-    assert model_conv.main(args + ["--min_agreement=1.01"]) == 1
-    assert "below --min_agreement=1.01" in capsys.readouterr().out
+    real = model_conv.compare
+    monkeypatch.setattr(model_conv, "compare",  # as if int8 disagreed on 3 % of the clips
+                        lambda *a: {**real(*a), "agreement": 0.97})
+    assert model_conv.main(args) == 1
+    assert "on 97.0% of test clips, below --min_agreement=0.98" in capsys.readouterr().out
 
 
 def test_c_array_matches_tflite_file(converted):
@@ -122,3 +125,76 @@ def test_dataset_of_other_feature_settings_is_refused(converted, tmp_path):
     with pytest.raises(PipelineError, match="other feature settings than the model"):
         model_conv.main([f"--model_dir={tmp / 'models'}", f"--dataset={other}",
                          f"--report_dir={tmp_path}"])
+
+
+def compile_cpp(tmp_path, sources):
+    """Syntax-check C++ sources with the system compiler; (status, messages)."""
+    import subprocess
+    for name, text in sources.items():
+        (tmp_path / name).write_text(text)
+    main = [name for name in sources if name.endswith(".cc")]
+    result = subprocess.run(["c++", "-std=c++17", "-fsyntax-only", "-I", str(tmp_path),
+                             *[str(tmp_path / m) for m in main]],
+                            capture_output=True, text=True)
+    return result.returncode, result.stderr
+
+
+def test_c_export_escapes_hostile_labels(tmp_path):
+    """Labels normally follow the label rule; the export must be safe anyway."""
+    labels = ['a"b', "back\\slash", "new\nline #error injected", "tri??/graph", "ok"]
+    config = features.feature_config()
+    header = c_export.model_header("model_16k_int8", labels, config, 0.1, -3,
+                                   config.n_features, 4)
+    source = c_export.model_source("model_16k_int8", "model.h", b"\x01\x02\x03\x04")
+    check = ('#include "model.h"\n#include <cstring>\n'
+             + "".join(f"static_assert(sizeof({c_export.c_string(label)}) == {len(label) + 1});\n"
+                       for label in labels))
+    status, messages = compile_cpp(tmp_path, {"model.h": header, "model.cc": source,
+                                              "check.cc": check})
+    assert status == 0, messages
+    assert not any(line.lstrip().startswith("#error") for line in header.splitlines())
+
+
+def test_c_array_length_is_part_of_the_declaration(tmp_path):
+    config = features.feature_config()
+    header = c_export.model_header("m", ["a", "b"], config, 0.1, 0, config.n_features, 4)
+    status, _ = compile_cpp(tmp_path, {"model.h": header,
+                                       "model.cc": c_export.model_source("m", "model.h", b"1234")})
+    assert status == 0
+    status, messages = compile_cpp(tmp_path, {
+        "model.h": header, "model.cc": c_export.model_source("m", "model.h", b"12345")})
+    assert status != 0 and "m" in messages
+
+
+def test_conversion_is_recorded_in_the_metadata(converted):
+    from pipeline import files
+    tmp, *_ = converted
+    paths = artifacts.model_paths(tmp / "models")
+    recorded = json.loads(paths["meta"].read_text())["conversion"]["sha256"]
+    for key, digest in recorded.items():
+        assert files.file_sha256(paths[key]) == digest, key
+    golden = json.loads(paths["golden"].read_text())
+    assert golden["int8_tflite_sha256"] == recorded["int8_tflite"]
+
+
+def test_keras_model_of_another_run_is_refused(converted, tmp_path):
+    import shutil
+    tmp, dataset, *_ = converted
+    other = tmp_path / "models"
+    shutil.copytree(tmp / "models", other)
+    keras_file = other / "model_16k.keras"
+    keras_file.write_bytes(keras_file.read_bytes() + b"\0")
+    with pytest.raises(PipelineError, match="not the Keras model"):
+        model_conv.main([f"--model_dir={other}", f"--dataset={dataset}",
+                         f"--report_dir={tmp_path / 'r'}"])
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--min_agreement=1.5", r"--min_agreement=1.5: expected a number in \[0, 1\]"),
+    ("--representative_clips=0", "--representative_clips=0: expected at least 1"),
+])
+def test_bad_settings_are_refused(converted, tmp_path, option, message):
+    tmp, dataset, *_ = converted
+    with pytest.raises(PipelineError, match=message):
+        model_conv.main([f"--model_dir={tmp / 'models'}", f"--dataset={dataset}",
+                         f"--report_dir={tmp_path}", option])

@@ -193,3 +193,138 @@ def test_feature_version_mismatch_is_refused(model_dir, tmp_path, fresh_clips):
     (other / "model_16k.json").write_text(json.dumps(meta))
     with pytest.raises(PipelineError, match="feature code version 1"):
         predict.main([f"--model={other / 'model_16k_int8.tflite'}", str(fresh_clips)])
+
+
+def copy_model(model_dir, tmp_path, name="copy"):
+    other = tmp_path / name
+    shutil.copytree(model_dir, other)
+    return other
+
+
+def edit_meta(folder, change):
+    meta = json.loads((folder / "model_16k.json").read_text())
+    change(meta)
+    (folder / "model_16k.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_bytes(b""), "not converted from the model"),
+    (lambda p: p.write_bytes(p.read_bytes()[:500]), "not converted from the model"),
+])
+def test_damaged_tflite_is_refused(model_dir, tmp_path, fresh_clips, damage, message):
+    other = copy_model(model_dir, tmp_path)
+    damage(other / "model_16k_int8.tflite")
+    with pytest.raises(PipelineError, match=message):
+        run(other, fresh_clips)
+
+
+def test_corrupt_files_with_matching_checksums_give_a_message(model_dir, tmp_path, fresh_clips):
+    """Even a file that the metadata vouches for is checked when loaded."""
+    from pipeline import files
+    other = copy_model(model_dir, tmp_path)
+    for name, key in (("model_16k_int8.tflite", None), ("model_16k.keras", "keras_sha256")):
+        (other / name).write_bytes(b"garbage, not a model")
+        digest = files.file_sha256(other / name)
+
+        def vouch(meta):
+            if key:
+                meta[key] = digest
+            else:
+                meta["conversion"]["sha256"]["int8_tflite"] = digest
+        edit_meta(other, vouch)
+        with pytest.raises(PipelineError, match="not a usable .tflite|cannot load the Keras"):
+            predict.main([f"--model={other / name}", str(fresh_clips)])
+
+
+def test_model_of_another_run_is_refused(model_dir, tmp_path, fresh_clips):
+    """A retraining killed after writing the .keras but before the metadata:
+    the new .keras is refused; the .tflite still matches the old metadata."""
+    other = copy_model(model_dir, tmp_path)
+    keras_file = other / "model_16k.keras"
+    keras_file.write_bytes(keras_file.read_bytes() + b"\0")  # "another training run"
+    with pytest.raises(PipelineError, match="not the Keras model.*train_16k.py"):
+        predict.main([f"--model={keras_file}", str(fresh_clips)])
+    assert run(other, fresh_clips) == 0
+    edit_meta(other, lambda meta: meta.pop("conversion"))  # trained again, not converted yet
+    with pytest.raises(PipelineError, match="not converted from.*model_conv.py"):
+        run(other, fresh_clips)
+
+
+def twenty_bands(meta):
+    """Metadata consistent in itself, for 20 mel bands: not this model's input."""
+    meta["feature_config"].update(n_mels=20, n_features=61 * 20, input_shape=[61, 20])
+    meta["input_standardisation"] = {"mean": [0.0] * 1220, "std": [1.0] * 1220}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(labels=m["labels"][:2]), "2 labels"),
+    (lambda m: m.update(labels=m["labels"] + ["extra"]), "4 labels"),
+    (lambda m: m.update(labels=["a", "a", "b"]), "distinct class names"),
+    (lambda m: m["input_standardisation"].update(std=[0.0] * len(m["input_standardisation"]["std"])),
+     "non-positive"),
+    (lambda m: m["input_standardisation"].update(mean=[0.0] * 5), "5 means"),
+    (lambda m: m["input_standardisation"].update(mean=[float("nan")] * len(
+        m["input_standardisation"]["mean"])), "NaN"),
+    (lambda m: twenty_bands(m), "the model takes 2440 inputs"),
+])
+def test_metadata_that_does_not_fit_the_model_is_refused(model_dir, tmp_path, fresh_clips,
+                                                         change, message):
+    other = copy_model(model_dir, tmp_path)
+    edit_meta(other, change)
+    with pytest.raises(PipelineError, match=message):
+        run(other, fresh_clips)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--thresholds=beep=1.5"], r"outside \[0, 1\]"),
+    (["--threshold=-0.1"], r"--threshold=-0.1: expected a number in \[0, 1\]"),
+    (["--smooth_windows=0"], "--smooth_windows=0: expected at least 1"),
+])
+def test_bad_event_settings(model_dir, fresh_clips, args, message):
+    with pytest.raises(PipelineError, match=message):
+        run(model_dir, fresh_clips, *args)
+
+
+def test_folder_without_audio_is_an_error(model_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match="no audio files in"):
+        run(model_dir, tmp_path / "empty")
+
+
+def test_flag_does_not_swallow_the_next_path(model_dir, fresh_clips, capsys):
+    clip = fresh_clips / "beep" / "b0.wav"
+    assert predict.main([f"--model={model_dir / 'model_16k_int8.tflite'}", "--all", str(clip)]) == 0
+    out = capsys.readouterr().out
+    assert "b0.wav: beep" in out and "hiss=" in out
+
+
+def test_evaluate_json_counts_unscored_files(model_dir, fresh_clips, tmp_path):
+    (fresh_clips / "tone" / "broken.wav").write_bytes(b"RIFFjunk")
+    out = tmp_path / "metrics.json"
+    assert run(model_dir, f"--evaluate={fresh_clips}", "--json", out,
+               f"--report_dir={tmp_path / 'r'}") == 1
+    metrics = json.loads(out.read_text())
+    assert metrics["clips_scored"] == 9 and metrics["clips_failed"] == 1
+    assert metrics["failed"][0]["path"].endswith("broken.wav")
+    assert "cannot read audio" in metrics["failed"][0]["error"]
+
+
+def test_long_recording_is_streamed_with_the_same_windows(model_dir, tmp_path):
+    """The streamed windows give the probabilities of the windows cut from
+    the whole recording, also when it must be resampled (44.1 kHz stereo)."""
+    import features
+    from pipeline.events import window_starts
+    y = np.concatenate([noise(3.0, seed=4, low_hz=1500, sr=44100),
+                        tone(2700.0, 3.7, seed=5, sr=44100)])
+    path = write(tmp_path / "rec.wav", np.stack([y, y], axis=1), sr=44100)
+    classifier = predict.Classifier(model_dir / "model_16k_int8.tflite")
+    centres, probs, usable, duration = predict.window_probabilities(classifier, path, 16000,
+                                                                    1.0, 0.5)
+    whole = features.load_audio(path, 16000)
+    starts = window_starts(whole.size, 16000, 8000)
+    expected = np.stack([classifier.probabilities(features.features_from_audio(
+        whole[s:s + 16000], classifier.config))[0] for s in starts])
+    assert len(probs) == len(starts) and usable.all()
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    assert abs(duration - whole.size / 16000) < 1e-9
+    assert abs(centres[-1] - (whole.size - 8000) / 16000) < 1e-9

@@ -97,3 +97,24 @@ def test_parse_list():
     from pipeline.errors import PipelineError
     with pytest.raises(PipelineError, match="--cnn_filters='a,b': expected a comma-separated list of ints"):
         settings.parse_list("a,b", int, "cnn_filters")
+
+
+def test_boolean_flag_never_takes_the_next_word(script_globals):
+    parser = settings.parser_from_constants(script_globals)
+    parser.add_argument("paths", nargs="*")
+    cfg = settings.parse_settings(script_globals, ["--plots", "clip.wav"], parser)
+    assert cfg.plots is True and cfg.paths == ["clip.wav"]
+    cfg = settings.parse_settings(script_globals, ["--plots=false", "a.wav", "b.wav"], parser)
+    assert cfg.plots is False and cfg.paths == ["a.wav", "b.wav"]
+
+
+def test_check_settings_rules():
+    from types import SimpleNamespace
+
+    from pipeline.errors import PipelineError
+    cfg = SimpleNamespace(a=0.5, b=0, c=float("nan"))
+    settings.check_settings(cfg, a=settings.between(0, 1), b=settings.at_least(0))
+    with pytest.raises(PipelineError, match=r"--a=0.5: expected a number in \(0.5, 1\]"):
+        settings.check_settings(cfg, a=settings.between(0.5, 1, low_open=True))
+    with pytest.raises(PipelineError, match="--c=nan"):
+        settings.check_settings(cfg, c=settings.between(0, 1))

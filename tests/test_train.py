@@ -149,3 +149,38 @@ def test_retrain_with_other_labels_keeps_previous_model(trained):
     with pytest.raises(PipelineError, match="trained on labels.*replace_model"):
         train(tmp_path, other)
     assert {k: paths[k].read_bytes() for k in before} == before
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--epochs=0", "--epochs=0: expected at least 1"),
+    ("--test_fraction=0", r"--test_fraction=0.0: expected a number in \(0, 1\)"),
+    ("--test_fraction=1", r"--test_fraction=1.0: expected a number in \(0, 1\)"),
+    ("--dropout=1.5", r"--dropout=1.5: expected a number in \[0, 1\)"),
+    ("--learning_rate=nan", "--learning_rate=nan: expected a positive finite number"),
+    ("--jobs=0", "--jobs=0: expected at least 1, or -1"),
+    ("--folds=1", "--folds=1: expected 0"),
+])
+def test_bad_settings_are_refused_before_work(tmp_path, option, message):
+    dataset = make_feature_dataset(tmp_path / "ds.npz")
+    with pytest.raises(PipelineError, match=message):
+        train(tmp_path, dataset, "bad", option)
+    assert not (tmp_path / "bad" / "model_16k.keras").exists()
+
+
+def test_diverged_training_is_not_saved():
+    import keras
+    model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(2)])
+    train_16k.check_finite_weights(model, 0.001)  # finite: fine
+    weights = model.get_weights()
+    weights[0][0, 0] = np.nan
+    model.set_weights(weights)
+    with pytest.raises(PipelineError, match="NaN or infinite weights.*--learning_rate"):
+        train_16k.check_finite_weights(model, 1e9)
+
+
+def test_unwritable_model_dir_is_found_before_training(tmp_path):
+    dataset = make_feature_dataset(tmp_path / "ds.npz")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PipelineError, match="cannot write there.*--model_dir"):
+        train_16k.main([f"--dataset={dataset}", f"--model_dir={blocker / 'models'}", *FAST])
