@@ -20,7 +20,7 @@ from pipeline import artifacts, clips, extraction, files, settings
 from pipeline.errors import PipelineError, run_script
 
 DATA_DIR = "data/clips"        # one sub-folder per class; the folder name is the label
-MANIFEST = None                # CSV with columns path,label[,group]; used instead of DATA_DIR
+MANIFEST = None                # CSV with columns path,label[,group][,source]; instead of DATA_DIR
 DATASET = "data/dataset_16k.npz"  # output dataset file
 FEATURES = features.FEATURES   # feature preset: "seed", "logmel" or "logmel_patch" (features.py)
 JOBS = -1                      # worker processes (-1 = all cores, 1 = no extra processes)
@@ -146,7 +146,8 @@ def main(argv=None):
     artifacts.save_dataset(
         cfg.dataset, np.stack([r.vector for _, r in kept]),
         [label_names.index(c.label) for c, _ in kept], label_names,
-        [c.path for c, _ in kept], [c.group for c, _ in kept], config)
+        [c.path for c, _ in kept], [c.group for c, _ in kept], config,
+        [c.source for c, _ in kept])
     files.write_csv(skipped_report_path(cfg.dataset), [("path", "reason"), *skipped])
     if cfg.plots:
         save_plots(cfg.report_dir, cfg.dataset, kept, label_names, config)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import artifacts, c_export, evaluation, files, settings
+from pipeline import artifacts, c_export, evaluation, files, open_set, settings
 from pipeline.errors import PipelineError, run_script
 from pipeline.quiet import import_tensorflow, silence_native_output
 from pipeline.standardisation import standardise
@@ -110,22 +110,26 @@ def per_clip_ms(predict_one, rows):
     return float(np.median(times))
 
 
-def compare(model, float_model, int8_model, x_test, y_true, labels, latency_clips):
-    """Keras vs float TFLite vs int8 TFLite on the test split: metrics,
-    agreement, probability differences and one-clip latency."""
-    probs = {"keras": model.predict(x_test, verbose=0),
-             "float_tflite": float_model.predict_proba(x_test),
-             "int8_tflite": int8_model.predict_proba(x_test)}
+def compare(model, float_model, int8_model, x_test, y_true, labels, latency_clips, rule):
+    """Keras vs float TFLite vs int8 TFLite on the test split: metrics and
+    agreement of the decisions predict.py makes (the open-set ``rule``
+    applied to calibrated probabilities), probability differences and
+    one-clip latency."""
+    raw = {"keras": model.predict(x_test, verbose=0),
+           "float_tflite": float_model.predict_proba(x_test),
+           "int8_tflite": int8_model.predict_proba(x_test)}
+    probs = {k: open_set.calibrate(p, rule["temperature"]) if rule else p for k, p in raw.items()}
+    decisions = {k: open_set.decide(p, rule, labels) for k, p in probs.items()}
     rows = x_test[:latency_clips]
     latency = {"keras": per_clip_ms(lambda r: model(r[None, :], training=False), rows),
                "float_tflite": per_clip_ms(lambda r: float_model.predict_proba(r[None, :]), rows),
                "int8_tflite": per_clip_ms(lambda r: int8_model.predict_proba(r[None, :]), rows)}
-    metrics = {name: evaluation.classification_metrics(y_true, p.argmax(axis=1), labels)
-               for name, p in probs.items()}
+    metrics = {name: evaluation.classification_metrics(y_true, d, labels)
+               for name, d in decisions.items()}
     prob_diff = np.abs(probs["keras"] - probs["int8_tflite"])
     return {
         "metrics": metrics,
-        "agreement": float(np.mean(probs["keras"].argmax(1) == probs["int8_tflite"].argmax(1))),
+        "agreement": float(np.mean(decisions["keras"] == decisions["int8_tflite"])),
         "prob_abs_diff": {"mean": float(prob_diff.mean()), "max": float(prob_diff.max())},
         "latency_ms_per_clip": latency,
     }
@@ -182,7 +186,7 @@ def export_for_device(paths, meta, data, test, int8_model, int8_bytes, golden_cl
     scale, zero_point = int8_model.input["quantization"]
     files.write_text(paths["c_header"], c_export.model_header(
         array_name, meta["labels"], meta["feature_config"], float(scale), int(zero_point),
-        data["features"].shape[1], len(int8_bytes)))
+        data["features"].shape[1], len(int8_bytes), meta.get("open_set")))
     files.write_text(paths["c_source"], c_export.model_source(
         array_name, paths["c_header"].name, int8_bytes))
     golden = golden_vectors(data, meta, int8_model, test[:golden_clips])
@@ -232,7 +236,7 @@ def main(argv=None):
     calibration = x[np.random.default_rng(cfg.seed).permutation(train)[:cfg.representative_clips]]
     int8_model, float_model, int8_bytes = convert_and_save(model, calibration, paths)
     result = compare(model, float_model, int8_model, x[test], data["labels"][test],
-                     meta["labels"], cfg.latency_clips)
+                     meta["labels"], cfg.latency_clips, meta.get("open_set"))
     export_for_device(paths, meta, data, test, int8_model, int8_bytes, cfg.golden_clips)
     tflm_diff, arena = tflm_check(int8_bytes, int8_model, x[test][:cfg.tflm_clips])
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import features
-from pipeline import artifacts, clips, files, settings
+from pipeline import artifacts, clips, files, open_set, settings
 from pipeline.errors import PipelineError, run_script
 from pipeline.events import (EventSettings, find_events, smooth, stream_windows,
                              window_centres)
@@ -73,9 +73,17 @@ class Classifier:
             self._run = tflite.predict_proba
 
     def probabilities(self, feature_rows):
-        """Class probabilities (rows sum to about 1) for feature vectors."""
-        return self._run(standardise(np.atleast_2d(feature_rows),
-                                     self.meta.get("input_standardisation")))
+        """Calibrated class probabilities (rows sum to about 1) for feature
+        vectors: the model's outputs at the temperature fitted in training."""
+        probs = self._run(standardise(np.atleast_2d(feature_rows),
+                                      self.meta.get("input_standardisation")))
+        rule = self.meta.get("open_set")
+        return open_set.calibrate(probs, rule["temperature"]) if rule else probs
+
+    def decide(self, probs):
+        """Class index of calibrated probabilities: the most probable class,
+        or the background class when an event class is not sure enough."""
+        return int(open_set.decide(probs, self.meta.get("open_set"), self.labels)[0])
 
 
 def window_probabilities(classifier, path, sample_rate, window_s, hop_s):
@@ -176,7 +184,7 @@ def classify_file(classifier, path, events):
     except features.FeatureError as err:
         result["error"] = err.reason
         return result
-    best = int(np.argmax(probs))
+    best = classifier.decide(probs)
     result.update({"class": classifier.labels[best], "probability": float(probs[best]),
                    "probabilities": {k: float(p) for k, p in zip(classifier.labels, probs)}})
     return result

@@ -2,6 +2,7 @@
 
     python train_16k.py                      # data/dataset_16k.npz -> models/
     python train_16k.py --folds=5            # grouped 5-fold CV first, then the final model
+    python train_16k.py --folds=source       # leave one source out (manifest column "source")
 
 Splits are stratified by class and grouped by source recording, so clips of
 one recording never sit on both sides. The held-out test split is saved in
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import artifacts, evaluation, files, settings
+from pipeline import artifacts, evaluation, files, open_set, settings
 from pipeline.errors import PipelineError, run_script
 from pipeline.quiet import import_tensorflow
 from pipeline.standardisation import fit_standardisation, standardise
@@ -32,11 +33,13 @@ BATCH_SIZE = 32                # clips per gradient step
 PATIENCE = 30                  # epochs without a better validation loss before stopping
 TEST_FRACTION = 0.2            # share of groups held out for the final test
 VAL_FRACTION = 0.2             # share of the remaining groups used for early stopping
-FOLDS = 0                      # >1 runs grouped k-fold cross-validation before the final model
+FOLDS = "0"                    # "5": grouped 5-fold CV first; "source": leave one source out; "0": none
 CLASS_WEIGHTS = True           # weight classes by inverse frequency in the training split
 AUGMENT = True                 # add augmented copies of training clips (re-reads their audio)
 AUGMENT_COPIES = 2             # augmented copies per training clip
 JOBS = -1                      # processes for augmentation (-1 = all cores)
+OPEN_SET_CLASS = "other"       # unsure event predictions fall back to this class ("none": off)
+OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
 SEED = 42                      # same dataset + seed -> same split, model and metrics
 REPLACE_MODEL = False          # allow replacing a model in MODEL_DIR trained on other labels
 
@@ -218,46 +221,140 @@ def fit(data, train, val, cfg, progress_desc="training"):
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, scaling
 
 
+def predict_proba(model, x):
+    """Class probabilities of rows of model inputs."""
+    return model.predict(x, verbose=0, batch_size=256)
+
+
 def predict_classes(model, x):
     """Most probable class of each row of model inputs."""
-    return np.argmax(model.predict(x, verbose=0, batch_size=256), axis=1)
+    return np.argmax(predict_proba(model, x), axis=1)
 
 
-def evaluate_rows(model, data, rows, scaling):
-    """Metrics of ``model`` on dataset ``rows``, standardised as it was trained."""
-    x = standardise(data["features"][rows], scaling)
-    return evaluation.classification_metrics(data["labels"][rows], predict_classes(model, x),
+def fit_open_set(model, data, val, scaling, cfg):
+    """The open-set rule (temperature, minimum probability) from the
+    validation split's predictions."""
+    probs = predict_proba(model, standardise(data["features"][val], scaling))
+    background = None if str(cfg.open_set_class).lower() == "none" else cfg.open_set_class
+    return open_set.fit_rule(probs, data["labels"][val], data["label_names"], background,
+                             cfg.open_set_keep)
+
+
+def predict_rows(model, data, rows, scaling, rule=None):
+    """Decisions on dataset ``rows``: standardised as ``model`` was trained,
+    then the open-set ``rule`` (if any) applied to calibrated probabilities."""
+    probs = predict_proba(model, standardise(data["features"][rows], scaling))
+    if not rule:
+        return probs.argmax(axis=1)
+    return open_set.decide(open_set.calibrate(probs, rule["temperature"]), rule,
+                           data["label_names"])
+
+
+def evaluate_rows(model, data, rows, scaling, rule=None):
+    """Metrics of ``model`` (with ``rule``) on dataset ``rows``."""
+    return evaluation.classification_metrics(data["labels"][rows],
+                                             predict_rows(model, data, rows, scaling, rule),
                                              data["label_names"])
 
 
+def fold_plan(folds):
+    """The --folds setting: None (no cross-validation), an int k >= 2, or
+    "source" (leave one source out)."""
+    text = str(folds).strip().lower()
+    if text == "source":
+        return "source"
+    if text.isdigit() and (int(text) == 0 or int(text) >= 2):
+        return int(text) or None
+    raise PipelineError(f"--folds={folds!r}: expected 0 (none), a number of folds >= 2, "
+                        "or 'source' (leave one source out)")
+
+
 def cv_splits(labels, groups, folds, val_fraction, seed):
-    """Grouped, stratified k-fold: (train, validation, test) indices per
-    fold; each fold's remaining groups are split again for early stopping."""
+    """Grouped, stratified k-fold: (name, train, validation, test) indices
+    per fold; each fold's remaining groups are split again for early stopping."""
     from sklearn.model_selection import StratifiedGroupKFold
     labels, groups = np.asarray(labels), np.asarray(groups)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for rest, test in splitter.split(labels, labels, groups):
+    for k, (rest, test) in enumerate(splitter.split(labels, labels, groups), start=1):
         inner_train, inner_val = grouped_split(labels[rest], groups[rest], val_fraction, seed)
-        yield rest[inner_train], rest[inner_val], test
+        yield f"fold {k}", rest[inner_train], rest[inner_val], test
 
 
-def cross_validate(data, cfg):
-    """Per-fold and mean +/- std of accuracy and macro-F1 over ``cv_splits``."""
+def source_splits(labels, groups, sources, val_fraction, seed):
+    """Leave one source out: (source, train, validation, test) indices, the
+    test being every clip of one source; the other sources' groups are split
+    for early stopping. The closest thing to a microphone and room the model
+    has never heard."""
+    labels, groups, sources = np.asarray(labels), np.asarray(groups), np.asarray(sources)
+    for source in sorted(set(sources)):
+        test, rest = np.flatnonzero(sources == source), np.flatnonzero(sources != source)
+        inner_train, inner_val = grouped_split(labels[rest], groups[rest], val_fraction, seed)
+        yield source, rest[inner_train], rest[inner_val], test
+
+
+def evaluation_splits(data, plan, val_fraction, seed):
+    """The splits that --folds asks for."""
+    if plan == "source":
+        return source_splits(data["labels"], data["groups"], data["sources"], val_fraction, seed)
+    return cv_splits(data["labels"], data["groups"], plan, val_fraction, seed)
+
+
+def held_out_predictions(n_rows, splits, predict_split):
+    """Pooled predictions: each split's test rows predicted by
+    ``predict_split(k, name, train, val, test)`` (a model that never saw them)."""
+    pooled = np.zeros(n_rows, int)
+    for k, (name, train, val, test) in enumerate(splits, start=1):
+        pooled[test] = predict_split(k, name, train, val, test)
+    return pooled
+
+
+def summarise_splits(data, plan, splits, pooled):
+    """Per split (fold or source) and pooled metrics of held-out predictions."""
     folds = []
-    splits = cv_splits(data["labels"], data["groups"], cfg.folds, cfg.val_fraction, cfg.seed)
-    for k, (train, val, test) in enumerate(splits, start=1):
-        model, _, scaling = fit(data, train, val, cfg, progress_desc=f"fold {k}/{cfg.folds}")
-        metrics = evaluate_rows(model, data, test, scaling)
-        folds.append({"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+    for name, _, _, test in splits:
+        metrics = evaluation.classification_metrics(data["labels"][test], pooled[test],
+                                                    data["label_names"])
+        folds.append({"name": name, "accuracy": metrics["accuracy"],
+                      "macro_f1": metrics["macro_f1"],
+                      "classes": sorted({data["label_names"][c] for c in data["labels"][test]}),
                       "test": [data["paths"][i] for i in test]})
-        print(f"fold {k}: accuracy {metrics['accuracy']:.3f}  macro-F1 {metrics['macro_f1']:.3f}"
-              f"  ({len(test)} clips)")
     summary = {m: {"mean": float(np.mean([f[m] for f in folds])),
                    "std": float(np.std([f[m] for f in folds]))} for m in ("accuracy", "macro_f1")}
-    print(f"{cfg.folds}-fold CV: accuracy {summary['accuracy']['mean']:.3f} +/- "
-          f"{summary['accuracy']['std']:.3f}, macro-F1 {summary['macro_f1']['mean']:.3f} +/- "
-          f"{summary['macro_f1']['std']:.3f}")
-    return {"folds": folds, **summary}
+    return {"kind": "source" if plan == "source" else f"{plan}-fold", "folds": folds, **summary,
+            "pooled": evaluation.classification_metrics(data["labels"], pooled,
+                                                        data["label_names"])}
+
+
+def cross_validate(data, cfg, plan):
+    """Train and test on every split of ``plan``: per split, and pooled over
+    all held-out predictions (one macro-F1, per class)."""
+    splits = list(evaluation_splits(data, plan, cfg.val_fraction, cfg.seed))
+
+    def predict_split(k, name, train, val, test):
+        model, _, scaling = fit(data, train, val, cfg, progress_desc=f"{name} ({k}/{len(splits)})")
+        return predict_rows(model, data, test, scaling,
+                            fit_open_set(model, data, val, scaling, cfg))
+
+    pooled = held_out_predictions(len(data["labels"]), splits, predict_split)
+    result = summarise_splits(data, plan, splits, pooled)
+    print(folds_text(result), end="")
+    return result
+
+
+def folds_text(result):
+    """Per-fold (or per-source) table and the pooled figures."""
+    title = "leave-one-source-out" if result["kind"] == "source" else f"{result['kind']} CV"
+    lines = [f"{title}: macro-F1 pooled {result['pooled']['macro_f1']:.3f}, mean "
+             f"{result['macro_f1']['mean']:.3f} +/- {result['macro_f1']['std']:.3f}; accuracy "
+             f"mean {result['accuracy']['mean']:.3f}",
+             f"{'held out':<32}{'clips':>7}{'accuracy':>10}{'macro-F1':>10}  classes"]
+    for fold in result["folds"]:
+        lines.append(f"{fold['name'][:31]:<32}{len(fold['test']):>7}{fold['accuracy']:>10.3f}"
+                     f"{fold['macro_f1']:>10.3f}  {', '.join(fold['classes'])}")
+    per_class = result["pooled"]["per_class"]
+    lines.append("pooled per-class F1: " + ", ".join(f"{name} {row['f1']:.3f}"
+                                                      for name, row in per_class.items()))
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------
@@ -286,8 +383,9 @@ def check_settings(cfg):
         val_fraction=settings.between(0, 1, True, True),
         dropout=settings.between(0, 1, high_open=True),
         learning_rate=(lambda v: 0 < v < float("inf"), "a positive finite number"),
-        folds=(lambda v: v == 0 or v >= 2, "0 (no cross-validation) or at least 2"),
+        open_set_keep=settings.between(0, 1, low_open=True),
         jobs=settings.JOBS_RULE)
+    fold_plan(cfg.folds)
 
 
 def load_checked_dataset(cfg):
@@ -297,8 +395,13 @@ def load_checked_dataset(cfg):
     artifacts.check_current(data["feature_config"], cfg.dataset,
                             "Rebuild it with `python make_dataset_16k.py`.")
     architecture(cfg, data["feature_config"])  # bad layer settings fail before any work
-    check_trainable(data["labels"], data["groups"], data["label_names"], max(3, cfg.folds),
-                    cfg.dataset)
+    plan = fold_plan(cfg.folds)
+    check_trainable(data["labels"], data["groups"], data["label_names"],
+                    max(3, plan if isinstance(plan, int) else 0), cfg.dataset)
+    if plan == "source" and len(set(data["sources"])) < 2:
+        raise PipelineError(f"{cfg.dataset}: --folds=source needs clips from at least two "
+                            "sources; give the manifest a 'source' column and rebuild the "
+                            "dataset")
     check_existing_labels(cfg.model_dir, data["label_names"], cfg.replace_model)
     return data
 
@@ -310,7 +413,7 @@ def check_finite_weights(model, learning_rate):
                             f"was not saved. Lower --learning_rate (now {learning_rate}).")
 
 
-def save_model(model_dir, model, data, scaling, split, metrics, cv, history, cfg):
+def save_model(model_dir, model, data, scaling, rule, split, metrics, cv, history, cfg):
     """The Keras model, labels.txt and the metadata every later stage reads."""
     paths = artifacts.model_paths(model_dir)
     with files.atomic_path(paths["keras"]) as tmp:
@@ -322,6 +425,7 @@ def save_model(model_dir, model, data, scaling, split, metrics, cv, history, cfg
         "labels": data["label_names"],
         "feature_config": data["feature_config"].to_dict(),
         "input_standardisation": scaling,
+        "open_set": rule,
         "model_type": architecture(cfg, data["feature_config"])[0],
         "n_inputs": int(data["features"].shape[1]),
         "settings": settings_used,
@@ -336,8 +440,9 @@ def save_model(model_dir, model, data, scaling, split, metrics, cv, history, cfg
     return paths, meta
 
 
-def save_reports(report_dir, metrics, history, label_names):
-    """Confusion matrix, training curves and the classification report."""
+def save_reports(report_dir, metrics, history, label_names, cv):
+    """Confusion matrix, training curves and the classification report; the
+    per-fold or per-source table when cross-validation ran."""
     from pipeline import plots
     report_dir = Path(report_dir)
     plots.confusion_matrices([("test split", metrics["confusion_matrix"])], label_names,
@@ -346,6 +451,9 @@ def save_reports(report_dir, metrics, history, label_names):
     files.write_text(report_dir / "classification_report.txt",
                      evaluation.report_text(metrics, "test split"))
     files.write_json(report_dir / "classification_report.json", metrics)
+    if cv:
+        files.write_text(report_dir / "cross_validation.txt", folds_text(cv))
+        files.write_json(report_dir / "cross_validation.json", cv)
 
 
 def main(argv=None):
@@ -359,7 +467,8 @@ def main(argv=None):
     tf = import_tensorflow()
     tf.config.experimental.enable_op_determinism()  # same seed -> same metrics
 
-    cv = cross_validate(data, cfg) if cfg.folds > 1 else None
+    plan = fold_plan(cfg.folds)
+    cv = cross_validate(data, cfg, plan) if plan else None
 
     train, val, test = train_val_test_split(labels, groups, cfg.test_fraction,
                                             cfg.val_fraction, cfg.seed)
@@ -367,14 +476,19 @@ def main(argv=None):
     check_split_has_every_class(split, labels, label_names)
     model, history, scaling = fit(data, train, val, cfg)
     check_finite_weights(model, cfg.learning_rate)
-    metrics = evaluate_rows(model, data, test, scaling)
-    paths, meta = save_model(cfg.model_dir, model, data, scaling, split, metrics, cv,
+    rule = fit_open_set(model, data, val, scaling, cfg)
+    metrics = evaluate_rows(model, data, test, scaling, rule)
+    paths, meta = save_model(cfg.model_dir, model, data, scaling, rule, split, metrics, cv,
                              history, cfg)
-    save_reports(cfg.report_dir, metrics, history, label_names)
+    save_reports(cfg.report_dir, metrics, history, label_names, cv)
 
     print(f"\nclips: {len(train)} train, {len(val)} validation, {len(test)} test "
           f"({len(set(groups))} groups)")
     print(f"epochs run: {meta['epochs_run']} (best weights kept)")
+    if rule["background"]:
+        print(f"open set: temperature {rule['temperature']:.2f}; an event class needs a "
+              f"calibrated probability of {rule['min_probability']:.2f}, else "
+              f"'{rule['background']}'")
     print(evaluation.report_text(metrics, "test split"), end="")
     print(f"saved {paths['keras']}, {paths['meta']}; reports in {cfg.report_dir}/")
     print(f"wall time {time.perf_counter() - started:.1f} s")

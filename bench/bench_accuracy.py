@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import features  # noqa: E402
 import model_conv  # noqa: E402
 import train_16k  # noqa: E402
-from pipeline import clips, evaluation, extraction, files, settings  # noqa: E402
+from pipeline import clips, extraction, files, open_set, settings  # noqa: E402
 from pipeline.quiet import import_tensorflow  # noqa: E402
 from pipeline.standardisation import standardise  # noqa: E402
 from pipeline.tflite_model import TFLiteModel  # noqa: E402
@@ -68,51 +68,51 @@ def preset_data(found, preset):
     return results, config, ms_per_clip
 
 
-def evaluate_split(data, train, test, cfg, seed):
-    """Train on ``train`` (with a grouped validation split), predict ``test``
-    with Keras and with the int8 model. Returns predictions and int8 info."""
-    labels, groups = data["labels"], np.asarray(data["groups"])
-    inner_train, inner_val = train_16k.grouped_split(labels[train], groups[train],
-                                                     cfg.val_fraction, cfg.seed)
-    model, _, scaling = train_16k.fit(data, train[inner_train], train[inner_val], cfg,
-                                      progress_desc="")
+def evaluate_split(data, train, val, test, cfg, seed):
+    """Train on ``train`` (early stopping and open-set rule on ``val``),
+    decide ``test`` as predict.py would, with Keras and with the int8
+    model. Returns the decisions, int8 size and parameters."""
+    model, _, scaling = train_16k.fit(data, train, val, cfg, progress_desc="")
+    rule = train_16k.fit_open_set(model, data, val, scaling, cfg)
     x_train = standardise(data["features"][train], scaling)
     x_test = standardise(data["features"][test], scaling)
-    float_pred = train_16k.predict_classes(model, x_test)
+    float_pred = train_16k.predict_rows(model, data, test, scaling, rule)
     rng = np.random.default_rng(seed)
     blob = model_conv.convert(model, x_train[rng.permutation(len(x_train))[:200]], int8=True)
-    int8_pred = TFLiteModel(blob).predict_proba(x_test).argmax(axis=1)
+    int8_probs = open_set.calibrate(TFLiteModel(blob).predict_proba(x_test), rule["temperature"])
+    int8_pred = open_set.decide(int8_probs, rule, data["label_names"])
     return float_pred, int8_pred, len(blob), model.count_params()
 
 
-def measure_row(data, cfg, sources, n_folds, seed):
+def measure_plan(data, cfg, plan, seed):
+    """train_16k.py's own splits and summaries for ``plan`` (k folds or
+    "source"), float and int8. Returns {kind: summary}, int8 KB, params."""
+    splits = list(train_16k.evaluation_splits(data, plan, cfg.val_fraction, seed))
+    int8_pooled, cost = np.zeros(len(data["labels"]), int), {}
+
+    def predict_split(k, name, train, val, test):
+        float_pred, int8_pred, size, params = evaluate_split(data, train, val, test, cfg, seed)
+        int8_pooled[test], cost["kb"], cost["params"] = int8_pred, size / 1024, params
+        return float_pred
+
+    float_pooled = train_16k.held_out_predictions(len(data["labels"]), splits, predict_split)
+    return ({kind: train_16k.summarise_splits(data, plan, splits, pooled)
+             for kind, pooled in (("float", float_pooled), ("int8", int8_pooled))},
+            cost["kb"], cost["params"])
+
+
+def measure_row(data, cfg, n_folds, seed):
     """CV (and LOSO when there are sources) macro-F1, float and int8."""
-    from sklearn.model_selection import StratifiedGroupKFold
-    labels, groups = data["labels"], np.asarray(data["groups"])
-    names = data["label_names"]
-    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    f1 = {"float": [], "int8": []}
-    pooled = {"float": np.zeros(len(labels), int), "int8": np.zeros(len(labels), int)}
-    for train, test in folds.split(labels, labels, groups):
-        float_pred, int8_pred, size, params = evaluate_split(data, train, test, cfg, seed)
-        for kind, pred in (("float", float_pred), ("int8", int8_pred)):
-            f1[kind].append(evaluation.classification_metrics(labels[test], pred, names)["macro_f1"])
-            pooled[kind][test] = pred
-    row = {"cv_" + k: (float(np.mean(v)), float(np.std(v))) for k, v in f1.items()}
-    row["per_class"] = {k: evaluation.classification_metrics(labels, pooled[k], names)["per_class"]
-                        for k in pooled}
-    row["int8_kb"], row["params"] = size / 1024, params
-    sources = np.asarray(sources)
-    if len(set(sources)) > 1:
-        loso = {"float": np.zeros(len(labels), int), "int8": np.zeros(len(labels), int)}
-        for source in sorted(set(sources)):
-            test = np.flatnonzero(sources == source)
-            train = np.flatnonzero(sources != source)
-            float_pred, int8_pred, _, _ = evaluate_split(data, train, test, cfg, seed)
-            loso["float"][test], loso["int8"][test] = float_pred, int8_pred
-        for kind in loso:
-            row["loso_" + kind] = evaluation.classification_metrics(labels, loso[kind],
-                                                                    names)["macro_f1"]
+    cv, kb, params = measure_plan(data, cfg, n_folds, seed)
+    row = {"cv_" + k: (v["macro_f1"]["mean"], v["macro_f1"]["std"]) for k, v in cv.items()}
+    row["per_class"] = {k: v["pooled"]["per_class"] for k, v in cv.items()}
+    row["int8_kb"], row["params"] = kb, params
+    if len(set(data["sources"])) > 1:
+        loso, _, _ = measure_plan(data, cfg, "source", seed)
+        for kind, summary in loso.items():
+            row["loso_" + kind] = summary["pooled"]["macro_f1"]
+        row["per_source"] = {f["name"]: f["macro_f1"] for f in loso["float"]["folds"]}
+        print(train_16k.folds_text(loso["float"]), end="")
     return row
 
 
@@ -129,6 +129,15 @@ def markdown(rows, names, n_clips, n_sources, n_folds):
                      f"{r['feature_ms']:.1f} | {r['int8_kb']:.0f} | {r['params']:,} |")
     lines.append(f"\n{n_clips} clips; grouped stratified {n_folds}-fold CV"
                  + (f"; leave-one-source-out over {n_sources} sources" if n_sources > 1 else ""))
+    with_sources = [(name, r) for name, r in rows if "per_source" in r]
+    if with_sources:
+        sources = sorted(with_sources[0][1]["per_source"])
+        lines += ["", "Macro-F1 (float) on each source when it is left out (over the classes "
+                  "that source has):", "",
+                  "| preset + model | " + " | ".join(sources) + " |",
+                  "|" + "---|" * (len(sources) + 1)]
+        lines += [f"| {name} | " + " | ".join(f"{r['per_source'][s]:.2f}" for s in sources)
+                  + " |" for name, r in with_sources]
     return "\n".join(lines) + "\n"
 
 
@@ -150,9 +159,9 @@ def main():
         data = {"features": np.stack([rows[i].vector for i in usable]),
                 "labels": np.array([names.index(found[i].label) for i in usable]),
                 "label_names": names, "paths": [found[i].path for i in usable],
-                "groups": [found[i].group for i in usable], "feature_config": config}
-        row = measure_row(data, train_settings(cfg.seed, **overrides),
-                          [found[i].source for i in usable], cfg.folds, cfg.seed)
+                "groups": [found[i].group for i in usable],
+                "sources": [found[i].source for i in usable], "feature_config": config}
+        row = measure_row(data, train_settings(cfg.seed, **overrides), cfg.folds, cfg.seed)
         row["feature_ms"] = ms
         results.append((name, row))
         print(f"[{time.perf_counter() - started:.0f} s] {name}: CV {row['cv_float'][0]:.3f}, "

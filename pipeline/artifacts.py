@@ -22,13 +22,17 @@ DATASET_KEYS = ("features", "labels", "label_names", "paths", "groups", "feature
 MODEL_NAME = "model_16k"  # models/model_16k.keras, .json, _int8.tflite, ...
 
 
-def save_dataset(path, feature_matrix, labels, label_names, paths, groups, config):
+def save_dataset(path, feature_matrix, labels, label_names, paths, groups, config,
+                 sources=None):
     """Write the dataset file that make_dataset_16k.py produces.
 
     Parameters
     ----------
     config : features.FeatureConfig
         Stored as JSON beside the features.
+    sources : list of str, optional
+        Each clip's source (repository, microphone, site), for
+        leave-one-source-out evaluation; "" when unknown.
     """
     write_npz(
         path,
@@ -37,6 +41,7 @@ def save_dataset(path, feature_matrix, labels, label_names, paths, groups, confi
         label_names=np.asarray(label_names, dtype=str),
         paths=np.asarray(paths, dtype=str),
         groups=np.asarray(groups, dtype=str),
+        sources=np.asarray(sources if sources is not None else [""] * len(paths), dtype=str),
         feature_config=np.asarray(json.dumps(config.to_dict(), sort_keys=True)),
     )
 
@@ -79,7 +84,7 @@ def load_dataset(path):
     -------
     dict
         ``features`` (N x D float32), ``labels`` (N int), ``label_names``,
-        ``paths`` and ``groups`` (lists of str), ``feature_config``
+        ``paths``, ``groups`` and ``sources`` (lists of str), ``feature_config``
         (FeatureConfig), ``sha256`` of the file.
     """
     path = Path(path)
@@ -94,6 +99,8 @@ def load_dataset(path):
                 raise PipelineError(f"{path}: not a dataset from make_dataset_16k.py "
                                     f"(missing {', '.join(missing)}). {rebuild}")
             data = {k: npz[k] for k in DATASET_KEYS}
+            # datasets made before sources were stored have none
+            sources = [str(v) for v in npz["sources"]] if "sources" in npz.files else None
         stored = json.loads(str(data["feature_config"]))
     except PipelineError:
         raise
@@ -101,7 +108,9 @@ def load_dataset(path):
         raise PipelineError(f"{path}: cannot read dataset ({err}). {rebuild}") from None
     config = stored_config(stored, path, rebuild)
     x = data["features"]
-    if x.ndim != 2 or len(x) != len(data["labels"]) or x.shape[1] != config.n_features:
+    sources = sources if sources is not None else [""] * len(x)
+    if (x.ndim != 2 or len(x) != len(data["labels"]) or x.shape[1] != config.n_features
+            or len(sources) != len(x)):
         raise PipelineError(f"{path}: features, labels and feature configuration do not "
                             f"line up. {rebuild}")
     if not np.all(np.isfinite(x)):
@@ -110,7 +119,7 @@ def load_dataset(path):
     return dict(features=x.astype(np.float32), labels=data["labels"].astype(np.int64),
                 label_names=[str(s) for s in data["label_names"]],
                 paths=[str(s) for s in data["paths"]],
-                groups=[str(s) for s in data["groups"]],
+                groups=[str(s) for s in data["groups"]], sources=sources,
                 feature_config=config, sha256=file_sha256(path))
 
 
@@ -153,6 +162,8 @@ def load_model_metadata(model_dir):
         "Rebuild the dataset and retrain (make_dataset_16k.py, train_16k.py).")
     check_labels(meta["labels"], path)
     check_standardisation(meta.get("input_standardisation"), meta["feature_config"], path)
+    from pipeline.open_set import check_rule
+    check_rule(meta.get("open_set"), meta["labels"], path)
     return meta
 
 

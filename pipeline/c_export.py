@@ -45,7 +45,7 @@ def _int_array(values):
 
 
 def model_header(array_name, labels, config, input_scale, input_zero_point, n_inputs,
-                 n_bytes):
+                 n_bytes, rule=None):
     """The .h that declares the model array and its constants.
 
     Parameters
@@ -59,7 +59,12 @@ def model_header(array_name, labels, config, input_scale, input_zero_point, n_in
     n_inputs : int
     n_bytes : int
         Size of the model array.
+    rule : dict, optional
+        The open-set rule (pipeline/open_set.py): temperature, minimum
+        probability and background class, as constants.
     """
+    rule = rule or {"temperature": 1.0, "min_probability": 0.0, "background": None}
+    background = labels.index(rule["background"]) if rule["background"] else -1
     settings = "\n".join(f"//   {c_comment(k)} = {c_comment(v)}"
                          for k, v in config.to_dict().items())
     n_labels = len(labels)
@@ -85,6 +90,14 @@ constexpr int kNumLabels = {n_labels};
 constexpr float kInputScale = {input_scale!r}f;
 constexpr int kInputZeroPoint = {input_zero_point};
 constexpr const char* kLabels[kNumLabels] = {{{labels}}};
+
+// Open-set decision (as predict.py): calibrated p = softmax(log(p_model) / kTemperature)
+// (clamp p_model to at least 1e-7 first); the top class wins, unless it is not
+// kBackgroundClass and its calibrated p is below kMinProbability: then kBackgroundClass.
+// kBackgroundClass = -1: no fallback.
+constexpr float kTemperature = {float(rule["temperature"])!r}f;
+constexpr float kMinProbability = {float(rule["min_probability"])!r}f;
+constexpr int kBackgroundClass = {background};
 
 #endif  // {guard}
 """

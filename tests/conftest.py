@@ -58,9 +58,10 @@ def easy_folder(tmp_path):
 
 
 def make_feature_dataset(path, per_class=(12, 12, 12), clips_per_group=2, seed=0,
-                         label_names=("alarm", "other", "water"), preset=None):
+                         label_names=("alarm", "other", "water"), preset=None, n_sources=0):
     """A dataset file of easy, separable feature vectors (no audio needed):
-    class k has a bump at its own bins. Groups hold ``clips_per_group`` clips.
+    class k has a bump at its own bins. Groups hold ``clips_per_group`` clips;
+    with ``n_sources`` the groups are dealt to that many sources in turn.
     ``preset`` defaults to features.FEATURES."""
     import features
     from pipeline import artifacts
@@ -78,8 +79,10 @@ def make_feature_dataset(path, per_class=(12, 12, 12), clips_per_group=2, seed=0
             labels.append(k)
             paths.append(f"clips/{label_names[k]}/{i}.wav")
             groups.append(f"{label_names[k]}-rec{i // clips_per_group}")
-    artifacts.save_dataset(path, np.array(rows, np.float32), labels, list(label_names[:len(per_class)]),
-                           paths, groups, config)
+    sources = ([f"src{int(g.rsplit('rec', 1)[1]) % n_sources}" for g in groups]
+               if n_sources else None)
+    artifacts.save_dataset(path, np.array(rows, np.float32), labels,
+                           list(label_names[:len(per_class)]), paths, groups, config, sources)
     return path
 
 

@@ -198,3 +198,14 @@ def test_bad_settings_are_refused(converted, tmp_path, option, message):
     with pytest.raises(PipelineError, match=message):
         model_conv.main([f"--model_dir={tmp / 'models'}", f"--dataset={dataset}",
                          f"--report_dir={tmp_path}", option])
+
+
+def test_header_carries_the_open_set_rule(converted):
+    tmp, *_ = converted
+    paths = artifacts.model_paths(tmp / "models")
+    rule = json.loads(paths["meta"].read_text())["open_set"]
+    header = paths["c_header"].read_text()
+    assert f"kTemperature = {float(rule['temperature'])!r}f" in header
+    assert f"kMinProbability = {float(rule['min_probability'])!r}f" in header
+    background = ["alarm", "other", "water"].index("other")  # the fixture's labels
+    assert f"kBackgroundClass = {background};" in header

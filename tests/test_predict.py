@@ -160,13 +160,16 @@ def test_cnn_with_standardisation_round_trips(model_dir, fresh_clips):
     std = np.array(meta["input_standardisation"]["std"], np.float32)
     clip = fresh_clips / "tone" / "t1.wav"
     manual = (features.extract_features(clip, meta["feature_config"]) - mean) / std
+    from pipeline import open_set
     keras_model = keras.models.load_model(model_dir / "model_16k.keras")
-    expected = keras_model.predict(manual[None, :], verbose=0)[0]
+    expected = open_set.calibrate(keras_model.predict(manual[None, :], verbose=0),
+                                  meta["open_set"]["temperature"])[0]
     via_keras = predict.Classifier(model_dir / "model_16k.keras")
     via_int8 = predict.Classifier(model_dir / "model_16k_int8.tflite")
     feats = features.extract_features(clip, meta["feature_config"])
     np.testing.assert_allclose(via_keras.probabilities(feats)[0], expected, atol=1e-5)
-    int8 = TFLiteModel(model_dir / "model_16k_int8.tflite").predict_proba(manual[None, :])[0]
+    int8 = open_set.calibrate(TFLiteModel(model_dir / "model_16k_int8.tflite").predict_proba(
+        manual[None, :]), meta["open_set"]["temperature"])[0]
     np.testing.assert_allclose(via_int8.probabilities(feats)[0], int8, atol=1e-6)
     assert np.abs(int8 - expected).max() < 0.05
 
@@ -328,3 +331,19 @@ def test_long_recording_is_streamed_with_the_same_windows(model_dir, tmp_path):
     np.testing.assert_allclose(probs, expected, atol=1e-6)
     assert abs(duration - whole.size / 16000) < 1e-9
     assert abs(centres[-1] - (whole.size - 8000) / 16000) < 1e-9
+
+
+def test_stored_open_set_rule_decides(model_dir, fresh_clips, tmp_path):
+    """An event class that is not sure enough falls back to the background
+    class stored with the model; without a fallback the top class wins."""
+    meta = json.loads((model_dir / "model_16k.json").read_text())
+    assert meta["open_set"]["temperature"] > 0  # fitted in training
+    strict = copy_model(model_dir, tmp_path, "strict")
+    edit_meta(strict, lambda m: m.update(open_set={"temperature": 1.0, "min_probability": 1.0,
+                                                  "background": "hiss"}))
+    out = tmp_path / "strict.json"
+    run(strict, fresh_clips, "--json", out)
+    results = json.loads(out.read_text())["results"]
+    assert {r["class"] for r in results} == {"hiss"}
+    for r in results:  # the probabilities are reported as they are
+        assert r["probability"] == r["probabilities"]["hiss"]

@@ -9,7 +9,7 @@ import train_16k
 from pipeline.errors import PipelineError
 from conftest import make_feature_dataset
 
-FAST = ["--epochs=60", "--patience=15", "--augment=false"]
+FAST = ["--epochs=60", "--patience=15", "--augment=false", "--open_set_class=none"]
 
 
 def train(tmp_path, dataset, name="models", *extra):
@@ -70,7 +70,8 @@ def test_cross_validation_keeps_groups_whole(tmp_path, capsys):
     dataset = make_feature_dataset(tmp_path / "ds.npz", per_class=(12, 12), seed=1)
     train(tmp_path, dataset, "cv", "--folds=3", "--epochs=20")
     out = capsys.readouterr().out
-    assert "fold 1:" in out and "fold 3:" in out and "3-fold CV: accuracy" in out
+    assert "3-fold CV: macro-F1 pooled" in out
+    assert "\nfold 1 " in out and "\nfold 3 " in out  # one table row per fold
     cv = json.loads(artifacts.model_paths(tmp_path / "cv")["meta"].read_text())["metrics"]["cross_validation"]
     assert len(cv["folds"]) == 3 and 0 <= cv["macro_f1"]["mean"] <= 1
     data = artifacts.load_dataset(dataset)
@@ -88,7 +89,7 @@ def test_every_cv_split_keeps_groups_apart():
     groups = np.array([f"g{i // 3}" for i in range(60)])[rng.permutation(60)]
     splits = list(train_16k.cv_splits(labels, groups, 4, 0.25, seed=7))
     assert len(splits) == 4
-    for parts in splits:
+    for _, *parts in splits:
         seen = [set(groups[idx]) for idx in parts]
         assert all(seen) and not (seen[0] & seen[1] | seen[0] & seen[2] | seen[1] & seen[2])
         assert sum(len(idx) for idx in parts) == 60
@@ -158,7 +159,7 @@ def test_retrain_with_other_labels_keeps_previous_model(trained):
     ("--dropout=1.5", r"--dropout=1.5: expected a number in \[0, 1\)"),
     ("--learning_rate=nan", "--learning_rate=nan: expected a positive finite number"),
     ("--jobs=0", "--jobs=0: expected at least 1, or -1"),
-    ("--folds=1", "--folds=1: expected 0"),
+    ("--folds=abc", "--folds='abc': expected 0"),
 ])
 def test_bad_settings_are_refused_before_work(tmp_path, option, message):
     dataset = make_feature_dataset(tmp_path / "ds.npz")
@@ -184,3 +185,35 @@ def test_unwritable_model_dir_is_found_before_training(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(PipelineError, match="cannot write there.*--model_dir"):
         train_16k.main([f"--dataset={dataset}", f"--model_dir={blocker / 'models'}", *FAST])
+
+
+def test_leave_one_source_out(tmp_path, capsys):
+    """--folds=source: every source is held out once, never trained on in
+    its own fold, and the report has one row per source."""
+    dataset = make_feature_dataset(tmp_path / "ds.npz", n_sources=3)
+    train(tmp_path, dataset, "loso", "--folds=source", "--epochs=20")
+    data = artifacts.load_dataset(dataset)
+    source_of = dict(zip(data["paths"], data["sources"]))
+    cv = json.loads(artifacts.model_paths(tmp_path / "loso")["meta"].read_text())[
+        "metrics"]["cross_validation"]
+    assert cv["kind"] == "source" and [f["name"] for f in cv["folds"]] == ["src0", "src1", "src2"]
+    for fold in cv["folds"]:
+        assert {source_of[p] for p in fold["test"]} == {fold["name"]}
+    assert sorted(p for f in cv["folds"] for p in f["test"]) == sorted(data["paths"])
+    assert 0 <= cv["pooled"]["macro_f1"] <= 1
+    table = (tmp_path / "loso_reports" / "cross_validation.txt").read_text()
+    assert table.startswith("leave-one-source-out") and "src2" in table
+    assert "leave-one-source-out: macro-F1 pooled" in capsys.readouterr().out
+    for _, train_rows, val_rows, test_rows in train_16k.source_splits(
+            data["labels"], data["groups"], data["sources"], 0.2, 42):
+        held_out = set(np.asarray(data["sources"])[test_rows])
+        assert len(held_out) == 1
+        assert not held_out & set(np.asarray(data["sources"])[np.concatenate([train_rows, val_rows])])
+
+
+def test_folds_setting_is_checked(tmp_path):
+    dataset = make_feature_dataset(tmp_path / "ds.npz")
+    with pytest.raises(PipelineError, match="--folds='1'"):
+        train(tmp_path, dataset, "x", "--folds=1")
+    with pytest.raises(PipelineError, match="at least two sources"):
+        train(tmp_path, dataset, "x", "--folds=source")
