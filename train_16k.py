@@ -37,6 +37,8 @@ FOLDS = "0"                    # "5": grouped 5-fold CV first; "source": leave o
 CLASS_WEIGHTS = True           # weight classes by inverse frequency in the training split
 AUGMENT = True                 # add augmented copies of training clips (re-reads their audio)
 AUGMENT_COPIES = 2             # augmented copies per training clip
+SPEC_AUGMENT = False           # copies of log-mel patches also get random band EQ and masks
+BATCH_NORM = False             # CNN: batch normalisation after each convolution
 JOBS = -1                      # processes for augmentation (-1 = all cores)
 OPEN_SET_CLASS = "other"       # unsure event predictions fall back to this class ("none": off)
 OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
@@ -121,7 +123,7 @@ def architecture(cfg, config):
 
 
 def build_model(n_inputs, n_classes, kind, units, dropout, learning_rate, seed,
-                input_shape=None):
+                input_shape=None, batch_norm=False):
     """The seed's MLP, or a small CNN on log-mel patches.
 
     MLP: Dense+ReLU layers of ``units``, dropout after the last, softmax
@@ -130,9 +132,10 @@ def build_model(n_inputs, n_classes, kind, units, dropout, learning_rate, seed,
     all zero, which makes the loss undefined and the prediction arbitrary).
 
     CNN: the flat input is reshaped to ``input_shape`` + (1,), then one 3x3
-    conv + ReLU + 2x2 max-pool block per entry of ``units`` (its filters),
-    global average pooling, dropout, softmax; every operation has an int8
-    kernel in TensorFlow Lite Micro.
+    conv (+ batch normalisation with ``batch_norm``, folded into the conv by
+    the int8 converter) + ReLU + 2x2 max-pool block per entry of ``units``
+    (its filters), global average pooling, dropout, softmax; every operation
+    has an int8 kernel in TensorFlow Lite Micro.
     """
     import_tensorflow()
     import keras
@@ -140,8 +143,12 @@ def build_model(n_inputs, n_classes, kind, units, dropout, learning_rate, seed,
     if kind == "cnn":
         layers.append(keras.layers.Reshape((*input_shape, 1)))
         for filters in units:
-            layers += [keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
-                       keras.layers.MaxPooling2D(2)]
+            if batch_norm:
+                layers += [keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
+                           keras.layers.BatchNormalization(), keras.layers.ReLU()]
+            else:
+                layers.append(keras.layers.Conv2D(filters, 3, padding="same", activation="relu"))
+            layers.append(keras.layers.MaxPooling2D(2))
         layers.append(keras.layers.GlobalAveragePooling2D())
     else:
         layers += [keras.layers.Dense(u, activation="relu") for u in units]
@@ -180,7 +187,8 @@ def augmented_training_set(data, train, cfg):
         backgrounds.append(paths[rng.choice(others)] if others else None)
     from tqdm import tqdm
     calls = (joblib.delayed(augment.augmented_rows)(p, b, cfg.augment_copies,
-                                                    cfg.seed * 100003 + i, data["feature_config"])
+                                                    cfg.seed * 100003 + i, data["feature_config"],
+                                                    cfg.spec_augment)
              for i, (p, b) in enumerate(zip(paths, backgrounds)))
     rows = list(tqdm(joblib.Parallel(n_jobs=cfg.jobs, return_as="generator")(calls),
                      total=len(paths), desc="augmenting", unit="clip", disable=None,
@@ -209,7 +217,7 @@ def fit(data, train, val, cfg, progress_desc="training"):
     x_val = standardise(data["features"][val], scaling)
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(x_train.shape[1], n_classes, kind, units, cfg.dropout,
-                        cfg.learning_rate, cfg.seed, config.input_shape)
+                        cfg.learning_rate, cfg.seed, config.input_shape, cfg.batch_norm)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True),
                  TqdmCallback(verbose=0, desc=progress_desc, disable=None)]

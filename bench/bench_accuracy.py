@@ -44,6 +44,10 @@ CANDIDATES = [
     ("logmel stats + MLP, no augmentation", "logmel", {"augment": False}),
     ("logmel stats + MLP + augmentation", "logmel", {}),
     ("logmel patch + CNN + augmentation", "logmel_patch", {"model": "cnn"}),
+    ("logmel patch + CNN + augmentation, no open-set rule", "logmel_patch",
+     {"model": "cnn", "open_set_class": "none"}),
+    ("logmel patch + CNN (batch norm) + augmentation with band EQ and masks", "logmel_patch",
+     {"model": "cnn", "batch_norm": True, "spec_augment": True}),
 ]
 
 

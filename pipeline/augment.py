@@ -17,6 +17,9 @@ GAIN_DB = (-12.0, 6.0)           # random level change
 TILT_DB_PER_OCTAVE = 3.0         # mild EQ: spectral tilt up to +/- this
 MAX_SHIFT = 0.25                 # circular time shift up to this share of the clip
 MIN_CROP = 0.5                   # keep a random segment of at least this share of the clip
+BAND_EQ_DB = 6.0                 # log-mel patches: smooth random per-band gain up to +/- this
+TIME_MASKS, TIME_MASK_FRAMES = 2, 8    # SpecAugment: masks of up to this many frames
+BAND_MASKS, BAND_MASK_BANDS = 2, 5     # SpecAugment: masks of up to this many mel bands
 
 
 def coloured_noise(n, rng, colour):
@@ -62,7 +65,28 @@ def augment_clip(y, rng, sample_rate, background=None):
     return (y * 10 ** (rng.uniform(*GAIN_DB) / 20)).astype(np.float32)
 
 
-def augmented_rows(path, background_path, copies, seed, config):
+def spec_augment(patch, rng):
+    """A log-mel patch (frames, bands) as another microphone might give it:
+    a smooth random gain curve over the bands (a different frequency
+    response), then SpecAugment's time and band masks filled with the
+    patch's floor (its quietest cell)."""
+    frames, bands = patch.shape
+    knots = rng.uniform(-BAND_EQ_DB, BAND_EQ_DB, size=5)
+    curve = np.interp(np.linspace(0, 4, bands), np.arange(5), knots)
+    out = patch + curve[None, :]
+    floor = out.min()
+    for _ in range(TIME_MASKS):
+        width = rng.integers(0, TIME_MASK_FRAMES + 1)
+        start = rng.integers(0, frames - width + 1)
+        out[start:start + width, :] = floor
+    for _ in range(BAND_MASKS):
+        width = rng.integers(0, BAND_MASK_BANDS + 1)
+        start = rng.integers(0, bands - width + 1)
+        out[:, start:start + width] = floor
+    return out
+
+
+def augmented_rows(path, background_path, copies, seed, config, spec=False):
     """Feature vectors of ``copies`` augmented versions of one file.
 
     Parameters
@@ -72,6 +96,8 @@ def augmented_rows(path, background_path, copies, seed, config):
     copies : int
     seed : int
     config : features.FeatureConfig
+    spec : bool
+        Also apply :func:`spec_augment` to each copy (2-D presets only).
 
     Returns
     -------
@@ -85,8 +111,11 @@ def augmented_rows(path, background_path, copies, seed, config):
     rows = []
     for _ in range(copies):
         try:
-            rows.append(features.features_from_audio(
-                augment_clip(y, rng, config.sample_rate, background), config))
+            row = features.features_from_audio(
+                augment_clip(y, rng, config.sample_rate, background), config)
         except features.FeatureError:
             continue
+        if spec and config.input_shape:
+            row = spec_augment(row.reshape(config.input_shape), rng).ravel()
+        rows.append(row)
     return np.array(rows, np.float32).reshape(len(rows), config.n_features)

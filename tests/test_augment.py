@@ -51,9 +51,9 @@ def test_augmentation_touches_training_clips_only(dataset, monkeypatch):
     calls = []
     real = augment.augmented_rows
 
-    def spy(path, background, copies, seed, config):
+    def spy(path, background, copies, seed, config, spec):
         calls.append((path, background))
-        return real(path, background, copies, seed, config)
+        return real(path, background, copies, seed, config, spec)
 
     monkeypatch.setattr(augment, "augmented_rows", spy)
     cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1", "--augment_copies=2"])
@@ -87,3 +87,39 @@ def test_standardisation_only_where_the_preset_asks():
     assert standardise(x, scaling).tolist() == [[-1.0, 0.0], [1.0, 0.0]]
     assert fit_standardisation(x, features.feature_config("seed")) is None
     assert standardise(x, None) is not None and np.array_equal(standardise(x, None), x)
+
+
+def test_spec_augment_masks_and_band_eq():
+    patch = np.random.default_rng(1).normal(0, 10, (61, 40)).astype(np.float32)
+    out = augment.spec_augment(patch.copy(), np.random.default_rng(5))
+    assert out.shape == patch.shape
+    assert np.array_equal(out, augment.spec_augment(patch.copy(), np.random.default_rng(5)))
+    floor = out.min()
+    masked = np.isclose(out, floor)
+    # masked cells are whole rows or columns; the rest moved by a smooth curve
+    diff = np.where(masked, np.nan, out - patch)
+    per_band = np.nanmean(diff, axis=0)
+    assert np.nanmax(np.abs(per_band)) <= augment.BAND_EQ_DB + 1e-4
+    assert np.nanmax(np.nanstd(diff, axis=0)) < 1e-4  # one gain per band, all frames
+    rows_masked = masked.all(axis=1).sum()
+    cols_masked = masked.all(axis=0).sum()
+    assert rows_masked <= augment.TIME_MASKS * augment.TIME_MASK_FRAMES
+    assert cols_masked <= augment.BAND_MASKS * augment.BAND_MASK_BANDS
+
+
+def test_batch_norm_cnn_converts_to_the_same_int8_ops():
+    import model_conv
+    from pipeline.tflite_model import TFLiteModel
+    config = features.feature_config("logmel_patch")
+    model = train_16k.build_model(config.n_features, 3, "cnn", [4, 4], 0.1, 1e-3, 0,
+                                  config.input_shape, batch_norm=True)
+    assert any("BatchNormalization" in type(layer).__name__ for layer in model.layers)
+    calibration = np.random.default_rng(0).normal(size=(20, config.n_features)).astype(np.float32)
+    blob = model_conv.convert(model, calibration, int8=True)
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    interp = Interpreter(model_content=blob, experimental_op_resolver_type=(
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interp.allocate_tensors()
+    ops = {op["op_name"] for op in interp._get_ops_details()}
+    assert ops <= {"FULLY_CONNECTED", "SOFTMAX", "RESHAPE", "CONV_2D", "MAX_POOL_2D", "MEAN"}, ops
+    assert TFLiteModel(blob).is_int8
