@@ -8,8 +8,11 @@
 Uses the int8 .tflite through LiteRT by default and never imports TensorFlow
 for it; --model=models/model_16k.keras uses Keras instead. Labels and the
 feature configuration come from the model's metadata (model_16k.json).
-A recording longer than WINDOW_S is cut into overlapping windows whose class
-probabilities are smoothed and turned into events.
+A recording longer than WINDOW_S is read as a stream (memory does not grow
+with its length) and cut into overlapping windows whose class probabilities
+are smoothed and turned into events. A clip's class follows the open-set
+rule stored with the model: an event class that is not sure enough gives way
+to the background class.
 """
 
 import sys
