@@ -35,7 +35,7 @@ from pipeline.tflite_model import TFLiteModel  # noqa: E402
 MANIFEST = None                # CSV with path,label,group[,source]: groups and LOSO sources
 OUT = "reports/accuracy.md"    # the table, as markdown
 ROWS = ""                      # comma-separated row numbers of CANDIDATES (default all)
-FOLDS = 5                      # grouped, stratified cross-validation folds
+FOLDS = 5                      # grouped, stratified cross-validation folds (0: LOSO only)
 SEED = 42                      # folds, calibration clips and training
 
 # (row name, feature preset, train_16k overrides)
@@ -44,8 +44,6 @@ CANDIDATES = [
     ("logmel stats + MLP, no augmentation", "logmel", {"augment": False}),
     ("logmel stats + MLP + augmentation", "logmel", {}),
     ("logmel patch + CNN + augmentation", "logmel_patch", {"model": "cnn"}),
-    ("logmel patch + CNN + augmentation, no open-set rule", "logmel_patch",
-     {"model": "cnn", "open_set_class": "none"}),
     ("logmel patch + CNN (batch norm) + augmentation with band EQ and masks", "logmel_patch",
      {"model": "cnn", "batch_norm": True, "spec_augment": True}),
 ]
@@ -75,44 +73,54 @@ def preset_data(found, preset):
 def evaluate_split(data, train, val, test, cfg, seed):
     """Train on ``train`` (early stopping and open-set rule on ``val``),
     decide ``test`` as predict.py would, with Keras and with the int8
-    model. Returns the decisions, int8 size and parameters."""
+    model, and with Keras without the open-set rule (the plain argmax).
+    Returns {kind: decisions}, int8 size and parameters."""
     model, _, scaling = train_16k.fit(data, train, val, cfg, progress_desc="")
     rule = train_16k.fit_open_set(model, data, val, scaling, cfg)
     x_train = standardise(data["features"][train], scaling)
     x_test = standardise(data["features"][test], scaling)
-    float_pred = train_16k.predict_rows(model, data, test, scaling, rule)
     rng = np.random.default_rng(seed)
     blob = model_conv.convert(model, x_train[rng.permutation(len(x_train))[:200]], int8=True)
     int8_probs = open_set.calibrate(TFLiteModel(blob).predict_proba(x_test), rule["temperature"])
-    int8_pred = open_set.decide(int8_probs, rule, data["label_names"])
-    return float_pred, int8_pred, len(blob), model.count_params()
+    decisions = {"float": train_16k.predict_rows(model, data, test, scaling, rule),
+                 "int8": open_set.decide(int8_probs, rule, data["label_names"]),
+                 "float_argmax": train_16k.predict_rows(model, data, test, scaling)}
+    return decisions, len(blob), model.count_params()
 
 
 def measure_plan(data, cfg, plan, seed):
     """train_16k.py's own splits and summaries for ``plan`` (k folds or
     "source"), float and int8. Returns {kind: summary}, int8 KB, params."""
     splits = list(train_16k.evaluation_splits(data, plan, cfg.val_fraction, seed))
-    int8_pooled, cost = np.zeros(len(data["labels"]), int), {}
+    pooled = {kind: np.zeros(len(data["labels"]), int) for kind in ("int8", "float_argmax")}
+    cost = {}
 
     def predict_split(k, name, train, val, test):
-        float_pred, int8_pred, size, params = evaluate_split(data, train, val, test, cfg, seed)
-        int8_pooled[test], cost["kb"], cost["params"] = int8_pred, size / 1024, params
-        return float_pred
+        decisions, size, params = evaluate_split(data, train, val, test, cfg, seed)
+        for kind in pooled:
+            pooled[kind][test] = decisions[kind]
+        cost["kb"], cost["params"] = size / 1024, params
+        print(f"  {name}: done", flush=True)
+        return decisions["float"]
 
-    float_pooled = train_16k.held_out_predictions(len(data["labels"]), splits, predict_split)
-    return ({kind: train_16k.summarise_splits(data, plan, splits, pooled)
-             for kind, pooled in (("float", float_pooled), ("int8", int8_pooled))},
+    pooled["float"] = train_16k.held_out_predictions(len(data["labels"]), splits, predict_split)
+    return ({kind: train_16k.summarise_splits(data, plan, splits, p) for kind, p in pooled.items()},
             cost["kb"], cost["params"])
 
 
 def measure_row(data, cfg, n_folds, seed):
-    """CV (and LOSO when there are sources) macro-F1, float and int8."""
-    cv, kb, params = measure_plan(data, cfg, n_folds, seed)
-    row = {"cv_" + k: (v["macro_f1"]["mean"], v["macro_f1"]["std"]) for k, v in cv.items()}
-    row["per_class"] = {k: v["pooled"]["per_class"] for k, v in cv.items()}
-    row["int8_kb"], row["params"] = kb, params
+    """CV (and LOSO when there are sources) macro-F1, float and int8; with
+    ``n_folds`` 0, LOSO only."""
+    row = {}
+    if n_folds:
+        cv, row["int8_kb"], row["params"] = measure_plan(data, cfg, n_folds, seed)
+        row.update({"cv_" + k: (v["macro_f1"]["mean"], v["macro_f1"]["std"])
+                    for k, v in cv.items()})
+        row["per_class"] = {k: v["pooled"]["per_class"] for k, v in cv.items()}
     if len(set(data["sources"])) > 1:
-        loso, _, _ = measure_plan(data, cfg, "source", seed)
+        loso, row["int8_kb"], row["params"] = measure_plan(data, cfg, "source", seed)
+        if not n_folds:
+            row["per_class"] = {k: v["pooled"]["per_class"] for k, v in loso.items()}
         for kind, summary in loso.items():
             row["loso_" + kind] = summary["pooled"]["macro_f1"]
         row["per_source"] = {f["name"]: f["macro_f1"] for f in loso["float"]["folds"]}
@@ -122,17 +130,25 @@ def measure_row(data, cfg, n_folds, seed):
 
 def markdown(rows, names, n_clips, n_sources, n_folds):
     head = ("| preset + model | CV macro-F1 float | CV macro-F1 int8 | LOSO macro-F1 float "
-            "| LOSO int8 | per-class F1 (CV, float) | feature ms/clip | int8 KB | params |")
-    lines = [head, "|" + "---|" * 9]
+            "| LOSO int8 | LOSO float, argmax (no open-set rule) | per-class F1 (float) "
+            "| feature ms/clip | int8 KB | params |")
+    lines = [head, "|" + "---|" * 10]
+
+    def cell(r, key):
+        return f"{r[key][0]:.3f} ± {r[key][1]:.3f}" if key in r else "n/a"
+
     for name, r in rows:
         per_class = ", ".join(f"{k} {r['per_class']['float'][k]['f1']:.2f}" for k in names)
-        loso = (f"{r['loso_float']:.3f} | {r['loso_int8']:.3f}" if "loso_float" in r
-                else "n/a | n/a")
-        lines.append(f"| {name} | {r['cv_float'][0]:.3f} ± {r['cv_float'][1]:.3f} | "
-                     f"{r['cv_int8'][0]:.3f} ± {r['cv_int8'][1]:.3f} | {loso} | {per_class} | "
-                     f"{r['feature_ms']:.1f} | {r['int8_kb']:.0f} | {r['params']:,} |")
-    lines.append(f"\n{n_clips} clips; grouped stratified {n_folds}-fold CV"
-                 + (f"; leave-one-source-out over {n_sources} sources" if n_sources > 1 else ""))
+        loso = (f"{r['loso_float']:.3f} | {r['loso_int8']:.3f} | {r['loso_float_argmax']:.3f}"
+                if "loso_float" in r else "n/a | n/a | n/a")
+        lines.append(f"| {name} | {cell(r, 'cv_float')} | {cell(r, 'cv_int8')} | {loso} | "
+                     f"{per_class} | {r['feature_ms']:.1f} | {r['int8_kb']:.0f} | "
+                     f"{r['params']:,} |")
+    lines.append(f"\n{n_clips} clips" + (f"; grouped stratified {n_folds}-fold CV" if n_folds
+                                          else "")
+                 + (f"; leave-one-source-out over {n_sources} sources" if n_sources > 1 else "")
+                 + "; per-class F1 from the pooled " + ("CV" if n_folds else "LOSO")
+                 + " predictions")
     with_sources = [(name, r) for name, r in rows if "per_source" in r]
     if with_sources:
         sources = sorted(with_sources[0][1]["per_source"])
@@ -168,7 +184,8 @@ def main():
         row = measure_row(data, train_settings(cfg.seed, **overrides), cfg.folds, cfg.seed)
         row["feature_ms"] = ms
         results.append((name, row))
-        print(f"[{time.perf_counter() - started:.0f} s] {name}: CV {row['cv_float'][0]:.3f}, "
+        print(f"[{time.perf_counter() - started:.0f} s] {name}: CV "
+              f"{row.get('cv_float', (float('nan'),))[0]:.3f}, "
               f"LOSO {row.get('loso_float', float('nan')):.3f}", flush=True)
     n_sources = len({found[i].source for i in usable})
     table = markdown(results, names, len(usable), n_sources, cfg.folds)
