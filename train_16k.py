@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import artifacts, evaluation, files, open_set, settings
+from pipeline.splits import (evaluation_splits, folds_text, held_out_predictions,
+                             summarise_splits, train_val_test_split)
 from pipeline.errors import PipelineError, run_script
 from pipeline.quiet import import_tensorflow
 from pipeline.standardisation import fit_standardisation, standardise
@@ -62,24 +64,6 @@ def check_trainable(labels, groups, label_names, min_groups, source):
                 f"{source}: class {name!r} has {count} clip group(s) (source recordings); "
                 f"at least {min_groups} are needed to give train, validation and test "
                 "their own. Add clips from more recordings, or lower --folds")
-
-
-def grouped_split(labels, groups, fraction, seed):
-    """Split indices into (kept, held_out): about ``fraction`` of the groups
-    held out, stratified by class, no group on both sides."""
-    from sklearn.model_selection import StratifiedGroupKFold
-    n_splits = max(2, round(1 / fraction))
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    kept, held_out = next(splitter.split(np.zeros(len(labels)), labels, groups))
-    return kept, held_out
-
-
-def train_val_test_split(labels, groups, test_fraction, val_fraction, seed):
-    """Indices of the train, validation and test splits (grouped, stratified)."""
-    labels, groups = np.asarray(labels), np.asarray(groups)
-    rest, test = grouped_split(labels, groups, test_fraction, seed)
-    train, val = grouped_split(labels[rest], groups[rest], val_fraction, seed)
-    return rest[train], rest[val], test
 
 
 def check_split_has_every_class(splits, labels, label_names):
@@ -277,62 +261,6 @@ def fold_plan(folds):
                         "or 'source' (leave one source out)")
 
 
-def cv_splits(labels, groups, folds, val_fraction, seed):
-    """Grouped, stratified k-fold: (name, train, validation, test) indices
-    per fold; each fold's remaining groups are split again for early stopping."""
-    from sklearn.model_selection import StratifiedGroupKFold
-    labels, groups = np.asarray(labels), np.asarray(groups)
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (rest, test) in enumerate(splitter.split(labels, labels, groups), start=1):
-        inner_train, inner_val = grouped_split(labels[rest], groups[rest], val_fraction, seed)
-        yield f"fold {k}", rest[inner_train], rest[inner_val], test
-
-
-def source_splits(labels, groups, sources, val_fraction, seed):
-    """Leave one source out: (source, train, validation, test) indices, the
-    test being every clip of one source; the other sources' groups are split
-    for early stopping. The closest thing to a microphone and room the model
-    has never heard."""
-    labels, groups, sources = np.asarray(labels), np.asarray(groups), np.asarray(sources)
-    for source in sorted(set(sources)):
-        test, rest = np.flatnonzero(sources == source), np.flatnonzero(sources != source)
-        inner_train, inner_val = grouped_split(labels[rest], groups[rest], val_fraction, seed)
-        yield source, rest[inner_train], rest[inner_val], test
-
-
-def evaluation_splits(data, plan, val_fraction, seed):
-    """The splits that --folds asks for."""
-    if plan == "source":
-        return source_splits(data["labels"], data["groups"], data["sources"], val_fraction, seed)
-    return cv_splits(data["labels"], data["groups"], plan, val_fraction, seed)
-
-
-def held_out_predictions(n_rows, splits, predict_split):
-    """Pooled predictions: each split's test rows predicted by
-    ``predict_split(k, name, train, val, test)`` (a model that never saw them)."""
-    pooled = np.zeros(n_rows, int)
-    for k, (name, train, val, test) in enumerate(splits, start=1):
-        pooled[test] = predict_split(k, name, train, val, test)
-    return pooled
-
-
-def summarise_splits(data, plan, splits, pooled):
-    """Per split (fold or source) and pooled metrics of held-out predictions."""
-    folds = []
-    for name, _, _, test in splits:
-        metrics = evaluation.classification_metrics(data["labels"][test], pooled[test],
-                                                    data["label_names"])
-        folds.append({"name": name, "accuracy": metrics["accuracy"],
-                      "macro_f1": metrics["macro_f1"],
-                      "classes": sorted({data["label_names"][c] for c in data["labels"][test]}),
-                      "test": [data["paths"][i] for i in test]})
-    summary = {m: {"mean": float(np.mean([f[m] for f in folds])),
-                   "std": float(np.std([f[m] for f in folds]))} for m in ("accuracy", "macro_f1")}
-    return {"kind": "source" if plan == "source" else f"{plan}-fold", "folds": folds, **summary,
-            "pooled": evaluation.classification_metrics(data["labels"], pooled,
-                                                        data["label_names"])}
-
-
 def cross_validate(data, cfg, plan):
     """Train and test on every split of ``plan``: per split, and pooled over
     all held-out predictions (one macro-F1, per class)."""
@@ -347,22 +275,6 @@ def cross_validate(data, cfg, plan):
     result = summarise_splits(data, plan, splits, pooled)
     print(folds_text(result), end="")
     return result
-
-
-def folds_text(result):
-    """Per-fold (or per-source) table and the pooled figures."""
-    title = "leave-one-source-out" if result["kind"] == "source" else f"{result['kind']} CV"
-    lines = [f"{title}: macro-F1 pooled {result['pooled']['macro_f1']:.3f}, mean "
-             f"{result['macro_f1']['mean']:.3f} +/- {result['macro_f1']['std']:.3f}; accuracy "
-             f"mean {result['accuracy']['mean']:.3f}",
-             f"{'held out':<32}{'clips':>7}{'accuracy':>10}{'macro-F1':>10}  classes"]
-    for fold in result["folds"]:
-        lines.append(f"{fold['name'][:31]:<32}{len(fold['test']):>7}{fold['accuracy']:>10.3f}"
-                     f"{fold['macro_f1']:>10.3f}  {', '.join(fold['classes'])}")
-    per_class = result["pooled"]["per_class"]
-    lines.append("pooled per-class F1: " + ", ".join(f"{name} {row['f1']:.3f}"
-                                                      for name, row in per_class.items()))
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import features  # noqa: E402
 import model_conv  # noqa: E402
 import train_16k  # noqa: E402
-from pipeline import clips, extraction, files, open_set, settings  # noqa: E402
+from pipeline import clips, extraction, files, open_set, settings, splits  # noqa: E402
 from pipeline.quiet import import_tensorflow  # noqa: E402
 from pipeline.standardisation import standardise  # noqa: E402
 from pipeline.tflite_model import TFLiteModel  # noqa: E402
@@ -91,7 +91,7 @@ def evaluate_split(data, train, val, test, cfg, seed):
 def measure_plan(data, cfg, plan, seed):
     """train_16k.py's own splits and summaries for ``plan`` (k folds or
     "source"), float and int8. Returns {kind: summary}, int8 KB, params."""
-    splits = list(train_16k.evaluation_splits(data, plan, cfg.val_fraction, seed))
+    planned = list(splits.evaluation_splits(data, plan, cfg.val_fraction, seed))
     pooled = {kind: np.zeros(len(data["labels"]), int) for kind in ("int8", "float_argmax")}
     cost = {}
 
@@ -103,8 +103,8 @@ def measure_plan(data, cfg, plan, seed):
         print(f"  {name}: done", flush=True)
         return decisions["float"]
 
-    pooled["float"] = train_16k.held_out_predictions(len(data["labels"]), splits, predict_split)
-    return ({kind: train_16k.summarise_splits(data, plan, splits, p) for kind, p in pooled.items()},
+    pooled["float"] = splits.held_out_predictions(len(data["labels"]), planned, predict_split)
+    return ({kind: splits.summarise_splits(data, plan, planned, p) for kind, p in pooled.items()},
             cost["kb"], cost["params"])
 
 
@@ -124,7 +124,7 @@ def measure_row(data, cfg, n_folds, seed):
         for kind, summary in loso.items():
             row["loso_" + kind] = summary["pooled"]["macro_f1"]
         row["per_source"] = {f["name"]: f["macro_f1"] for f in loso["float"]["folds"]}
-        print(train_16k.folds_text(loso["float"]), end="")
+        print(splits.folds_text(loso["float"]), end="")
     return row
 
 

@@ -6,7 +6,7 @@ import features
 import train_16k
 from conftest import make_class_folder, noise, tone
 import make_dataset_16k
-from pipeline import artifacts
+from pipeline import artifacts, splits
 from pipeline.standardisation import fit_standardisation, standardise
 
 
@@ -47,7 +47,7 @@ def dataset(tmp_path):
 
 def test_augmentation_touches_training_clips_only(dataset, monkeypatch):
     labels, groups = dataset["labels"], dataset["groups"]
-    train, val, test = train_16k.train_val_test_split(labels, groups, 0.2, 0.2, 42)
+    train, val, test = splits.train_val_test_split(labels, groups, 0.2, 0.2, 42)
     calls = []
     real = augment.augmented_rows
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import artifacts
+from pipeline import artifacts, splits
 import features
 import train_16k
 from pipeline.errors import PipelineError
@@ -87,9 +87,9 @@ def test_every_cv_split_keeps_groups_apart():
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1, 2], 20)
     groups = np.array([f"g{i // 3}" for i in range(60)])[rng.permutation(60)]
-    splits = list(train_16k.cv_splits(labels, groups, 4, 0.25, seed=7))
-    assert len(splits) == 4
-    for _, *parts in splits:
+    folds = list(splits.cv_splits(labels, groups, 4, 0.25, seed=7))
+    assert len(folds) == 4
+    for _, *parts in folds:
         seen = [set(groups[idx]) for idx in parts]
         assert all(seen) and not (seen[0] & seen[1] | seen[0] & seen[2] | seen[1] & seen[2])
         assert sum(len(idx) for idx in parts) == 60
@@ -204,7 +204,7 @@ def test_leave_one_source_out(tmp_path, capsys):
     table = (tmp_path / "loso_reports" / "cross_validation.txt").read_text()
     assert table.startswith("leave-one-source-out") and "src2" in table
     assert "leave-one-source-out: macro-F1 pooled" in capsys.readouterr().out
-    for _, train_rows, val_rows, test_rows in train_16k.source_splits(
+    for _, train_rows, val_rows, test_rows in splits.source_splits(
             data["labels"], data["groups"], data["sources"], 0.2, 42):
         held_out = set(np.asarray(data["sources"])[test_rows])
         assert len(held_out) == 1
