@@ -42,7 +42,7 @@ AUGMENT_COPIES = 2             # augmented copies per training clip
 SPEC_AUGMENT = False           # copies of log-mel patches also get random band EQ and masks
 BATCH_NORM = False             # CNN: batch normalisation after each convolution
 JOBS = -1                      # processes for augmentation (-1 = all cores)
-OPEN_SET_CLASS = "other"       # unsure event predictions fall back to this class ("none": off)
+OPEN_SET_CLASS = "none"        # unsure event predictions fall back to this class, e.g. "other"
 OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
 SEED = 42                      # same dataset + seed -> same split, model and metrics
 REPLACE_MODEL = False          # allow replacing a model in MODEL_DIR trained on other labels

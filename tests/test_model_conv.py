@@ -207,5 +207,6 @@ def test_header_carries_the_open_set_rule(converted):
     header = paths["c_header"].read_text()
     assert f"kTemperature = {float(rule['temperature'])!r}f" in header
     assert f"kMinProbability = {float(rule['min_probability'])!r}f" in header
-    background = ["alarm", "other", "water"].index("other")  # the fixture's labels
+    labels = ["alarm", "other", "water"]  # the fixture's
+    background = labels.index(rule["background"]) if rule["background"] else -1
     assert f"kBackgroundClass = {background};" in header
