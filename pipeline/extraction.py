@@ -85,8 +85,10 @@ def _exit_with_parent(parent_pid, interval_s=1.0):
     parent (it was killed, even with SIGKILL, and we were re-parented), so
     no worker outlives the run. Started once per process."""
     global _watchdog_started
-    if _watchdog_started or os.getppid() != parent_pid:
+    if os.getpid() == parent_pid or _watchdog_started:  # in the run's own process, or set
         return
+    if os.getppid() != parent_pid:  # the run died before this task reached us
+        os._exit(1)
     _watchdog_started = True
 
     def watch():

@@ -316,7 +316,7 @@ def start_build_with_workers(tmp_path):
         workers = [p for p in parent.children(recursive=True) if "resource_tracker" not in
                    " ".join(p.cmdline())]
         if len(workers) >= 2:
-            time.sleep(1.0)  # let them start extracting
+            time.sleep(3.0)  # let them start extracting (slow to import on a busy machine)
             return proc, parent.children(recursive=True)
         time.sleep(0.1)
     proc.kill()
