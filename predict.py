@@ -80,8 +80,7 @@ class Classifier:
         vectors: the model's outputs at the temperature fitted in training."""
         probs = self._run(standardise(np.atleast_2d(feature_rows),
                                       self.meta.get("input_standardisation")))
-        rule = self.meta.get("open_set")
-        return open_set.calibrate(probs, rule["temperature"]) if rule else probs
+        return open_set.calibrated(probs, self.meta.get("open_set"))
 
     def decide(self, probs):
         """Class index of calibrated probabilities: the most probable class,
@@ -89,9 +88,10 @@ class Classifier:
         return int(open_set.decide(probs, self.meta.get("open_set"), self.labels)[0])
 
 
-def window_probabilities(classifier, path, sample_rate, window_s, hop_s):
+def window_probabilities(classifier, path, sample_rate, window_s, hop_s, batch=64):
     """Per-window class probabilities of a recording, read as a stream so
     that memory stays flat however long it is; silent windows get all zeros.
+    Windows are classified ``batch`` at a time (one model call each).
 
     Returns
     -------
@@ -102,18 +102,28 @@ def window_probabilities(classifier, path, sample_rate, window_s, hop_s):
     """
     window, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
     starts, probs, usable, total = [], [], [], 0
-    blank = np.zeros(len(classifier.labels), np.float32)
+    pending = []  # (window index, feature row), classified together
+
+    def classify_pending():
+        if pending:
+            rows = classifier.probabilities(np.stack([row for _, row in pending]))
+            for (index, _), row in zip(pending, rows):
+                probs[index] = row
+            pending.clear()
+
     for start, samples in stream_windows(features.stream_audio(path, sample_rate), window, hop):
         starts.append(start)
         total = max(total, start + len(samples))
+        probs.append(np.zeros(len(classifier.labels), np.float32))
         try:
-            row = features.features_from_audio(samples, classifier.config)
+            pending.append((len(starts) - 1,
+                            features.features_from_audio(samples, classifier.config)))
+            usable.append(True)
         except features.FeatureError:  # a silent window is "no event", not an error
-            probs.append(blank)
             usable.append(False)
-            continue
-        probs.append(classifier.probabilities(row)[0])
-        usable.append(True)
+        if len(pending) >= batch:
+            classify_pending()
+    classify_pending()
     centres = window_centres(starts, window, total, sample_rate)
     return centres, np.array(probs, np.float32), np.array(usable), total / sample_rate
 
