@@ -248,7 +248,7 @@ def audio_duration(path):
     try:
         info = soundfile.info(path)
     except Exception as err:  # libsndfile's errors vary by format; all mean "cannot decode"
-        raise FeatureError(f"cannot read audio ({_read_error_reason(path, err)})", path) from None
+        raise _unreadable(path, err) from None
     return info.frames / info.samplerate if info.samplerate else 0.0
 
 
@@ -287,7 +287,7 @@ def load_audio(path, sample_rate, max_seconds=None):
     try:
         y, native_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # libsndfile's errors vary by format; all mean "cannot decode"
-        raise FeatureError(f"cannot read audio ({_read_error_reason(path, err)})", path) from None
+        raise _unreadable(path, err) from None
     y = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
     if native_rate != sample_rate and y.size:
         import librosa
@@ -309,7 +309,7 @@ def stream_audio(path, sample_rate, block_s=10.0):
     try:
         handle = soundfile.SoundFile(path)
     except Exception as err:  # libsndfile's errors vary by format; all mean "cannot decode"
-        raise FeatureError(f"cannot read audio ({_read_error_reason(path, err)})", path) from None
+        raise _unreadable(path, err) from None
     with handle:
         native_rate = handle.samplerate
         resampler = (soxr.ResampleStream(native_rate, sample_rate, 1, dtype="float32",
@@ -319,8 +319,7 @@ def stream_audio(path, sample_rate, block_s=10.0):
             try:
                 block = handle.read(blocksize, dtype="float32", always_2d=True)
             except Exception as err:  # a truncated or corrupt file, found mid-way
-                raise FeatureError(f"cannot read audio ({_read_error_reason(path, err)})",
-                                   path) from None
+                raise _unreadable(path, err) from None
             last = len(block) < blocksize
             mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
             mono = np.ascontiguousarray(mono, dtype=np.float32)
@@ -330,6 +329,11 @@ def stream_audio(path, sample_rate, block_s=10.0):
                 yield mono
             if last:
                 return
+
+
+def _unreadable(path, err):
+    """The FeatureError for a file soundfile could not open or decode."""
+    return FeatureError(f"cannot read audio ({_read_error_reason(path, err)})", path)
 
 
 def _read_error_reason(path, err):

@@ -118,8 +118,9 @@ def compare(model, float_model, int8_model, x_test, y_true, labels, latency_clip
     raw = {"keras": model.predict(x_test, verbose=0),
            "float_tflite": float_model.predict_proba(x_test),
            "int8_tflite": int8_model.predict_proba(x_test)}
-    probs = {k: open_set.calibrate(p, rule["temperature"]) if rule else p for k, p in raw.items()}
-    decisions = {k: open_set.decide(p, rule, labels) for k, p in probs.items()}
+    applied = {k: open_set.apply_rule(p, rule, labels) for k, p in raw.items()}
+    probs = {k: scaled for k, (scaled, _) in applied.items()}
+    decisions = {k: decided for k, (_, decided) in applied.items()}
     rows = x_test[:latency_clips]
     latency = {"keras": per_clip_ms(lambda r: model(r[None, :], training=False), rows),
                "float_tflite": per_clip_ms(lambda r: float_model.predict_proba(r[None, :]), rows),

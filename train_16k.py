@@ -42,7 +42,7 @@ AUGMENT_COPIES = 2             # augmented copies per training clip
 SPEC_AUGMENT = False           # copies of log-mel patches also get random band EQ and masks
 BATCH_NORM = False             # CNN: batch normalisation after each convolution
 JOBS = -1                      # processes for augmentation (-1 = all cores)
-OPEN_SET_CLASS = "none"        # unsure event predictions fall back to this class, e.g. "other"
+OPEN_SET_CLASS = None          # unsure event predictions fall back to this class, e.g. "other"
 OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
 SEED = 42                      # same dataset + seed -> same split, model and metrics
 REPLACE_MODEL = False          # allow replacing a model in MODEL_DIR trained on other labels
@@ -218,28 +218,19 @@ def predict_proba(model, x):
     return model.predict(x, verbose=0, batch_size=256)
 
 
-def predict_classes(model, x):
-    """Most probable class of each row of model inputs."""
-    return np.argmax(predict_proba(model, x), axis=1)
-
-
 def fit_open_set(model, data, val, scaling, cfg):
     """The open-set rule (temperature, minimum probability) from the
     validation split's predictions."""
     probs = predict_proba(model, standardise(data["features"][val], scaling))
-    background = None if str(cfg.open_set_class).lower() == "none" else cfg.open_set_class
-    return open_set.fit_rule(probs, data["labels"][val], data["label_names"], background,
-                             cfg.open_set_keep)
+    return open_set.fit_rule(probs, data["labels"][val], data["label_names"],
+                             cfg.open_set_class, cfg.open_set_keep)
 
 
 def predict_rows(model, data, rows, scaling, rule=None):
     """Decisions on dataset ``rows``: standardised as ``model`` was trained,
     then the open-set ``rule`` (if any) applied to calibrated probabilities."""
     probs = predict_proba(model, standardise(data["features"][rows], scaling))
-    if not rule:
-        return probs.argmax(axis=1)
-    return open_set.decide(open_set.calibrate(probs, rule["temperature"]), rule,
-                           data["label_names"])
+    return open_set.apply_rule(probs, rule, data["label_names"])[1]
 
 
 def evaluate_rows(model, data, rows, scaling, rule=None):

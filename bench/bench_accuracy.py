@@ -81,9 +81,9 @@ def evaluate_split(data, train, val, test, cfg, seed):
     x_test = standardise(data["features"][test], scaling)
     rng = np.random.default_rng(seed)
     blob = model_conv.convert(model, x_train[rng.permutation(len(x_train))[:200]], int8=True)
-    int8_probs = open_set.calibrate(TFLiteModel(blob).predict_proba(x_test), rule["temperature"])
+    int8_probs = TFLiteModel(blob).predict_proba(x_test)
     decisions = {"float": train_16k.predict_rows(model, data, test, scaling, rule),
-                 "int8": open_set.decide(int8_probs, rule, data["label_names"]),
+                 "int8": open_set.apply_rule(int8_probs, rule, data["label_names"])[1],
                  "float_argmax": train_16k.predict_rows(model, data, test, scaling)}
     return decisions, len(blob), model.count_params()
 

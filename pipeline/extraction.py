@@ -14,7 +14,7 @@ import numpy as np
 import features
 from features import Extracted
 from pipeline.errors import PipelineError
-from pipeline.files import write_npz
+from pipeline.files import file_digest, write_npz
 
 
 # ----------------------------------------------------------------------------
@@ -32,14 +32,10 @@ def cache_path(dataset):
 def file_key(path):
     """A hash of the file's bytes (BLAKE2b, 128 bits), or None when it
     cannot be read; bench/bench_dataset.py measures its cost."""
-    digest = hashlib.blake2b(digest_size=16)
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        return file_digest(path, hashlib.blake2b(digest_size=16))
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def _cache_identity(config, max_seconds):

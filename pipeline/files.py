@@ -140,10 +140,14 @@ def read_json(path, what, made_by):
                             f"Run `{made_by}` again.") from None
 
 
-def file_sha256(path):
-    """Hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
+def file_digest(path, digest):
+    """Hex digest of a file, read in blocks into ``digest`` (a hashlib object)."""
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file."""
+    return file_digest(path, hashlib.sha256())

@@ -82,6 +82,24 @@ def fit_rule(probs, labels, label_names, background, keep):
     return rule
 
 
+def calibrated(probs, rule):
+    """``probs`` at the rule's temperature; as they are when there is no
+    rule (metadata from before rules were stored)."""
+    return calibrate(probs, rule["temperature"]) if rule else np.asarray(probs, np.float32)
+
+
+def apply_rule(probs, rule, label_names):
+    """Calibrated probabilities and the decisions :func:`decide` takes on them.
+
+    Returns
+    -------
+    calibrated : np.ndarray, shape (n, classes)
+    decisions : np.ndarray of int, shape (n,)
+    """
+    scaled = calibrated(probs, rule)
+    return scaled, decide(scaled, rule, label_names)
+
+
 def decide(calibrated, rule, label_names):
     """Class index per row of calibrated probabilities: the most probable
     class, or the background class when an event class wins with less than
