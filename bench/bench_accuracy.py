@@ -46,6 +46,9 @@ CANDIDATES = [
     ("logmel patch + CNN + augmentation", "logmel_patch", {"model": "cnn"}),
     ("logmel patch + CNN (batch norm) + augmentation with band EQ and masks", "logmel_patch",
      {"model": "cnn", "batch_norm": True, "spec_augment": True}),
+    ("row 3, patience 15", "logmel_patch", {"model": "cnn", "patience": 15}),
+    ("row 4, patience 15", "logmel_patch",
+     {"model": "cnn", "batch_norm": True, "spec_augment": True, "patience": 15}),
 ]
 
 
@@ -77,11 +80,10 @@ def evaluate_split(data, train, val, test, cfg, seed):
     Returns {kind: decisions}, int8 size and parameters."""
     model, _, scaling = train_16k.fit(data, train, val, cfg, progress_desc="")
     rule = train_16k.fit_open_set(model, data, val, scaling, cfg)
-    x_train = standardise(data["features"][train], scaling)
-    x_test = standardise(data["features"][test], scaling)
-    rng = np.random.default_rng(seed)
-    blob = model_conv.convert(model, x_train[rng.permutation(len(x_train))[:200]], int8=True)
-    int8_probs = TFLiteModel(blob).predict_proba(x_test)
+    x = standardise(data["features"], scaling)
+    blob, _ = model_conv.best_int8(model, x, train, val, model_conv.REPRESENTATIVE_CLIPS,
+                                   model_conv.CALIBRATION_TRIES, seed, rule, data["label_names"])
+    int8_probs = TFLiteModel(blob).predict_proba(x[test])
     decisions = {"float": train_16k.predict_rows(model, data, test, scaling, rule),
                  "int8": open_set.apply_rule(int8_probs, rule, data["label_names"])[1],
                  "float_argmax": train_16k.predict_rows(model, data, test, scaling)}

@@ -210,3 +210,24 @@ def test_header_carries_the_open_set_rule(converted):
     labels = ["alarm", "other", "water"]  # the fixture's
     background = labels.index(rule["background"]) if rule["background"] else -1
     assert f"kBackgroundClass = {background};" in header
+
+
+def test_calibration_sets_cover_train_then_validation():
+    train, validation = np.arange(0, 40), np.arange(40, 50)
+    sets = model_conv.calibration_sets(train, validation, n_clips=1000, tries=4, seed=0)
+    assert len(sets) == 4
+    assert sorted(sets[0]) == list(train)                      # every training clip
+    assert sorted(sets[1]) == list(range(50))                  # plus validation
+    assert all(len(s) == 20 and set(s) <= set(train) for s in sets[2:])
+    assert len(model_conv.calibration_sets(train, validation, 8, 2, 0)[0]) == 8
+
+
+def test_int8_keeps_the_calibration_closest_to_keras(converted):
+    tmp, *_ = converted
+    report = json.loads((tmp / "reports" / "conversion_report.json").read_text())
+    tries = report["calibration"]["tries"]
+    assert len(tries) == model_conv.CALIBRATION_TRIES
+    best = max(range(len(tries)),
+               key=lambda k: (tries[k]["agreement"], -tries[k]["prob_abs_diff"]))
+    assert report["calibration"]["chosen"] == best
+    assert "(chosen)" in (tmp / "reports" / "conversion_report.txt").read_text()
