@@ -62,11 +62,12 @@ MEL_FMIN = 50.0               # lowest mel band edge, Hz
 MEL_FMAX = 8000.0             # highest mel band edge, Hz
 MEL_TOP_DB = 80.0             # log-mel floor: this many dB below the clip's loudest cell
 PATCH_FRAMES = 61             # logmel_patch: frames per patch (61 x 16 ms = about 1 s)
-FEATURE_VERSION = 2           # bump when the code (not a constant) changes the features
+FEATURE_VERSION = 3           # bump when the code (not a constant) changes the features
 MIN_CLIP_S = 0.1              # shorter clips are refused: too short to describe a sound
 MAX_ABS_SAMPLE = 1000.0       # larger samples are refused: not audio scaled to [-1, 1]
 
 PRESETS = ("seed", "logmel", "logmel_patch")
+PATCH_TOLERANCE = 1e-4        # relative: runs this close to the loudest count as equally loud
 SHAPE_STATISTICS = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "level")
 
 # noisereduce pads each side of the clip with 30000 zeros by default. Frames
@@ -499,10 +500,23 @@ def logmel_patch(y, config):
     frames = config.patch_frames
     if db.shape[1] < frames:
         db = np.pad(db, ((0, 0), (0, frames - db.shape[1])), constant_values=db.min())
-    energy = np.convolve(power.sum(axis=0), np.ones(frames), mode="valid") \
-        if power.shape[1] >= frames else np.zeros(1)
-    start = int(np.argmax(energy))
+    start = loudest_patch_start(power.sum(axis=0, dtype=np.float64), frames)
     return db[:, start:start + frames].T.ravel()
+
+
+def loudest_patch_start(frame_energy, frames):
+    """First frame of the loudest run of ``frames`` frames: the earliest run
+    whose summed energy is within ``PATCH_TOLERANCE`` of the largest sum.
+
+    A tolerance rather than the exact maximum, because runs of a steady sound
+    have equal energy up to rounding, and the device front end (device/),
+    whose sums round differently, must choose the same run. 0 when there are
+    fewer than ``frames`` frames.
+    """
+    if len(frame_energy) < frames:
+        return 0
+    energy = np.convolve(np.asarray(frame_energy, np.float64), np.ones(frames), mode="valid")
+    return int(np.argmax(energy >= energy.max() * (1.0 - PATCH_TOLERANCE)))
 
 
 def features_from_audio(y, config):

@@ -215,3 +215,15 @@ def test_load_matches_librosa_load(tmp_path, rate, channels, subtype):
     path = write(tmp_path / "x.wav", audio, sr=rate, subtype=subtype)
     expected, _ = librosa.load(path, sr=SR)
     np.testing.assert_allclose(features.load_audio(path, SR), expected, atol=1e-6)
+
+
+def test_loudest_patch_ignores_rounding_level_differences():
+    steady = 1.0 + 1e-9 * np.random.default_rng(0).normal(size=100)  # equal up to rounding
+    assert features.loudest_patch_start(steady, 10) == 0
+    loud = np.ones(100)
+    loud[40:50] = 3.0
+    assert features.loudest_patch_start(loud, 10) == 40
+    assert features.loudest_patch_start(loud, 200) == 0  # fewer frames than a patch
+    nearly = np.ones(30)
+    nearly[20:] = 1.01  # 1 % louder frames: the run of them wins
+    assert features.loudest_patch_start(nearly, 10) == 20
