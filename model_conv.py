@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import artifacts, c_export, evaluation, files, open_set, settings
+import features
+from pipeline import artifacts, c_export, evaluation, files, frontend_header, open_set, settings
 from pipeline.errors import PipelineError, run_script
 from pipeline.quiet import import_tensorflow, silence_native_output
 from pipeline.standardisation import standardise
@@ -31,6 +32,7 @@ REPRESENTATIVE_CLIPS = 1000    # training clips that calibrate int8 ranges (all,
 CALIBRATION_TRIES = 3          # calibration sets tried; the one closest to Keras on validation wins
 MIN_AGREEMENT = 0.98           # gate: share of test clips where int8 and Keras agree
 GOLDEN_CLIPS = 5               # test clips saved as golden vectors for firmware
+GOLDEN_SAMPLES_S = 2.0         # golden clips up to this long also carry their raw samples
 TFLM_CLIPS = 5                 # test clips run through the TFLite Micro interpreter
 LATENCY_CLIPS = 50             # test clips timed one at a time for the latency figures
 SEED = 42                      # which training clips calibrate
@@ -204,23 +206,40 @@ def tflm_check(model_bytes, litert, rows):
     return max_diff, high
 
 
-def golden_vectors(data, meta, litert, rows):
-    """Feature vectors, int8 inputs and expected int8 outputs of a few clips.
+def golden_vectors(data, meta, litert, rows, max_samples_s):
+    """Feature vectors, int8 inputs and expected int8 outputs of a few clips;
+    a clip of at most ``max_samples_s`` seconds also carries its raw 16-bit
+    samples, with the input and output computed from exactly those samples,
+    so a firmware test can run the whole chain (device/ front end, model).
     Clips are named by file name only: the vectors travel to other machines."""
+    config = meta["feature_config"]
     vectors = []
     for i in rows:
-        x = standardise(data["features"][i:i + 1], meta.get("input_standardisation"))[0]
+        vector, samples = data["features"][i], None
+        path = Path(data["paths"][i])
+        if path.is_file() and features.audio_duration(path) <= max_samples_s:
+            audio = features.load_audio(path, config.sample_rate)
+            samples = np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+            try:
+                vector = features.features_from_audio(samples / np.float32(32768), config)
+            except features.FeatureError:
+                vector, samples = data["features"][i], None
+        x = standardise(vector[None, :], meta.get("input_standardisation"))[0]
         q = litert.quantise_input(x)
-        vectors.append({"file": Path(data["paths"][i]).name,
-                        "label": data["label_names"][data["labels"][i]],
-                        "label_index": int(data["labels"][i]),
-                        "features": [float(v) for v in data["features"][i]],
-                        "int8_input": q.astype(int).tolist(),
-                        "int8_output": litert.run_raw(q).astype(int).tolist()})
+        entry = {"file": path.name,
+                 "label": data["label_names"][data["labels"][i]],
+                 "label_index": int(data["labels"][i]),
+                 "features": [float(v) for v in vector],
+                 "int8_input": q.astype(int).tolist(),
+                 "int8_output": litert.run_raw(q).astype(int).tolist()}
+        if samples is not None:
+            entry["samples"] = samples.astype(int).tolist()
+        vectors.append(entry)
     return vectors
 
 
-def export_for_device(paths, meta, data, test, int8_model, int8_bytes, golden_clips):
+def export_for_device(paths, meta, data, test, int8_model, int8_bytes, golden_clips,
+                      golden_samples_s):
     """The C array and header, and golden vectors as JSON and C."""
     array_name = c_export.c_identifier(paths["int8_tflite"].stem)
     scale, zero_point = int8_model.input["quantization"]
@@ -229,12 +248,23 @@ def export_for_device(paths, meta, data, test, int8_model, int8_bytes, golden_cl
         data["features"].shape[1], len(int8_bytes), meta.get("open_set")))
     files.write_text(paths["c_source"], c_export.model_source(
         array_name, paths["c_header"].name, int8_bytes))
-    golden = golden_vectors(data, meta, int8_model, test[:golden_clips])
+    golden = golden_vectors(data, meta, int8_model, test[:golden_clips], golden_samples_s)
     files.write_json(paths["golden"], {
         "int8_tflite_sha256": files.file_sha256(paths["int8_tflite"]),
         "input_scale": float(scale), "input_zero_point": int(zero_point),
         "labels": meta["labels"], "vectors": golden})
     files.write_text(paths["golden_header"], c_export.golden_header(golden))
+    files.write_text(paths["frontend_header"], frontend_header.frontend_header(
+        meta["feature_config"], meta.get("input_standardisation"), float(scale),
+        int(zero_point), meta["labels"], predict_event_settings(meta["labels"]),
+        features.MIN_CLIP_S))
+
+
+def predict_event_settings(labels):
+    """predict.py's default window and event settings, which the device's
+    streaming front end and post-processing follow."""
+    import predict
+    return predict.event_settings(settings.parse_settings(vars(predict), []), labels)
 
 
 def record_conversion(paths):
@@ -243,7 +273,8 @@ def record_conversion(paths):
     beside this metadata, so a run killed half-way never pairs a new .tflite
     with old metadata, or the reverse."""
     raw = files.read_json(paths["meta"], "model metadata", "python train_16k.py")
-    written = ("int8_tflite", "float_tflite", "c_header", "c_source", "golden", "golden_header")
+    written = ("int8_tflite", "float_tflite", "c_header", "c_source", "golden", "golden_header",
+               "frontend_header")
     raw["conversion"] = {"sha256": {key: files.file_sha256(paths[key]) for key in written}}
     files.write_json(paths["meta"], raw)
 
@@ -266,7 +297,8 @@ def main(argv=None):
     settings.check_settings(cfg, representative_clips=settings.at_least(1),
                             calibration_tries=settings.at_least(1),
                             min_agreement=settings.between(0, 1),
-                            golden_clips=settings.at_least(1), tflm_clips=settings.at_least(1),
+                            golden_clips=settings.at_least(1),
+                            golden_samples_s=settings.at_least(0), tflm_clips=settings.at_least(1),
                             latency_clips=settings.at_least(1))
     paths = artifacts.model_paths(cfg.model_dir)
     meta, data, x, rows = load_inputs(cfg.model_dir, cfg.dataset)
@@ -281,7 +313,8 @@ def main(argv=None):
     int8_model, float_model = convert_and_save(model, int8_bytes, paths)
     result = compare(model, float_model, int8_model, x[test], data["labels"][test],
                      meta["labels"], cfg.latency_clips, meta.get("open_set"))
-    export_for_device(paths, meta, data, test, int8_model, int8_bytes, cfg.golden_clips)
+    export_for_device(paths, meta, data, test, int8_model, int8_bytes, cfg.golden_clips,
+                      cfg.golden_samples_s)
     tflm_diff, arena = tflm_check(int8_bytes, int8_model, x[test][:cfg.tflm_clips])
 
     scale, zero_point = int8_model.input["quantization"]

@@ -136,6 +136,7 @@ def model_paths(model_dir):
         "c_source": base / f"{MODEL_NAME}_int8.cc",
         "golden": base / f"{MODEL_NAME}_golden.json",
         "golden_header": base / f"{MODEL_NAME}_golden.h",
+        "frontend_header": base / f"{MODEL_NAME}_frontend.h",
     }
 
 

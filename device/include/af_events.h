@@ -1,0 +1,71 @@
+/* Events from per-window class probabilities, as predict.py finds them in a
+ * long recording: a centred moving average over windows, a per-class
+ * threshold, a minimum duration, and background classes that never form
+ * events (pipeline/events.py's smooth and find_events). Streaming: push each
+ * window's probabilities as it is classified; an event comes out when its
+ * run of windows ends. No heap; the caller owns the state. */
+#ifndef AF_EVENTS_H_
+#define AF_EVENTS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef AF_EVENTS_MAX_CLASSES
+#define AF_EVENTS_MAX_CLASSES 8
+#endif
+#ifndef AF_EVENTS_MAX_SMOOTH
+#define AF_EVENTS_MAX_SMOOTH 15  /* largest moving average (windows) */
+#endif
+
+typedef struct {
+  int n_classes;
+  int smooth_windows;        /* predict.py's SMOOTH_WINDOWS: averages 2 * (w / 2) + 1 windows */
+  const float* thresholds;   /* [n_classes]: smoothed probability that starts an event */
+  const uint8_t* background; /* [n_classes]: 1 = the class never forms events */
+  double min_event_s;        /* shorter events are dropped */
+  double hop_s;              /* step between windows */
+} af_event_config;
+
+typedef struct {
+  int class_index;
+  double start_s, end_s;     /* half a hop before the first window's centre, after the last */
+  float peak_probability, mean_probability;
+} af_event;
+
+typedef struct {
+  const af_event_config* config;
+  float probs[AF_EVENTS_MAX_SMOOTH][AF_EVENTS_MAX_CLASSES];  /* the last windows, a ring */
+  double centres[AF_EVENTS_MAX_SMOOTH];
+  uint64_t pushed;           /* windows pushed */
+  uint64_t smoothed;         /* windows smoothed and looked at */
+  int in_run[AF_EVENTS_MAX_CLASSES];
+  double run_first_centre[AF_EVENTS_MAX_CLASSES], last_centre;
+  float run_peak[AF_EVENTS_MAX_CLASSES], run_sum[AF_EVENTS_MAX_CLASSES];
+  uint32_t run_windows[AF_EVENTS_MAX_CLASSES];
+} af_events;
+
+/* AF_OK, AF_ERR_NULL, or AF_ERR_ARGUMENT (too many classes, smoothing
+ * wider than AF_EVENTS_MAX_SMOOTH, a threshold outside [0, 1]). */
+int af_events_init(af_events* events, const af_event_config* config);
+void af_events_reset(af_events* events);
+
+/* One window's class probabilities (all 0 for a window without features,
+ * as predict.py does) and its centre in seconds. Events that ended are
+ * written to ``out`` (room for ``max_out``; AF_ERR_BUFFER if too few, with
+ * n_classes always enough); *n_out: how many. */
+int af_events_push(af_events* events, const float* probs, double centre_s, af_event* out,
+                   size_t max_out, size_t* n_out);
+
+/* End of the recording: the events still open. Room for n_classes * (w / 2 + 1)
+ * events is always enough. */
+int af_events_finish(af_events* events, af_event* out, size_t max_out, size_t* n_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AF_EVENTS_H_ */

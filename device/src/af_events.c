@@ -1,0 +1,113 @@
+/* pipeline/events.py's smooth + find_events, one window at a time. */
+#include "af_events.h"
+
+#include <string.h>
+
+#include "af_frontend.h"
+
+int af_events_init(af_events* events, const af_event_config* config) {
+  if (events == NULL || config == NULL || config->thresholds == NULL ||
+      config->background == NULL)
+    return AF_ERR_NULL;
+  if (config->n_classes < 1 || config->n_classes > AF_EVENTS_MAX_CLASSES ||
+      config->smooth_windows < 1 || 2 * (config->smooth_windows / 2) + 1 > AF_EVENTS_MAX_SMOOTH ||
+      !(config->hop_s > 0.0) || !(config->min_event_s >= 0.0))
+    return AF_ERR_ARGUMENT;
+  for (int c = 0; c < config->n_classes; ++c)
+    if (!(config->thresholds[c] >= 0.0f && config->thresholds[c] <= 1.0f)) return AF_ERR_ARGUMENT;
+  events->config = config;
+  af_events_reset(events);
+  return AF_OK;
+}
+
+void af_events_reset(af_events* events) {
+  if (events == NULL) return;
+  const af_event_config* config = events->config;
+  memset(events, 0, sizeof *events);
+  events->config = config;
+}
+
+/* A run of class c ended at the window before: keep it if long enough. */
+static int close_run(af_events* e, int c, af_event* out, size_t max_out, size_t* n_out) {
+  const double half_hop = e->config->hop_s / 2;
+  const double start = e->run_first_centre[c] - half_hop;
+  af_event event;
+  event.class_index = c;
+  event.start_s = start > 0.0 ? start : 0.0;
+  event.end_s = e->last_centre + half_hop;
+  event.peak_probability = e->run_peak[c];
+  event.mean_probability = e->run_sum[c] / (float)e->run_windows[c];
+  e->in_run[c] = 0;
+  if (event.end_s - event.start_s < e->config->min_event_s) return AF_OK;
+  if (*n_out >= max_out) return AF_ERR_BUFFER;
+  out[(*n_out)++] = event;
+  return AF_OK;
+}
+
+/* Smooth window i (its neighbours up to ``last`` are in the ring) and
+ * extend or close each class's run. */
+static int look_at(af_events* e, uint64_t i, uint64_t last, af_event* out, size_t max_out,
+                   size_t* n_out) {
+  const af_event_config* k = e->config;
+  const uint64_t half = (uint64_t)(k->smooth_windows / 2);
+  const uint64_t lo = i > half ? i - half : 0, hi = i + half < last ? i + half : last;
+  const size_t slot = (size_t)(i % AF_EVENTS_MAX_SMOOTH);
+  for (int c = 0; c < k->n_classes; ++c) {
+    float sum = e->probs[lo % AF_EVENTS_MAX_SMOOTH][c];  /* numpy's order: row after row */
+    for (uint64_t j = lo + 1; j <= hi; ++j) sum += e->probs[j % AF_EVENTS_MAX_SMOOTH][c];
+    const float smoothed = (float)((double)sum / (double)(hi - lo + 1));
+    if (k->background[c]) continue;
+    if (smoothed >= k->thresholds[c]) {
+      if (!e->in_run[c]) {
+        e->in_run[c] = 1;
+        e->run_first_centre[c] = e->centres[slot];
+        e->run_peak[c] = smoothed;
+        e->run_sum[c] = 0.0f;
+        e->run_windows[c] = 0;
+      }
+      if (smoothed > e->run_peak[c]) e->run_peak[c] = smoothed;
+      e->run_sum[c] += smoothed;
+      e->run_windows[c] += 1;
+    } else if (e->in_run[c]) {
+      const int status = close_run(e, c, out, max_out, n_out);
+      if (status != AF_OK) return status;
+    }
+  }
+  e->last_centre = e->centres[slot];
+  e->smoothed = i + 1;
+  return AF_OK;
+}
+
+int af_events_push(af_events* events, const float* probs, double centre_s, af_event* out,
+                   size_t max_out, size_t* n_out) {
+  if (events == NULL || events->config == NULL || probs == NULL || n_out == NULL ||
+      (out == NULL && max_out > 0))
+    return AF_ERR_NULL;
+  *n_out = 0;
+  const size_t slot = (size_t)(events->pushed % AF_EVENTS_MAX_SMOOTH);
+  memcpy(events->probs[slot], probs, sizeof(float) * (size_t)events->config->n_classes);
+  events->centres[slot] = centre_s;
+  const uint64_t half = (uint64_t)(events->config->smooth_windows / 2);
+  events->pushed += 1;
+  if (events->pushed <= half) return AF_OK;
+  return look_at(events, events->pushed - 1 - half, events->pushed - 1, out, max_out, n_out);
+}
+
+int af_events_finish(af_events* events, af_event* out, size_t max_out, size_t* n_out) {
+  if (events == NULL || events->config == NULL || n_out == NULL || (out == NULL && max_out > 0))
+    return AF_ERR_NULL;
+  *n_out = 0;
+  if (events->pushed == 0) return AF_OK;
+  while (events->smoothed < events->pushed) {
+    const int status = look_at(events, events->smoothed, events->pushed - 1, out, max_out, n_out);
+    if (status != AF_OK) return status;
+  }
+  for (int c = 0; c < events->config->n_classes; ++c) {
+    if (events->in_run[c]) {
+      const int status = close_run(events, c, out, max_out, n_out);
+      if (status != AF_OK) return status;
+    }
+  }
+  events->pushed = events->smoothed = 0;  /* ready for the next recording */
+  return AF_OK;
+}

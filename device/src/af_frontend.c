@@ -1,0 +1,424 @@
+/* The feature pipeline of features.py in C. Each step names the Python
+ * function it mirrors; float32 where numpy works in float32, double where
+ * features.py sums in float64 or a sum decides a choice. */
+#include "af_frontend.h"
+
+#include <math.h>
+#include <string.h>
+
+#define AMIN_POWER 1e-10  /* librosa.amplitude_to_db's amin (1e-5), squared */
+#define MEL_FLOOR 1e-12f  /* features.level_normalised_logmel's floor */
+#define SHAPE_EPS 1e-12f  /* features.shape_statistics' eps */
+#define N_SHAPE 6         /* flatness, centroid, bandwidth, rolloff, flux, level */
+#define PATCH_TOLERANCE 1e-4  /* features.PATCH_TOLERANCE */
+
+/* Samples as one or two pieces (a ring buffer wraps once). */
+typedef struct {
+  const int16_t* a;
+  size_t na;
+  const int16_t* b;
+  size_t nb;
+} samples_view;
+
+static float sample_at(const samples_view* v, size_t i) {
+  return (float)(i < v->na ? v->a[i] : v->b[i - v->na]) * (1.0f / 32768.0f);
+}
+
+static int is_power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
+
+static int model_is_usable(const af_model* m) {
+  if (m == NULL || m->window == NULL || m->sample_rate <= 0 || m->hop_length <= 0 ||
+      !is_power_of_two(m->n_fft) || m->n_features <= 0 || m->min_samples < 1 ||
+      m->trim_frame_length <= 0 || m->trim_hop_length <= 0 || !(m->input_scale > 0.0f))
+    return 0;
+  if (m->preset == AF_PRESET_SEED) return m->n_features == m->n_fft / 2 + 1;
+  if (m->n_mels <= 0 || m->mel_first == NULL || m->mel_count == NULL ||
+      m->mel_offset == NULL || m->mel_weights == NULL)
+    return 0;
+  if (m->preset == AF_PRESET_LOGMEL) return m->n_features == 2 * m->n_mels + 2 * N_SHAPE;
+  if (m->preset == AF_PRESET_LOGMEL_PATCH)
+    return m->patch_frames > 0 && m->n_features == m->patch_frames * m->n_mels;
+  return 0;
+}
+
+/* Scratch layout: a stream window's features first (at the same place
+ * whatever the frame count), then doubles (8-byte aligned), then floats. */
+typedef struct {
+  float* features;  /* [n_features]: a stream window's features when the caller keeps none */
+  double* energy;   /* [frames]: summed power of each frame */
+  double* shape;    /* [frames * N_SHAPE]: logmel preset's per-frame statistics */
+  double* bins;     /* [n_fft/2 + 1]: seed preset's |STFT| sums */
+  float* fft_in;    /* [n_fft] */
+  float* fft_out;   /* [n_fft] */
+  float* power;     /* [n_fft/2 + 1]: this frame's power; logmel: also the previous log power */
+  float* db;        /* [frames * n_mels] */
+} scratch_layout;
+
+static size_t layout(const af_model* m, size_t frames, char* base, scratch_layout* out) {
+  const size_t bins = (size_t)m->n_fft / 2 + 1;
+  const int mel = m->preset != AF_PRESET_SEED, stats = m->preset == AF_PRESET_LOGMEL;
+  const size_t sizes[8] = {
+      ((size_t)m->n_features * sizeof(float) + 7) / 8 * 8, frames * sizeof(double), stats ? frames * N_SHAPE * sizeof(double) : 0,
+      mel ? 0 : bins * sizeof(double), (size_t)m->n_fft * sizeof(float),
+      (size_t)m->n_fft * sizeof(float), (stats ? 2 : 1) * bins * sizeof(float),
+      mel ? frames * (size_t)m->n_mels * sizeof(float) : 0};
+  void** slots[8] = {(void**)&out->features, (void**)&out->energy, (void**)&out->shape, (void**)&out->bins,
+                     (void**)&out->fft_in, (void**)&out->fft_out, (void**)&out->power,
+                     (void**)&out->db};
+  size_t used = 0;
+  for (int i = 0; i < 8; ++i) {
+    if (base != NULL) *slots[i] = base + used;
+    used += sizes[i];
+  }
+  return used;
+}
+
+static size_t stft_frames(const af_model* m, size_t n) { return 1 + n / (size_t)m->hop_length; }
+
+size_t af_scratch_bytes(const af_model* model, size_t max_samples) {
+  scratch_layout unused;
+  if (!model_is_usable(model)) return 0;
+  return layout(model, stft_frames(model, max_samples), NULL, &unused);
+}
+
+/* features.trim_silence: frames of trim_frame_length samples every
+ * trim_hop_length (the audio zero-padded by half a frame on both sides);
+ * keep from the first to the last frame within trim_top_db of the loudest. */
+static double frame_power(const af_model* m, const samples_view* v, size_t n, size_t f) {
+  const long long lo = (long long)f * m->trim_hop_length - m->trim_frame_length / 2;
+  double sum = 0.0;
+  for (long long i = lo < 0 ? 0 : lo; i < lo + m->trim_frame_length && i < (long long)n; ++i) {
+    const double x = sample_at(v, (size_t)i);
+    sum += x * x;
+  }
+  return sum / m->trim_frame_length;
+}
+
+static int is_loud(const af_model* m, double power, double loudest) {
+  return 10.0 * log10(power > AMIN_POWER ? power : AMIN_POWER) -
+             10.0 * log10(loudest > AMIN_POWER ? loudest : AMIN_POWER) > -m->trim_top_db;
+}
+
+static int trim(const af_model* m, const samples_view* v, size_t n, size_t* first, size_t* end) {
+  const size_t frames = 1 + n / (size_t)m->trim_hop_length;
+  double loudest = 0.0;
+  for (size_t f = 0; f < frames; ++f) {
+    const double p = frame_power(m, v, n, f);
+    if (p > loudest) loudest = p;
+  }
+  size_t a = 0, b = frames;
+  while (a < frames && !is_loud(m, frame_power(m, v, n, a), loudest)) ++a;
+  if (a == frames) return AF_ERR_SILENT;
+  while (!is_loud(m, frame_power(m, v, n, b - 1), loudest)) --b;
+  *first = a * (size_t)m->trim_hop_length;
+  *end = b * (size_t)m->trim_hop_length < n ? b * (size_t)m->trim_hop_length : n;
+  return *end > *first ? AF_OK : AF_ERR_SILENT;
+}
+
+/* One frame of librosa's centred STFT (zero padding): power per bin. */
+static int frame_spectrum(const af_model* m, const samples_view* v, size_t first, size_t len,
+                          size_t t, af_rfft_fn rfft, void* ctx, const scratch_layout* s) {
+  const long long lo = (long long)t * m->hop_length - m->n_fft / 2;
+  for (int j = 0; j < m->n_fft; ++j) {
+    const long long i = lo + j;
+    s->fft_in[j] = (i >= 0 && i < (long long)len) ? sample_at(v, first + (size_t)i) * m->window[j]
+                                                   : 0.0f;
+  }
+  if (rfft(ctx, s->fft_in, s->fft_out) != 0) return AF_ERR_FFT;
+  const int half = m->n_fft / 2;
+  s->power[0] = s->fft_out[0] * s->fft_out[0];
+  s->power[half] = s->fft_out[1] * s->fft_out[1];
+  for (int k = 1; k < half; ++k)
+    s->power[k] = s->fft_out[2 * k] * s->fft_out[2 * k] + s->fft_out[2 * k + 1] * s->fft_out[2 * k + 1];
+  return AF_OK;
+}
+
+/* features.shape_statistics for one frame (all but the level, which needs
+ * the loudest frame first; rows[5] keeps the frame's total). */
+static void frame_shape(const af_model* m, const float* power, float* log_power, size_t t,
+                        double* rows) {
+  const int bins = m->n_fft / 2 + 1;
+  const double nyquist_khz = m->sample_rate / 2000.0;
+  double total = 0.0, log_sum = 0.0, weighted = 0.0, flux = 0.0;
+  for (int k = 0; k < bins; ++k) total += power[k];
+  total += SHAPE_EPS;
+  for (int k = 0; k < bins; ++k) {
+    const double f = nyquist_khz * k / (bins - 1);
+    log_sum += log((double)power[k] + SHAPE_EPS);
+    weighted += f * power[k];
+    const float log_now = log10f(power[k] + SHAPE_EPS);
+    if (t > 0) flux += fabs((double)log_now - log_power[k]);
+    log_power[k] = log_now;  /* the previous frame's, for the next flux */
+  }
+  const double centroid = weighted / total;
+  double spread = 0.0, cumulative = 0.0, rolloff = 0.0;  /* numpy.argmax of all False: bin 0 */
+  int rolled = 0;
+  for (int k = 0; k < bins; ++k) {
+    const double f = nyquist_khz * k / (bins - 1);
+    spread += (f - centroid) * (f - centroid) * power[k];
+    cumulative += power[k];
+    if (!rolled && cumulative >= 0.85 * total) rolloff = f, rolled = 1;
+  }
+  rows[0] = exp(log_sum / bins) / (total / bins);
+  rows[1] = centroid;
+  rows[2] = sqrt(spread / total);
+  rows[3] = rolloff;
+  rows[4] = t > 0 ? flux / bins : 0.0;
+  rows[5] = total;
+}
+
+/* features.level_normalised_logmel: floor top_db below the loudest cell,
+ * subtract the mean. Returns the floored minimum (after the subtraction). */
+static int normalise_levels(const af_model* m, float* db, size_t cells, float* minimum) {
+  float loudest = db[0];
+  for (size_t i = 1; i < cells; ++i)
+    if (db[i] > loudest) loudest = db[i];
+  const float floor_db = loudest - m->top_db;
+  float lowest = loudest;
+  double sum = 0.0;
+  for (size_t i = 0; i < cells; ++i) {
+    if (db[i] < floor_db) db[i] = floor_db;
+    if (db[i] < lowest) lowest = db[i];
+    sum += db[i];
+  }
+  if (loudest - lowest < 1e-6f) return AF_ERR_CONSTANT;
+  const float mean = (float)(sum / (double)cells);
+  for (size_t i = 0; i < cells; ++i) db[i] -= mean;
+  *minimum = lowest - mean;
+  return AF_OK;
+}
+
+/* features.loudest_patch_start */
+static size_t loudest_patch_start(const double* energy, size_t frames, size_t patch) {
+  if (frames < patch) return 0;
+  double run = 0.0, best = 0.0;
+  for (size_t t = 0; t < patch; ++t) run += energy[t];
+  best = run;
+  for (size_t t = patch; t < frames; ++t) {  /* the largest sum first */
+    run += energy[t] - energy[t - patch];
+    if (run > best) best = run;
+  }
+  const double enough = best * (1.0 - PATCH_TOLERANCE);
+  run = 0.0;
+  for (size_t t = 0; t < patch; ++t) run += energy[t];
+  if (run >= enough) return 0;
+  for (size_t t = patch; t < frames; ++t) {
+    run += energy[t] - energy[t - patch];
+    if (run >= enough) return t - patch + 1;
+  }
+  return 0;
+}
+
+static void mean_std(const double* values, size_t count, size_t stride, double* mean, double* std) {
+  double sum = 0.0, squares = 0.0;
+  for (size_t i = 0; i < count; ++i) sum += values[i * stride];
+  *mean = sum / (double)count;
+  for (size_t i = 0; i < count; ++i) {
+    const double d = values[i * stride] - *mean;
+    squares += d * d;
+  }
+  *std = sqrt(squares / (double)count);
+}
+
+static int features_of_view(const af_model* m, const samples_view* v, size_t n, af_rfft_fn rfft,
+                            void* ctx, void* scratch, size_t scratch_bytes, float* out) {
+  size_t nonzero = 0;
+  for (size_t i = 0; i < n && !nonzero; ++i) nonzero = (i < v->na ? v->a[i] : v->b[i - v->na]) != 0;
+  if (!nonzero) return AF_ERR_SILENT;  /* features.py's checks, in its order */
+  if (n < (size_t)m->min_samples) return AF_ERR_TOO_SHORT;
+  size_t first = 0, end = n;
+  if (m->trim) {
+    const int status = trim(m, v, n, &first, &end);
+    if (status != AF_OK) return status;
+  }
+  const size_t len = end - first, frames = stft_frames(m, len);
+  scratch_layout s;
+  if (layout(m, frames, NULL, &s) > scratch_bytes) return AF_ERR_BUFFER;
+  layout(m, frames, (char*)scratch, &s);
+  const int bins = m->n_fft / 2 + 1;
+  if (m->preset == AF_PRESET_SEED)
+    for (int k = 0; k < bins; ++k) s.bins[k] = 0.0;
+  for (size_t t = 0; t < frames; ++t) {
+    const int status = frame_spectrum(m, v, first, len, t, rfft, ctx, &s);
+    if (status != AF_OK) return status;
+    if (m->preset == AF_PRESET_SEED) {
+      for (int k = 0; k < bins; ++k) s.bins[k] += sqrtf(s.power[k]);
+      continue;
+    }
+    double energy = 0.0;
+    for (int k = 0; k < bins; ++k) energy += s.power[k];
+    s.energy[t] = energy;
+    for (int b = 0; b < m->n_mels; ++b) {
+      const float* w = m->mel_weights + m->mel_offset[b];
+      const float* p = s.power + m->mel_first[b];
+      float mel = 0.0f;
+      for (int k = 0; k < m->mel_count[b]; ++k) mel += w[k] * p[k];
+      s.db[t * (size_t)m->n_mels + (size_t)b] = 10.0f * log10f(mel > MEL_FLOOR ? mel : MEL_FLOOR);
+    }
+    if (m->preset == AF_PRESET_LOGMEL) frame_shape(m, s.power, s.power + bins, t, s.shape + t * N_SHAPE);
+  }
+  if (m->preset == AF_PRESET_SEED) {  /* features.minmax_normalise of the mean |STFT| */
+    double low = INFINITY, high = -INFINITY;
+    for (int k = 0; k < bins; ++k) {
+      out[k] = (float)(s.bins[k] / (double)frames);
+      if (out[k] < low) low = out[k];
+      if (out[k] > high) high = out[k];
+    }
+    if (!(high - low > 1e-12 * (fabs(high) > 1e-30 ? fabs(high) : 1e-30))) return AF_ERR_CONSTANT;
+    for (int k = 0; k < bins; ++k) out[k] = (float)((out[k] - low) / (high - low));
+    return AF_OK;
+  }
+  float minimum;
+  const int status = normalise_levels(m, s.db, frames * (size_t)m->n_mels, &minimum);
+  if (status != AF_OK) return status;
+  if (m->preset == AF_PRESET_LOGMEL_PATCH) {
+    const size_t patch = (size_t)m->patch_frames;
+    const size_t start = loudest_patch_start(s.energy, frames, patch);
+    for (size_t t = 0; t < patch; ++t)
+      for (int b = 0; b < m->n_mels; ++b)
+        out[t * (size_t)m->n_mels + (size_t)b] =
+            start + t < frames ? s.db[(start + t) * (size_t)m->n_mels + (size_t)b] : minimum;
+    return AF_OK;
+  }
+  /* logmel: per-band mean and std, then the shape statistics' means and stds */
+  double loudest_level = -INFINITY;
+  for (size_t t = 0; t < frames; ++t) {
+    s.shape[t * N_SHAPE + 5] = 10.0 * log10(s.shape[t * N_SHAPE + 5]);
+    if (s.shape[t * N_SHAPE + 5] > loudest_level) loudest_level = s.shape[t * N_SHAPE + 5];
+  }
+  for (size_t t = 0; t < frames; ++t) {
+    const double level = s.shape[t * N_SHAPE + 5] - loudest_level;
+    s.shape[t * N_SHAPE + 5] = level > -80.0 ? level : -80.0;
+  }
+  for (int b = 0; b < m->n_mels; ++b) {
+    double sum = 0.0, squares = 0.0, mean;
+    for (size_t t = 0; t < frames; ++t) sum += s.db[t * (size_t)m->n_mels + (size_t)b];
+    mean = sum / (double)frames;
+    for (size_t t = 0; t < frames; ++t) {
+      const double d = s.db[t * (size_t)m->n_mels + (size_t)b] - mean;
+      squares += d * d;
+    }
+    out[b] = (float)mean;
+    out[m->n_mels + b] = (float)sqrt(squares / (double)frames);
+  }
+  for (int i = 0; i < N_SHAPE; ++i) {
+    double mean, std;
+    mean_std(s.shape + i, frames, N_SHAPE, &mean, &std);
+    out[2 * m->n_mels + i] = (float)mean;
+    out[2 * m->n_mels + N_SHAPE + i] = (float)std;
+  }
+  return AF_OK;
+}
+
+int af_features(const af_model* model, const int16_t* samples, size_t n, af_rfft_fn rfft,
+                void* rfft_context, void* scratch, size_t scratch_bytes, float* out,
+                size_t out_len) {
+  if (model == NULL || samples == NULL || rfft == NULL || scratch == NULL || out == NULL)
+    return AF_ERR_NULL;
+  if (!model_is_usable(model)) return AF_ERR_UNSUPPORTED;
+  if (n == 0) return AF_ERR_ARGUMENT;
+  if (out_len < (size_t)model->n_features) return AF_ERR_BUFFER;
+  const samples_view view = {samples, n, NULL, 0};
+  return features_of_view(model, &view, n, rfft, rfft_context, scratch, scratch_bytes, out);
+}
+
+int af_quantise(const af_model* model, const float* features, size_t n, int8_t* out,
+                size_t out_len) {
+  if (model == NULL || features == NULL || out == NULL) return AF_ERR_NULL;
+  if (n != (size_t)model->n_features) return AF_ERR_ARGUMENT;
+  if (out_len < n) return AF_ERR_BUFFER;
+  for (size_t i = 0; i < n; ++i) {
+    float x = features[i];
+    if (model->feature_mean != NULL) x = (x - model->feature_mean[i]) / model->feature_std[i];
+    const float q = rintf(x / model->input_scale) + (float)model->input_zero_point;
+    out[i] = (int8_t)(q < -128.0f ? -128 : q > 127.0f ? 127 : (int)q);
+  }
+  return AF_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Streaming (pipeline/events.py's stream_windows). */
+
+int af_stream_init(af_stream* stream, const af_model* model, int16_t* ring, size_t ring_len) {
+  if (stream == NULL || model == NULL || ring == NULL) return AF_ERR_NULL;
+  if (!model_is_usable(model) || model->window_samples <= 0 || model->hop_samples <= 0 ||
+      model->hop_samples > model->window_samples)
+    return AF_ERR_UNSUPPORTED;
+  if (ring_len < (size_t)model->window_samples) return AF_ERR_BUFFER;
+  stream->model = model;
+  stream->ring = ring;
+  stream->ring_len = ring_len;
+  af_stream_reset(stream);
+  return AF_OK;
+}
+
+void af_stream_reset(af_stream* stream) {
+  if (stream == NULL) return;
+  stream->total = stream->next_start = stream->ready_start = 0;
+  stream->ready_len = 0;
+  stream->last_start = -1;
+  stream->finished = 0;
+}
+
+int af_stream_push(af_stream* stream, const int16_t* samples, size_t n, size_t* used) {
+  if (stream == NULL || used == NULL || (samples == NULL && n > 0)) return AF_ERR_NULL;
+  *used = 0;
+  if (stream->ready_len > 0 || stream->finished) return AF_ERR_STATE;
+  const uint64_t window = (uint64_t)stream->model->window_samples;
+  while (*used < n) {
+    stream->ring[stream->total % stream->ring_len] = samples[(*used)++];
+    if (++stream->total == stream->next_start + window) {
+      stream->ready_start = stream->next_start;
+      stream->ready_len = (size_t)window;
+      return AF_WINDOW_READY;
+    }
+  }
+  return AF_OK;
+}
+
+int af_stream_finish(af_stream* stream) {
+  if (stream == NULL) return AF_ERR_NULL;
+  if (stream->ready_len > 0 || stream->finished) return AF_ERR_STATE;
+  stream->finished = 1;
+  const uint64_t window = (uint64_t)stream->model->window_samples;
+  if (stream->total == 0) return AF_ERR_ARGUMENT;
+  if (stream->last_start < 0) {  /* no longer than a window: one window of all of it */
+    stream->ready_start = 0;
+    stream->ready_len = (size_t)stream->total;
+    return AF_WINDOW_READY;
+  }
+  if ((uint64_t)stream->last_start + window < stream->total) {  /* ends at the end */
+    stream->ready_start = stream->total - window;
+    stream->ready_len = (size_t)window;
+    return AF_WINDOW_READY;
+  }
+  return AF_OK;
+}
+
+int af_stream_window(af_stream* stream, af_rfft_fn rfft, void* rfft_context, void* scratch,
+                     size_t scratch_bytes, int8_t* input, size_t input_len, float* features,
+                     uint64_t* start, double* centre_s) {
+  if (stream == NULL || rfft == NULL || scratch == NULL || input == NULL) return AF_ERR_NULL;
+  if (stream->ready_len == 0) return AF_ERR_STATE;
+  const af_model* m = stream->model;
+  if (input_len < (size_t)m->n_features) return AF_ERR_BUFFER;
+  const size_t len = stream->ready_len, offset = (size_t)(stream->ready_start % stream->ring_len);
+  const size_t first_piece = offset + len <= stream->ring_len ? len : stream->ring_len - offset;
+  const samples_view view = {stream->ring + offset, first_piece, stream->ring, len - first_piece};
+  if (start != NULL) *start = stream->ready_start;
+  if (centre_s != NULL) *centre_s = ((double)stream->ready_start + len / 2.0) / m->sample_rate;
+  scratch_layout s;
+  int status = AF_ERR_BUFFER;
+  if (layout(m, stft_frames(m, len), NULL, &s) <= scratch_bytes) {
+    layout(m, stft_frames(m, len), (char*)scratch, &s);
+    float* out = features != NULL ? features : s.features;
+    status = features_of_view(m, &view, len, rfft, rfft_context, scratch, scratch_bytes, out);
+    if (status == AF_OK) status = af_quantise(m, out, (size_t)m->n_features, input, input_len);
+  }
+  stream->ready_len = 0;
+  if (!stream->finished) {
+    stream->last_start = (int64_t)stream->ready_start;
+    stream->next_start += (uint64_t)m->hop_samples;
+  }
+  return status;
+}

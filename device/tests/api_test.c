@@ -1,0 +1,130 @@
+/* Bad input to the C API gives documented error codes, never a crash or a
+ * NaN; compiled and run by tests/test_device.py against a generated model
+ * header. Prints one line per check and exits 1 if any failed.
+ *   api_test          the checks
+ *   api_test rfft N   read N floats from stdin, print af_rfft's packed output */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "af_events.h"
+#include "af_frontend.h"
+#include "af_rfft.h"
+#include "model_16k_frontend.h"
+
+static int failures = 0;
+
+static void expect(const char* what, int got, int want) {
+  printf("%s: %s (got %d, want %d)\n", got == want ? "ok" : "FAIL", what, got, want);
+  if (got != want) failures++;
+}
+
+static uint64_t scratch[(AF_MODEL_SCRATCH_BYTES + 7) / 8];
+static int16_t audio[AF_MODEL_WINDOW_SAMPLES];
+static int16_t ring[AF_MODEL_WINDOW_SAMPLES];
+static float features[AF_MODEL_N_FEATURES];
+static int8_t input[AF_MODEL_N_FEATURES];
+
+static int all_finite(const float* x, int n) {
+  for (int i = 0; i < n; ++i)
+    if (!isfinite(x[i])) return 0;
+  return 1;
+}
+
+static int rfft_filter(int n) {
+  static float in[AF_RFFT_MAX_N], out[AF_RFFT_MAX_N];
+  af_rfft_instance fft;
+  if (af_rfft_init(&fft, n) != AF_OK) return 1;
+  for (int i = 0; i < n; ++i)
+    if (scanf("%f", &in[i]) != 1) return 1;
+  af_rfft(&fft, in, out);
+  for (int i = 0; i < n; ++i) printf("%.9g\n", out[i]);
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc == 3 && strcmp(argv[1], "rfft") == 0) return rfft_filter(atoi(argv[2]));
+  const af_model* m = &af_model_frontend;
+  af_rfft_instance fft;
+  expect("rfft init: NULL", af_rfft_init(NULL, 512), AF_ERR_NULL);
+  expect("rfft init: size not a power of two", af_rfft_init(&fft, 500), AF_ERR_ARGUMENT);
+  expect("rfft init: size above AF_RFFT_MAX_N", af_rfft_init(&fft, 2 * AF_RFFT_MAX_N), AF_ERR_ARGUMENT);
+  expect("rfft init", af_rfft_init(&fft, m->n_fft), AF_OK);
+  expect("scratch macro equals af_scratch_bytes",
+         (int)AF_MODEL_SCRATCH_BYTES, (int)af_scratch_bytes(m, AF_MODEL_WINDOW_SAMPLES));
+  expect("scratch bytes of no model", (int)af_scratch_bytes(NULL, 100), 0);
+
+  const size_t n = AF_MODEL_WINDOW_SAMPLES / 2;
+  for (size_t i = 0; i < n; ++i) audio[i] = (int16_t)((i * 7919u % 2001u) - 1000);  /* noise */
+  expect("features: NULL samples",
+         af_features(m, NULL, n, af_rfft, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES), AF_ERR_NULL);
+  expect("features: NULL model",
+         af_features(NULL, audio, n, af_rfft, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES), AF_ERR_NULL);
+  expect("features: NULL FFT",
+         af_features(m, audio, n, NULL, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES), AF_ERR_NULL);
+  expect("features: zero samples",
+         af_features(m, audio, 0, af_rfft, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES), AF_ERR_ARGUMENT);
+  expect("features: scratch too small",
+         af_features(m, audio, n, af_rfft, &fft, scratch, 64, features, AF_MODEL_N_FEATURES), AF_ERR_BUFFER);
+  expect("features: output too small",
+         af_features(m, audio, n, af_rfft, &fft, scratch, sizeof scratch, features, 10), AF_ERR_BUFFER);
+  expect("features: too short",
+         af_features(m, audio, (size_t)m->min_samples - 1, af_rfft, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES), AF_ERR_TOO_SHORT);
+  expect("features: noise", af_features(m, audio, n, af_rfft, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES), AF_OK);
+  expect("features: finite", all_finite(features, AF_MODEL_N_FEATURES), 1);
+  expect("quantise: NULL", af_quantise(m, NULL, AF_MODEL_N_FEATURES, input, sizeof input), AF_ERR_NULL);
+  expect("quantise: wrong length", af_quantise(m, features, 3, input, sizeof input), AF_ERR_ARGUMENT);
+  expect("quantise: output too small", af_quantise(m, features, AF_MODEL_N_FEATURES, input, 3), AF_ERR_BUFFER);
+
+  memset(audio, 0, sizeof audio);
+  for (int i = 0; i < AF_MODEL_N_FEATURES; ++i) features[i] = 12345.0f;
+  expect("features: all-zero audio",
+         af_features(m, audio, n, af_rfft, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES), AF_ERR_SILENT);
+  expect("features: all-zero audio leaves the output finite", all_finite(features, AF_MODEL_N_FEATURES), 1);
+  for (size_t i = 0; i < n; ++i) audio[i] = 1000;  /* DC: a code, never NaN */
+  const int dc = af_features(m, audio, n, af_rfft, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES);
+  expect("features: constant audio gives features or AF_ERR_CONSTANT", dc == AF_OK || dc == AF_ERR_CONSTANT, 1);
+  expect("features: constant audio, finite", all_finite(features, AF_MODEL_N_FEATURES), 1);
+
+  af_stream stream;
+  size_t used;
+  expect("stream init: NULL ring", af_stream_init(&stream, m, NULL, 10), AF_ERR_NULL);
+  expect("stream init: ring too small", af_stream_init(&stream, m, ring, AF_MODEL_WINDOW_SAMPLES - 1), AF_ERR_BUFFER);
+  expect("stream init", af_stream_init(&stream, m, ring, AF_MODEL_WINDOW_SAMPLES), AF_OK);
+  expect("stream: window before one is ready",
+         af_stream_window(&stream, af_rfft, &fft, scratch, sizeof scratch, input, sizeof input, NULL, NULL, NULL), AF_ERR_STATE);
+  expect("stream: push NULL samples", af_stream_push(&stream, NULL, 5, &used), AF_ERR_NULL);
+  expect("stream: finish with no samples", af_stream_finish(&stream), AF_ERR_ARGUMENT);
+  af_stream_reset(&stream);
+  expect("stream: push silence", af_stream_push(&stream, audio, 100, &used), AF_OK);
+  memset(audio, 0, sizeof audio);
+  af_stream_reset(&stream);
+  int status = af_stream_push(&stream, audio, AF_MODEL_WINDOW_SAMPLES, &used);
+  expect("stream: a silent window is ready", status, AF_WINDOW_READY);
+  expect("stream: its model input: AF_ERR_SILENT",
+         af_stream_window(&stream, af_rfft, &fft, scratch, sizeof scratch, input, sizeof input, NULL, NULL, NULL), AF_ERR_SILENT);
+  expect("stream: window scratch too small",
+         (af_stream_push(&stream, audio, AF_MODEL_WINDOW_SAMPLES, &used),
+          af_stream_window(&stream, af_rfft, &fft, scratch, 16, input, sizeof input, NULL, NULL, NULL)), AF_ERR_BUFFER);
+
+  af_events events;
+  const float bad_thresholds[AF_MODEL_NUM_LABELS] = {2.0f};
+  af_event_config bad = af_model_events;
+  bad.thresholds = bad_thresholds;
+  expect("events init: NULL", af_events_init(NULL, &af_model_events), AF_ERR_NULL);
+  expect("events init: threshold outside [0, 1]", af_events_init(&events, &bad), AF_ERR_ARGUMENT);
+  bad = af_model_events;
+  bad.smooth_windows = 2 * AF_EVENTS_MAX_SMOOTH;
+  expect("events init: smoothing too wide", af_events_init(&events, &bad), AF_ERR_ARGUMENT);
+  expect("events init", af_events_init(&events, &af_model_events), AF_OK);
+  size_t n_out;
+  const float probs[AF_MODEL_NUM_LABELS] = {0};
+  expect("events push: NULL probabilities", af_events_push(&events, NULL, 1.0, NULL, 0, &n_out), AF_ERR_NULL);
+  expect("events push", af_events_push(&events, probs, 1.0, NULL, 0, &n_out), AF_OK);
+
+  printf("sizeof(af_stream) %zu, sizeof(af_events) %zu, sizeof(af_rfft_instance) %zu\n",
+         sizeof(af_stream), sizeof(af_events), sizeof(af_rfft_instance));
+  printf("%d failure(s)\n", failures);
+  return failures ? 1 : 0;
+}

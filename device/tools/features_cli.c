@@ -1,0 +1,205 @@
+/* Host tool: the model input of every window of a 16 kHz mono 16-bit WAV,
+ * computed by the device front end exactly as predict.py cuts and
+ * featurises it.
+ *
+ *   features clip.wav            one line per window: the int8 model input
+ *   features --float clip.wav    the same windows' features (before standardisation)
+ *   features --events probs.txt  events from per-window probabilities
+ *                                (lines "centre_s p_0 p_1 ..."), as predict.py finds them
+ *   features --memory            bytes of state and scratch for this model
+ *
+ * A window without features (silence) prints an empty line; a clip of a
+ * single window without features is an error. Exit status 0 on success,
+ * 1 on bad input, with the reason on stderr. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "af_events.h"
+#include "af_frontend.h"
+#include "af_rfft.h"
+#include "model_16k_frontend.h"
+#include "wav_reader.h"
+
+static int16_t ring[AF_MODEL_WINDOW_SAMPLES];
+static uint64_t scratch[(AF_MODEL_SCRATCH_BYTES + 7) / 8];
+static float features[AF_MODEL_N_FEATURES];
+static int8_t input[AF_MODEL_N_FEATURES];
+static af_rfft_instance fft;
+
+static const char* reason(int status) {
+  switch (status) {
+    case AF_ERR_SILENT: return "no features: the audio is silent (all zero, or nothing left after trimming)";
+    case AF_ERR_TOO_SHORT: return "no features: too short (fewer samples than the model's minimum clip)";
+    case AF_ERR_CONSTANT: return "no features: the spectrum is constant";
+    case AF_ERR_BUFFER: return "a buffer is too small";
+    case AF_ERR_UNSUPPORTED: return "the model's front end is not supported by this library";
+    default: return "front end error";
+  }
+}
+
+static void print_window(int as_float) {
+  for (int i = 0; i < AF_MODEL_N_FEATURES; ++i) {
+    if (as_float) printf(i ? " %.9g" : "%.9g", features[i]);
+    else printf(i ? " %d" : "%d", input[i]);
+  }
+  putchar('\n');
+}
+
+/* Returns 0 (printed), or 1 after a message when the only window has no features. */
+static int emit_window(af_stream* stream, const char* path, int as_float, int* windows) {
+  const int status = af_stream_window(stream, af_rfft, &fft, scratch, sizeof scratch, input,
+                                      sizeof input, features, NULL, NULL);
+  *windows += 1;
+  if (status == AF_OK) {
+    print_window(as_float);
+    return 0;
+  }
+  if (status != AF_ERR_SILENT && status != AF_ERR_TOO_SHORT && status != AF_ERR_CONSTANT) {
+    fprintf(stderr, "%s: %s (status %d)\n", path, reason(status), status);
+    return 1;
+  }
+  if (stream->finished && *windows == 1) {  /* the whole clip: nothing to classify */
+    fprintf(stderr, "%s: %s\n", path, reason(status));
+    return 1;
+  }
+  putchar('\n');
+  return 0;
+}
+
+static int run_features(const char* path, int as_float) {
+  wav_reader wav;
+  char message[256];
+  if (wav_open(&wav, path, message, sizeof message) != 0) {
+    fprintf(stderr, "%s\n", message);
+    return 1;
+  }
+  if (wav.sample_rate != af_model_frontend.sample_rate || wav.channels != 1 ||
+      wav.bits_per_sample != 16) {
+    fprintf(stderr, "%s: %d Hz, %d channel(s), %d-bit; the model needs %d Hz mono 16-bit PCM. "
+            "Convert it first, e.g. `sox %s -r %d -c 1 -b 16 out.wav`\n", path, wav.sample_rate,
+            wav.channels, wav.bits_per_sample, af_model_frontend.sample_rate, path,
+            af_model_frontend.sample_rate);
+    wav_close(&wav);
+    return 1;
+  }
+  af_stream stream;
+  int status = af_stream_init(&stream, &af_model_frontend, ring, AF_MODEL_WINDOW_SAMPLES);
+  if (status == AF_OK) status = af_rfft_init(&fft, af_model_frontend.n_fft);
+  if (status != AF_OK) {
+    fprintf(stderr, "%s: cannot start the front end: %s\n", path, reason(status));
+    wav_close(&wav);
+    return 1;
+  }
+  int16_t block[1000];  /* an odd block size: windows complete mid-block */
+  size_t got;
+  int windows = 0, failed = 0;
+  while (!failed && (got = wav_read(&wav, block, 1000)) > 0) {
+    size_t offset = 0;
+    while (offset < got && !failed) {
+      size_t used;
+      status = af_stream_push(&stream, block + offset, got - offset, &used);
+      offset += used;
+      if (status == AF_WINDOW_READY) failed = emit_window(&stream, path, as_float, &windows);
+    }
+  }
+  if (!failed && wav.error) {
+    fprintf(stderr, "%s: %s\n", path, wav.error_message);
+    failed = 1;
+  }
+  wav_close(&wav);
+  if (failed) return 1;
+  status = af_stream_finish(&stream);
+  if (status == AF_ERR_ARGUMENT) {
+    fprintf(stderr, "%s: no audio samples\n", path);
+    return 1;
+  }
+  if (status == AF_WINDOW_READY) return emit_window(&stream, path, as_float, &windows);
+  return 0;
+}
+
+static int compare_events(const void* a, const void* b) {  /* by start, then class: predict.py's order */
+  const af_event* x = (const af_event*)a;
+  const af_event* y = (const af_event*)b;
+  if (x->start_s != y->start_s) return x->start_s < y->start_s ? -1 : 1;
+  return x->class_index - y->class_index;
+}
+
+static int run_events(const char* path) {
+  FILE* file = fopen(path, "r");
+  if (file == NULL) {
+    fprintf(stderr, "%s: cannot open\n", path);
+    return 1;
+  }
+  static af_event found[4096];
+  size_t n_found = 0, n_new = 0;
+  af_events events;
+  if (af_events_init(&events, &af_model_events) != AF_OK) {
+    fprintf(stderr, "model_16k_frontend.h: event settings out of range\n");
+    fclose(file);
+    return 1;
+  }
+  float probs[AF_MODEL_NUM_LABELS];
+  char text[4096];
+  int line = 0, status = AF_OK;
+  while (status == AF_OK && fgets(text, sizeof text, file) != NULL) {
+    ++line;
+    char* cursor = text;
+    char* end;
+    const double centre = strtod(cursor, &end);
+    int ok = end != cursor;
+    for (int c = 0; ok && c < AF_MODEL_NUM_LABELS; ++c) {
+      cursor = end;
+      probs[c] = strtof(cursor, &end);
+      ok = end != cursor;
+    }
+    while (ok && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) ++end;
+    if (!ok || *end != '\0') {
+      fprintf(stderr, "%s: line %d: expected a centre in seconds and %d probabilities\n", path,
+              line, AF_MODEL_NUM_LABELS);
+      fclose(file);
+      return 1;
+    }
+    status = af_events_push(&events, probs, centre, found + n_found,
+                            sizeof found / sizeof found[0] - n_found, &n_new);
+    n_found += n_new;
+  }
+  fclose(file);
+  if (status == AF_OK) {
+    status = af_events_finish(&events, found + n_found, sizeof found / sizeof found[0] - n_found,
+                              &n_new);
+    n_found += n_new;
+  }
+  if (status != AF_OK) {
+    fprintf(stderr, "%s: too many events\n", path);
+    return 1;
+  }
+  qsort(found, n_found, sizeof found[0], compare_events);
+  for (size_t i = 0; i < n_found; ++i)
+    printf("%s %.17g %.17g %.9g %.9g\n", af_model_labels[found[i].class_index], found[i].start_s,
+           found[i].end_s, found[i].peak_probability, found[i].mean_probability);
+  return 0;
+}
+
+static int run_memory(void) {
+  printf("stream state (af_stream): %zu bytes\n", sizeof(af_stream));
+  printf("sample ring (%d samples of int16): %zu bytes\n", AF_MODEL_WINDOW_SAMPLES, sizeof ring);
+  printf("scratch: %zu bytes (af_scratch_bytes: %zu)\n", (size_t)AF_MODEL_SCRATCH_BYTES,
+         af_scratch_bytes(&af_model_frontend, AF_MODEL_WINDOW_SAMPLES));
+  printf("portable FFT (af_rfft_instance): %zu bytes\n", sizeof(af_rfft_instance));
+  printf("events (af_events): %zu bytes\n", sizeof(af_events));
+  printf("int8 model input: %d bytes\n", AF_MODEL_N_FEATURES);
+  printf("total: %zu bytes\n", sizeof(af_stream) + sizeof ring + (size_t)AF_MODEL_SCRATCH_BYTES +
+                                   sizeof(af_rfft_instance) + sizeof(af_events) +
+                                   AF_MODEL_N_FEATURES);
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc == 2 && strcmp(argv[1], "--memory") == 0) return run_memory();
+  if (argc == 3 && strcmp(argv[1], "--events") == 0) return run_events(argv[2]);
+  if (argc == 3 && strcmp(argv[1], "--float") == 0) return run_features(argv[2], 1);
+  if (argc == 2 && argv[1][0] != '-') return run_features(argv[1], 0);
+  fprintf(stderr, "usage: %s [--float] clip.wav | --events probs.txt | --memory\n", argv[0]);
+  return 1;
+}

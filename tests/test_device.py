@@ -1,0 +1,276 @@
+"""The device front end (device/) gives the model the same input as
+features.py and predict.py: float features, int8 inputs, classes through the
+TFLite Micro interpreter, and events. Builds the C code with the system
+compiler into a temporary folder."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import features
+import make_dataset_16k
+import model_conv
+import predict
+import train_16k
+from conftest import ROOT, make_class_folder, noise, tone, write
+from pipeline import artifacts, events, frontend_header, open_set
+from pipeline.tflite_model import TFLiteModel
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+
+CLASSES = ("beep", "hiss", "tone")
+SR = 16000
+
+
+def build(model_dir, build_dir):
+    """``make -C device`` against ``model_dir``'s generated header."""
+    result = subprocess.run(["make", "-s", "-C", str(ROOT / "device"), f"MODEL_DIR={model_dir}",
+                             f"BUILD_DIR={build_dir}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return build_dir / "features"
+
+
+def compile_api_test(model_dir, out):
+    device = ROOT / "device"
+    sources = [device / "src" / name for name in ("af_frontend.c", "af_rfft.c", "af_events.c")]
+    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                    f"-I{device / 'include'}", f"-I{model_dir}", *map(str, sources),
+                    str(device / "tests" / "api_test.c"), "-lm", "-o", str(out)], check=True)
+    return out
+
+
+def header_only(tmp, preset, **changes):
+    """A front-end header for ``preset`` without a trained model (no
+    standardisation, unit input scale): enough to compare float features."""
+    config = features.feature_config(preset)
+    if changes:
+        config = features.FeatureConfig.from_dict({**config.to_dict(), **changes})
+    folder = tmp / preset
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = model_conv.predict_event_settings(list(CLASSES))
+    (folder / "model_16k_frontend.h").write_text(frontend_header.frontend_header(
+        config, None, 0.1, 0, list(CLASSES), settings, features.MIN_CLIP_S))
+    return folder, config
+
+
+def int16_clip(y):
+    """Audio as a 16-bit WAV holds it, and as soundfile reads it back."""
+    return np.round(np.clip(y, -1, 32767 / 32768) * 32768).astype(np.int16)
+
+
+def synthetic_clips():
+    """Tones, chirps, noise, silence then sound, shorter than a patch, longer than a window."""
+    t = np.arange(int(1.5 * SR)) / SR
+    chirp = 0.5 * np.sin(2 * np.pi * (200 + 2000 * t) * t)
+    late = np.concatenate([np.zeros(SR // 2), tone(1200, 1.0, level=0.4)])
+    beeps = np.concatenate([tone(900, 0.3, level=0.5), np.zeros(SR // 4)] * 8)
+    return {"tone": tone(440, 1.2, level=0.5), "chirp": chirp, "noise": noise(1.8, seed=3),
+            "silence_then_tone": late, "short": tone(3000, 0.4, level=0.3, seed=5),
+            "quiet_hiss": noise(0.9, level=0.01, seed=8, low_hz=2000),
+            "long_beeps": beeps[: int(4.4 * SR)]}
+
+
+def write_clips(folder):
+    return {name: write(folder / f"{name}.wav", int16_clip(y) / 32768.0)
+            for name, y in synthetic_clips().items()}
+
+
+def python_windows(path, config, window_s, hop_s):
+    """features.py's features of predict.py's windows of ``path``."""
+    if features.audio_duration(path) <= window_s:
+        return [features.features_from_audio(features.load_audio(path, SR), config)]
+    windows = events.stream_windows(features.stream_audio(path, SR), int(window_s * SR),
+                                    int(hop_s * SR))
+    return [features.features_from_audio(samples, config) for _, samples in windows]
+
+
+def c_windows(tool, path, as_float=True):
+    result = subprocess.run([str(tool), *(["--float"] if as_float else []), str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return [np.array(line.split(), np.float64 if as_float else np.int64)
+            for line in result.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("preset, changes", [("logmel_patch", {}), ("logmel", {}),
+                                             ("seed", {"noise_reduction": False})])
+def test_c_features_equal_features_py(tmp_path, preset, changes):
+    model_dir, config = header_only(tmp_path, preset, **changes)
+    tool = build(model_dir, tmp_path / "build")
+    settings = model_conv.predict_event_settings(list(CLASSES))
+    for name, path in write_clips(tmp_path / "clips").items():
+        expected = python_windows(path, config, settings.window_s, settings.hop_s)
+        got = c_windows(tool, path)
+        assert len(got) == len(expected), name
+        for c, py in zip(got, expected):
+            assert c.shape == py.shape
+            # dB for the log-mel presets; [0, 1] for seed; shape statistics in their own units
+            assert np.max(np.abs(c - py)) < 1e-3, (name, float(np.max(np.abs(c - py))))
+
+
+def test_noise_reduction_model_fails_to_build_with_a_reason(tmp_path):
+    model_dir, _ = header_only(tmp_path, "seed", noise_reduction=True)
+    result = subprocess.run(["make", "-s", "-C", str(ROOT / "device"), f"MODEL_DIR={model_dir}",
+                             f"BUILD_DIR={tmp_path / 'b'}"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "noise reduction" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small logmel_patch CNN on three easy classes, converted, and the C
+    front end built against its generated header."""
+    tmp = tmp_path_factory.mktemp("device")
+    clips = make_class_folder(tmp / "clips", per_class=8, classes=CLASSES)
+    dataset = tmp / "ds.npz"
+    make_dataset_16k.main([f"--data_dir={clips}", f"--dataset={dataset}", "--jobs=1"])
+    args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}", f"--report_dir={tmp / 'r'}"]
+    train_16k.main(args + ["--epochs=40", "--patience=10", "--augment=false"])
+    model_conv.main(args + ["--min_agreement=0"])
+    return tmp, tmp / "models", build(tmp / "models", tmp / "build")
+
+
+def test_int8_inputs_equal_predict_py_and_tflm_gives_its_class(trained):
+    from tflite_micro.python.tflite_micro import runtime
+    tmp, model_dir, tool = trained
+    classifier = predict.Classifier(model_dir / "model_16k_int8.tflite")
+    tflite = TFLiteModel(model_dir / "model_16k_int8.tflite")
+    meta = classifier.meta
+    micro = runtime.Interpreter.from_bytes((model_dir / "model_16k_int8.tflite").read_bytes())
+    settings = predict.event_settings(predict.settings.parse_settings(vars(predict), []),
+                                      classifier.labels)
+    same = total = 0
+    for name, path in write_clips(tmp / "fresh").items():
+        rows = python_windows(path, meta["feature_config"], settings.window_s, settings.hop_s)
+        expected = [tflite.quantise_input(r) for r in
+                    predict.standardise(np.stack(rows), meta["input_standardisation"])]
+        got = c_windows(tool, path, as_float=False)
+        assert len(got) == len(expected), name
+        for c, py in zip(got, expected):
+            assert np.max(np.abs(c - py)) <= 1, name
+            same, total = same + int(np.sum(c == py)), total + py.size
+        if len(got) == 1:  # a clip: the class predict.py gives it
+            micro.set_input(got[0].astype(np.int8)[None, :], 0)
+            micro.invoke()
+            probs = tflite.dequantise_output(micro.get_output(0)[0])[None, :]
+            _, decided = open_set.apply_rule(probs, meta.get("open_set"), classifier.labels)
+            result = predict.classify_file(classifier, path, settings)
+            assert classifier.labels[int(decided[0])] == result["class"], name
+    assert same / total >= 0.999, f"{same}/{total} int8 inputs identical"
+
+
+def test_c_events_equal_predict_py_events(trained, tmp_path):
+    _, model_dir, tool = trained
+    classifier = predict.Classifier(model_dir / "model_16k_int8.tflite")
+    settings = predict.event_settings(predict.settings.parse_settings(vars(predict), []),
+                                      classifier.labels)
+    parts = [noise(6.0, level=0.05, seed=1, low_hz=1500), tone(2600, 5.0, level=0.4),
+             noise(4.0, level=0.3, seed=2, low_hz=1500), tone(700, 3.5, level=0.5, seed=4),
+             np.zeros(3 * SR, np.float32), tone(2800, 2.2, level=0.5, seed=6)]
+    path = write(tmp_path / "long.wav", int16_clip(np.concatenate(parts)) / 32768.0)
+    expected = predict.classify_file(classifier, path, settings)["events"]
+    centres, probs, _, _ = predict.window_probabilities(classifier, path, SR, settings.window_s,
+                                                        settings.hop_s)
+    table = tmp_path / "probs.txt"
+    table.write_text("".join(f"{float(c)!r} " + " ".join(f"{p:.9g}" for p in row) + "\n"
+                             for c, row in zip(centres, probs)))
+    result = subprocess.run([str(tool), "--events", str(table)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    got = [line.split() for line in result.stdout.splitlines()]
+    assert expected, "the recording should hold events"
+    assert [(g[0], round(float(g[1]), 3), round(float(g[2]), 3)) for g in got] == \
+        [(e["class"], e["start_s"], e["end_s"]) for e in expected]
+    for g, e in zip(got, expected):
+        assert float(g[3]) == pytest.approx(e["peak_probability"], abs=1e-7)
+        assert float(g[4]) == pytest.approx(e["mean_probability"], abs=1e-5)
+    table.write_text("1.0 0.5 oops 0.1\n")
+    result = subprocess.run([str(tool), "--events", str(table)], capture_output=True, text=True)
+    assert result.returncode == 1 and f"{table}: line 1" in result.stderr
+
+
+def test_c_api_rejects_bad_input_with_error_codes(trained, tmp_path):
+    _, model_dir, _ = trained
+    program = compile_api_test(model_dir, tmp_path / "api_test")
+    result = subprocess.run([str(program)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert "0 failure(s)" in result.stdout and "FAIL" not in result.stdout
+
+
+def test_portable_fft_packs_like_cmsis_dsp(trained, tmp_path):
+    cmsisdsp = pytest.importorskip("cmsisdsp")
+    _, model_dir, _ = trained
+    program = compile_api_test(model_dir, tmp_path / "api_test")
+    for n in (64, 512):
+        x = np.random.default_rng(n).normal(size=n).astype(np.float32)
+        result = subprocess.run([str(program), "rfft", str(n)], input="\n".join(str(float(v)) for v in x),
+                                capture_output=True, text=True, check=True)
+        ours = np.array(result.stdout.split(), np.float32)
+        instance = cmsisdsp.arm_rfft_fast_instance_f32()
+        assert cmsisdsp.arm_rfft_fast_init_f32(instance, n) == 0
+        arm = cmsisdsp.arm_rfft_fast_f32(instance, x.copy(), 0)
+        assert np.max(np.abs(ours - arm)) < 1e-4 * np.max(np.abs(arm))
+        exact = np.fft.rfft(x.astype(np.float64))
+        packed = np.concatenate([[exact[0].real, exact[-1].real],
+                                 np.stack([exact[1:-1].real, exact[1:-1].imag], 1).ravel()])
+        assert np.max(np.abs(ours - packed)) < 1e-4 * np.max(np.abs(packed))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "cannot open"), ("text", "not a WAV file"),
+    ("rate", "44100 Hz"), ("stereo", "2 channel(s)"), ("silent", "silent"),
+    ("float", "not integer PCM")])
+def test_host_tool_refuses_bad_files(trained, tmp_path, kind, message):
+    _, _, tool = trained
+    path = tmp_path / f"{kind}.wav"
+    if kind == "text":
+        path.write_text("this is not audio")
+    elif kind == "rate":
+        write(path, tone(440, 0.5, sr=44100), sr=44100)
+    elif kind == "stereo":
+        write(path, np.stack([tone(440, 0.5), tone(440, 0.5)], 1))
+    elif kind == "silent":
+        write(path, np.zeros(SR, np.float32))
+    elif kind == "float":
+        write(path, tone(440, 0.5), subtype="FLOAT")
+    result = subprocess.run([str(tool), str(path)], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert str(path) in result.stderr and message in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_memory_report_and_readme_figure(trained):
+    _, _, tool = trained
+    out = subprocess.run([str(tool), "--memory"], capture_output=True, text=True,
+                         check=True).stdout
+    scratch = [line for line in out.splitlines() if line.startswith("scratch")][0]
+    macro, function = [int(w) for w in scratch.replace("(", " ").replace(")", " ").split()
+                       if w.isdigit()]
+    assert macro == function > 0
+    assert "total:" in out
+
+
+def test_golden_vectors_carry_short_clips_samples(trained, tmp_path):
+    _, model_dir, tool = trained
+    golden = json.loads((model_dir / "model_16k_golden.json").read_text())
+    with_samples = [v for v in golden["vectors"] if "samples" in v]
+    assert with_samples, "short golden clips carry their raw samples"
+    meta = artifacts.load_model_metadata(model_dir)
+    tflite = TFLiteModel(model_dir / "model_16k_int8.tflite")
+    for v in with_samples:
+        y = np.array(v["samples"], np.float32) / 32768.0
+        row = features.features_from_audio(y, meta["feature_config"])
+        q = tflite.quantise_input(predict.standardise(row[None, :],
+                                                      meta["input_standardisation"]))[0]
+        assert np.array_equal(q, np.array(v["int8_input"]))
+        assert np.array_equal(tflite.run_raw(q), np.array(v["int8_output"]))
+        wav = write(tmp_path / v["file"], y)  # the device front end on the same samples
+        [c_input] = c_windows(tool, wav, as_float=False)
+        assert np.max(np.abs(c_input - q)) <= 1 and np.mean(c_input == q) >= 0.999
+    if shutil.which("c++"):  # the golden header compiles, samples included
+        probe = tmp_path / "golden.cc"
+        probe.write_text('#include "model_16k_golden.h"\nint main() { return kGoldenSampleCount[0] < 0; }\n')
+        subprocess.run(["c++", "-std=c++17", f"-I{model_dir}", str(probe), "-o",
+                        str(tmp_path / "golden")], check=True)
