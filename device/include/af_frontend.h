@@ -75,11 +75,13 @@ typedef struct {
  * expression for static buffers (af_scratch_bytes computes the same; the
  * tests check that they agree). */
 #define AF_SCRATCH_BYTES(preset, n_features, n_fft, hop_length, n_mels, max_samples)        \
-  (((size_t)(n_features) * 4 + 7) / 8 * 8 +                                                   \
-   (1 + (size_t)(max_samples) / (hop_length)) * 8 * (1 + 6 * ((preset) == AF_PRESET_LOGMEL)) + \
+  ((1 + (size_t)(max_samples) / (hop_length)) * 8 * (1 + 6 * ((preset) == AF_PRESET_LOGMEL)) + \
    ((preset) == AF_PRESET_SEED) * ((size_t)(n_fft) / 2 + 1) * 8 + (size_t)(n_fft) * 8 +       \
    (1 + ((preset) == AF_PRESET_LOGMEL)) * ((size_t)(n_fft) / 2 + 1) * 4 +                     \
-   ((preset) != AF_PRESET_SEED) * (1 + (size_t)(max_samples) / (hop_length)) * (n_mels) * 4)
+   ((preset) != AF_PRESET_SEED) * (n_mels) * 4 *                                              \
+       AF_MAX_(1 + (size_t)(max_samples) / (hop_length),                                       \
+               (size_t)(n_features) / ((n_mels) > 0 ? (n_mels) : 1)))
+#define AF_MAX_(a, b) ((a) > (b) ? (a) : (b))
 
 /* Bytes of scratch that af_features and af_stream_window need for audio of
  * up to ``max_samples`` samples; 0 if the model is unusable. */

@@ -35,38 +35,41 @@ static int model_is_usable(const af_model* m) {
   if (m->n_mels <= 0 || m->mel_first == NULL || m->mel_count == NULL ||
       m->mel_offset == NULL || m->mel_weights == NULL)
     return 0;
-  if (m->preset == AF_PRESET_LOGMEL) return m->n_features == 2 * m->n_mels + 2 * N_SHAPE;
+  if (m->preset == AF_PRESET_LOGMEL)  /* its features are left in fft_in and fft_out */
+    return m->n_features == 2 * m->n_mels + 2 * N_SHAPE && m->n_features <= 2 * m->n_fft;
   if (m->preset == AF_PRESET_LOGMEL_PATCH)
     return m->patch_frames > 0 && m->n_features == m->patch_frames * m->n_mels;
   return 0;
 }
 
-/* Scratch layout: a stream window's features first (at the same place
- * whatever the frame count), then doubles (8-byte aligned), then floats. */
+/* Scratch layout: doubles first (8-byte alignment), then floats. The
+ * features are left in scratch (the patch rows of db, or fft_in and fft_out
+ * for the statistics presets), so no buffer of their own is needed. */
 typedef struct {
-  float* features;  /* [n_features]: a stream window's features when the caller keeps none */
   double* energy;   /* [frames]: summed power of each frame */
   double* shape;    /* [frames * N_SHAPE]: logmel preset's per-frame statistics */
   double* bins;     /* [n_fft/2 + 1]: seed preset's |STFT| sums */
   float* fft_in;    /* [n_fft] */
   float* fft_out;   /* [n_fft] */
   float* power;     /* [n_fft/2 + 1]: this frame's power; logmel: also the previous log power */
-  float* db;        /* [frames * n_mels] */
+  float* db;        /* [max(frames, n_features / n_mels) * n_mels] */
 } scratch_layout;
 
 static size_t layout(const af_model* m, size_t frames, char* base, scratch_layout* out) {
   const size_t bins = (size_t)m->n_fft / 2 + 1;
   const int mel = m->preset != AF_PRESET_SEED, stats = m->preset == AF_PRESET_LOGMEL;
-  const size_t sizes[8] = {
-      ((size_t)m->n_features * sizeof(float) + 7) / 8 * 8, frames * sizeof(double), stats ? frames * N_SHAPE * sizeof(double) : 0,
+  const size_t rows = mel && frames < (size_t)(m->n_features / m->n_mels)
+                          ? (size_t)(m->n_features / m->n_mels) : frames;
+  const size_t sizes[7] = {
+      frames * sizeof(double), stats ? frames * N_SHAPE * sizeof(double) : 0,
       mel ? 0 : bins * sizeof(double), (size_t)m->n_fft * sizeof(float),
       (size_t)m->n_fft * sizeof(float), (stats ? 2 : 1) * bins * sizeof(float),
-      mel ? frames * (size_t)m->n_mels * sizeof(float) : 0};
-  void** slots[8] = {(void**)&out->features, (void**)&out->energy, (void**)&out->shape, (void**)&out->bins,
+      mel ? rows * (size_t)m->n_mels * sizeof(float) : 0};
+  void** slots[7] = {(void**)&out->energy, (void**)&out->shape, (void**)&out->bins,
                      (void**)&out->fft_in, (void**)&out->fft_out, (void**)&out->power,
                      (void**)&out->db};
   size_t used = 0;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 7; ++i) {
     if (base != NULL) *slots[i] = base + used;
     used += sizes[i];
   }
@@ -220,8 +223,9 @@ static void mean_std(const double* values, size_t count, size_t stride, double* 
   *std = sqrt(squares / (double)count);
 }
 
+/* The features of n samples, left in scratch; *result points at them. */
 static int features_of_view(const af_model* m, const samples_view* v, size_t n, af_rfft_fn rfft,
-                            void* ctx, void* scratch, size_t scratch_bytes, float* out) {
+                            void* ctx, void* scratch, size_t scratch_bytes, const float** result) {
   size_t nonzero = 0;
   for (size_t i = 0; i < n && !nonzero; ++i) nonzero = (i < v->na ? v->a[i] : v->b[i - v->na]) != 0;
   if (!nonzero) return AF_ERR_SILENT;  /* features.py's checks, in its order */
@@ -258,6 +262,8 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
     if (m->preset == AF_PRESET_LOGMEL) frame_shape(m, s.power, s.power + bins, t, s.shape + t * N_SHAPE);
   }
   if (m->preset == AF_PRESET_SEED) {  /* features.minmax_normalise of the mean |STFT| */
+    float* out = s.fft_in;
+    *result = out;
     double low = INFINITY, high = -INFINITY;
     for (int k = 0; k < bins; ++k) {
       out[k] = (float)(s.bins[k] / (double)frames);
@@ -272,15 +278,16 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
   const int status = normalise_levels(m, s.db, frames * (size_t)m->n_mels, &minimum);
   if (status != AF_OK) return status;
   if (m->preset == AF_PRESET_LOGMEL_PATCH) {
-    const size_t patch = (size_t)m->patch_frames;
-    const size_t start = loudest_patch_start(s.energy, frames, patch);
-    for (size_t t = 0; t < patch; ++t)
-      for (int b = 0; b < m->n_mels; ++b)
-        out[t * (size_t)m->n_mels + (size_t)b] =
-            start + t < frames ? s.db[(start + t) * (size_t)m->n_mels + (size_t)b] : minimum;
+    /* the patch is rows start.. of db, frame-major like the features;
+     * a short clip's missing rows are padded with the floor in place */
+    const size_t patch = (size_t)m->patch_frames, start = loudest_patch_start(s.energy, frames, patch);
+    for (size_t i = frames * (size_t)m->n_mels; i < patch * (size_t)m->n_mels; ++i) s.db[i] = minimum;
+    *result = s.db + start * (size_t)m->n_mels;
     return AF_OK;
   }
   /* logmel: per-band mean and std, then the shape statistics' means and stds */
+  float* out = s.fft_in;  /* fft_out follows it */
+  *result = out;
   double loudest_level = -INFINITY;
   for (size_t t = 0; t < frames; ++t) {
     s.shape[t * N_SHAPE + 5] = 10.0 * log10(s.shape[t * N_SHAPE + 5]);
@@ -317,9 +324,14 @@ int af_features(const af_model* model, const int16_t* samples, size_t n, af_rfft
     return AF_ERR_NULL;
   if (!model_is_usable(model)) return AF_ERR_UNSUPPORTED;
   if (n == 0) return AF_ERR_ARGUMENT;
-  if (out_len < (size_t)model->n_features) return AF_ERR_BUFFER;
+  if (out_len < (size_t)model->n_features || scratch_bytes < af_scratch_bytes(model, n))
+    return AF_ERR_BUFFER;
   const samples_view view = {samples, n, NULL, 0};
-  return features_of_view(model, &view, n, rfft, rfft_context, scratch, scratch_bytes, out);
+  const float* result;
+  const int status = features_of_view(model, &view, n, rfft, rfft_context, scratch, scratch_bytes,
+                                      &result);
+  if (status == AF_OK) memcpy(out, result, sizeof(float) * (size_t)model->n_features);
+  return status;
 }
 
 int af_quantise(const af_model* model, const float* features, size_t n, int8_t* out,
@@ -401,19 +413,18 @@ int af_stream_window(af_stream* stream, af_rfft_fn rfft, void* rfft_context, voi
   if (stream == NULL || rfft == NULL || scratch == NULL || input == NULL) return AF_ERR_NULL;
   if (stream->ready_len == 0) return AF_ERR_STATE;
   const af_model* m = stream->model;
-  if (input_len < (size_t)m->n_features) return AF_ERR_BUFFER;
+  if (input_len < (size_t)m->n_features || scratch_bytes < af_scratch_bytes(m, stream->ready_len))
+    return AF_ERR_BUFFER;  /* the window stays ready */
   const size_t len = stream->ready_len, offset = (size_t)(stream->ready_start % stream->ring_len);
   const size_t first_piece = offset + len <= stream->ring_len ? len : stream->ring_len - offset;
   const samples_view view = {stream->ring + offset, first_piece, stream->ring, len - first_piece};
   if (start != NULL) *start = stream->ready_start;
   if (centre_s != NULL) *centre_s = ((double)stream->ready_start + len / 2.0) / m->sample_rate;
-  scratch_layout s;
-  int status = AF_ERR_BUFFER;
-  if (layout(m, stft_frames(m, len), NULL, &s) <= scratch_bytes) {
-    layout(m, stft_frames(m, len), (char*)scratch, &s);
-    float* out = features != NULL ? features : s.features;
-    status = features_of_view(m, &view, len, rfft, rfft_context, scratch, scratch_bytes, out);
-    if (status == AF_OK) status = af_quantise(m, out, (size_t)m->n_features, input, input_len);
+  const float* result;
+  int status = features_of_view(m, &view, len, rfft, rfft_context, scratch, scratch_bytes, &result);
+  if (status == AF_OK) {
+    if (features != NULL) memcpy(features, result, sizeof(float) * (size_t)m->n_features);
+    status = af_quantise(m, result, (size_t)m->n_features, input, input_len);
   }
   stream->ready_len = 0;
   if (!stream->finished) {
