@@ -249,7 +249,10 @@ def test_memory_report_and_readme_figure(trained):
     macro, function = [int(w) for w in scratch.replace("(", " ").replace(")", " ").split()
                        if w.isdigit()]
     assert macro == function > 0
-    assert "total:" in out
+    total = int(out.split("total:")[1].split()[0])
+    readme = (ROOT / "device" / "README.md").read_text()  # the fixture has the default features
+    assert f"| scratch (`AF_MODEL_SCRATCH_BYTES`) | {macro:,} |" in readme
+    assert f"**{total:,}**" in readme
 
 
 def test_golden_vectors_carry_short_clips_samples(trained, tmp_path):

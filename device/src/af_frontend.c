@@ -87,14 +87,13 @@ size_t af_scratch_bytes(const af_model* model, size_t max_samples) {
 /* features.trim_silence: frames of trim_frame_length samples every
  * trim_hop_length (the audio zero-padded by half a frame on both sides);
  * keep from the first to the last frame within trim_top_db of the loudest. */
-static double frame_power(const af_model* m, const samples_view* v, size_t n, size_t f) {
-  const long long lo = (long long)f * m->trim_hop_length - m->trim_frame_length / 2;
+static double block_energy(const samples_view* v, size_t n, long long lo, long long hi) {
   double sum = 0.0;
-  for (long long i = lo < 0 ? 0 : lo; i < lo + m->trim_frame_length && i < (long long)n; ++i) {
+  for (long long i = lo < 0 ? 0 : lo; i < hi && i < (long long)n; ++i) {
     const double x = sample_at(v, (size_t)i);
     sum += x * x;
   }
-  return sum / m->trim_frame_length;
+  return sum;
 }
 
 static int is_loud(const af_model* m, double power, double loudest) {
@@ -102,19 +101,41 @@ static int is_loud(const af_model* m, double power, double loudest) {
              10.0 * log10(loudest > AMIN_POWER ? loudest : AMIN_POWER) > -m->trim_top_db;
 }
 
-static int trim(const af_model* m, const samples_view* v, size_t n, size_t* first, size_t* end) {
-  const size_t frames = 1 + n / (size_t)m->trim_hop_length;
-  double loudest = 0.0;
+/* Every frame's mean square, in order: a running sum of hop-long blocks
+ * when frames are whole blocks (the usual 512 / 64), else frame by frame.
+ * With loudest < 0 it finds the loudest frame; otherwise the first and
+ * last frames loud enough (*first = frames when there is none). */
+static double scan_frames(const af_model* m, const samples_view* v, size_t n, double loudest,
+                          size_t* first, size_t* last) {
+  const long long hop = m->trim_hop_length, length = m->trim_frame_length;
+  const size_t frames = 1 + n / (size_t)hop;
+  const int blocks = length % hop == 0 && (length / 2) % hop == 0;
+  double running = blocks ? block_energy(v, n, -length / 2, length / 2) : 0.0, best = 0.0;
+  *first = frames;
+  *last = 0;
   for (size_t f = 0; f < frames; ++f) {
-    const double p = frame_power(m, v, n, f);
-    if (p > loudest) loudest = p;
+    const long long lo = (long long)f * hop - length / 2;
+    if (blocks && f > 0)  /* slide by one block */
+      running += block_energy(v, n, lo + length - hop, lo + length) - block_energy(v, n, lo - hop, lo);
+    const double power = (blocks ? running : block_energy(v, n, lo, lo + length)) / (double)length;
+    if (loudest < 0.0) {
+      if (power > best) best = power;
+    } else if (is_loud(m, power, loudest)) {
+      if (*first == frames) *first = f;
+      *last = f;
+    }
   }
-  size_t a = 0, b = frames;
-  while (a < frames && !is_loud(m, frame_power(m, v, n, a), loudest)) ++a;
-  if (a == frames) return AF_ERR_SILENT;
-  while (!is_loud(m, frame_power(m, v, n, b - 1), loudest)) --b;
-  *first = a * (size_t)m->trim_hop_length;
-  *end = b * (size_t)m->trim_hop_length < n ? b * (size_t)m->trim_hop_length : n;
+  return best;
+}
+
+static int trim(const af_model* m, const samples_view* v, size_t n, size_t* first, size_t* end) {
+  size_t a, b;
+  const double loudest = scan_frames(m, v, n, -1.0, &a, &b);
+  scan_frames(m, v, n, loudest, &a, &b);
+  if (a == 1 + n / (size_t)m->trim_hop_length) return AF_ERR_SILENT;
+  const size_t hop = (size_t)m->trim_hop_length;
+  *first = a * hop;
+  *end = (b + 1) * hop < n ? (b + 1) * hop : n;
   return *end > *first ? AF_OK : AF_ERR_SILENT;
 }
 

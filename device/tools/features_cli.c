@@ -7,13 +7,16 @@
  *   features --events probs.txt  events from per-window probabilities
  *                                (lines "centre_s p_0 p_1 ..."), as predict.py finds them
  *   features --memory            bytes of state and scratch for this model
+ *   features --time rec.wav      microseconds of front end per window (for bench_device.py)
  *
  * A window without features (silence) prints an empty line; a clip of a
  * single window without features is an error. Exit status 0 on success,
  * 1 on bad input, with the reason on stderr. */
+#define _POSIX_C_SOURCE 199309L  /* clock_gettime, for --time */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "af_events.h"
 #include "af_frontend.h"
@@ -26,6 +29,13 @@ static uint64_t scratch[(AF_MODEL_SCRATCH_BYTES + 7) / 8];
 static float features[AF_MODEL_N_FEATURES];
 static int8_t input[AF_MODEL_N_FEATURES];
 static af_rfft_instance fft;
+static double seconds_in_front_end;  /* --time */
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static const char* reason(int status) {
   switch (status) {
@@ -38,21 +48,27 @@ static const char* reason(int status) {
   }
 }
 
-static void print_window(int as_float) {
+enum { PRINT_INT8, PRINT_FLOAT, PRINT_NOTHING };
+
+static void print_window(int mode) {
+  if (mode == PRINT_NOTHING) return;
   for (int i = 0; i < AF_MODEL_N_FEATURES; ++i) {
-    if (as_float) printf(i ? " %.9g" : "%.9g", features[i]);
+    if (mode == PRINT_FLOAT) printf(i ? " %.9g" : "%.9g", features[i]);
     else printf(i ? " %d" : "%d", input[i]);
   }
   putchar('\n');
 }
 
 /* Returns 0 (printed), or 1 after a message when the only window has no features. */
-static int emit_window(af_stream* stream, const char* path, int as_float, int* windows) {
+static int emit_window(af_stream* stream, const char* path, int mode, int* windows) {
+  const double started = now();
   const int status = af_stream_window(stream, af_rfft, &fft, scratch, sizeof scratch, input,
-                                      sizeof input, features, NULL, NULL);
+                                      sizeof input, mode == PRINT_FLOAT ? features : NULL,
+                                      NULL, NULL);
+  seconds_in_front_end += now() - started;
   *windows += 1;
   if (status == AF_OK) {
-    print_window(as_float);
+    print_window(mode);
     return 0;
   }
   if (status != AF_ERR_SILENT && status != AF_ERR_TOO_SHORT && status != AF_ERR_CONSTANT) {
@@ -63,11 +79,11 @@ static int emit_window(af_stream* stream, const char* path, int as_float, int* w
     fprintf(stderr, "%s: %s\n", path, reason(status));
     return 1;
   }
-  putchar('\n');
+  if (mode != PRINT_NOTHING) putchar('\n');
   return 0;
 }
 
-static int run_features(const char* path, int as_float) {
+static int run_features(const char* path, int mode) {
   wav_reader wav;
   char message[256];
   if (wav_open(&wav, path, message, sizeof message) != 0) {
@@ -100,7 +116,7 @@ static int run_features(const char* path, int as_float) {
       size_t used;
       status = af_stream_push(&stream, block + offset, got - offset, &used);
       offset += used;
-      if (status == AF_WINDOW_READY) failed = emit_window(&stream, path, as_float, &windows);
+      if (status == AF_WINDOW_READY) failed = emit_window(&stream, path, mode, &windows);
     }
   }
   if (!failed && wav.error) {
@@ -114,7 +130,10 @@ static int run_features(const char* path, int as_float) {
     fprintf(stderr, "%s: no audio samples\n", path);
     return 1;
   }
-  if (status == AF_WINDOW_READY) return emit_window(&stream, path, as_float, &windows);
+  if (status == AF_WINDOW_READY && emit_window(&stream, path, mode, &windows) != 0) return 1;
+  if (mode == PRINT_NOTHING)
+    printf("windows %d, front end %.3f s, %.1f us per window\n", windows, seconds_in_front_end,
+           1e6 * seconds_in_front_end / (windows ? windows : 1));
   return 0;
 }
 
@@ -198,8 +217,10 @@ static int run_memory(void) {
 int main(int argc, char** argv) {
   if (argc == 2 && strcmp(argv[1], "--memory") == 0) return run_memory();
   if (argc == 3 && strcmp(argv[1], "--events") == 0) return run_events(argv[2]);
-  if (argc == 3 && strcmp(argv[1], "--float") == 0) return run_features(argv[2], 1);
-  if (argc == 2 && argv[1][0] != '-') return run_features(argv[1], 0);
-  fprintf(stderr, "usage: %s [--float] clip.wav | --events probs.txt | --memory\n", argv[0]);
+  if (argc == 3 && strcmp(argv[1], "--float") == 0) return run_features(argv[2], PRINT_FLOAT);
+  if (argc == 3 && strcmp(argv[1], "--time") == 0) return run_features(argv[2], PRINT_NOTHING);
+  if (argc == 2 && argv[1][0] != '-') return run_features(argv[1], PRINT_INT8);
+  fprintf(stderr, "usage: %s [--float | --time] clip.wav | --events probs.txt | --memory\n",
+          argv[0]);
   return 1;
 }

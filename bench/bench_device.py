@@ -1,0 +1,113 @@
+"""Time the device front end (device/, C) against features.py on the same windows.
+
+    python bench/bench_device.py [--model_dir=models] [--wav=REC.wav] [--minutes=5]
+
+Builds device/build/features against MODEL_DIR's generated header, cuts a
+recording into predict.py's windows (a synthetic one of MINUTES minutes
+unless --wav is given), and reports microseconds per window on one core for
+both, their ratio, the operation count per window, and the front end's
+memory. The operation count is what an estimate for a microcontroller
+(e.g. a Cortex-M4F with CMSIS-DSP's arm_rfft_fast_f32) starts from.
+"""
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import features  # noqa: E402
+from pipeline import artifacts, events, settings  # noqa: E402
+
+MODEL_DIR = "models"           # where model_conv.py wrote model_16k_frontend.h
+WAV = None                     # a 16 kHz mono 16-bit recording; default: synthetic
+MINUTES = 5.0                  # length of the synthetic recording
+SEED = 0                       # the synthetic recording's noise
+
+
+def synthetic_recording(path, minutes, seed):
+    """Noise of varying level with tones and beeps in it, as 16-bit PCM."""
+    import soundfile
+    rng = np.random.default_rng(seed)
+    sr, n = 16000, int(minutes * 60 * 16000)
+    t = np.arange(n) / sr
+    level = 0.05 + 0.2 * (np.sin(2 * np.pi * t / 37.0) > 0)
+    y = level * rng.standard_normal(n) * 0.3 + 0.3 * np.sin(2 * np.pi * 1000 * t) * (
+        (t % 11.0) < 2.0)
+    soundfile.write(path, np.clip(y, -1, 1).astype(np.float32), sr, subtype="PCM_16")
+    return path
+
+
+def operation_count(config, window_samples):
+    """FFTs and multiply-adds of one untrimmed window."""
+    frames = 1 + window_samples // config.hop_length
+    mel_weights = 0
+    if config.n_mels:
+        basis = features.mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin,
+                                   config.fmax)
+        first_last = [np.flatnonzero(b) for b in basis]
+        mel_weights = sum(int(b[-1] - b[0] + 1) for b in first_last if b.size)
+    trim_frames = 1 + window_samples // config.trim_hop_length if config.trim else 0
+    macs = {"window (multiply)": frames * config.n_fft,
+            "power spectrum": frames * (config.n_fft // 2 + 1),
+            "mel filterbank": frames * mel_weights,
+            "trim frame energies (1 pass, often ~1.1)": trim_frames * config.trim_frame_length,
+            "standardise + quantise": config.n_features}
+    return frames, macs
+
+
+def main():
+    cfg = settings.parse_settings(globals())
+    model_dir = Path(cfg.model_dir).resolve()
+    meta = artifacts.load_model_metadata(model_dir)
+    config = meta["feature_config"]
+    build = Path(tempfile.mkdtemp(prefix="bench_device_"))
+    subprocess.run(["make", "-s", "-C", str(ROOT / "device"), f"MODEL_DIR={model_dir}",
+                    f"BUILD_DIR={build}"], check=True)
+    tool = build / "features"
+    wav = Path(cfg.wav) if cfg.wav else synthetic_recording(build / "rec.wav", cfg.minutes,
+                                                            cfg.seed)
+    import predict
+    ev = predict.event_settings(settings.parse_settings(vars(predict), []), meta["labels"])
+    window, hop = int(ev.window_s * config.sample_rate), int(ev.hop_s * config.sample_rate)
+
+    windows = [w for _, w in events.stream_windows(features.stream_audio(wav, config.sample_rate),
+                                                   window, hop)]
+    features.features_from_audio(windows[0], config)  # imports and caches paid before timing
+    start = time.perf_counter()
+    for w in windows:
+        try:
+            features.features_from_audio(w, config)
+        except features.FeatureError:
+            pass
+    python_us = 1e6 * (time.perf_counter() - start) / len(windows)
+
+    c_runs = []
+    for _ in range(3):  # best of three: the least disturbed by other processes
+        out = subprocess.run([str(tool), "--time", str(wav)], capture_output=True, text=True,
+                             check=True).stdout
+        c_runs.append(float(out.split(",")[-1].split()[0]))
+    c_us = min(c_runs)
+    frames, macs = operation_count(config, window)
+    memory = subprocess.run([str(tool), "--memory"], capture_output=True, text=True,
+                            check=True).stdout
+    print(f"recording: {wav} ({len(windows)} windows of {ev.window_s:g} s, hop {ev.hop_s:g} s)")
+    print(f"preset: {config.preset}, {config.n_features} features")
+    print(f"features.py (Python, one process): {python_us:10.1f} us per window")
+    print(f"device front end (C, -O2, one core): {c_us:8.1f} us per window "
+          f"(runs: {', '.join(f'{r:.1f}' for r in c_runs)})")
+    print(f"speed-up: {python_us / c_us:.1f}x (aim: >= 10x)")
+    print(f"\nper untrimmed window: {frames} real FFTs of {config.n_fft} points, "
+          f"{sum(macs.values()):,} multiply-adds besides the FFTs:")
+    for name, count in macs.items():
+        print(f"  {name:<42}{count:>12,}")
+    print("\nmemory of the front end for this model:\n" + memory, end="")
+
+
+if __name__ == "__main__":
+    main()
