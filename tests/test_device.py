@@ -277,3 +277,17 @@ def test_golden_vectors_carry_short_clips_samples(trained, tmp_path):
         probe.write_text('#include "model_16k_golden.h"\nint main() { return kGoldenSampleCount[0] < 0; }\n')
         subprocess.run(["c++", "-std=c++17", f"-I{model_dir}", str(probe), "-o",
                         str(tmp_path / "golden")], check=True)
+
+
+def test_output_probabilities_equal_predict_py(trained, tmp_path):
+    _, model_dir, _ = trained
+    program = compile_api_test(model_dir, tmp_path / "api_test")
+    rng = np.random.default_rng(0)
+    for temperature in (1.0, 0.7, 2.5):
+        q = rng.integers(-128, 128, size=3)
+        q[0] = -128  # a class at exactly 0 (clamped to 1e-7 before the log)
+        result = subprocess.run([str(program), "probs", str(temperature), str(1 / 256), "-128",
+                                 *map(str, q)], capture_output=True, text=True, check=True)
+        got = np.array(result.stdout.split(), np.float32)
+        expected = open_set.calibrate((q[None, :] + 128) / np.float32(256), temperature)[0]
+        assert np.max(np.abs(got - expected)) < 1e-6

@@ -64,6 +64,13 @@ int af_events_push(af_events* events, const float* probs, double centre_s, af_ev
  * events is always enough. */
 int af_events_finish(af_events* events, af_event* out, size_t max_out, size_t* n_out);
 
+/* The class probabilities predict.py works with, from the model's int8
+ * output: dequantised, then calibrated at the open-set temperature of the
+ * model header (kTemperature; 1 = unchanged): softmax(log(max(p, 1e-7)) / T).
+ * ``scale`` and ``zero_point`` are the output tensor's. */
+int af_output_probabilities(const int8_t* output, int n_classes, float scale, int zero_point,
+                            float temperature, float* probs);
+
 #ifdef __cplusplus
 }
 #endif

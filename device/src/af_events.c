@@ -1,6 +1,7 @@
 /* pipeline/events.py's smooth + find_events, one window at a time. */
 #include "af_events.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "af_frontend.h"
@@ -109,5 +110,23 @@ int af_events_finish(af_events* events, af_event* out, size_t max_out, size_t* n
     }
   }
   events->pushed = events->smoothed = 0;  /* ready for the next recording */
+  return AF_OK;
+}
+
+int af_output_probabilities(const int8_t* output, int n_classes, float scale, int zero_point,
+                            float temperature, float* probs) {
+  if (output == NULL || probs == NULL) return AF_ERR_NULL;
+  if (n_classes < 1 || n_classes > AF_EVENTS_MAX_CLASSES || !(temperature > 0.0f) ||
+      !(scale > 0.0f))
+    return AF_ERR_ARGUMENT;
+  double logits[AF_EVENTS_MAX_CLASSES], top = -INFINITY, sum = 0.0;
+  for (int c = 0; c < n_classes; ++c) {  /* pipeline/open_set.py's calibrate, in float64 */
+    double p = (double)(((float)output[c] - (float)zero_point) * scale);
+    p = p < 1e-7 ? 1e-7 : p > 1.0 ? 1.0 : p;
+    logits[c] = log(p) / (double)temperature;
+    if (logits[c] > top) top = logits[c];
+  }
+  for (int c = 0; c < n_classes; ++c) sum += (logits[c] = exp(logits[c] - top));
+  for (int c = 0; c < n_classes; ++c) probs[c] = (float)(logits[c] / sum);
   return AF_OK;
 }

@@ -2,7 +2,8 @@
  * NaN; compiled and run by tests/test_device.py against a generated model
  * header. Prints one line per check and exits 1 if any failed.
  *   api_test          the checks
- *   api_test rfft N   read N floats from stdin, print af_rfft's packed output */
+ *   api_test rfft N   read N floats from stdin, print af_rfft's packed output
+ *   api_test probs T SCALE ZERO_POINT Q...   print af_output_probabilities */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,16 @@ static int rfft_filter(int n) {
 
 int main(int argc, char** argv) {
   if (argc == 3 && strcmp(argv[1], "rfft") == 0) return rfft_filter(atoi(argv[2]));
+  if (argc > 5 && strcmp(argv[1], "probs") == 0) {
+    int8_t q[AF_EVENTS_MAX_CLASSES];
+    float p[AF_EVENTS_MAX_CLASSES];
+    const int n = argc - 5;
+    for (int c = 0; c < n && c < AF_EVENTS_MAX_CLASSES; ++c) q[c] = (int8_t)atoi(argv[5 + c]);
+    if (af_output_probabilities(q, n, strtof(argv[3], NULL), atoi(argv[4]), strtof(argv[2], NULL), p) != AF_OK)
+      return 1;
+    for (int c = 0; c < n; ++c) printf("%.9g\n", p[c]);
+    return 0;
+  }
   const af_model* m = &af_model_frontend;
   af_rfft_instance fft;
   expect("rfft init: NULL", af_rfft_init(NULL, 512), AF_ERR_NULL);
@@ -123,6 +134,10 @@ int main(int argc, char** argv) {
   expect("events push: NULL probabilities", af_events_push(&events, NULL, 1.0, NULL, 0, &n_out), AF_ERR_NULL);
   expect("events push", af_events_push(&events, probs, 1.0, NULL, 0, &n_out), AF_OK);
 
+  float p3[3];
+  const int8_t q3[3] = {-128, 0, 127};
+  expect("output probabilities: NULL", af_output_probabilities(NULL, 3, 1.0f / 256, -128, 1.0f, p3), AF_ERR_NULL);
+  expect("output probabilities: temperature 0", af_output_probabilities(q3, 3, 1.0f / 256, -128, 0.0f, p3), AF_ERR_ARGUMENT);
   printf("sizeof(af_stream) %zu, sizeof(af_events) %zu, sizeof(af_rfft_instance) %zu\n",
          sizeof(af_stream), sizeof(af_events), sizeof(af_rfft_instance));
   printf("%d failure(s)\n", failures);
