@@ -36,6 +36,7 @@ MANIFEST = None                # CSV with path,label,group[,source]: groups and 
 OUT = "reports/accuracy.md"    # the table, as markdown
 ROWS = ""                      # comma-separated row numbers of CANDIDATES (default all)
 FOLDS = 5                      # grouped, stratified cross-validation folds (0: LOSO only)
+LOSO = True                    # also leave one source out (when the manifest has sources)
 SEED = 42                      # folds, calibration clips and training
 
 # (row name, feature preset, train_16k overrides)
@@ -110,23 +111,23 @@ def measure_plan(data, cfg, plan, seed):
             cost["kb"], cost["params"])
 
 
-def measure_row(data, cfg, n_folds, seed):
-    """CV (and LOSO when there are sources) macro-F1, float and int8; with
-    ``n_folds`` 0, LOSO only."""
+def measure_row(data, cfg, n_folds, seed, loso=True):
+    """CV (and LOSO when asked and there are sources) macro-F1, float and
+    int8; with ``n_folds`` 0, LOSO only."""
     row = {}
     if n_folds:
         cv, row["int8_kb"], row["params"] = measure_plan(data, cfg, n_folds, seed)
         row.update({"cv_" + k: (v["macro_f1"]["mean"], v["macro_f1"]["std"])
                     for k, v in cv.items()})
         row["per_class"] = {k: v["pooled"]["per_class"] for k, v in cv.items()}
-    if len(set(data["sources"])) > 1:
-        loso, row["int8_kb"], row["params"] = measure_plan(data, cfg, "source", seed)
+    if loso and len(set(data["sources"])) > 1:
+        by_source, row["int8_kb"], row["params"] = measure_plan(data, cfg, "source", seed)
         if not n_folds:
-            row["per_class"] = {k: v["pooled"]["per_class"] for k, v in loso.items()}
-        for kind, summary in loso.items():
+            row["per_class"] = {k: v["pooled"]["per_class"] for k, v in by_source.items()}
+        for kind, summary in by_source.items():
             row["loso_" + kind] = summary["pooled"]["macro_f1"]
-        row["per_source"] = {f["name"]: f["macro_f1"] for f in loso["float"]["folds"]}
-        print(splits.folds_text(loso["float"]), end="")
+        row["per_source"] = {f["name"]: f["macro_f1"] for f in by_source["float"]["folds"]}
+        print(splits.folds_text(by_source["float"]), end="")
     return row
 
 
@@ -183,13 +184,14 @@ def main():
                 "label_names": names, "paths": [found[i].path for i in usable],
                 "groups": [found[i].group for i in usable],
                 "sources": [found[i].source for i in usable], "feature_config": config}
-        row = measure_row(data, train_settings(cfg.seed, **overrides), cfg.folds, cfg.seed)
+        row = measure_row(data, train_settings(cfg.seed, **overrides), cfg.folds, cfg.seed,
+                          cfg.loso)
         row["feature_ms"] = ms
         results.append((name, row))
         print(f"[{time.perf_counter() - started:.0f} s] {name}: CV "
               f"{row.get('cv_float', (float('nan'),))[0]:.3f}, "
               f"LOSO {row.get('loso_float', float('nan')):.3f}", flush=True)
-    n_sources = len({found[i].source for i in usable})
+    n_sources = len({found[i].source for i in usable}) if cfg.loso else 0
     table = markdown(results, names, len(usable), n_sources, cfg.folds)
     print("\n" + table)
     files.write_text(cfg.out, f"# Accuracy on {cfg.data_dir}\n\n" + table)
