@@ -107,8 +107,11 @@ def measure_plan(data, cfg, plan, seed):
         return decisions["float"]
 
     pooled["float"] = splits.held_out_predictions(len(data["labels"]), planned, predict_split)
-    return ({kind: splits.summarise_splits(data, plan, planned, p) for kind, p in pooled.items()},
-            cost["kb"], cost["params"])
+    summaries = {kind: splits.summarise_splits(data, plan, planned, p) for kind, p in pooled.items()}
+    tested = np.concatenate([test for *_, test in planned])
+    summaries["int8"]["agreement_with_float"] = float(np.mean(pooled["int8"][tested]
+                                                              == pooled["float"][tested]))
+    return summaries, cost["kb"], cost["params"]
 
 
 def measure_row(data, cfg, n_folds, seed, loso=True):
@@ -120,10 +123,12 @@ def measure_row(data, cfg, n_folds, seed, loso=True):
         row.update({"cv_" + k: (v["macro_f1"]["mean"], v["macro_f1"]["std"])
                     for k, v in cv.items()})
         row["per_class"] = {k: v["pooled"]["per_class"] for k, v in cv.items()}
+        row["cv_agreement"] = cv["int8"]["agreement_with_float"]
     if loso and len(set(data["sources"])) > 1:
         by_source, row["int8_kb"], row["params"] = measure_plan(data, cfg, "source", seed)
         if not n_folds:
             row["per_class"] = {k: v["pooled"]["per_class"] for k, v in by_source.items()}
+        row["loso_agreement"] = by_source["int8"]["agreement_with_float"]
         for kind, summary in by_source.items():
             row["loso_" + kind] = summary["pooled"]["macro_f1"]
         row["per_source"] = {f["name"]: f["macro_f1"] for f in by_source["float"]["folds"]}
@@ -189,8 +194,12 @@ def main():
         row["feature_ms"] = ms
         results.append((name, row))
         print(f"[{time.perf_counter() - started:.0f} s] {name}: CV "
-              f"{row.get('cv_float', (float('nan'),))[0]:.3f}, "
-              f"LOSO {row.get('loso_float', float('nan')):.3f}", flush=True)
+              f"{row.get('cv_float', (float('nan'),))[0]:.3f} (int8 "
+              f"{row.get('cv_int8', (float('nan'),))[0]:.3f}, agreement "
+              f"{row.get('cv_agreement', float('nan')):.3f}), LOSO "
+              f"{row.get('loso_float', float('nan')):.3f} (int8 "
+              f"{row.get('loso_int8', float('nan')):.3f}, agreement "
+              f"{row.get('loso_agreement', float('nan')):.3f})", flush=True)
     n_sources = len({found[i].source for i in usable}) if cfg.loso else 0
     table = markdown(results, names, len(usable), n_sources, cfg.folds)
     print("\n" + table)
