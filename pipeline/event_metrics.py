@@ -1,0 +1,59 @@
+"""Event-based scores of detected events against labelled ones: a detection
+is right when a labelled event of the same class starts within the onset
+tolerance of it (each labelled event matches at most one detection), as in
+sed_eval's event-based metrics with offsets ignored."""
+
+import numpy as np
+
+
+def match_events(reference, detected, tolerance_s):
+    """Greedy one-to-one matching by onset distance, per class.
+
+    Parameters
+    ----------
+    reference, detected : list of (start_s, end_s, label)
+    tolerance_s : float
+
+    Returns
+    -------
+    dict label -> {"true_positives", "false_positives", "false_negatives"}
+    """
+    counts = {}
+    for label in sorted({e[2] for e in reference} | {e[2] for e in detected}):
+        ref = sorted(e[0] for e in reference if e[2] == label)
+        det = sorted(e[0] for e in detected if e[2] == label)
+        pairs = sorted((abs(r - d), i, j) for i, r in enumerate(ref) for j, d in enumerate(det)
+                       if abs(r - d) <= tolerance_s)
+        used_ref, used_det = set(), set()
+        for _, i, j in pairs:  # closest pairs first
+            if i not in used_ref and j not in used_det:
+                used_ref.add(i)
+                used_det.add(j)
+        counts[label] = {"true_positives": len(used_ref),
+                         "false_positives": len(det) - len(used_det),
+                         "false_negatives": len(ref) - len(used_ref)}
+    return counts
+
+
+def _scores(tp, fp, fn):
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def event_scores(counts, hours):
+    """Per-class and overall (micro) precision, recall, F1, and false
+    activations per hour of audio (``hours``)."""
+    per_class = {label: {**c, **_scores(c["true_positives"], c["false_positives"],
+                                         c["false_negatives"]),
+                         "false_activations_per_hour": c["false_positives"] / hours
+                         if hours > 0 else float("nan")}
+                 for label, c in counts.items()}
+    total = {k: int(np.sum([c[k] for c in counts.values()]))
+             for k in ("true_positives", "false_positives", "false_negatives")}
+    overall = {**total, **_scores(total["true_positives"], total["false_positives"],
+                                  total["false_negatives"]),
+               "false_activations_per_hour": total["false_positives"] / hours
+               if hours > 0 else float("nan")}
+    return {"per_class": per_class, "overall": overall, "hours": hours}

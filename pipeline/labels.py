@@ -1,0 +1,70 @@
+"""Audacity label files: one event per line, ``start<TAB>end<TAB>label``
+(seconds), as Audacity's File > Export > Export Labels writes them. Lines
+that start with a backslash hold a spectral selection and are skipped."""
+
+from pathlib import Path
+from typing import NamedTuple
+
+from pipeline.errors import PipelineError
+
+
+class LabelledEvent(NamedTuple):
+    start_s: float
+    end_s: float
+    label: str
+
+
+def read_audacity_labels(path, labels):
+    """The events of one label file, checked.
+
+    Parameters
+    ----------
+    path : str or Path
+    labels : collection of str
+        The classes an event may have (the model's).
+
+    Returns
+    -------
+    list of LabelledEvent, in file order (which must be by start time)
+
+    Raises
+    ------
+    PipelineError
+        Naming the file and line: not three tab-separated fields, a time that
+        is not a number or is negative, start after end, a start before the
+        previous line's start, or a label the model does not have.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PipelineError(f"{path}: cannot read the label file ({err})") from None
+    events = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.startswith("\\"):
+            continue
+        where = f"{path}:{number}"
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) != 3:
+            raise PipelineError(f"{where}: expected start<TAB>end<TAB>label, got {line!r}")
+        try:
+            start, end = float(fields[0]), float(fields[1])
+        except ValueError:
+            raise PipelineError(f"{where}: start and end must be numbers of seconds, got "
+                                f"{fields[0]!r} and {fields[1]!r}") from None
+        if not 0 <= start <= end < float("inf"):
+            raise PipelineError(f"{where}: expected 0 <= start <= end, got {start:g} and {end:g}")
+        if events and start < events[-1].start_s:
+            raise PipelineError(f"{where}: starts at {start:g} s, before the line above "
+                                f"({events[-1].start_s:g} s); keep the lines in time order")
+        label = fields[2].strip()
+        if label not in labels:
+            raise PipelineError(f"{where}: unknown label {label!r}; the model has "
+                                f"{sorted(labels)}")
+        events.append(LabelledEvent(start, end, label))
+    return events
+
+
+def label_file_for(audio_path):
+    """The label file of a recording: the same name with .txt."""
+    return Path(audio_path).with_suffix(".txt")
