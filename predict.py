@@ -4,6 +4,7 @@
     python predict.py --all --csv=out.csv rec.wav      # every class's probability, saved
     python predict.py --timeline=rec.png long_rec.wav  # probabilities over time + events
     python predict.py --evaluate=DATA_DIR              # accuracy on a labelled folder
+    python predict.py --evaluate_events=REC_DIR        # event scores on labelled recordings
 
 Uses the int8 .tflite through LiteRT by default and never imports TensorFlow
 for it; --model=models/model_16k.keras uses Keras instead. Labels and the
@@ -40,6 +41,8 @@ CSV = None                     # save per-file results (and events) as CSV
 JSON = None                    # save results as JSON (with --evaluate: the metrics)
 TIMELINE = None                # PNG of probabilities over time (first long recording)
 EVALUATE = None                # labelled folder (one sub-folder per class) to score
+EVALUATE_EVENTS = None         # folder of recordings with Audacity label files (.txt) to score
+ONSET_TOLERANCE_S = 1.0        # --evaluate_events: a detection this close to a label's start is right
 REPORT_DIR = "reports"         # where --evaluate saves its confusion matrix
 
 
@@ -267,6 +270,53 @@ def evaluate(classifier, folder, events, report_dir, json_path, model_name):
     return 1 if failed else 0
 
 
+def evaluate_events(classifier, folder, events, tolerance_s, json_path):
+    """Event-based precision, recall, F1 and false activations per hour on
+    recordings labelled in Audacity (rec.wav + rec.txt). Labels of
+    background classes are not events and are ignored."""
+    from pipeline.event_metrics import event_scores, match_events
+    from pipeline.labels import label_file_for, read_audacity_labels
+    recordings = clips.expand_paths([folder])
+    if not recordings:
+        raise PipelineError(f"{folder}: no recordings (looked for "
+                            f"{', '.join(clips.AUDIO_EXTENSIONS)})")
+    missing = [label_file_for(p) for p in recordings if not label_file_for(p).is_file()]
+    if missing:
+        raise PipelineError(f"{missing[0]}: label file missing ({len(missing)} in all). Export "
+                            "the labels from Audacity beside each recording; an empty file "
+                            "means the recording holds no events")
+    reference, detected, seconds = [], [], 0.0
+    for index, path in enumerate(recordings):
+        labelled = read_audacity_labels(label_file_for(path), classifier.labels)
+        result = classify_file(classifier, path, events)
+        if result["error"]:
+            raise PipelineError(f"{path}: {result['error']}")
+        seconds += result["duration_s"]
+        reference += [(e.start_s, e.end_s, (index, e.label)) for e in labelled
+                      if e.label not in events.background]
+        detected += [(e["start_s"], e["end_s"], (index, e["class"]))
+                     for e in result.get("events", [])]
+    per_recording = match_events(reference, detected, tolerance_s)
+    counts = {}
+    for (_, label), c in per_recording.items():  # sum each class over the recordings
+        total = counts.setdefault(label, dict.fromkeys(c, 0))
+        for key, value in c.items():
+            total[key] += value
+    scores = event_scores(counts, seconds / 3600)
+    print(f"event evaluation on {folder}: {len(recordings)} recordings, "
+          f"{seconds / 3600:.2f} h, onset tolerance {tolerance_s:g} s")
+    print(f"{'class':<12}{'labelled':>9}{'found':>7}{'precision':>11}{'recall':>8}{'F1':>7}"
+          f"{'false/h':>9}")
+    for label, c in [*scores["per_class"].items(), ("overall", scores["overall"])]:
+        print(f"{label:<12}{c['true_positives'] + c['false_negatives']:>9}"
+              f"{c['true_positives']:>7}{c['precision']:>11.3f}{c['recall']:>8.3f}"
+              f"{c['f1']:>7.3f}{c['false_activations_per_hour']:>9.1f}")
+    if json_path:
+        files.write_json(json_path, {**scores, "onset_tolerance_s": tolerance_s,
+                                     "recordings": [str(p) for p in recordings]})
+    return 0
+
+
 def main(argv=None):
     parser = settings.parser_from_constants(globals())
     parser.add_argument("paths", nargs="*", help="audio files or folders (searched recursively)")
@@ -282,8 +332,13 @@ def main(argv=None):
     if cfg.evaluate:
         return evaluate(classifier, cfg.evaluate, events, cfg.report_dir, cfg.json,
                         Path(cfg.model).name)
+    if cfg.evaluate_events:
+        settings.check_settings(cfg, onset_tolerance_s=settings.at_least(0))
+        return evaluate_events(classifier, cfg.evaluate_events, events,
+                               cfg.onset_tolerance_s, cfg.json)
     if not cfg.paths:
-        raise PipelineError("no input: give audio files or folders, or --evaluate=DIR")
+        raise PipelineError("no input: give audio files or folders, --evaluate=DIR or "
+                            "--evaluate_events=DIR")
 
     paths = clips.expand_paths(cfg.paths)
     if not paths:

@@ -347,3 +347,30 @@ def test_stored_open_set_rule_decides(model_dir, fresh_clips, tmp_path):
     assert {r["class"] for r in results} == {"hiss"}
     for r in results:  # the probabilities are reported as they are
         assert r["probability"] == r["probabilities"]["hiss"]
+
+
+def test_evaluate_events_scores_labelled_recordings(model_dir, tmp_path, capsys):
+    folder = tmp_path / "recs"
+    recording = np.concatenate([noise(4.0, seed=1, low_hz=1500), tone(2700.0, 4.0, seed=2),
+                                noise(6.0, seed=3, low_hz=1500), tone(2900.0, 3.0, seed=4),
+                                noise(3.0, seed=5, low_hz=1500)])
+    write(folder / "kitchen.wav", recording)
+    # the first tone labelled, the second not (so it is a false activation), plus a
+    # labelled beep that never sounds (a miss); "hiss" labels are background, ignored
+    (folder / "kitchen.txt").write_text("0\t4\thiss\n4.0\t8.0\ttone\n9\t10\tbeep\n")
+    out = tmp_path / "events.json"
+    assert run(model_dir, "--evaluate_events", folder, "--window_s=1.0", "--hop_s=0.5",
+               "--background_classes=hiss", "--json", out) == 0
+    scores = json.loads(out.read_text())
+    assert scores["per_class"]["tone"]["true_positives"] == 1
+    assert scores["per_class"]["tone"]["false_positives"] == 1
+    assert scores["per_class"]["beep"]["false_negatives"] == 1
+    assert scores["hours"] == pytest.approx(20.0 / 3600, rel=1e-3)
+    assert scores["overall"]["false_activations_per_hour"] == pytest.approx(3600 / 20.0,
+                                                                             rel=1e-3)
+    (folder / "kitchen.txt").write_text("4\t8\tdog\n")
+    with pytest.raises(PipelineError, match=r"kitchen.txt:1: unknown label 'dog'"):
+        run(model_dir, "--evaluate_events", folder)
+    (folder / "kitchen.txt").unlink()
+    with pytest.raises(PipelineError, match=r"kitchen.txt: label file missing"):
+        run(model_dir, "--evaluate_events", folder)
