@@ -5,6 +5,7 @@
     python predict.py --timeline=rec.png long_rec.wav  # probabilities over time + events
     python predict.py --evaluate=DATA_DIR              # accuracy on a labelled folder
     python predict.py --evaluate_events=REC_DIR        # event scores on labelled recordings
+    python predict.py --mine=HOUSEHOLD_DIR --into=data/clips/other   # hard negatives
 
 Uses the int8 .tflite through LiteRT by default and never imports TensorFlow
 for it; --model=models/model_16k.keras uses Keras instead. Labels and the
@@ -43,6 +44,8 @@ TIMELINE = None                # PNG of probabilities over time (first long reco
 EVALUATE = None                # labelled folder (one sub-folder per class) to score
 EVALUATE_EVENTS = None         # folder of recordings with Audacity label files (.txt) to score
 ONSET_TOLERANCE_S = 1.0        # --evaluate_events: a detection this close to a label's start is right
+MINE = None                    # folder of recordings with no target events: save windows that fire
+INTO = "data/clips/other"      # --mine: where those windows go (WAV clips and mined.csv)
 REPORT_DIR = "reports"         # where --evaluate saves its confusion matrix
 
 
@@ -317,6 +320,64 @@ def evaluate_events(classifier, folder, events, tolerance_s, json_path):
     return 0
 
 
+def fired_windows(path, result, sample_rate, events):
+    """(start sample, samples, event) of every window of a long recording
+    that lies in one of ``result``'s events: the windows whose centres fall
+    inside the event, which are exactly the run that formed it."""
+    spans = result.get("events", [])
+    if not spans:
+        return
+    window, hop = int(events.window_s * sample_rate), int(events.hop_s * sample_rate)
+    for start, samples in stream_windows(features.stream_audio(path, sample_rate), window, hop):
+        centre = (start + len(samples) / 2) / sample_rate
+        event = next((e for e in spans if e["start_s"] <= round(centre, 3) <= e["end_s"]), None)
+        if event is not None:
+            yield start, samples, event
+
+
+def mine(classifier, folder, events, into):
+    """Hard negatives: every window that fires an event in recordings known
+    to hold none is saved as a WAV clip in ``into`` (e.g. data/clips/other/),
+    with a row in ``into``/mined.csv saying where it came from. The next
+    training run learns from them."""
+    import hashlib
+
+    import soundfile
+    from pipeline.plots import file_name_part
+    recordings = clips.expand_paths([folder])
+    if not recordings:
+        raise PipelineError(f"{folder}: no recordings (looked for "
+                            f"{', '.join(clips.AUDIO_EXTENSIONS)})")
+    into = Path(into)
+    into.mkdir(parents=True, exist_ok=True)
+    table = into / "mined.csv"
+    rows = [["clip", "recording", "start_s", "end_s", "event_class", "event_peak"]]
+    if table.is_file():
+        import csv
+        with open(table, newline="", encoding="utf-8") as fh:
+            rows += list(csv.reader(fh))[1:]
+    rate, saved = classifier.config.sample_rate, 0
+    for path in recordings:
+        result = classify_file(classifier, path, events)
+        if result["error"]:
+            print(f"{path}: skipped: {result['error']}")
+            continue
+        tag = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:6]
+        for start, samples, event in fired_windows(path, result, rate, events):
+            name = f"mined_{file_name_part(Path(path).stem)}_{tag}_{start * 1000 // rate:09d}ms.wav"
+            with files.atomic_path(into / name) as tmp:
+                soundfile.write(tmp, samples, rate, subtype="PCM_16", format="WAV")
+            rows.append([name, str(path), f"{start / rate:.3f}",
+                         f"{(start + len(samples)) / rate:.3f}", event["class"],
+                         f"{event['peak_probability']:.3f}"])
+            saved += 1
+        print(f"{path}: {len(result.get('events', []))} false activation(s)")
+    files.write_csv(table, rows)
+    print(f"saved {saved} window(s) that fired to {into}/ (listed in {table}); retrain "
+          "with them: python make_dataset_16k.py && python train_16k.py")
+    return 0
+
+
 def main(argv=None):
     parser = settings.parser_from_constants(globals())
     parser.add_argument("paths", nargs="*", help="audio files or folders (searched recursively)")
@@ -332,6 +393,9 @@ def main(argv=None):
     if cfg.evaluate:
         return evaluate(classifier, cfg.evaluate, events, cfg.report_dir, cfg.json,
                         Path(cfg.model).name)
+    if cfg.mine:
+        files.check_writable("--into", cfg.into)
+        return mine(classifier, cfg.mine, events, cfg.into)
     if cfg.evaluate_events:
         settings.check_settings(cfg, onset_tolerance_s=settings.at_least(0))
         return evaluate_events(classifier, cfg.evaluate_events, events,

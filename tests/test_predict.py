@@ -374,3 +374,33 @@ def test_evaluate_events_scores_labelled_recordings(model_dir, tmp_path, capsys)
     (folder / "kitchen.txt").unlink()
     with pytest.raises(PipelineError, match=r"kitchen.txt: label file missing"):
         run(model_dir, "--evaluate_events", folder)
+
+
+def test_mined_clips_are_exactly_the_windows_that_fired(model_dir, tmp_path):
+    import soundfile
+    household = tmp_path / "household"
+    recording = np.concatenate([noise(4.0, seed=1, low_hz=1500), tone(2700.0, 3.0, seed=2),
+                                noise(5.0, seed=3, low_hz=1500)])
+    path = write(household / "day.wav", recording)
+    into = tmp_path / "clips" / "hiss"
+    args = ["--window_s=1.0", "--hop_s=0.5", "--background_classes=hiss"]
+    assert run(model_dir, "--mine", household, "--into", into, *args) == 0
+    classifier = predict.Classifier(model_dir / "model_16k_int8.tflite")
+    cfg = predict.settings.parse_settings(vars(predict), args)
+    settings = predict.event_settings(cfg, classifier.labels)
+    result = predict.classify_file(classifier, path, settings)
+    assert result["events"], "the tone should fire"
+    centres, _, _, _ = predict.window_probabilities(classifier, path, 16000, 1.0, 0.5)
+    expected = [c for c in centres
+                if any(e["start_s"] <= round(c, 3) <= e["end_s"] for e in result["events"])]
+    with open(into / "mined.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(expected) > 0
+    windows = dict(events.stream_windows(predict.features.stream_audio(path, 16000),
+                                         16000, 8000))
+    for row in rows:
+        start = round(float(row["start_s"]) * 16000)
+        clip, rate = soundfile.read(into / row["clip"], dtype="float32")
+        assert rate == 16000 and row["recording"] == str(path)
+        assert np.max(np.abs(clip - windows[start])) <= 1 / 32768  # 16-bit of that window
+        assert (start + 8000) / 16000 in [round(c, 6) for c in expected]
