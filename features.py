@@ -381,19 +381,23 @@ def reduce_noise(y, sample_rate, profile_samples):
 def trim_silence(y, top_db, frame_length, hop_length):
     """Remove leading and trailing parts quieter than ``top_db`` below the peak.
 
-    Same result as ``librosa.effects.trim(y, top_db, frame_length=...,
-    hop_length=...)[0]`` (frame RMS in dB relative to the loudest frame),
-    built from librosa.util.frame and librosa.amplitude_to_db: importing
-    librosa.effects costs about a second in every worker process.
+    Same frames and rule as ``librosa.effects.trim(y, top_db,
+    frame_length=..., hop_length=...)[0]`` (frame mean square, zero-padded by
+    half a frame, in dB relative to the loudest frame), with the frames'
+    energies taken from one running sum instead of a frame matrix: a
+    frame's energy is then O(1), not O(frame_length), which made trimming
+    the most expensive step of a feature vector.
     """
-    import librosa
     if top_db <= 0 or frame_length <= 0 or hop_length <= 0:
         raise ValueError(f"top_db, frame_length and hop_length must be positive, got "
                          f"{top_db}, {frame_length}, {hop_length}")
-    padded = np.pad(y, frame_length // 2, mode="constant")
-    frames = librosa.util.frame(padded, frame_length=frame_length, hop_length=hop_length)
-    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float32), axis=-2))
-    loud = np.flatnonzero(librosa.amplitude_to_db(rms, ref=np.max, top_db=None) > -top_db)
+    padded = np.pad(np.asarray(y, np.float64), frame_length // 2, mode="constant")
+    if padded.size < frame_length:
+        return y[:0]
+    running = np.concatenate([[0.0], np.cumsum(np.square(padded))])
+    starts = np.arange(1 + (padded.size - frame_length) // hop_length) * hop_length
+    power = np.maximum((running[starts + frame_length] - running[starts]) / frame_length, 1e-10)
+    loud = np.flatnonzero(10.0 * np.log10(power / power.max()) > -top_db)
     if loud.size == 0:
         return y[:0]
     return y[loud[0] * hop_length:min(y.size, (loud[-1] + 1) * hop_length)]

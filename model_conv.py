@@ -254,17 +254,28 @@ def export_for_device(paths, meta, data, test, int8_model, int8_bytes, golden_cl
         "input_scale": float(scale), "input_zero_point": int(zero_point),
         "labels": meta["labels"], "vectors": golden})
     files.write_text(paths["golden_header"], c_export.golden_header(golden))
+    write_frontend_header(paths, meta, (float(scale), int(zero_point)))
+
+
+def write_frontend_header(paths, meta, quantisation=None):
+    """model_16k_frontend.h for the device front end (device/); the input
+    quantisation is read from the int8 model unless given."""
+    if quantisation is None:
+        quantisation = TFLiteModel(paths["int8_tflite"]).input["quantization"]
     files.write_text(paths["frontend_header"], frontend_header.frontend_header(
-        meta["feature_config"], meta.get("input_standardisation"), float(scale),
-        int(zero_point), meta["labels"], predict_event_settings(meta["labels"]),
+        meta["feature_config"], meta.get("input_standardisation"), float(quantisation[0]),
+        int(quantisation[1]), meta["labels"],
+        predict_event_settings(meta["labels"], meta.get("calibration")),
         features.MIN_CLIP_S))
 
 
-def predict_event_settings(labels):
-    """predict.py's default window and event settings, which the device's
-    streaming front end and post-processing follow."""
+def predict_event_settings(labels, calibration=None):
+    """predict.py's default window and event settings (with calibrate.py's
+    choices, when the model has them), which the device's streaming front end
+    and post-processing follow."""
     import predict
-    return predict.event_settings(settings.parse_settings(vars(predict), []), labels)
+    return predict.event_settings(settings.parse_settings(vars(predict), []), labels,
+                                  calibration)
 
 
 def record_conversion(paths):

@@ -98,6 +98,7 @@ def window_probabilities(classifier, path, sample_rate, window_s, hop_s, batch=6
     """Per-window class probabilities of a recording, read as a stream so
     that memory stays flat however long it is; silent windows get all zeros.
     Windows are classified ``batch`` at a time (one model call each).
+    (:func:`stream_probabilities` for any stream of sample blocks.)
 
     Returns
     -------
@@ -106,6 +107,12 @@ def window_probabilities(classifier, path, sample_rate, window_s, hop_s, batch=6
     usable : np.ndarray of bool, False where the window gave no features
     duration_s : float
     """
+    return stream_probabilities(classifier, features.stream_audio(path, sample_rate),
+                                sample_rate, window_s, hop_s, batch)
+
+
+def stream_probabilities(classifier, blocks, sample_rate, window_s, hop_s, batch=64):
+    """:func:`window_probabilities` of a stream of float32 sample blocks."""
     window, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
     starts, probs, usable, total = [], [], [], 0
     pending = []  # (window index, feature row), classified together
@@ -117,7 +124,7 @@ def window_probabilities(classifier, path, sample_rate, window_s, hop_s, batch=6
                 probs[index] = row
             pending.clear()
 
-    for start, samples in stream_windows(features.stream_audio(path, sample_rate), window, hop):
+    for start, samples in stream_windows(blocks, window, hop):
         starts.append(start)
         total = max(total, start + len(samples))
         probs.append(np.zeros(len(classifier.labels), np.float32))
@@ -134,9 +141,10 @@ def window_probabilities(classifier, path, sample_rate, window_s, hop_s, batch=6
     return centres, np.array(probs, np.float32), np.array(usable), total / sample_rate
 
 
-def parse_thresholds(text, labels, default):
-    """'alarm=0.5,water=0.7' -> {label: threshold} for every label."""
-    result = {label: default for label in labels}
+def parse_thresholds(text, labels, defaults):
+    """'alarm=0.5,water=0.7' -> {label: threshold} for every label; labels
+    not named keep their value in ``defaults``."""
+    result = {label: defaults[label] for label in labels}
     for item in settings.parse_list(text, str, "thresholds"):
         name, _, value = item.partition("=")
         if name not in result:
@@ -148,22 +156,40 @@ def parse_thresholds(text, labels, default):
     return result
 
 
-def event_settings(cfg, labels):
-    """The EventSettings that the command line asks for, checked."""
+def event_settings(cfg, labels, calibration=None):
+    """The EventSettings that the command line asks for, checked.
+
+    ``calibration`` (what calibrate.py stored with the model) replaces the
+    defaults of --threshold, --smooth_windows and --min_event_s; a value
+    given on the command line (other than the default) still wins, and
+    --thresholds overrides single classes.
+    """
     if cfg.window_s <= 0 or not 0 < cfg.hop_s <= cfg.window_s:
         raise PipelineError("--window_s must be positive and 0 < --hop_s <= --window_s")
     settings.check_settings(cfg, threshold=settings.between(0, 1),
                             smooth_windows=settings.at_least(1),
                             min_event_s=settings.at_least(0))
-    thresholds = parse_thresholds(cfg.thresholds, labels, cfg.threshold)
+    calibration = calibration or {}
+    defaults = {label: cfg.threshold for label in labels}
+    if cfg.threshold == THRESHOLD:
+        defaults.update({k: v for k, v in calibration.get("thresholds", {}).items()
+                         if k in defaults})
+    thresholds = parse_thresholds(cfg.thresholds, labels, defaults)
     outside = {k: v for k, v in thresholds.items() if not 0 <= v <= 1}
     if outside:
         raise PipelineError(f"--thresholds: {outside} outside [0, 1]; a threshold is a "
                             "probability")
+    smooth_windows = (calibration.get("smooth_windows", cfg.smooth_windows)
+                      if cfg.smooth_windows == SMOOTH_WINDOWS else cfg.smooth_windows)
+    min_event_s = (calibration.get("min_event_s", cfg.min_event_s)
+                   if cfg.min_event_s == MIN_EVENT_S else cfg.min_event_s)
+    if not (isinstance(smooth_windows, int) and smooth_windows >= 1
+            and isinstance(min_event_s, (int, float)) and min_event_s >= 0):
+        raise PipelineError(f"the model's calibration has smooth_windows={smooth_windows!r}, "
+                            f"min_event_s={min_event_s!r}; run `python calibrate.py` again")
     return EventSettings(
-        window_s=cfg.window_s, hop_s=cfg.hop_s, smooth_windows=cfg.smooth_windows,
-        thresholds=thresholds,
-        min_event_s=cfg.min_event_s,
+        window_s=cfg.window_s, hop_s=cfg.hop_s, smooth_windows=int(smooth_windows),
+        thresholds=thresholds, min_event_s=float(min_event_s),
         background=frozenset(settings.parse_list(cfg.background_classes, str,
                                                  "background_classes")))
 
@@ -383,7 +409,7 @@ def main(argv=None):
     parser.add_argument("paths", nargs="*", help="audio files or folders (searched recursively)")
     cfg = settings.parse_settings(globals(), argv, parser)
     classifier = Classifier(cfg.model)
-    events = event_settings(cfg, classifier.labels)
+    events = event_settings(cfg, classifier.labels, classifier.meta.get("calibration"))
     outputs = {"--csv": cfg.csv, "--json": cfg.json, "--timeline": cfg.timeline}
     for option, path in outputs.items():
         if path:

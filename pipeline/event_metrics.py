@@ -16,23 +16,38 @@ def match_events(reference, detected, tolerance_s):
 
     Returns
     -------
-    dict label -> {"true_positives", "false_positives", "false_negatives"}
+    dict label -> {"true_positives", "false_positives", "false_negatives"};
+    :func:`onset_delays` gives the matched pairs' delays.
     """
     counts = {}
     for label in sorted({e[2] for e in reference} | {e[2] for e in detected}):
         ref = sorted(e[0] for e in reference if e[2] == label)
         det = sorted(e[0] for e in detected if e[2] == label)
-        pairs = sorted((abs(r - d), i, j) for i, r in enumerate(ref) for j, d in enumerate(det)
-                       if abs(r - d) <= tolerance_s)
-        used_ref, used_det = set(), set()
-        for _, i, j in pairs:  # closest pairs first
-            if i not in used_ref and j not in used_det:
-                used_ref.add(i)
-                used_det.add(j)
+        used_ref, used_det = _matched(ref, det, tolerance_s)
         counts[label] = {"true_positives": len(used_ref),
                          "false_positives": len(det) - len(used_det),
                          "false_negatives": len(ref) - len(used_ref)}
     return counts
+
+
+def _matched(ref, det, tolerance_s):
+    """Greedy closest-first pairs of onsets: {ref index: det index}, and the
+    used detections."""
+    pairs = sorted((abs(r - d), i, j) for i, r in enumerate(ref) for j, d in enumerate(det)
+                   if abs(r - d) <= tolerance_s)
+    used_ref, used_det = {}, set()
+    for _, i, j in pairs:
+        if i not in used_ref and j not in used_det:
+            used_ref[i] = j
+            used_det.add(j)
+    return used_ref, used_det
+
+
+def onset_delays(reference_onsets, detected_onsets, tolerance_s):
+    """Detected minus labelled onset (seconds) of each matched pair, one class."""
+    ref, det = sorted(reference_onsets), sorted(detected_onsets)
+    used_ref, _ = _matched(ref, det, tolerance_s)
+    return [det[j] - ref[i] for i, j in used_ref.items()]
 
 
 def _scores(tp, fp, fn):
