@@ -216,7 +216,7 @@ def report_text(key, chosen, hours, target, n_events):
     needed = 10 / target if target > 0 else float("inf")
     if hours < needed:
         lines.append(f"warning: {hours:.1f} h of stream is too short to measure "
-                     f"{target:g} false activation(s) per hour: at least {needed:.0f} h are "
+                     f"{target:g} false activation(s) per hour: at least {needed:.3g} h are "
                      "needed (raise --stream_hours or add --recordings)")
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,100 @@
+import json
+
+import numpy as np
+import pytest
+
+import calibrate
+import make_dataset_16k
+import model_conv
+import predict
+import train_16k
+from conftest import noise, tone, write
+from pipeline import artifacts, settings
+from pipeline.errors import PipelineError
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A small model whose "other" class is background: alarm = high tones,
+    water = low-passed noise bursts, other = low hum."""
+    tmp = tmp_path_factory.mktemp("calibrate")
+    recipes = {"alarm": lambda i: tone(2500 + 120 * i, 1.5, seed=i),
+               "water": lambda i: noise(1.5, seed=50 + i, low_hz=3000),
+               "other": lambda i: tone(150 + 10 * i, 1.5, level=0.2, noise=0.02, seed=90 + i)}
+    for label, make in recipes.items():
+        for i in range(12):
+            write(tmp / "clips" / label / f"{label}_{i}.wav", make(i))
+    dataset = tmp / "ds.npz"
+    make_dataset_16k.main([f"--data_dir={tmp / 'clips'}", f"--dataset={dataset}", "--jobs=1"])
+    args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}", f"--report_dir={tmp / 'r'}"]
+    train_16k.main(args + ["--epochs=40", "--patience=10", "--augment=false"])
+    model_conv.main(args + ["--min_agreement=0"])
+    return tmp, dataset, tmp / "models" / "model_16k_int8.tflite"
+
+
+def test_choice_is_the_best_recall_within_the_target():
+    rows = [{"threshold": t, "recall": r, "false_per_hour": f, "events": 10, "delay_s": 0.1}
+            for t, r, f in [(0.3, 1.0, 9.0), (0.5, 0.9, 2.0), (0.6, 0.8, 0.5), (0.7, 0.8, 0.5),
+                            (0.9, 0.2, 0.0)]]
+    row, met = calibrate.best_threshold(rows, target=1.0)
+    assert met and row["threshold"] == 0.7  # recall 0.8 within 1/h; the safer of two equals
+    row, met = calibrate.best_threshold(rows, target=0.0)
+    assert met and row["threshold"] == 0.9
+    row, met = calibrate.best_threshold(rows[:2], target=1.0)
+    assert not met and row["threshold"] == 0.5  # none meets it: fewest false activations
+
+
+def test_calibration_meets_the_target_and_is_stored(model, tmp_path):
+    tmp, dataset, tflite = model
+    report = tmp_path / "reports"
+    assert calibrate.main([f"--model={tflite}", f"--dataset={dataset}",
+                           f"--data_dir={tmp / 'clips'}", "--stream_hours=0.1",
+                           "--segment_s=120", "--snrs_db=10", "--event_gap_s=10",
+                           "--target_fa_per_hour=20", f"--report_dir={report}"]) == 0
+    result = json.loads((report / "calibration.json").read_text())
+    for label in ("alarm", "water"):
+        chosen = result["per_class"][label]
+        assert chosen["target_met"] and chosen["false_per_hour"] <= 20
+        assert chosen["events"] > 0 and chosen["recall"] > 0.5
+        assert (report / f"calibration_{label}.png").stat().st_size > 1000
+    assert "too short to measure" in (report / "calibration.txt").read_text()
+    meta = json.loads((tflite.parent / "model_16k.json").read_text())
+    assert meta["calibration"]["thresholds"] == result["thresholds"]
+    header = (tflite.parent / "model_16k_frontend.h").read_text()
+    assert f"{float(np.float32(result['thresholds']['alarm'])):.9e}f" in header
+
+
+def test_stored_thresholds_change_predict_defaults(model, tmp_path):
+    tmp, _, tflite = model
+    recording = write(tmp_path / "rec.wav", np.concatenate(
+        [tone(150, 4.0, level=0.2, noise=0.02), tone(2600, 4.0), tone(160, 4.0, level=0.2)]))
+
+    def events_found(*args):
+        out = tmp_path / "out.json"
+        predict.main([f"--model={tflite}", str(recording), f"--json={out}", *args])
+        return json.loads(out.read_text())["results"][0]["events"]
+
+    calibrate.store(tflite, {"thresholds": {"alarm": 0.3, "water": 0.3}, "smooth_windows": 1,
+                             "min_event_s": 0.5})
+    assert [e["class"] for e in events_found()] == ["alarm"]
+    calibrate.store(tflite, {"thresholds": {"alarm": 1.0, "water": 1.0}, "smooth_windows": 1,
+                             "min_event_s": 0.5})
+    assert events_found() == []                      # the stored thresholds rule by default
+    assert [e["class"] for e in events_found("--threshold=0.3")] == ["alarm"]  # flag wins
+    assert [e["class"] for e in events_found("--thresholds=alarm=0.3")] == ["alarm"]
+    classifier = predict.Classifier(tflite)
+    cfg = settings.parse_settings(vars(predict), [])
+    assert predict.event_settings(cfg, classifier.labels,
+                                  classifier.meta["calibration"]).thresholds["alarm"] == 1.0
+    assert "1.000000000e+00f" in (tflite.parent / "model_16k_frontend.h").read_text()
+    artifacts.check_belongs(tflite, artifacts.load_model_metadata(tflite.parent))
+
+
+def test_calibration_without_background_clips_is_refused(model, tmp_path):
+    tmp, dataset, tflite = model
+    only_events = tmp_path / "clips"
+    for label in ("alarm", "water"):
+        write(only_events / label / "a.wav", tone(2500, 1.0))
+    with pytest.raises(PipelineError, match="background classes"):
+        calibrate.main([f"--model={tflite}", f"--data_dir={only_events}", "--store=false",
+                        f"--report_dir={tmp_path}"])
