@@ -161,8 +161,8 @@ def event_settings(cfg, labels, calibration=None):
 
     ``calibration`` (what calibrate.py stored with the model) replaces the
     defaults of --threshold, --smooth_windows and --min_event_s; a value
-    given on the command line (other than the default) still wins, and
-    --thresholds overrides single classes.
+    given on the command line still wins, and --thresholds overrides single
+    classes.
     """
     if cfg.window_s <= 0 or not 0 < cfg.hop_s <= cfg.window_s:
         raise PipelineError("--window_s must be positive and 0 < --hop_s <= --window_s")
@@ -171,7 +171,7 @@ def event_settings(cfg, labels, calibration=None):
                             min_event_s=settings.at_least(0))
     calibration = calibration or {}
     defaults = {label: cfg.threshold for label in labels}
-    if cfg.threshold == THRESHOLD:
+    if not settings.given(cfg, "threshold"):
         defaults.update({k: v for k, v in calibration.get("thresholds", {}).items()
                          if k in defaults})
     thresholds = parse_thresholds(cfg.thresholds, labels, defaults)
@@ -179,10 +179,10 @@ def event_settings(cfg, labels, calibration=None):
     if outside:
         raise PipelineError(f"--thresholds: {outside} outside [0, 1]; a threshold is a "
                             "probability")
-    smooth_windows = (calibration.get("smooth_windows", cfg.smooth_windows)
-                      if cfg.smooth_windows == SMOOTH_WINDOWS else cfg.smooth_windows)
-    min_event_s = (calibration.get("min_event_s", cfg.min_event_s)
-                   if cfg.min_event_s == MIN_EVENT_S else cfg.min_event_s)
+    smooth_windows = (cfg.smooth_windows if settings.given(cfg, "smooth_windows")
+                      else calibration.get("smooth_windows", cfg.smooth_windows))
+    min_event_s = (cfg.min_event_s if settings.given(cfg, "min_event_s")
+                   else calibration.get("min_event_s", cfg.min_event_s))
     if not (isinstance(smooth_windows, int) and smooth_windows >= 1
             and isinstance(min_event_s, (int, float)) and min_event_s >= 0):
         raise PipelineError(f"the model's calibration has smooth_windows={smooth_windows!r}, "

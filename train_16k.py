@@ -331,7 +331,8 @@ def save_model(model_dir, model, data, scaling, rule, split, metrics, cv, histor
         model.save(tmp)
     files.write_text(paths["labels"], "\n".join(data["label_names"]) + "\n")
     settings_used = {k: v for k, v in vars(cfg).items()
-                     if k not in ("dataset", "model_dir", "report_dir", "jobs")}
+                     if k not in ("dataset", "model_dir", "report_dir", "jobs")
+                     and not k.startswith("_")}
     meta = {
         "labels": data["label_names"],
         "feature_config": data["feature_config"].to_dict(),

@@ -115,8 +115,18 @@ def parse_settings(module_globals, argv=None, parser=None):
     """
     import sys
     parser = parser or parser_from_constants(module_globals)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    return SimpleNamespace(**vars(parser.parse_args(_explicit_booleans(parser, argv))))
+    argv = _explicit_booleans(parser, sys.argv[1:] if argv is None else list(argv))
+    cfg = SimpleNamespace(**vars(parser.parse_args(argv)))
+    cfg._given = frozenset(  # private: not a setting (see given())
+        action.dest for action in parser._actions for option in action.option_strings
+        if any(token == option or token.startswith(option + "=") for token in argv))
+    return cfg
+
+
+def given(cfg, name):
+    """Whether option ``name`` was given on the command line (rather than
+    left at its constant's default) when ``cfg`` was parsed."""
+    return name in getattr(cfg, "_given", ())
 
 
 def check_settings(cfg, **rules):

@@ -51,7 +51,7 @@ def test_bad_values_are_rejected(script_globals, capsys):
 # no setting constant is read directly (that would ignore its option).
 
 SCRIPTS = ["make_dataset_16k.py", "train_16k.py", "model_conv.py", "predict.py",
-           "data/prepare_esc50.py", "bench/bench_accuracy.py", "bench/bench_dataset.py",
+           "calibrate.py", "data/prepare_esc50.py", "bench/bench_device.py", "bench/bench_accuracy.py", "bench/bench_dataset.py",
            "bench/bench_predict.py", "bench/bench_scale.py"]
 
 
@@ -118,3 +118,10 @@ def test_check_settings_rules():
         settings.check_settings(cfg, a=settings.between(0.5, 1, low_open=True))
     with pytest.raises(PipelineError, match="--c=nan"):
         settings.check_settings(cfg, c=settings.between(0, 1))
+
+
+def test_options_given_on_the_command_line_are_known(script_globals):
+    cfg = settings.parse_settings(script_globals, ["--window_s=2.0", "--plots"])
+    assert settings.given(cfg, "window_s") and settings.given(cfg, "plots")
+    assert not settings.given(cfg, "jobs")  # left at its default
+    assert not settings.given(settings.parse_settings(script_globals, []), "window_s")
