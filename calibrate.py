@@ -201,10 +201,12 @@ def choose(results, target):
 # ----------------------------------------------------------------------------
 # Reports and storing.
 
-def report_text(key, chosen, hours, target, n_events):
+def report_text(key, chosen, hours, target, n_events, distinct_s):
     width, min_event = key
     lines = [f"calibration on {hours:.2f} h of stream ({n_events} events), target "
              f"{target:g} false activation(s) per hour",
+             f"distinct background audio: {distinct_s / 60:.1f} min (simulated streams repeat "
+             "it; labelled recordings count in full)",
              f"chosen: smoothing {width} window(s), minimum event {min_event:g} s",
              f"{'class':<12}{'threshold':>10}{'recall':>8}{'false/h':>9}{'delay s':>9}"
              f"{'events':>8}"]
@@ -283,7 +285,7 @@ def main(argv=None):
         files.check_writable("--model", Path(cfg.model).parent)
     files.check_writable("--report_dir", cfg.report_dir)
 
-    segments = []
+    segments, distinct_s = [], 0.0
     if cfg.stream_hours > 0:
         clip_list = evaluation_clips(cfg, classifier)
         kinds = {label in events.background for _, label in clip_list}
@@ -291,18 +293,23 @@ def main(argv=None):
             raise PipelineError("the clips need both event classes and background classes "
                                 f"({sorted(events.background)}) to build streams")
         segments += simulated_segments(cfg, clip_list, events, labels)
+        distinct_s += sum(features.audio_duration(p) for p, label in clip_list
+                          if label in events.background)
     if cfg.recordings:
-        segments += recording_segments(cfg.recordings, classifier, events)
+        recorded = recording_segments(cfg.recordings, classifier, events)
+        segments += recorded
+        distinct_s += sum(s[3] for s in recorded)
     if not segments:
         raise PipelineError("nothing to calibrate on: --stream_hours=0 and no --recordings")
     results, hours = sweep(segments, labels, event_classes, smooth_choices, min_event_choices,
                            events.hop_s, predict.ONSET_TOLERANCE_S)
     key, chosen = choose(results, cfg.target_fa_per_hour)
-    n_events = sum(sum(1 for t in s[2]) for s in segments)
-    text = report_text(key, chosen, hours, cfg.target_fa_per_hour, n_events)
+    n_events = sum(len(s[2]) for s in segments)
+    text = report_text(key, chosen, hours, cfg.target_fa_per_hour, n_events, distinct_s)
     calibration = {"thresholds": {label: row["threshold"] for label, (row, _) in chosen.items()},
                    "smooth_windows": int(key[0]), "min_event_s": float(key[1]),
                    "target_fa_per_hour": cfg.target_fa_per_hour, "hours": hours,
+                   "distinct_background_s": distinct_s,
                    "per_class": {label: {**row, "target_met": met}
                                  for label, (row, met) in chosen.items()}}
     report_dir = Path(cfg.report_dir)
