@@ -44,12 +44,12 @@ CANDIDATES = [
     ("seed as written (NR, STFT mean, MLP, no augmentation)", "seed", {"augment": False}),
     ("logmel stats + MLP, no augmentation", "logmel", {"augment": False}),
     ("logmel stats + MLP + augmentation", "logmel", {}),
-    ("logmel patch + CNN + augmentation", "logmel_patch", {"model": "cnn"}),
+    ("logmel patch + CNN + augmentation, patience 30 (the previous default)", "logmel_patch",
+     {"model": "cnn", "patience": 30}),
     ("logmel patch + CNN (batch norm) + augmentation with band EQ and masks", "logmel_patch",
      {"model": "cnn", "batch_norm": True, "spec_augment": True}),
-    ("row 3, patience 15", "logmel_patch", {"model": "cnn", "patience": 15}),
-    ("row 4, patience 15", "logmel_patch",
-     {"model": "cnn", "batch_norm": True, "spec_augment": True, "patience": 15}),
+    ("logmel patch + CNN + augmentation (the default: patience 15)", "logmel_patch",
+     {"model": "cnn"}),
 ]
 
 
