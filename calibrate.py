@@ -164,7 +164,7 @@ def sweep(segments, labels, event_classes, smooth_choices, min_event_choices, ho
                         if c:
                             tp, fp = tp + c["true_positives"], fp + c["false_positives"]
                             fn += c["false_negatives"]
-                        delays += onset_delays([r[0] for r in ref], [d[0] for d in det],
+                        delays += onset_delays([r[:2] for r in ref], [d[:2] for d in det],
                                                tolerance_s)
                     rows.append({"threshold": float(threshold),
                                  "recall": tp / (tp + fn) if tp + fn else float("nan"),

@@ -1,7 +1,8 @@
 """Event-based scores of detected events against labelled ones: a detection
-is right when a labelled event of the same class starts within the onset
-tolerance of it (each labelled event matches at most one detection), as in
-sed_eval's event-based metrics with offsets ignored."""
+is right when it overlaps a labelled event of the same class, widened by the
+tolerance on both sides (a windowed detector's onset can fall a window
+early or late); each labelled event matches at most one detection, closest
+onsets first. Delays are detected minus labelled onsets."""
 
 import numpy as np
 
@@ -13,6 +14,7 @@ def match_events(reference, detected, tolerance_s):
     ----------
     reference, detected : list of (start_s, end_s, label)
     tolerance_s : float
+        A labelled event counts as [start - tolerance, end + tolerance].
 
     Returns
     -------
@@ -21,8 +23,8 @@ def match_events(reference, detected, tolerance_s):
     """
     counts = {}
     for label in sorted({e[2] for e in reference} | {e[2] for e in detected}):
-        ref = sorted(e[0] for e in reference if e[2] == label)
-        det = sorted(e[0] for e in detected if e[2] == label)
+        ref = sorted(e[:2] for e in reference if e[2] == label)
+        det = sorted(e[:2] for e in detected if e[2] == label)
         used_ref, used_det = _matched(ref, det, tolerance_s)
         counts[label] = {"true_positives": len(used_ref),
                          "false_positives": len(det) - len(used_det),
@@ -31,10 +33,10 @@ def match_events(reference, detected, tolerance_s):
 
 
 def _matched(ref, det, tolerance_s):
-    """Greedy closest-first pairs of onsets: {ref index: det index}, and the
-    used detections."""
-    pairs = sorted((abs(r - d), i, j) for i, r in enumerate(ref) for j, d in enumerate(det)
-                   if abs(r - d) <= tolerance_s)
+    """Greedy pairs of overlapping (start, end) events, closest onsets
+    first: {ref index: det index}, and the used detections."""
+    pairs = sorted((abs(r[0] - d[0]), i, j) for i, r in enumerate(ref) for j, d in enumerate(det)
+                   if d[0] <= r[1] + tolerance_s and d[1] >= r[0] - tolerance_s)
     used_ref, used_det = {}, set()
     for _, i, j in pairs:
         if i not in used_ref and j not in used_det:
@@ -43,11 +45,12 @@ def _matched(ref, det, tolerance_s):
     return used_ref, used_det
 
 
-def onset_delays(reference_onsets, detected_onsets, tolerance_s):
-    """Detected minus labelled onset (seconds) of each matched pair, one class."""
-    ref, det = sorted(reference_onsets), sorted(detected_onsets)
+def onset_delays(reference, detected, tolerance_s):
+    """Detected minus labelled onset (seconds) of each matched pair of one
+    class's (start_s, end_s) events."""
+    ref, det = sorted(reference), sorted(detected)
     used_ref, _ = _matched(ref, det, tolerance_s)
-    return [det[j] - ref[i] for i, j in used_ref.items()]
+    return [det[j][0] - ref[i][0] for i, j in used_ref.items()]
 
 
 def _scores(tp, fp, fn):

@@ -29,16 +29,19 @@ def test_bad_lines_name_file_and_line(tmp_path, text, message):
         read_audacity_labels(path, LABELS)
 
 
-def test_events_match_one_to_one_within_the_onset_tolerance():
+def test_events_match_one_to_one_when_they_overlap_within_the_tolerance():
     reference = [(10.0, 12.0, "water"), (30.0, 31.0, "water"), (50.0, 52.0, "alarm")]
     detected = [(10.4, 13.0, "water"), (10.6, 11.0, "water"),   # two for one: one is false
                 (33.0, 34.0, "water"),                          # too late: false, and a miss
+                (28.0, 28.5, "water"),                          # ends 1.5 s early: false too
                 (50.2, 51.0, "alarm"), (70.0, 71.0, "alarm")]   # one right, one false
     counts = match_events(reference, detected, tolerance_s=1.0)
-    assert counts["water"] == {"true_positives": 1, "false_positives": 2, "false_negatives": 1}
+    assert counts["water"] == {"true_positives": 1, "false_positives": 3, "false_negatives": 1}
     assert counts["alarm"] == {"true_positives": 1, "false_positives": 1, "false_negatives": 0}
     scores = event_scores(counts, hours=0.5)
-    assert scores["per_class"]["water"]["precision"] == pytest.approx(1 / 3)
+    assert scores["per_class"]["water"]["precision"] == pytest.approx(1 / 4)
     assert scores["per_class"]["water"]["recall"] == pytest.approx(1 / 2)
-    assert scores["overall"]["f1"] == pytest.approx(2 * 2 / (2 * 2 + 3 + 1))
-    assert scores["overall"]["false_activations_per_hour"] == pytest.approx(3 / 0.5)
+    assert scores["overall"]["f1"] == pytest.approx(2 * 2 / (2 * 2 + 4 + 1))
+    assert scores["overall"]["false_activations_per_hour"] == pytest.approx(4 / 0.5)
+    late = match_events([(10.0, 12.0, "alarm")], [(12.8, 14.0, "alarm")], tolerance_s=1.0)
+    assert late["alarm"]["true_positives"] == 1  # starts after the end, within the tolerance
