@@ -56,7 +56,8 @@ def operation_count(config, window_samples):
     macs = {"window (multiply)": frames * config.n_fft,
             "power spectrum": frames * (config.n_fft // 2 + 1),
             "mel filterbank": frames * mel_weights,
-            "trim frame energies (1 pass, often ~1.1)": trim_frames * config.trim_frame_length,
+            # two passes of a running sum: each frame adds one hop-long block, drops one
+            "trim frame energies (2 passes)": 2 * 2 * trim_frames * config.trim_hop_length,
             "standardise + quantise": config.n_features}
     return frames, macs
 
