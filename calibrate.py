@@ -223,7 +223,7 @@ def report_text(key, chosen, hours, target, n_events, distinct_s):
     return "\n".join(lines) + "\n"
 
 
-def plot_det(results, key, chosen, report_dir):
+def plot_det(results, key, chosen, target, report_dir):
     """Per class: false activations per hour against miss rate, the chosen point marked."""
     import matplotlib.pyplot as plt
 
@@ -235,6 +235,7 @@ def plot_det(results, key, chosen, report_dir):
         row, _ = chosen[label]
         ax.plot([row["false_per_hour"]], [1 - row["recall"]], "r*", markersize=14,
                 label=f"chosen: threshold {row['threshold']:.2f}")
+        ax.axvline(target, color="grey", linestyle="--", label=f"target: {target:g} per hour")
         ax.set_xscale("symlog", linthresh=0.1)
         ax.set_xlabel("false activations per hour")
         ax.set_ylabel("miss rate")
@@ -317,7 +318,7 @@ def main(argv=None):
     files.write_json(report_dir / "calibration.json", {
         **calibration, "sweep": {f"smooth={w},min_event={m:g}": per_class
                                  for (w, m), per_class in results.items()}})
-    plots = plot_det(results, key, chosen, report_dir)
+    plots = plot_det(results, key, chosen, cfg.target_fa_per_hour, report_dir)
     if cfg.store:
         store(cfg.model, calibration)
     print(text, end="")
