@@ -97,7 +97,7 @@ def segment_probabilities(model, clip_list, background, snr_db, seconds, gap_s, 
     return centres, probs, truth, total / rate
 
 
-def simulated_segments(cfg, clip_list, events, labels):
+def simulated_segments(cfg, clip_list, events):
     """Every segment of every SNR's stream, computed in parallel."""
     import joblib
     from tqdm import tqdm
@@ -293,7 +293,7 @@ def main(argv=None):
         if kinds != {True, False}:
             raise PipelineError("the clips need both event classes and background classes "
                                 f"({sorted(events.background)}) to build streams")
-        segments += simulated_segments(cfg, clip_list, events, labels)
+        segments += simulated_segments(cfg, clip_list, events)
         distinct_s += sum(features.audio_duration(p) for p, label in clip_list
                           if label in events.background)
     if cfg.recordings:

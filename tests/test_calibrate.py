@@ -98,3 +98,20 @@ def test_calibration_without_background_clips_is_refused(model, tmp_path):
     with pytest.raises(PipelineError, match="background classes"):
         calibrate.main([f"--model={tflite}", f"--data_dir={only_events}", "--store=false",
                         f"--report_dir={tmp_path}"])
+
+
+def test_labelled_recordings_are_calibrated_on(model, tmp_path):
+    _, _, tflite = model
+    folder = tmp_path / "kitchen"
+    write(folder / "evening.wav", np.concatenate(
+        [tone(150, 6.0, level=0.2, noise=0.02), tone(2600, 4.0), tone(160, 6.0, level=0.2)]))
+    (folder / "evening.txt").write_text("6.0\t10.0\talarm\n")
+    report = tmp_path / "r"
+    meta_before = (tflite.parent / "model_16k.json").read_bytes()
+    assert calibrate.main([f"--model={tflite}", f"--recordings={folder}", "--stream_hours=0",
+                           "--store=false", f"--report_dir={report}"]) == 0
+    result = json.loads((report / "calibration.json").read_text())
+    assert result["hours"] == pytest.approx(16.0 / 3600, rel=1e-3)
+    assert result["per_class"]["alarm"]["events"] == 1
+    assert result["per_class"]["water"]["events"] == 0
+    assert (tflite.parent / "model_16k.json").read_bytes() == meta_before  # --store=false
