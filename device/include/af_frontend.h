@@ -75,7 +75,7 @@ typedef struct {
  * expression for static buffers (af_scratch_bytes computes the same; the
  * tests check that they agree). */
 #define AF_SCRATCH_BYTES(preset, n_features, n_fft, hop_length, n_mels, max_samples)        \
-  ((1 + (size_t)(max_samples) / (hop_length)) * 8 * (1 + 6 * ((preset) == AF_PRESET_LOGMEL)) + \
+  ((1 + (size_t)(max_samples) / (hop_length)) * (8 + 4 * 6 * ((preset) == AF_PRESET_LOGMEL)) + \
    ((preset) == AF_PRESET_SEED) * ((size_t)(n_fft) / 2 + 1) * 8 + (size_t)(n_fft) * 8 +       \
    (1 + ((preset) == AF_PRESET_LOGMEL)) * ((size_t)(n_fft) / 2 + 1) * 4 +                     \
    ((preset) != AF_PRESET_SEED) * (n_mels) * 4 *                                              \

@@ -47,12 +47,12 @@ static int model_is_usable(const af_model* m) {
  * for the statistics presets), so no buffer of their own is needed. */
 typedef struct {
   double* energy;   /* [frames]: summed power of each frame */
-  double* shape;    /* [frames * N_SHAPE]: logmel preset's per-frame statistics */
   double* bins;     /* [n_fft/2 + 1]: seed preset's |STFT| sums */
   float* fft_in;    /* [n_fft] */
   float* fft_out;   /* [n_fft] */
   float* power;     /* [n_fft/2 + 1]: this frame's power; logmel: also the previous log power */
   float* db;        /* [max(frames, n_features / n_mels) * n_mels] */
+  float* shape;     /* [frames * N_SHAPE]: logmel preset's per-frame statistics */
 } scratch_layout;
 
 static size_t layout(const af_model* m, size_t frames, char* base, scratch_layout* out) {
@@ -61,13 +61,13 @@ static size_t layout(const af_model* m, size_t frames, char* base, scratch_layou
   const size_t rows = mel && frames < (size_t)(m->n_features / m->n_mels)
                           ? (size_t)(m->n_features / m->n_mels) : frames;
   const size_t sizes[7] = {
-      frames * sizeof(double), stats ? frames * N_SHAPE * sizeof(double) : 0,
-      mel ? 0 : bins * sizeof(double), (size_t)m->n_fft * sizeof(float),
-      (size_t)m->n_fft * sizeof(float), (stats ? 2 : 1) * bins * sizeof(float),
-      mel ? rows * (size_t)m->n_mels * sizeof(float) : 0};
-  void** slots[7] = {(void**)&out->energy, (void**)&out->shape, (void**)&out->bins,
-                     (void**)&out->fft_in, (void**)&out->fft_out, (void**)&out->power,
-                     (void**)&out->db};
+      frames * sizeof(double), mel ? 0 : bins * sizeof(double),
+      (size_t)m->n_fft * sizeof(float), (size_t)m->n_fft * sizeof(float),
+      (stats ? 2 : 1) * bins * sizeof(float), mel ? rows * (size_t)m->n_mels * sizeof(float) : 0,
+      stats ? frames * N_SHAPE * sizeof(float) : 0};
+  void** slots[7] = {(void**)&out->energy, (void**)&out->bins, (void**)&out->fft_in,
+                     (void**)&out->fft_out, (void**)&out->power, (void**)&out->db,
+                     (void**)&out->shape};
   size_t used = 0;
   for (int i = 0; i < 7; ++i) {
     if (base != NULL) *slots[i] = base + used;
@@ -160,7 +160,7 @@ static int frame_spectrum(const af_model* m, const samples_view* v, size_t first
 /* features.shape_statistics for one frame (all but the level, which needs
  * the loudest frame first; rows[5] keeps the frame's total). */
 static void frame_shape(const af_model* m, const float* power, float* log_power, size_t t,
-                        double* rows) {
+                        float* rows) {
   const int bins = m->n_fft / 2 + 1;
   const double nyquist_khz = m->sample_rate / 2000.0;
   double total = 0.0, log_sum = 0.0, weighted = 0.0, flux = 0.0;
@@ -183,12 +183,12 @@ static void frame_shape(const af_model* m, const float* power, float* log_power,
     cumulative += power[k];
     if (!rolled && cumulative >= 0.85 * total) rolloff = f, rolled = 1;
   }
-  rows[0] = exp(log_sum / bins) / (total / bins);
-  rows[1] = centroid;
-  rows[2] = sqrt(spread / total);
-  rows[3] = rolloff;
-  rows[4] = t > 0 ? flux / bins : 0.0;
-  rows[5] = total;
+  rows[0] = (float)(exp(log_sum / bins) / (total / bins));
+  rows[1] = (float)centroid;
+  rows[2] = (float)sqrt(spread / total);
+  rows[3] = (float)rolloff;
+  rows[4] = (float)(t > 0 ? flux / bins : 0.0);
+  rows[5] = (float)(10.0 * log10(total));  /* the level: relative to the loudest frame later */
 }
 
 /* features.level_normalised_logmel: floor top_db below the loudest cell,
@@ -233,15 +233,48 @@ static size_t loudest_patch_start(const double* energy, size_t frames, size_t pa
   return 0;
 }
 
-static void mean_std(const double* values, size_t count, size_t stride, double* mean, double* std) {
+/* Mean and (population) standard deviation of every stride-th value. */
+static void mean_std(const float* values, size_t count, size_t stride, float* mean, float* std) {
   double sum = 0.0, squares = 0.0;
   for (size_t i = 0; i < count; ++i) sum += values[i * stride];
-  *mean = sum / (double)count;
+  const double average = sum / (double)count;
   for (size_t i = 0; i < count; ++i) {
-    const double d = values[i * stride] - *mean;
+    const double d = values[i * stride] - average;
     squares += d * d;
   }
-  *std = sqrt(squares / (double)count);
+  *mean = (float)average;
+  *std = (float)sqrt(squares / (double)count);
+}
+
+/* features.minmax_normalise of the mean |STFT| (seed preset), into out. */
+static int seed_features(const scratch_layout* s, int bins, size_t frames, float* out) {
+  double low = INFINITY, high = -INFINITY;
+  for (int k = 0; k < bins; ++k) {
+    out[k] = (float)(s->bins[k] / (double)frames);
+    if (out[k] < low) low = out[k];
+    if (out[k] > high) high = out[k];
+  }
+  if (!(high - low > 1e-12 * (fabs(high) > 1e-30 ? fabs(high) : 1e-30))) return AF_ERR_CONSTANT;
+  for (int k = 0; k < bins; ++k) out[k] = (float)((out[k] - low) / (high - low));
+  return AF_OK;
+}
+
+/* features.logmel_statistics: per-band mean and std of the normalised
+ * log-mel cells, then the shape statistics' means and stds, into out. */
+static void logmel_statistics(const af_model* m, const scratch_layout* s, size_t frames,
+                              float* out) {
+  float loudest_level = -INFINITY;
+  for (size_t t = 0; t < frames; ++t)
+    if (s->shape[t * N_SHAPE + 5] > loudest_level) loudest_level = s->shape[t * N_SHAPE + 5];
+  for (size_t t = 0; t < frames; ++t) {  /* level relative to the loudest frame, floor -80 dB */
+    const float level = s->shape[t * N_SHAPE + 5] - loudest_level;
+    s->shape[t * N_SHAPE + 5] = level > -80.0f ? level : -80.0f;
+  }
+  for (int b = 0; b < m->n_mels; ++b)
+    mean_std(s->db + b, frames, (size_t)m->n_mels, &out[b], &out[m->n_mels + b]);
+  for (int i = 0; i < N_SHAPE; ++i)
+    mean_std(s->shape + i, frames, N_SHAPE, &out[2 * m->n_mels + i],
+             &out[2 * m->n_mels + N_SHAPE + i]);
 }
 
 /* The features of n samples, left in scratch; *result points at them. */
@@ -282,18 +315,9 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
     }
     if (m->preset == AF_PRESET_LOGMEL) frame_shape(m, s.power, s.power + bins, t, s.shape + t * N_SHAPE);
   }
-  if (m->preset == AF_PRESET_SEED) {  /* features.minmax_normalise of the mean |STFT| */
-    float* out = s.fft_in;
-    *result = out;
-    double low = INFINITY, high = -INFINITY;
-    for (int k = 0; k < bins; ++k) {
-      out[k] = (float)(s.bins[k] / (double)frames);
-      if (out[k] < low) low = out[k];
-      if (out[k] > high) high = out[k];
-    }
-    if (!(high - low > 1e-12 * (fabs(high) > 1e-30 ? fabs(high) : 1e-30))) return AF_ERR_CONSTANT;
-    for (int k = 0; k < bins; ++k) out[k] = (float)((out[k] - low) / (high - low));
-    return AF_OK;
+  if (m->preset == AF_PRESET_SEED) {
+    *result = s.fft_in;
+    return seed_features(&s, bins, frames, s.fft_in);
   }
   float minimum;
   const int status = normalise_levels(m, s.db, frames * (size_t)m->n_mels, &minimum);
@@ -306,35 +330,8 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
     *result = s.db + start * (size_t)m->n_mels;
     return AF_OK;
   }
-  /* logmel: per-band mean and std, then the shape statistics' means and stds */
-  float* out = s.fft_in;  /* fft_out follows it */
-  *result = out;
-  double loudest_level = -INFINITY;
-  for (size_t t = 0; t < frames; ++t) {
-    s.shape[t * N_SHAPE + 5] = 10.0 * log10(s.shape[t * N_SHAPE + 5]);
-    if (s.shape[t * N_SHAPE + 5] > loudest_level) loudest_level = s.shape[t * N_SHAPE + 5];
-  }
-  for (size_t t = 0; t < frames; ++t) {
-    const double level = s.shape[t * N_SHAPE + 5] - loudest_level;
-    s.shape[t * N_SHAPE + 5] = level > -80.0 ? level : -80.0;
-  }
-  for (int b = 0; b < m->n_mels; ++b) {
-    double sum = 0.0, squares = 0.0, mean;
-    for (size_t t = 0; t < frames; ++t) sum += s.db[t * (size_t)m->n_mels + (size_t)b];
-    mean = sum / (double)frames;
-    for (size_t t = 0; t < frames; ++t) {
-      const double d = s.db[t * (size_t)m->n_mels + (size_t)b] - mean;
-      squares += d * d;
-    }
-    out[b] = (float)mean;
-    out[m->n_mels + b] = (float)sqrt(squares / (double)frames);
-  }
-  for (int i = 0; i < N_SHAPE; ++i) {
-    double mean, std;
-    mean_std(s.shape + i, frames, N_SHAPE, &mean, &std);
-    out[2 * m->n_mels + i] = (float)mean;
-    out[2 * m->n_mels + N_SHAPE + i] = (float)std;
-  }
+  *result = s.fft_in;  /* fft_out follows it: room for the statistics */
+  logmel_statistics(m, &s, frames, s.fft_in);
   return AF_OK;
 }
 
