@@ -394,12 +394,18 @@ int af_stream_push(af_stream* stream, const int16_t* samples, size_t n, size_t* 
   if (stream == NULL || used == NULL || (samples == NULL && n > 0)) return AF_ERR_NULL;
   *used = 0;
   if (stream->ready_len > 0 || stream->finished) return AF_ERR_STATE;
-  const uint64_t window = (uint64_t)stream->model->window_samples;
-  while (*used < n) {
-    stream->ring[stream->total % stream->ring_len] = samples[(*used)++];
-    if (++stream->total == stream->next_start + window) {
+  const uint64_t window_end = stream->next_start + (uint64_t)stream->model->window_samples;
+  while (*used < n) {  /* copy in runs: up to the ring's end or the window's end */
+    const size_t at = (size_t)(stream->total % stream->ring_len);
+    size_t run = n - *used;
+    if (run > stream->ring_len - at) run = stream->ring_len - at;
+    if (run > window_end - stream->total) run = (size_t)(window_end - stream->total);
+    memcpy(stream->ring + at, samples + *used, run * sizeof(int16_t));
+    *used += run;
+    stream->total += run;
+    if (stream->total == window_end) {
       stream->ready_start = stream->next_start;
-      stream->ready_len = (size_t)window;
+      stream->ready_len = (size_t)stream->model->window_samples;
       return AF_WINDOW_READY;
     }
   }
