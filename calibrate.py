@@ -25,7 +25,7 @@ import features
 import predict
 from pipeline import artifacts, clips, files, settings
 from pipeline.errors import PipelineError, run_script
-from pipeline.event_metrics import match_events, onset_delays
+from pipeline.event_metrics import onset_delays
 from pipeline.events import find_events, smooth
 
 MODEL = "models/model_16k_int8.tflite"  # the model to calibrate (.tflite or .keras)
@@ -115,15 +115,10 @@ def simulated_segments(cfg, clip_list, events):
 
 def recording_segments(folder, classifier, events):
     """Recordings labelled in Audacity as segments (centres, probs, truth, seconds)."""
-    from pipeline.labels import label_file_for, read_audacity_labels
+    from pipeline.labels import labelled_recordings
     segments = []
-    for path in clips.expand_paths([folder]):
-        labels_path = label_file_for(path)
-        if not labels_path.is_file():
-            raise PipelineError(f"{labels_path}: label file missing; export the labels from "
-                                "Audacity beside the recording (empty: no events)")
-        truth = [(e.start_s, e.end_s, e.label) for e in
-                 read_audacity_labels(labels_path, classifier.labels)
+    for path, labelled in labelled_recordings(folder, classifier.labels):
+        truth = [(e.start_s, e.end_s, e.label) for e in labelled
                  if e.label not in events.background]
         centres, probs, _, seconds = predict.window_probabilities(
             classifier, path, classifier.config.sample_rate, events.window_s, events.hop_s)
@@ -158,14 +153,12 @@ def sweep(segments, labels, event_classes, smooth_choices, min_event_choices, ho
                     for (centres, _, truth, _), sm in zip(segments, smoothed):
                         found = find_events(centres, sm, labels, {label: threshold}, min_event,
                                             hop_s, others) if len(sm) else []
-                        ref = [t for t in truth if t[2] == label]
-                        det = [(e["start_s"], e["end_s"], label) for e in found]
-                        c = match_events(ref, det, tolerance_s).get(label)
-                        if c:
-                            tp, fp = tp + c["true_positives"], fp + c["false_positives"]
-                            fn += c["false_negatives"]
-                        delays += onset_delays([r[:2] for r in ref], [d[:2] for d in det],
-                                               tolerance_s)
+                        ref = [t[:2] for t in truth if t[2] == label]
+                        det = [(e["start_s"], e["end_s"]) for e in found]
+                        matched = onset_delays(ref, det, tolerance_s)  # one per true positive
+                        tp, fp = tp + len(matched), fp + len(det) - len(matched)
+                        fn += len(ref) - len(matched)
+                        delays += matched
                     rows.append({"threshold": float(threshold),
                                  "recall": tp / (tp + fn) if tp + fn else float("nan"),
                                  "false_per_hour": fp / hours, "events": tp + fn,

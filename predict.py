@@ -304,19 +304,10 @@ def evaluate_events(classifier, folder, events, tolerance_s, json_path):
     recordings labelled in Audacity (rec.wav + rec.txt). Labels of
     background classes are not events and are ignored."""
     from pipeline.event_metrics import event_scores, match_events
-    from pipeline.labels import label_file_for, read_audacity_labels
-    recordings = clips.expand_paths([folder])
-    if not recordings:
-        raise PipelineError(f"{folder}: no recordings (looked for "
-                            f"{', '.join(clips.AUDIO_EXTENSIONS)})")
-    missing = [label_file_for(p) for p in recordings if not label_file_for(p).is_file()]
-    if missing:
-        raise PipelineError(f"{missing[0]}: label file missing ({len(missing)} in all). Export "
-                            "the labels from Audacity beside each recording; an empty file "
-                            "means the recording holds no events")
+    from pipeline.labels import labelled_recordings
+    recordings = labelled_recordings(folder, classifier.labels)
     reference, detected, seconds = [], [], 0.0
-    for index, path in enumerate(recordings):
-        labelled = read_audacity_labels(label_file_for(path), classifier.labels)
+    for index, (path, labelled) in enumerate(recordings):
         result = classify_file(classifier, path, events)
         if result["error"]:
             raise PipelineError(f"{path}: {result['error']}")
@@ -342,7 +333,7 @@ def evaluate_events(classifier, folder, events, tolerance_s, json_path):
               f"{c['f1']:>7.3f}{c['false_activations_per_hour']:>9.1f}")
     if json_path:
         files.write_json(json_path, {**scores, "onset_tolerance_s": tolerance_s,
-                                     "recordings": [str(p) for p in recordings]})
+                                     "recordings": [str(p) for p, _ in recordings]})
     return 0
 
 
@@ -370,10 +361,8 @@ def mine(classifier, folder, events, into):
 
     import soundfile
     from pipeline.plots import file_name_part
-    recordings = clips.expand_paths([folder])
-    if not recordings:
-        raise PipelineError(f"{folder}: no recordings (looked for "
-                            f"{', '.join(clips.AUDIO_EXTENSIONS)})")
+    from pipeline.labels import recordings_in
+    recordings = recordings_in(folder)
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     table = into / "mined.csv"

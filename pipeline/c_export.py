@@ -40,7 +40,8 @@ def _byte_rows(data, per_row=12):
                       for i in range(0, len(data), per_row))
 
 
-def _int_array(values):
+def c_int_list(values):
+    """Integers as a comma-separated C initialiser list."""
     return ", ".join(str(int(v)) for v in np.asarray(values).ravel())
 
 
@@ -123,12 +124,12 @@ def parse_c_array(source):
 
 def golden_header(vectors):
     """Golden int8 inputs and expected int8 outputs as C arrays."""
-    inputs = ",\n".join("  {" + _int_array(v["int8_input"]) + "}" for v in vectors)
-    outputs = ",\n".join("  {" + _int_array(v["int8_output"]) + "}" for v in vectors)
+    inputs = ",\n".join("  {" + c_int_list(v["int8_input"]) + "}" for v in vectors)
+    outputs = ",\n".join("  {" + c_int_list(v["int8_output"]) + "}" for v in vectors)
     labels = ", ".join(str(v["label_index"]) for v in vectors)
     n_in, n_out = len(vectors[0]["int8_input"]), len(vectors[0]["int8_output"])
     sample_arrays = "".join(
-        f"constexpr int16_t kGoldenSamples{i}[{len(v['samples'])}] = {{{_int_array(v['samples'])}}};\n"
+        f"constexpr int16_t kGoldenSamples{i}[{len(v['samples'])}] = {{{c_int_list(v['samples'])}}};\n"
         for i, v in enumerate(vectors) if "samples" in v)
     sample_table = ", ".join(f"kGoldenSamples{i}" if "samples" in v else "nullptr"
                              for i, v in enumerate(vectors))

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from pipeline.c_export import c_comment, c_string
+from pipeline.c_export import c_comment, c_int_list, c_string
 
 PRESET_CODES = {"seed": "AF_PRESET_SEED", "logmel": "AF_PRESET_LOGMEL",
                 "logmel_patch": "AF_PRESET_LOGMEL_PATCH"}
@@ -16,10 +16,6 @@ PRESET_CODES = {"seed": "AF_PRESET_SEED", "logmel": "AF_PRESET_LOGMEL",
 def _floats(values):
     """float32 values as C literals that read back exactly (9 digits)."""
     return ", ".join(f"{float(v):.9e}f" for v in np.asarray(values, np.float32).ravel())
-
-
-def _ints(values):
-    return ", ".join(str(int(v)) for v in np.asarray(values).ravel())
 
 
 def _array(ctype, name, values, formatter, per_line=8):
@@ -102,9 +98,9 @@ def frontend_header(config, scaling, input_scale, input_zero_point, labels, even
     mel = "NULL, NULL, NULL, NULL"
     if config.n_mels:
         first, count, offset, weights = sparse_mel(config)
-        parts += [_array("uint16_t", "af_model_mel_first", first, _ints, 16),
-                  _array("uint16_t", "af_model_mel_count", count, _ints, 16),
-                  _array("uint32_t", "af_model_mel_offset", offset, _ints, 16),
+        parts += [_array("uint16_t", "af_model_mel_first", first, c_int_list, 16),
+                  _array("uint16_t", "af_model_mel_count", count, c_int_list, 16),
+                  _array("uint32_t", "af_model_mel_offset", offset, c_int_list, 16),
                   _array("float", "af_model_mel_weights", weights, _floats)]
         mel = "af_model_mel_first, af_model_mel_count, af_model_mel_offset, af_model_mel_weights"
     standardise = "NULL, NULL"
@@ -129,7 +125,7 @@ def frontend_header(config, scaling, input_scale, input_zero_point, labels, even
               _array("float", "af_model_thresholds",
                      [events.thresholds[x] for x in labels], _floats),
               _array("uint8_t", "af_model_background",
-                     [int(x in events.background) for x in labels], _ints),
+                     [int(x in events.background) for x in labels], c_int_list),
               f"""static const af_event_config af_model_events = {{
   {len(labels)}, {int(events.smooth_windows)}, af_model_thresholds, af_model_background,
   {float(events.min_event_s)!r}, {float(events.hop_s)!r}  /* min event s, hop s */

@@ -68,3 +68,25 @@ def read_audacity_labels(path, labels):
 def label_file_for(audio_path):
     """The label file of a recording: the same name with .txt."""
     return Path(audio_path).with_suffix(".txt")
+
+
+def recordings_in(folder):
+    """The audio files under ``folder``; PipelineError when there are none."""
+    from pipeline import clips
+    recordings = clips.expand_paths([folder])
+    if not recordings:
+        raise PipelineError(f"{folder}: no recordings (looked for "
+                            f"{', '.join(clips.AUDIO_EXTENSIONS)})")
+    return recordings
+
+
+def labelled_recordings(folder, labels):
+    """(recording, its events) for every recording under ``folder``, each
+    with an Audacity label file beside it (checked before any is read)."""
+    recordings = recordings_in(folder)
+    missing = [label_file_for(p) for p in recordings if not label_file_for(p).is_file()]
+    if missing:
+        raise PipelineError(f"{missing[0]}: label file missing ({len(missing)} in all). Export "
+                            "the labels from Audacity beside each recording; an empty file "
+                            "means the recording holds no events")
+    return [(path, read_audacity_labels(label_file_for(path), labels)) for path in recordings]
