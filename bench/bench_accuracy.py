@@ -79,8 +79,10 @@ def evaluate_split(data, train, val, test, cfg, seed):
     decide ``test`` as predict.py would, with Keras and with the int8
     model, and with Keras without the open-set rule (the plain argmax).
     Returns {kind: decisions}, int8 size and parameters."""
+    started = time.perf_counter()
     model, _, scaling = train_16k.fit(data, train, val, cfg, progress_desc="")
     rule = train_16k.fit_open_set(model, data, val, scaling, cfg)
+    trained = time.perf_counter()
     x = standardise(data["features"], scaling)
     blob, _ = model_conv.best_int8(model, x, train, val, model_conv.REPRESENTATIVE_CLIPS,
                                    model_conv.CALIBRATION_TRIES, seed, rule, data["label_names"])
@@ -88,7 +90,8 @@ def evaluate_split(data, train, val, test, cfg, seed):
     decisions = {"float": train_16k.predict_rows(model, data, test, scaling, rule),
                  "int8": open_set.apply_rule(int8_probs, rule, data["label_names"])[1],
                  "float_argmax": train_16k.predict_rows(model, data, test, scaling)}
-    return decisions, len(blob), model.count_params()
+    timing = f"train {trained - started:.0f} s, int8 {time.perf_counter() - trained:.0f} s"
+    return decisions, len(blob), model.count_params(), timing
 
 
 def measure_plan(data, cfg, plan, seed):
@@ -99,11 +102,11 @@ def measure_plan(data, cfg, plan, seed):
     cost = {}
 
     def predict_split(k, name, train, val, test):
-        decisions, size, params = evaluate_split(data, train, val, test, cfg, seed)
+        decisions, size, params, timing = evaluate_split(data, train, val, test, cfg, seed)
         for kind in pooled:
             pooled[kind][test] = decisions[kind]
         cost["kb"], cost["params"] = size / 1024, params
-        print(f"  {name}: done", flush=True)
+        print(f"  {name}: done ({timing})", flush=True)
         return decisions["float"]
 
     pooled["float"] = splits.held_out_predictions(len(data["labels"]), planned, predict_split)
@@ -204,7 +207,9 @@ def main():
     table = markdown(results, names, len(usable), n_sources, cfg.folds)
     print("\n" + table)
     files.write_text(cfg.out, f"# Accuracy on {cfg.data_dir}\n\n" + table)
-    print(f"wrote {cfg.out}")
+    files.write_json(Path(cfg.out).with_suffix(".json"),
+                     {"seed": cfg.seed, "clips": len(usable), "rows": dict(results)})
+    print(f"wrote {cfg.out} and its figures as JSON")
 
 
 if __name__ == "__main__":
