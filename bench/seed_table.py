@@ -49,10 +49,14 @@ def seed_figures(runs, name):
 
 
 def cell(values, n_seeds, low=False):
-    """'0.856 ± 0.012' (or the lowest value), with '(k seeds)' when some lack it."""
+    """'0.856 ± 0.012' (the lowest value with ``low``; the value of a single
+    seed alone), with '(k seeds)' when some of the row's seeds lack it."""
     if not values:
         return "n/a"
-    text = f"{min(values):.3f}" if low else f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+    if low or len(values) == 1:   # one seed has no spread to show
+        text = f"{min(values):.3f}"
+    else:
+        text = f"{np.mean(values):.3f} ± {np.std(values):.3f}"
     return text if len(values) == n_seeds else f"{text} ({len(values)} seeds)"
 
 

@@ -35,6 +35,18 @@ def test_means_over_seeds_and_lowest_agreement(tmp_path):
     assert sources == "| default | 0.60 | 1.00 |"       # b: only one seed has it
 
 
+def test_one_seed_shows_no_spread(tmp_path):
+    path = tmp_path / "seed1.json"
+    run = run_figures(1, 0.8, 0.6, 0.99, {})
+    del run["rows"]["default"]["loso_int8"]
+    path.write_text(json.dumps(run))
+    out = tmp_path / "seeds.md"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "seed_table.py"), str(path),
+                    f"--out={out}"], check=True, capture_output=True)
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| default"))
+    assert "| 1 | 0.800 | 0.790 | 0.600 | n/a |" in row and "±" not in row
+
+
 def test_refuses_one_seed_twice(tmp_path):
     path = tmp_path / "seed1.json"
     path.write_text(json.dumps(run_figures(1, 0.8, 0.6, 0.99, {})))
