@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import features  # noqa: E402
 import model_conv  # noqa: E402
 import train_16k  # noqa: E402
-from pipeline import clips, extraction, files, open_set, settings, splits  # noqa: E402
+from pipeline import clips, evaluation, extraction, files, open_set, settings, splits  # noqa: E402
 from pipeline.quiet import import_tensorflow  # noqa: E402
 from pipeline.standardisation import standardise  # noqa: E402
 from pipeline.tflite_model import TFLiteModel  # noqa: E402
@@ -106,7 +106,9 @@ def measure_plan(data, cfg, plan, seed):
         for kind in pooled:
             pooled[kind][test] = decisions[kind]
         cost["kb"], cost["params"] = size / 1024, params
-        print(f"  {name}: done ({timing})", flush=True)
+        f1 = evaluation.classification_metrics(data["labels"][test], decisions["float"],
+                                               data["label_names"])["macro_f1"]
+        print(f"  {name}: macro-F1 {f1:.3f} ({timing})", flush=True)
         return decisions["float"]
 
     pooled["float"] = splits.held_out_predictions(len(data["labels"]), planned, predict_split)
