@@ -5,8 +5,8 @@
     python bench/seed_table.py reports/seed1.json reports/seed2.json [--out=reports/seeds.md]
 
 Each run writes its figures as JSON beside its markdown. Rows are matched by
-name. Per row: macro-F1 mean +/- std over seeds of CV (each seed's mean over
-folds) and of LOSO (each seed's pooled figure), float and int8, the lowest
+name (one seed's rows may come from several runs). Per row: macro-F1 mean
++/- std over seeds of CV (each seed's mean over folds) and of LOSO (each seed's pooled figure), float and int8, the lowest
 int8/float agreement of any seed, and per-class and per-source F1 averaged
 over seeds. Every cell says over how many seeds it was averaged when a row
 lacks a figure in some runs.
@@ -57,7 +57,9 @@ def cell(values, n_seeds, low=False):
         text = f"{min(values):.3f}"
     else:
         text = f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-    return text if len(values) == n_seeds else f"{text} ({len(values)} seeds)"
+    if len(values) == n_seeds:
+        return text
+    return f"{text} ({len(values)} seed{'s' if len(values) > 1 else ''})"
 
 
 def markdown(runs):
@@ -92,10 +94,12 @@ def main():
     parser.add_argument("runs", nargs="+", help="the JSON files bench_accuracy.py wrote")
     cfg = settings.parse_settings(globals(), parser=parser)
     runs = [files.read_json(path, "bench_accuracy.py figures", MADE_BY) for path in cfg.runs]
-    seeds = [run["seed"] for run in runs]
-    if len(set(seeds)) < len(seeds):
-        raise SystemExit(f"two runs used the same seed ({seeds}): each run should be another "
-                         "seed, or the mean counts one twice")
+    measured = [(name, run["seed"]) for run in runs for name in run["rows"]]
+    twice = sorted({m for m in measured if measured.count(m) > 1})
+    if twice:
+        raise SystemExit(f"row {twice[0][0]!r} was measured twice with seed {twice[0][1]}: "
+                         "give each seed of a row once, or the mean counts it twice")
+    seeds = list(dict.fromkeys(run["seed"] for run in runs))
     table = markdown(runs)
     print(table)
     files.write_text(cfg.out, f"# Accuracy over seeds {', '.join(map(str, seeds))}\n\n" + table)

@@ -47,11 +47,24 @@ def test_one_seed_shows_no_spread(tmp_path):
     assert "| 1 | 0.800 | 0.790 | 0.600 | n/a |" in row and "±" not in row
 
 
-def test_refuses_one_seed_twice(tmp_path):
+def test_refuses_one_row_and_seed_twice(tmp_path):
     path = tmp_path / "seed1.json"
     path.write_text(json.dumps(run_figures(1, 0.8, 0.6, 0.99, {})))
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "seed_table.py"), str(path),
                              str(path), f"--out={tmp_path / 'x.md'}"], capture_output=True,
                             text=True)
-    assert result.returncode != 0 and "same seed" in result.stderr
+    assert result.returncode != 0 and "measured twice with seed 1" in result.stderr
     assert not (tmp_path / "x.md").exists()
+
+
+def test_one_seed_may_span_runs_of_different_rows(tmp_path):
+    first, second = run_figures(1, 0.8, 0.6, 0.99, {}), run_figures(1, 0.7, 0.5, 0.99, {})
+    second["rows"] = {"previous": second["rows"]["default"]}
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, run in zip(paths, (first, second)):
+        path.write_text(json.dumps(run))
+    out = tmp_path / "seeds.md"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "seed_table.py"), *map(str, paths),
+                    f"--out={out}"], check=True, capture_output=True)
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")]
+    assert any(r.startswith("| previous | 1 | 0.700 |") for r in rows)
