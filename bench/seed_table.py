@@ -6,9 +6,9 @@
 
 Each run writes its figures as JSON beside its markdown. Rows are matched by
 name (one seed's rows may come from several runs). Per row: macro-F1 mean
-+/- std over seeds of CV (each seed's mean over folds) and of LOSO (each seed's pooled figure), float and int8, the lowest
-int8/float agreement of any seed, and per-class and per-source F1 averaged
-over seeds. Every cell says over how many seeds it was averaged when a row
++/- std over seeds of CV (each seed's mean over folds) and of LOSO (each
+seed's pooled figure), float and int8, the lowest int8/float agreement of
+any seed, and per-class and per-source F1 averaged over seeds. Every cell says over how many seeds it was averaged when a row
 lacks a figure in some runs.
 """
 
