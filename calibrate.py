@@ -22,17 +22,22 @@ from pathlib import Path
 import numpy as np
 
 import features
-import predict
 from pipeline import artifacts, clips, files, settings
 from pipeline.errors import PipelineError, run_script
 from pipeline.event_metrics import onset_delays
 from pipeline.events import find_events, smooth
+from pipeline.inference import (Classifier, event_settings, model_path, stream_probabilities,
+                                window_probabilities)
 
-MODEL = "models/model_16k_int8.tflite"  # the model to calibrate (.tflite or .keras)
+MODEL_DIR = "models"           # the model folder that train_16k.py and model_conv.py wrote
+MODEL = None                   # the model to calibrate (.tflite or .keras); default: MODEL_DIR's int8 model
 DATASET = "data/dataset_16k.npz"  # gives the labels of the model's saved test split
 DATA_DIR = None                # labelled clips (a folder per class) instead of the test split
 MANIFEST = None                # or a manifest of them
 RECORDINGS = None              # folder of long recordings with Audacity label files, added
+WINDOW_S: float = None         # window length the thresholds are chosen for, seconds; default: the model's
+HOP_S: float = None            # step between windows, seconds; default: the model's
+BACKGROUND = None              # classes that are background and never events (comma-separated); default: the model's
 STREAM_HOURS = 1.0             # simulated hours per signal-to-noise ratio
 SNRS_DB = "0,10,20"            # event level above the background's RMS, dB
 EVENT_GAP_S = 60.0             # mean gap between simulated events, seconds
@@ -40,7 +45,9 @@ SEGMENT_S = 600.0              # streams are simulated in independent pieces of 
 TARGET_FA_PER_HOUR = 1.0       # false activations per hour the chosen thresholds may give
 SMOOTH_CHOICES = "1,3,5"       # moving averages tried (windows)
 MIN_EVENT_CHOICES = "0.5,1,2"  # minimum event durations tried (seconds)
-STORE = True                   # store the choice with the model (and its C header)
+ONSET_TOLERANCE_S = 1.0        # a detection overlapping a true event widened by this is right
+MIN_BACKGROUND_MIN = 10.0      # below this many minutes of distinct background audio: report, do not store
+STORE = "true"                 # "true": store when the data suffice; "force": store anyway; "false": report only
 JOBS = -1                      # processes for the streams (-1 = all cores)
 REPORT_DIR = "reports"         # calibration.txt/.json and the plots
 SEED = 42                      # same clips + seed -> same streams and choice
@@ -72,32 +79,33 @@ def evaluation_clips(cfg, classifier):
 _WORKER = {}  # per process: the classifier and the clips' audio, loaded once
 
 
-def segment_probabilities(model, clip_list, background, snr_db, seconds, gap_s, seed, events):
+def segment_probabilities(model, clip_list, events, *, snr_db, seconds, gap_s, seed):
     """One simulated segment: its window centres, class probabilities, the
     true events [(start_s, end_s, label)] and its length in seconds."""
     from pipeline.streams import plan_stream, stream_blocks
     if _WORKER.get("model") != model:
         _WORKER.clear()
-        _WORKER.update(model=model, classifier=predict.Classifier(model), audio={})
+        _WORKER.update(model=model, classifier=Classifier(model), audio={})
     classifier, audio = _WORKER["classifier"], _WORKER["audio"]
     rate = classifier.config.sample_rate
     for path, _ in clip_list:
         if path not in audio:
             audio[path] = features.load_audio(path, rate)
-    event_clips = [(audio[p], label) for p, label in clip_list if label not in background]
-    backgrounds = [audio[p] for p, label in clip_list if label in background]
+    event_clips = [(audio[p], label) for p, label in clip_list if label not in events.background]
+    backgrounds = [audio[p] for p, label in clip_list if label in events.background]
     planned, total, order = plan_stream([len(a) for a, _ in event_clips], len(backgrounds),
-                                        seconds, gap_s, rate, seed)
-    blocks = stream_blocks(backgrounds, [a for a, _ in event_clips], planned, total, order,
-                           snr_db)
-    centres, probs, _, _ = predict.stream_probabilities(classifier, blocks, rate,
-                                                        events.window_s, events.hop_s)
+                                        seconds=seconds, gap_s=gap_s, sample_rate=rate,
+                                        seed=seed)
+    blocks = stream_blocks(backgrounds, [a for a, _ in event_clips], planned, total=total,
+                           order=order, snr_db=snr_db)
+    centres, probs, _, _ = stream_probabilities(classifier, blocks, window_s=events.window_s,
+                                                hop_s=events.hop_s)
     truth = [(at / rate, (at + len(event_clips[k][0])) / rate, event_clips[k][1])
              for at, k in planned]
     return centres, probs, truth, total / rate
 
 
-def simulated_segments(cfg, clip_list, events):
+def simulated_segments(cfg, clip_list, events, model):
     """Every segment of every SNR's stream, computed in parallel."""
     import joblib
     from tqdm import tqdm
@@ -106,8 +114,8 @@ def simulated_segments(cfg, clip_list, events):
     seconds = cfg.stream_hours * 3600 / n
     specs = [(snr, k) for snr in snrs for k in range(n)]
     calls = (joblib.delayed(segment_probabilities)(
-        str(cfg.model), clip_list, events.background, snr, seconds, cfg.event_gap_s,
-        [cfg.seed, int(round(snr * 10)) + 1000, k], events) for snr, k in specs)
+        str(model), clip_list, events, snr_db=snr, seconds=seconds, gap_s=cfg.event_gap_s,
+        seed=[cfg.seed, int(round(snr * 10)) + 1000, k]) for snr, k in specs)
     return list(tqdm(joblib.Parallel(n_jobs=cfg.jobs, return_as="generator")(calls),
                      total=len(specs), desc="streams", unit="segment", disable=None,
                      leave=False))
@@ -120,8 +128,11 @@ def recording_segments(folder, classifier, events):
     for path, labelled in labelled_recordings(folder, classifier.labels):
         truth = [(e.start_s, e.end_s, e.label) for e in labelled
                  if e.label not in events.background]
-        centres, probs, _, seconds = predict.window_probabilities(
-            classifier, path, classifier.config.sample_rate, events.window_s, events.hop_s)
+        try:
+            centres, probs, _, seconds = window_probabilities(
+                classifier, path, window_s=events.window_s, hop_s=events.hop_s)
+        except features.FeatureError as err:
+            raise PipelineError(f"{path}: {err.reason}; fix or remove the recording") from None
         segments.append((centres, probs, truth, seconds))
     return segments
 
@@ -129,7 +140,7 @@ def recording_segments(folder, classifier, events):
 # ----------------------------------------------------------------------------
 # The sweep and the choice.
 
-def sweep(segments, labels, event_classes, smooth_choices, min_event_choices, hop_s,
+def sweep(segments, labels, event_classes, *, smooth_choices, min_event_choices, hop_s,
           tolerance_s):
     """Recall, false activations per hour and median detection delay of each
     event class at every (smoothing, minimum duration, threshold).
@@ -151,8 +162,9 @@ def sweep(segments, labels, event_classes, smooth_choices, min_event_choices, ho
                     tp = fp = fn = 0
                     delays = []
                     for (centres, _, truth, _), sm in zip(segments, smoothed):
-                        found = find_events(centres, sm, labels, {label: threshold}, min_event,
-                                            hop_s, others) if len(sm) else []
+                        found = find_events(centres, sm, labels, {label: threshold},
+                                            min_duration=min_event, hop_s=hop_s,
+                                            background=others) if len(sm) else []
                         ref = [t[:2] for t in truth if t[2] == label]
                         det = [(e["start_s"], e["end_s"]) for e in found]
                         matched = onset_delays(ref, det, tolerance_s)  # one per true positive
@@ -194,7 +206,7 @@ def choose(results, target):
 # ----------------------------------------------------------------------------
 # Reports and storing.
 
-def report_text(key, chosen, hours, target, n_events, distinct_s):
+def report_text(key, chosen, *, hours, target, n_events, distinct_s):
     width, min_event = key
     lines = [f"calibration on {hours:.2f} h of stream ({n_events} events), target "
              f"{target:g} false activation(s) per hour",
@@ -216,7 +228,7 @@ def report_text(key, chosen, hours, target, n_events, distinct_s):
     return "\n".join(lines) + "\n"
 
 
-def plot_det(results, key, chosen, target, report_dir):
+def plot_det(results, key, chosen, *, target, report_dir):
     """Per class: false activations per hour against miss rate, the chosen point marked."""
     import matplotlib.pyplot as plt
 
@@ -240,43 +252,90 @@ def plot_det(results, key, chosen, target, report_dir):
     return paths
 
 
-def store(model_path, calibration):
+def storage_problems(chosen, distinct_s, min_background_min):
+    """Why a calibration must not be stored: too little distinct background
+    to measure false activations, a class with no events to measure recall
+    on, a target that no threshold met, or a value that is not finite."""
+    problems = []
+    if distinct_s < min_background_min * 60:
+        problems.append(f"only {distinct_s / 60:.1f} min of distinct background audio (at least "
+                        f"{min_background_min:g} min, --min_background_min): the false "
+                        "activation rate is not measured. Add --recordings of your place, or "
+                        "more background clips")
+    for label, (row, met) in chosen.items():
+        if not row["events"]:
+            problems.append(f"{label}: no {label} events in the streams, so no recall to choose "
+                            "a threshold by")
+        elif not met:
+            problems.append(f"{label}: no threshold met the target (the lowest rate is "
+                            f"{row['false_per_hour']:.2f} per hour)")
+        if not all(math.isfinite(row[k]) for k in ("threshold", "false_per_hour")):
+            problems.append(f"{label}: the sweep gave non-finite figures")
+    return problems
+
+
+def store(model_file, calibration):
     """The choice in the model metadata, and the device header regenerated
-    with it (its checksum updated), so predict.py and the device agree."""
-    import model_conv
-    paths = artifacts.model_paths(Path(model_path).parent)
+    with it: the header first, then the metadata (with the header's new
+    checksum) last, so predict.py and the device agree, and a run killed
+    between the two leaves a header that the metadata does not vouch for."""
+    from pipeline.frontend_header import model_frontend_header
+    paths = artifacts.model_paths(Path(model_file).parent)
     raw = files.read_json(paths["meta"], "model metadata", "python train_16k.py")
     raw["calibration"] = calibration
     meta = artifacts.load_model_metadata(paths["meta"].parent)
     meta["calibration"] = calibration
     if paths["frontend_header"].is_file() and "conversion" in raw:
-        model_conv.write_frontend_header(paths, meta)
+        quantisation = raw["conversion"].get("input_quantisation")
+        if quantisation is None:
+            from pipeline.tflite_model import TFLiteModel
+            quantisation = TFLiteModel(paths["int8_tflite"]).input["quantization"]
+        files.write_text(paths["frontend_header"], model_frontend_header(meta, quantisation))
         raw["conversion"]["sha256"]["frontend_header"] = files.file_sha256(
             paths["frontend_header"])
     files.write_json(paths["meta"], raw)
 
 
+def check_settings(cfg):
+    """Every numeric setting in range, before any work."""
+    settings.check_settings(
+        cfg, stream_hours=settings.between(0, 1000),
+        segment_s=settings.between(10, 86400), event_gap_s=settings.between(0, 86400),
+        target_fa_per_hour=settings.between(0, 3600),
+        onset_tolerance_s=settings.between(0, 60),
+        min_background_min=settings.between(0, 10 ** 6), jobs=settings.JOBS_RULE)
+    if cfg.store not in ("true", "false", "force"):
+        raise PipelineError(f"--store={cfg.store!r}: expected true, false or force")
+    smooth_choices = settings.parse_list(cfg.smooth_choices, int, "smooth_choices")
+    min_event_choices = settings.parse_list(cfg.min_event_choices, float, "min_event_choices")
+    snrs = settings.parse_list(cfg.snrs_db, float, "snrs_db")
+    if not smooth_choices or not all(1 <= w <= 1000 for w in smooth_choices):
+        raise PipelineError(f"--smooth_choices={cfg.smooth_choices!r}: expected whole numbers "
+                            "of windows in [1, 1000]")
+    if not min_event_choices or not all(0 <= m <= 3600 for m in min_event_choices):
+        raise PipelineError(f"--min_event_choices={cfg.min_event_choices!r}: expected "
+                            "durations in [0, 3600] seconds")
+    if not snrs or not all(-60 <= x <= 60 for x in snrs):
+        raise PipelineError(f"--snrs_db={cfg.snrs_db!r}: expected levels in [-60, 60] dB")
+    return smooth_choices, min_event_choices
+
+
 def main(argv=None):
     cfg = settings.parse_settings(globals(), argv)
     started = time.perf_counter()
-    settings.check_settings(cfg, stream_hours=settings.at_least(0),
-                            segment_s=(lambda v: v >= 10, "at least 10 seconds"),
-                            event_gap_s=settings.at_least(0),
-                            target_fa_per_hour=settings.at_least(0), jobs=settings.JOBS_RULE)
-    smooth_choices = settings.parse_list(cfg.smooth_choices, int, "smooth_choices")
-    min_event_choices = settings.parse_list(cfg.min_event_choices, float, "min_event_choices")
-    if not smooth_choices or min(smooth_choices) < 1 or not min_event_choices:
-        raise PipelineError("--smooth_choices and --min_event_choices need positive values")
-    classifier = predict.Classifier(cfg.model)
+    smooth_choices, min_event_choices = check_settings(cfg)
+    model = model_path(cfg.model, cfg.model_dir)
+    classifier = Classifier(model)
     labels = classifier.labels
-    events = predict.event_settings(settings.parse_settings(vars(predict), []), labels)
+    events = event_settings(classifier.meta, window_s=cfg.window_s, hop_s=cfg.hop_s,
+                            background=cfg.background, use_calibration=False, source=model)
     event_classes = [x for x in labels if x not in events.background]
     if not event_classes or len(event_classes) == len(labels):
-        raise PipelineError(f"calibration needs event classes and background classes; "
-                            f"predict.py's BACKGROUND_CLASSES={sorted(events.background)} and "
+        raise PipelineError(f"calibration needs event classes and background classes; the "
+                            f"background is {sorted(events.background)} (--background) and "
                             f"the model has {labels}")
-    if cfg.store:
-        files.check_writable("--model", Path(cfg.model).parent)
+    if cfg.store != "false":
+        files.check_writable("--model", model.parent)
     files.check_writable("--report_dir", cfg.report_dir)
 
     segments, distinct_s = [], 0.0
@@ -286,7 +345,7 @@ def main(argv=None):
         if kinds != {True, False}:
             raise PipelineError("the clips need both event classes and background classes "
                                 f"({sorted(events.background)}) to build streams")
-        segments += simulated_segments(cfg, clip_list, events)
+        segments += simulated_segments(cfg, clip_list, events, model)
         distinct_s += sum(features.audio_duration(p) for p, label in clip_list
                           if label in events.background)
     if cfg.recordings:
@@ -295,15 +354,21 @@ def main(argv=None):
         distinct_s += sum(s[3] for s in recorded)
     if not segments:
         raise PipelineError("nothing to calibrate on: --stream_hours=0 and no --recordings")
-    results, hours = sweep(segments, labels, event_classes, smooth_choices, min_event_choices,
-                           events.hop_s, predict.ONSET_TOLERANCE_S)
+    results, hours = sweep(segments, labels, event_classes, smooth_choices=smooth_choices,
+                           min_event_choices=min_event_choices, hop_s=events.hop_s,
+                           tolerance_s=cfg.onset_tolerance_s)
     key, chosen = choose(results, cfg.target_fa_per_hour)
     n_events = sum(len(s[2]) for s in segments)
-    text = report_text(key, chosen, hours, cfg.target_fa_per_hour, n_events, distinct_s)
+    text = report_text(key, chosen, hours=hours, target=cfg.target_fa_per_hour,
+                       n_events=n_events, distinct_s=distinct_s)
     calibration = {"thresholds": {label: row["threshold"] for label, (row, _) in chosen.items()},
                    "smooth_windows": int(key[0]), "min_event_s": float(key[1]),
+                   "window_s": events.window_s, "hop_s": events.hop_s,
+                   "feature_version": classifier.config.version,
+                   "background": sorted(events.background),
                    "target_fa_per_hour": cfg.target_fa_per_hour, "hours": hours,
                    "distinct_background_s": distinct_s,
+                   "onset_tolerance_s": cfg.onset_tolerance_s,
                    "per_class": {label: {**row, "target_met": met}
                                  for label, (row, met) in chosen.items()}}
     report_dir = Path(cfg.report_dir)
@@ -311,15 +376,24 @@ def main(argv=None):
     files.write_json(report_dir / "calibration.json", {
         **calibration, "sweep": {f"smooth={w},min_event={m:g}": per_class
                                  for (w, m), per_class in results.items()}})
-    plots = plot_det(results, key, chosen, cfg.target_fa_per_hour, report_dir)
-    if cfg.store:
-        store(cfg.model, calibration)
+    plots = plot_det(results, key, chosen, target=cfg.target_fa_per_hour, report_dir=report_dir)
     print(text, end="")
     print(f"reports: {report_dir / 'calibration.txt'}, {', '.join(map(str, plots))}")
-    print("stored with the model: predict.py and the device header use these settings"
-          if cfg.store else "not stored (--store=false)")
+    problems = storage_problems(chosen, distinct_s, cfg.min_background_min)
+    status = 0
+    if cfg.store == "false":
+        print("not stored (--store=false)")
+    elif problems and cfg.store != "force":
+        print("not stored with the model, because:\n" + "".join(f"  - {p}\n" for p in problems)
+              + "predict.py keeps the model's previous settings. Fix the above, or pass "
+              "--store=force to store this choice anyway.")
+        status = 1
+    else:
+        store(model, calibration)
+        print("stored with the model: predict.py and the device header use these settings"
+              + (" (forced past: " + "; ".join(problems) + ")" if problems else ""))
     print(f"wall time {time.perf_counter() - started:.1f} s")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -435,7 +435,7 @@ def power_spectrogram(y, config):
 
 
 @functools.lru_cache(maxsize=8)
-def mel_basis(sample_rate, n_fft, n_mels, fmin, fmax):
+def mel_basis(sample_rate, n_fft, *, n_mels, fmin, fmax):
     """librosa's (Slaney) mel filterbank, shape (n_mels, n_fft // 2 + 1)."""
     import librosa
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
@@ -451,7 +451,8 @@ def level_normalised_logmel(power, config):
     -------
     np.ndarray, shape (n_mels, frames), dB relative to the clip's mean cell
     """
-    basis = mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+    basis = mel_basis(config.sample_rate, config.n_fft, n_mels=config.n_mels, fmin=config.fmin,
+                      fmax=config.fmax)
     # einsum, not a BLAS matmul: BLAS sums in an order that depends on its
     # thread count, and features must not depend on the number of workers.
     mel = np.einsum("mf,ft->mt", basis, power)

@@ -90,7 +90,7 @@ def keep_usable(found, results, source):
     return kept, skipped
 
 
-def save_plots(report_dir, dataset, kept, label_names, config):
+def save_plots(report_dir, dataset, kept, *, label_names, config):
     """Waveform stages for the first clip of each class, and class signatures."""
     from pipeline import plots
     report_dir = Path(report_dir)
@@ -99,12 +99,12 @@ def save_plots(report_dir, dataset, kept, label_names, config):
         plots.waveform_stages(path, report_dir / f"waveform_{plots.file_name_part(label)}.png",
                               config)
     data = artifacts.load_dataset(dataset)
-    plots.class_signatures(data["features"], data["labels"], label_names, config,
-                           report_dir / "class_signatures.png")
+    plots.class_signatures(data["features"], data["labels"], label_names, config=config,
+                           out_png=report_dir / "class_signatures.png")
     print(f"saved figures to {report_dir}/")
 
 
-def print_summary(dataset, kept, skipped, label_names, config, wall):
+def print_summary(dataset, kept, skipped, *, label_names, config, wall):
     audio_s = sum(r.duration_s for _, r in kept)
     counts = Counter(c.label for c, _ in kept)
     print(f"\nwrote {dataset}: {len(kept)} clips, {config.n_features} "
@@ -145,13 +145,14 @@ def main(argv=None):
     label_names = sorted({c.label for c in found})
     artifacts.save_dataset(
         cfg.dataset, np.stack([r.vector for _, r in kept]),
-        [label_names.index(c.label) for c, _ in kept], label_names,
-        [c.path for c, _ in kept], [c.group for c, _ in kept], config,
-        [c.source for c, _ in kept])
+        [label_names.index(c.label) for c, _ in kept], label_names=label_names,
+        paths=[c.path for c, _ in kept], groups=[c.group for c, _ in kept], config=config,
+        sources=[c.source for c, _ in kept])
     files.write_csv(skipped_report_path(cfg.dataset), [("path", "reason"), *skipped])
     if cfg.plots:
-        save_plots(cfg.report_dir, cfg.dataset, kept, label_names, config)
-    print_summary(cfg.dataset, kept, skipped, label_names, config, time.perf_counter() - started)
+        save_plots(cfg.report_dir, cfg.dataset, kept, label_names=label_names, config=config)
+    print_summary(cfg.dataset, kept, skipped, label_names=label_names, config=config,
+                  wall=time.perf_counter() - started)
     return 0
 
 

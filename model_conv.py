@@ -94,7 +94,7 @@ def convert(model, calibration, int8):
         return converter.convert()
 
 
-def calibration_sets(train, validation, n_clips, tries, seed):
+def calibration_sets(train, validation, *, n_clips, tries, seed):
     """Row sets to calibrate int8 ranges on: the training rows (at most
     ``n_clips``), then training plus validation rows, then random halves of
     the training rows; ``tries`` of them."""
@@ -106,7 +106,7 @@ def calibration_sets(train, validation, n_clips, tries, seed):
     return sets[:tries]
 
 
-def best_int8(model, x, train, validation, n_clips, tries, seed, rule, labels):
+def best_int8(model, x, train, validation, *, n_clips, tries, seed, rule, labels):
     """Full-int8 flatbuffer bytes from the calibration set whose model is
     closest to Keras on the validation rows: most equal decisions (as
     predict.py makes them, with the open-set ``rule``), then the smallest mean
@@ -122,7 +122,7 @@ def best_int8(model, x, train, validation, n_clips, tries, seed, rule, labels):
     keras_probs, keras_decisions = open_set.apply_rule(
         model.predict(x[check_rows], verbose=0), rule, labels)
     tried, best = [], None
-    for rows in calibration_sets(train, validation, n_clips, tries, seed):
+    for rows in calibration_sets(train, validation, n_clips=n_clips, tries=tries, seed=seed):
         blob = convert(model, x[rows], int8=True)
         probs, decisions = open_set.apply_rule(TFLiteModel(blob).predict_proba(x[check_rows]),
                                                rule, labels)
@@ -132,13 +132,6 @@ def best_int8(model, x, train, validation, n_clips, tries, seed, rule, labels):
         if best is None or (score[0], -score[1]) > (best[0][0], -best[0][1]):
             best = (score, blob, len(tried) - 1)
     return best[1], {"tries": tried, "chosen": best[2]}
-
-
-def convert_and_save(model, int8_bytes, paths):
-    """Write the int8 and a float32 .tflite file; return both, loaded."""
-    files.write_bytes(paths["int8_tflite"], int8_bytes)
-    files.write_bytes(paths["float_tflite"], convert(model, None, int8=False))
-    return TFLiteModel(paths["int8_tflite"]), TFLiteModel(paths["float_tflite"])
 
 
 def per_clip_ms(predict_one, rows):
@@ -151,7 +144,7 @@ def per_clip_ms(predict_one, rows):
     return float(np.median(times))
 
 
-def compare(model, float_model, int8_model, x_test, y_true, labels, latency_clips, rule):
+def compare(model, float_model, int8_model, x_test, *, y_true, labels, latency_clips, rule):
     """Keras vs float TFLite vs int8 TFLite on the test split: metrics and
     agreement of the decisions predict.py makes (the open-set ``rule``
     applied to calibrated probabilities), probability differences and
@@ -206,7 +199,7 @@ def tflm_check(model_bytes, litert, rows):
     return max_diff, high
 
 
-def golden_vectors(data, meta, litert, rows, max_samples_s):
+def golden_vectors(data, meta, litert, rows, *, max_samples_s):
     """Feature vectors, int8 inputs and expected int8 outputs of a few clips;
     a clip of at most ``max_samples_s`` seconds also carries its raw 16-bit
     samples, with the input and output computed from exactly those samples,
@@ -238,17 +231,20 @@ def golden_vectors(data, meta, litert, rows, max_samples_s):
     return vectors
 
 
-def export_for_device(paths, meta, data, test, int8_model, int8_bytes, golden_clips,
+def export_for_device(paths, meta, data, test, *, int8_model, int8_bytes, golden_clips,
                       golden_samples_s):
-    """The C array and header, and golden vectors as JSON and C."""
+    """The C array and header, and golden vectors as JSON and C; the
+    .tflite files are in place already."""
     array_name = c_export.c_identifier(paths["int8_tflite"].stem)
     scale, zero_point = int8_model.input["quantization"]
     files.write_text(paths["c_header"], c_export.model_header(
-        array_name, meta["labels"], meta["feature_config"], float(scale), int(zero_point),
-        data["features"].shape[1], len(int8_bytes), meta.get("open_set")))
+        array_name, meta["labels"], meta["feature_config"], input_scale=float(scale),
+        input_zero_point=int(zero_point), n_inputs=data["features"].shape[1],
+        n_bytes=len(int8_bytes), rule=meta.get("open_set")))
     files.write_text(paths["c_source"], c_export.model_source(
         array_name, paths["c_header"].name, int8_bytes))
-    golden = golden_vectors(data, meta, int8_model, test[:golden_clips], golden_samples_s)
+    golden = golden_vectors(data, meta, int8_model, test[:golden_clips],
+                            max_samples_s=golden_samples_s)
     files.write_json(paths["golden"], {
         "int8_tflite_sha256": files.file_sha256(paths["int8_tflite"]),
         "input_scale": float(scale), "input_zero_point": int(zero_point),
@@ -257,28 +253,13 @@ def export_for_device(paths, meta, data, test, int8_model, int8_bytes, golden_cl
     write_frontend_header(paths, meta, (float(scale), int(zero_point)))
 
 
-def write_frontend_header(paths, meta, quantisation=None):
-    """model_16k_frontend.h for the device front end (device/); the input
-    quantisation is read from the int8 model unless given."""
-    if quantisation is None:
-        quantisation = TFLiteModel(paths["int8_tflite"]).input["quantization"]
-    files.write_text(paths["frontend_header"], frontend_header.frontend_header(
-        meta["feature_config"], meta.get("input_standardisation"), float(quantisation[0]),
-        int(quantisation[1]), meta["labels"],
-        predict_event_settings(meta["labels"], meta.get("calibration")),
-        features.MIN_CLIP_S))
+def write_frontend_header(paths, meta, quantisation):
+    """model_16k_frontend.h for the device front end (device/)."""
+    files.write_text(paths["frontend_header"],
+                     frontend_header.model_frontend_header(meta, quantisation))
 
 
-def predict_event_settings(labels, calibration=None):
-    """predict.py's default window and event settings (with calibrate.py's
-    choices, when the model has them), which the device's streaming front end
-    and post-processing follow."""
-    import predict
-    return predict.event_settings(settings.parse_settings(vars(predict), []), labels,
-                                  calibration)
-
-
-def record_conversion(paths):
+def record_conversion(paths, quantisation):
     """Store the checksums of everything this run wrote in the model
     metadata, written last: predict.py then accepts exactly these files
     beside this metadata, so a run killed half-way never pairs a new .tflite
@@ -286,7 +267,8 @@ def record_conversion(paths):
     raw = files.read_json(paths["meta"], "model metadata", "python train_16k.py")
     written = ("int8_tflite", "float_tflite", "c_header", "c_source", "golden", "golden_header",
                "frontend_header")
-    raw["conversion"] = {"sha256": {key: files.file_sha256(paths[key]) for key in written}}
+    raw["conversion"] = {"sha256": {key: files.file_sha256(paths[key]) for key in written},
+                         "input_quantisation": [float(quantisation[0]), int(quantisation[1])]}
     files.write_json(paths["meta"], raw)
 
 
@@ -305,12 +287,13 @@ def save_reports(report_dir, report, metrics, labels):
 
 def main(argv=None):
     cfg = settings.parse_settings(globals(), argv)
-    settings.check_settings(cfg, representative_clips=settings.at_least(1),
-                            calibration_tries=settings.at_least(1),
+    settings.check_settings(cfg, representative_clips=settings.between(1, 10 ** 6),
+                            calibration_tries=settings.between(1, 100),
                             min_agreement=settings.between(0, 1),
-                            golden_clips=settings.at_least(1),
-                            golden_samples_s=settings.at_least(0), tflm_clips=settings.at_least(1),
-                            latency_clips=settings.at_least(1))
+                            golden_clips=settings.between(1, 1000),
+                            golden_samples_s=settings.between(0, 60),
+                            tflm_clips=settings.between(1, 1000),
+                            latency_clips=settings.between(1, 10 ** 5))
     paths = artifacts.model_paths(cfg.model_dir)
     meta, data, x, rows = load_inputs(cfg.model_dir, cfg.dataset)
     test = rows["test"]
@@ -318,14 +301,15 @@ def main(argv=None):
     files.check_writable("--model_dir", cfg.model_dir)
     files.check_writable("--report_dir", cfg.report_dir)
 
-    int8_bytes, calibration = best_int8(model, x, rows["train"], rows["validation"],
-                                        cfg.representative_clips, cfg.calibration_tries,
-                                        cfg.seed, meta.get("open_set"), meta["labels"])
-    int8_model, float_model = convert_and_save(model, int8_bytes, paths)
-    result = compare(model, float_model, int8_model, x[test], data["labels"][test],
-                     meta["labels"], cfg.latency_clips, meta.get("open_set"))
-    export_for_device(paths, meta, data, test, int8_model, int8_bytes, cfg.golden_clips,
-                      cfg.golden_samples_s)
+    int8_bytes, calibration = best_int8(
+        model, x, rows["train"], rows["validation"], n_clips=cfg.representative_clips,
+        tries=cfg.calibration_tries, seed=cfg.seed, rule=meta.get("open_set"),
+        labels=meta["labels"])
+    float_bytes = convert(model, None, int8=False)
+    int8_model, float_model = TFLiteModel(int8_bytes), TFLiteModel(float_bytes)
+    result = compare(model, float_model, int8_model, x[test], y_true=data["labels"][test],
+                     labels=meta["labels"], latency_clips=cfg.latency_clips,
+                     rule=meta.get("open_set"))
     tflm_diff, arena = tflm_check(int8_bytes, int8_model, x[test][:cfg.tflm_clips])
 
     scale, zero_point = int8_model.input["quantization"]
@@ -336,8 +320,7 @@ def main(argv=None):
         "agreement_int8_vs_keras": result["agreement"],
         "prob_abs_diff": result["prob_abs_diff"],
         "file_bytes": {"keras": paths["keras"].stat().st_size,
-                       "float_tflite": paths["float_tflite"].stat().st_size,
-                       "int8_tflite": len(int8_bytes)},
+                       "float_tflite": len(float_bytes), "int8_tflite": len(int8_bytes)},
         "latency_ms_per_clip": result["latency_ms_per_clip"],
         "parameters": int(model.count_params()),
         "flash_bytes": len(int8_bytes),
@@ -347,14 +330,21 @@ def main(argv=None):
         "calibration": calibration,
         "min_agreement": cfg.min_agreement,
     }
-    record_conversion(paths)
     print(save_reports(cfg.report_dir, report, result["metrics"], meta["labels"]), end="")
-    print(f"wrote {paths['int8_tflite']}, {paths['c_source']}, {paths['golden']}")
     if result["agreement"] < cfg.min_agreement:
+        # Nothing is written to the model folder: predict.py must never run a
+        # model that failed its own gate.
         print(f"error: int8 agrees with Keras on {result['agreement']:.1%} of test clips, below "
-              f"--min_agreement={cfg.min_agreement:.2f}. Try more --calibration_tries, "
-              "or inspect reports/confusion_keras_vs_int8.png", flush=True)
+              f"--min_agreement={cfg.min_agreement:.2f}; no model file was written. Try more "
+              "--calibration_tries, or inspect "
+              f"{Path(cfg.report_dir) / 'confusion_keras_vs_int8.png'}", flush=True)
         return 1
+    files.write_bytes(paths["int8_tflite"], int8_bytes)
+    files.write_bytes(paths["float_tflite"], float_bytes)
+    export_for_device(paths, meta, data, test, int8_model=int8_model, int8_bytes=int8_bytes,
+                      golden_clips=cfg.golden_clips, golden_samples_s=cfg.golden_samples_s)
+    record_conversion(paths, (scale, zero_point))
+    print(f"wrote {paths['int8_tflite']}, {paths['c_source']}, {paths['golden']}")
     return 0
 
 

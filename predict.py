@@ -23,20 +23,20 @@ from pathlib import Path
 import numpy as np
 
 import features
-from pipeline import artifacts, clips, files, open_set, settings
+from pipeline import clips, files, settings
 from pipeline.errors import PipelineError, run_script
-from pipeline.events import (EventSettings, find_events, smooth, stream_windows,
-                             window_centres)
-from pipeline.standardisation import standardise
+from pipeline.events import find_events, smooth, stream_windows
+from pipeline.inference import Classifier, event_settings, model_path, window_probabilities
 
-MODEL = "models/model_16k_int8.tflite"  # .tflite (LiteRT, no TensorFlow) or .keras
-WINDOW_S = 2.0                 # window length for long recordings, in seconds
-HOP_S = 1.0                    # step between windows, in seconds
-SMOOTH_WINDOWS = 3             # moving average over this many windows
-THRESHOLD = 0.5                # smoothed probability that starts an event
-THRESHOLDS = ""                # per-class thresholds, e.g. "alarm=0.5,water=0.7"
-MIN_EVENT_S = 1.0              # shorter events are dropped
-BACKGROUND_CLASSES = "other"   # classes that never form events (comma-separated)
+MODEL_DIR = "models"           # the model folder that train_16k.py and model_conv.py wrote
+MODEL = None                   # a .tflite (LiteRT, no TensorFlow) or .keras file; default: MODEL_DIR's int8 model
+WINDOW_S: float = None         # window length for long recordings, seconds; default: the model's
+HOP_S: float = None            # step between windows, seconds; default: the model's
+SMOOTH_WINDOWS: int = None     # moving average over this many windows; default: the model's
+THRESHOLD: float = None        # one threshold for every class, instead of the model's (calibrated) ones
+THRESHOLDS = ""                # per-class thresholds, e.g. "alarm=0.5,water=0.7" (win over the rest)
+MIN_EVENT_S: float = None      # shorter events are dropped; default: the model's
+BACKGROUND_CLASSES = None      # classes that never form events (comma-separated); default: the model's
 ALL = False                    # print every class's probability
 CSV = None                     # save per-file results (and events) as CSV
 JSON = None                    # save results as JSON (with --evaluate: the metrics)
@@ -47,151 +47,6 @@ ONSET_TOLERANCE_S = 1.0        # --evaluate_events: a detection overlapping a la
 MINE = None                    # folder of recordings with no target events: save windows that fire
 INTO = "data/clips/other"      # --mine: where those windows go (WAV clips and mined.csv)
 REPORT_DIR = "reports"         # where --evaluate saves its confusion matrix
-
-
-# ----------------------------------------------------------------------------
-# The model: LiteRT for .tflite, Keras for .keras; both take model inputs.
-
-class Classifier:
-    """A trained model plus its metadata; ``probabilities(features)``.
-
-    Features are computed with the configuration stored in the model's
-    metadata, whatever features.py's constants say today.
-    """
-
-    def __init__(self, model_path):
-        path = Path(model_path)
-        if not path.is_file():
-            made_by = "python train_16k.py" if path.suffix == ".keras" else "python model_conv.py"
-            raise PipelineError(f"{path}: model not found. Run `{made_by}` first "
-                                "(or pass --model=PATH).")
-        if path.suffix not in (".keras", ".tflite"):
-            raise PipelineError(f"{path}: expected a .tflite or .keras model")
-        self.meta = artifacts.load_model_metadata(path.parent)
-        self.labels = self.meta["labels"]
-        self.config = self.meta["feature_config"]
-        if path.suffix == ".keras":
-            model = artifacts.load_keras_model(path, self.meta)
-            self._run = lambda x: model.predict(x, verbose=0)
-        else:
-            from pipeline.tflite_model import TFLiteModel
-            artifacts.check_belongs(path, self.meta)
-            tflite = TFLiteModel(path)
-            artifacts.check_model_shape(int(np.prod(tflite.input_shape[1:])),
-                                        int(tflite.output["shape"][-1]), self.meta, path)
-            self._run = tflite.predict_proba
-
-    def probabilities(self, feature_rows):
-        """Calibrated class probabilities (rows sum to about 1) for feature
-        vectors: the model's outputs at the temperature fitted in training."""
-        probs = self._run(standardise(np.atleast_2d(feature_rows),
-                                      self.meta.get("input_standardisation")))
-        return open_set.calibrated(probs, self.meta.get("open_set"))
-
-    def decide(self, probs):
-        """Class index of calibrated probabilities: the most probable class,
-        or the background class when an event class is not sure enough."""
-        return int(open_set.decide(probs, self.meta.get("open_set"), self.labels)[0])
-
-
-def window_probabilities(classifier, path, sample_rate, window_s, hop_s, batch=64):
-    """Per-window class probabilities of a recording, read as a stream so
-    that memory stays flat however long it is; silent windows get all zeros.
-    Windows are classified ``batch`` at a time (one model call each).
-    (:func:`stream_probabilities` for any stream of sample blocks.)
-
-    Returns
-    -------
-    centres : np.ndarray, seconds
-    probs : np.ndarray, shape (windows, classes)
-    usable : np.ndarray of bool, False where the window gave no features
-    duration_s : float
-    """
-    return stream_probabilities(classifier, features.stream_audio(path, sample_rate),
-                                sample_rate, window_s, hop_s, batch)
-
-
-def stream_probabilities(classifier, blocks, sample_rate, window_s, hop_s, batch=64):
-    """:func:`window_probabilities` of a stream of float32 sample blocks."""
-    window, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
-    starts, probs, usable, total = [], [], [], 0
-    pending = []  # (window index, feature row), classified together
-
-    def classify_pending():
-        if pending:
-            rows = classifier.probabilities(np.stack([row for _, row in pending]))
-            for (index, _), row in zip(pending, rows):
-                probs[index] = row
-            pending.clear()
-
-    for start, samples in stream_windows(blocks, window, hop):
-        starts.append(start)
-        total = max(total, start + len(samples))
-        probs.append(np.zeros(len(classifier.labels), np.float32))
-        try:
-            pending.append((len(starts) - 1,
-                            features.features_from_audio(samples, classifier.config)))
-            usable.append(True)
-        except features.FeatureError:  # a silent window is "no event", not an error
-            usable.append(False)
-        if len(pending) >= batch:
-            classify_pending()
-    classify_pending()
-    centres = window_centres(starts, window, total, sample_rate)
-    return centres, np.array(probs, np.float32), np.array(usable), total / sample_rate
-
-
-def parse_thresholds(text, labels, defaults):
-    """'alarm=0.5,water=0.7' -> {label: threshold} for every label; labels
-    not named keep their value in ``defaults``."""
-    result = {label: defaults[label] for label in labels}
-    for item in settings.parse_list(text, str, "thresholds"):
-        name, _, value = item.partition("=")
-        if name not in result:
-            raise PipelineError(f"--thresholds: unknown class {name!r}; the model has {labels}")
-        try:
-            result[name] = float(value)
-        except ValueError:
-            raise PipelineError(f"--thresholds: {item!r} is not class=number") from None
-    return result
-
-
-def event_settings(cfg, labels, calibration=None):
-    """The EventSettings that the command line asks for, checked.
-
-    ``calibration`` (what calibrate.py stored with the model) replaces the
-    defaults of --threshold, --smooth_windows and --min_event_s; a value
-    given on the command line still wins, and --thresholds overrides single
-    classes.
-    """
-    if cfg.window_s <= 0 or not 0 < cfg.hop_s <= cfg.window_s:
-        raise PipelineError("--window_s must be positive and 0 < --hop_s <= --window_s")
-    settings.check_settings(cfg, threshold=settings.between(0, 1),
-                            smooth_windows=settings.at_least(1),
-                            min_event_s=settings.at_least(0))
-    calibration = calibration or {}
-    defaults = {label: cfg.threshold for label in labels}
-    if not settings.given(cfg, "threshold"):
-        defaults.update({k: v for k, v in calibration.get("thresholds", {}).items()
-                         if k in defaults})
-    thresholds = parse_thresholds(cfg.thresholds, labels, defaults)
-    outside = {k: v for k, v in thresholds.items() if not 0 <= v <= 1}
-    if outside:
-        raise PipelineError(f"--thresholds: {outside} outside [0, 1]; a threshold is a "
-                            "probability")
-    smooth_windows = (cfg.smooth_windows if settings.given(cfg, "smooth_windows")
-                      else calibration.get("smooth_windows", cfg.smooth_windows))
-    min_event_s = (cfg.min_event_s if settings.given(cfg, "min_event_s")
-                   else calibration.get("min_event_s", cfg.min_event_s))
-    if not (isinstance(smooth_windows, int) and smooth_windows >= 1
-            and isinstance(min_event_s, (int, float)) and min_event_s >= 0):
-        raise PipelineError(f"the model's calibration has smooth_windows={smooth_windows!r}, "
-                            f"min_event_s={min_event_s!r}; run `python calibrate.py` again")
-    return EventSettings(
-        window_s=cfg.window_s, hop_s=cfg.hop_s, smooth_windows=int(smooth_windows),
-        thresholds=thresholds, min_event_s=float(min_event_s),
-        background=frozenset(settings.parse_list(cfg.background_classes, str,
-                                                 "background_classes")))
 
 
 # ----------------------------------------------------------------------------
@@ -216,15 +71,15 @@ def classify_file(classifier, path, events):
             probs = classifier.probabilities(features.features_from_audio(y, classifier.config))[0]
         else:
             centres, window_probs, usable, duration = window_probabilities(
-                classifier, path, rate, events.window_s, events.hop_s)
+                classifier, path, window_s=events.window_s, hop_s=events.hop_s)
             result["duration_s"] = round(duration, 3)
             if not usable.any():
                 raise features.FeatureError("every window is silent")
             smoothed = smooth(window_probs, events.smooth_windows)
             probs = window_probs[usable].mean(axis=0)
             result["events"] = find_events(centres, smoothed, classifier.labels,
-                                           events.thresholds, events.min_event_s,
-                                           events.hop_s, events.background)
+                                           events.thresholds, min_duration=events.min_event_s,
+                                           hop_s=events.hop_s, background=events.background)
             result["_timeline"] = (centres, smoothed)
     except features.FeatureError as err:
         result["error"] = err.reason
@@ -263,7 +118,7 @@ def write_csv(path, results, labels):
     files.write_csv(path, [header, *rows])
 
 
-def evaluate(classifier, folder, events, report_dir, json_path, model_name):
+def evaluate(classifier, folder, events, *, report_dir, json_path):
     """Accuracy, macro-F1 and confusion matrix on a labelled folder."""
     from pipeline import evaluation, plots
     found, warnings = clips.clips_from_folder(folder)
@@ -291,7 +146,7 @@ def evaluate(classifier, folder, events, report_dir, json_path, model_name):
     if failed:
         print(f"{len(failed)} of {len(found)} clips could not be scored (listed above)")
     out_png = Path(report_dir) / "confusion_evaluate.png"
-    plots.confusion_matrices([(f"{model_name} on {Path(folder).name}",
+    plots.confusion_matrices([(f"{classifier.path.name} on {Path(folder).name}",
                                metrics["confusion_matrix"])], classifier.labels, out_png)
     print(f"saved {out_png}")
     if json_path:
@@ -299,7 +154,7 @@ def evaluate(classifier, folder, events, report_dir, json_path, model_name):
     return 1 if failed else 0
 
 
-def evaluate_events(classifier, folder, events, tolerance_s, json_path):
+def evaluate_events(classifier, folder, events, *, tolerance_s, json_path):
     """Event-based precision, recall, F1 and false activations per hour on
     recordings labelled in Audacity (rec.wav + rec.txt). Labels of
     background classes are not events and are ignored."""
@@ -352,11 +207,31 @@ def fired_windows(path, result, sample_rate, events):
             yield start, samples, event
 
 
+def mined_rows(table):
+    """{clip name: row} of an existing mined.csv (empty when there is none)."""
+    import csv
+    if not table.exists():
+        return {}
+    files.check_regular(table, "mined.csv")
+    try:
+        with open(table, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))[1:]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise PipelineError(f"{table}: not a mined.csv this script wrote ({err}). Move it "
+                            "away, or choose another --into") from None
+    return {row[0]: row for row in rows if row}
+
+
 def mine(classifier, folder, events, into):
     """Hard negatives: every window that fires an event in recordings known
     to hold none is saved as a WAV clip in ``into`` (e.g. data/clips/other/),
     with a row in ``into``/mined.csv saying where it came from. The next
-    training run learns from them."""
+    training run learns from them.
+
+    Idempotent: a clip's name follows from its recording and start, so
+    mining the same recordings again replaces the same clips and rows.
+    mined.csv is rewritten even when a run fails half-way, so it always
+    lists every clip on disk."""
     import hashlib
 
     import soundfile
@@ -366,30 +241,31 @@ def mine(classifier, folder, events, into):
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     table = into / "mined.csv"
-    rows = [["clip", "recording", "start_s", "end_s", "event_class", "event_peak"]]
-    if table.is_file():
-        import csv
-        with open(table, newline="", encoding="utf-8") as fh:
-            rows += list(csv.reader(fh))[1:]
+    rows = mined_rows(table)
     rate, saved = classifier.config.sample_rate, 0
-    for path in recordings:
-        result = classify_file(classifier, path, events)
-        if result["error"]:
-            print(f"{path}: skipped: {result['error']}")
-            continue
-        tag = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:6]
-        for start, samples, event in fired_windows(path, result, rate, events):
-            name = f"mined_{file_name_part(Path(path).stem)}_{tag}_{start * 1000 // rate:09d}ms.wav"
-            with files.atomic_path(into / name) as tmp:
-                soundfile.write(tmp, samples, rate, subtype="PCM_16", format="WAV")
-            rows.append([name, str(path), f"{start / rate:.3f}",
-                         f"{(start + len(samples)) / rate:.3f}", event["class"],
-                         f"{event['peak_probability']:.3f}"])
-            saved += 1
-        print(f"{path}: {len(result.get('events', []))} false activation(s)")
-    files.write_csv(table, rows)
+    try:
+        for path in recordings:
+            result = classify_file(classifier, path, events)
+            if result["error"]:
+                print(f"{path}: skipped: {result['error']}")
+                continue
+            tag = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:6]
+            for start, samples, event in fired_windows(path, result, rate, events):
+                name = (f"mined_{file_name_part(Path(path).stem)[:80]}_{tag}_"
+                        f"{start * 1000 // rate:09d}ms.wav")
+                with files.atomic_path(into / name) as tmp:
+                    soundfile.write(tmp, samples, rate, subtype="PCM_16", format="WAV")
+                rows[name] = [name, str(path), f"{start / rate:.3f}",
+                              f"{(start + len(samples)) / rate:.3f}", event["class"],
+                              f"{event['peak_probability']:.3f}"]
+                saved += 1
+            print(f"{path}: {len(result.get('events', []))} false activation(s)")
+    finally:
+        header = ["clip", "recording", "start_s", "end_s", "event_class", "event_peak"]
+        files.write_csv(table, [header, *rows.values()])
     print(f"saved {saved} window(s) that fired to {into}/ (listed in {table}); retrain "
-          "with them: python make_dataset_16k.py && python train_16k.py")
+          "with them: python make_dataset_16k.py && python train_16k.py && "
+          "python model_conv.py")
     return 0
 
 
@@ -397,24 +273,26 @@ def main(argv=None):
     parser = settings.parser_from_constants(globals())
     parser.add_argument("paths", nargs="*", help="audio files or folders (searched recursively)")
     cfg = settings.parse_settings(globals(), argv, parser)
-    classifier = Classifier(cfg.model)
-    events = event_settings(cfg, classifier.labels, classifier.meta.get("calibration"))
+    settings.check_settings(cfg, onset_tolerance_s=settings.between(0, 3600))
+    classifier = Classifier(model_path(cfg.model, cfg.model_dir))
+    events = event_settings(classifier.meta, window_s=cfg.window_s, hop_s=cfg.hop_s,
+                            smooth_windows=cfg.smooth_windows, threshold=cfg.threshold,
+                            thresholds=cfg.thresholds, min_event_s=cfg.min_event_s,
+                            background=cfg.background_classes, source=classifier.path)
     outputs = {"--csv": cfg.csv, "--json": cfg.json, "--timeline": cfg.timeline}
     for option, path in outputs.items():
         if path:
             files.check_writable(option, Path(path).parent)
     if cfg.evaluate:
         files.check_writable("--report_dir", cfg.report_dir)
-    if cfg.evaluate:
-        return evaluate(classifier, cfg.evaluate, events, cfg.report_dir, cfg.json,
-                        Path(cfg.model).name)
+        return evaluate(classifier, cfg.evaluate, events, report_dir=cfg.report_dir,
+                        json_path=cfg.json)
     if cfg.mine:
         files.check_writable("--into", cfg.into)
         return mine(classifier, cfg.mine, events, cfg.into)
     if cfg.evaluate_events:
-        settings.check_settings(cfg, onset_tolerance_s=settings.at_least(0))
         return evaluate_events(classifier, cfg.evaluate_events, events,
-                               cfg.onset_tolerance_s, cfg.json)
+                               tolerance_s=cfg.onset_tolerance_s, json_path=cfg.json)
     if not cfg.paths:
         raise PipelineError("no input: give audio files or folders, --evaluate=DIR or "
                             "--evaluate_events=DIR")
@@ -433,14 +311,14 @@ def main(argv=None):
     if cfg.timeline and timeline:
         from pipeline import plots
         plots.timeline(timeline["_timeline"], classifier.labels, timeline["events"],
-                       timeline["path"], cfg.timeline)
+                       title=timeline["path"], out_png=cfg.timeline)
     elif cfg.timeline:
-        print(f"note: no recording longer than {cfg.window_s} s, so no timeline was drawn")
+        print(f"note: no recording longer than {events.window_s:g} s, so no timeline was drawn")
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     if cfg.csv:
         write_csv(cfg.csv, public, classifier.labels)
     if cfg.json:
-        files.write_json(cfg.json, {"model": str(cfg.model), "labels": classifier.labels,
+        files.write_json(cfg.json, {"model": str(classifier.path), "labels": classifier.labels,
                                     "results": public})
     failed = sum(1 for r in results if r["error"])
     if failed:

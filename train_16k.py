@@ -19,6 +19,7 @@ from pipeline import artifacts, evaluation, files, open_set, settings
 from pipeline.splits import (evaluation_splits, folds_text, held_out_predictions,
                              summarise_splits, train_val_test_split)
 from pipeline.errors import PipelineError, run_script
+from pipeline.inference import EVENT_KEYS, default_events
 from pipeline.quiet import import_tensorflow
 from pipeline.standardisation import fit_standardisation, standardise
 
@@ -46,12 +47,20 @@ OPEN_SET_CLASS = None          # unsure event predictions fall back to this clas
 OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
 SEED = 42                      # same dataset + seed -> same split, model and metrics
 REPLACE_MODEL = False          # allow replacing a model in MODEL_DIR trained on other labels
+# How the model listens to long recordings: stored with it, used by predict.py,
+# calibrate.py and the device header (calibrate.py may replace the last four).
+WINDOW_S = 2.0                 # window length for long recordings, in seconds
+HOP_S = 1.0                    # step between windows, in seconds
+SMOOTH_WINDOWS = 3             # moving average over this many windows
+THRESHOLD = 0.5                # smoothed probability that starts an event
+MIN_EVENT_S = 1.0              # shorter events are dropped
+BACKGROUND_CLASSES = "other"   # classes that never form events (comma-separated)
 
 
 # ----------------------------------------------------------------------------
 # Data checks and leakage-safe splits.
 
-def check_trainable(labels, groups, label_names, min_groups, source):
+def check_trainable(labels, groups, label_names, *, min_groups, source):
     """Raise PipelineError unless every class has at least ``min_groups``
     distinct groups (source recordings) to spread over the splits."""
     if len(label_names) < 2:
@@ -106,7 +115,7 @@ def architecture(cfg, config):
     return kind, units
 
 
-def build_model(n_inputs, n_classes, kind, units, dropout, learning_rate, seed,
+def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, seed,
                 input_shape=None, batch_norm=False):
     """The seed's MLP, or a small CNN on log-mel patches.
 
@@ -170,9 +179,10 @@ def augmented_training_set(data, train, cfg):
         others = [j for j, h in enumerate(groups) if h != g]
         backgrounds.append(paths[rng.choice(others)] if others else None)
     from tqdm import tqdm
-    calls = (joblib.delayed(augment.augmented_rows)(p, b, cfg.augment_copies,
-                                                    cfg.seed * 100003 + i, data["feature_config"],
-                                                    cfg.spec_augment)
+    calls = (joblib.delayed(augment.augmented_rows)(p, b, copies=cfg.augment_copies,
+                                                    seed=cfg.seed * 100003 + i,
+                                                    config=data["feature_config"],
+                                                    spec=cfg.spec_augment)
              for i, (p, b) in enumerate(zip(paths, backgrounds)))
     rows = list(tqdm(joblib.Parallel(n_jobs=cfg.jobs, return_as="generator")(calls),
                      total=len(paths), desc="augmenting", unit="clip", disable=None,
@@ -182,7 +192,7 @@ def augmented_training_set(data, train, cfg):
             np.concatenate([labels, extra_labels]).astype(np.int64))
 
 
-def fit(data, train, val, cfg, progress_desc="training"):
+def fit(data, train, val, cfg, *, progress_desc="training"):
     """Train a fresh model with early stopping on validation loss (best
     weights kept) on the training split, augmented and standardised.
 
@@ -200,8 +210,9 @@ def fit(data, train, val, cfg, progress_desc="training"):
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(x_train.shape[1], n_classes, kind, units, cfg.dropout,
-                        cfg.learning_rate, cfg.seed, config.input_shape, cfg.batch_norm)
+    model = build_model(x_train.shape[1], n_classes, kind, units, dropout=cfg.dropout,
+                        learning_rate=cfg.learning_rate, seed=cfg.seed,
+                        input_shape=config.input_shape, batch_norm=cfg.batch_norm)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True),
                  TqdmCallback(verbose=0, desc=progress_desc, disable=None)]
@@ -218,25 +229,26 @@ def predict_proba(model, x):
     return model.predict(x, verbose=0, batch_size=256)
 
 
-def fit_open_set(model, data, val, scaling, cfg):
+def fit_open_set(model, data, val, *, scaling, cfg):
     """The open-set rule (temperature, minimum probability) from the
     validation split's predictions."""
     probs = predict_proba(model, standardise(data["features"][val], scaling))
     return open_set.fit_rule(probs, data["labels"][val], data["label_names"],
-                             cfg.open_set_class, cfg.open_set_keep)
+                             background=cfg.open_set_class, keep=cfg.open_set_keep)
 
 
-def predict_rows(model, data, rows, scaling, rule=None):
+def predict_rows(model, data, rows, *, scaling, rule=None):
     """Decisions on dataset ``rows``: standardised as ``model`` was trained,
     then the open-set ``rule`` (if any) applied to calibrated probabilities."""
     probs = predict_proba(model, standardise(data["features"][rows], scaling))
     return open_set.apply_rule(probs, rule, data["label_names"])[1]
 
 
-def evaluate_rows(model, data, rows, scaling, rule=None):
+def evaluate_rows(model, data, rows, *, scaling, rule=None):
     """Metrics of ``model`` (with ``rule``) on dataset ``rows``."""
     return evaluation.classification_metrics(data["labels"][rows],
-                                             predict_rows(model, data, rows, scaling, rule),
+                                             predict_rows(model, data, rows, scaling=scaling,
+                                                          rule=rule),
                                              data["label_names"])
 
 
@@ -255,12 +267,14 @@ def fold_plan(folds):
 def cross_validate(data, cfg, plan):
     """Train and test on every split of ``plan``: per split, and pooled over
     all held-out predictions (one macro-F1, per class)."""
-    splits = list(evaluation_splits(data, plan, cfg.val_fraction, cfg.seed))
+    splits = list(evaluation_splits(data, plan, val_fraction=cfg.val_fraction, seed=cfg.seed))
 
-    def predict_split(k, name, train, val, test):
-        model, _, scaling = fit(data, train, val, cfg, progress_desc=f"{name} ({k}/{len(splits)})")
-        return predict_rows(model, data, test, scaling,
-                            fit_open_set(model, data, val, scaling, cfg))
+    def predict_split(k, split):
+        model, _, scaling = fit(data, split.train, split.validation, cfg,
+                                progress_desc=f"{split.name} ({k}/{len(splits)})")
+        return predict_rows(model, data, split.test, scaling=scaling,
+                            rule=fit_open_set(model, data, split.validation, scaling=scaling,
+                                              cfg=cfg))
 
     pooled = held_out_predictions(len(data["labels"]), splits, predict_split)
     result = summarise_splits(data, plan, splits, pooled)
@@ -308,7 +322,7 @@ def load_checked_dataset(cfg):
     architecture(cfg, data["feature_config"])  # bad layer settings fail before any work
     plan = fold_plan(cfg.folds)
     check_trainable(data["labels"], data["groups"], data["label_names"],
-                    max(3, plan if isinstance(plan, int) else 0), cfg.dataset)
+                    min_groups=max(3, plan if isinstance(plan, int) else 0), source=cfg.dataset)
     if plan == "source" and len(set(data["sources"])) < 2:
         raise PipelineError(f"{cfg.dataset}: --folds=source needs clips from at least two "
                             "sources; give the manifest a 'source' column and rebuild the "
@@ -324,20 +338,23 @@ def check_finite_weights(model, learning_rate):
                             f"was not saved. Lower --learning_rate (now {learning_rate}).")
 
 
-def save_model(model_dir, model, data, scaling, rule, split, metrics, cv, history, cfg):
+def save_model(model_dir, model, data, *, scaling, rule, split, metrics, cv, history, events,
+               cfg):
     """The Keras model, labels.txt and the metadata every later stage reads."""
     paths = artifacts.model_paths(model_dir)
     with files.atomic_path(paths["keras"]) as tmp:
         model.save(tmp)
     files.write_text(paths["labels"], "\n".join(data["label_names"]) + "\n")
     settings_used = {k: v for k, v in vars(cfg).items()
-                     if k not in ("dataset", "model_dir", "report_dir", "jobs")
+                     if k not in ("dataset", "model_dir", "report_dir", "jobs", *EVENT_KEYS,
+                                  "background_classes")
                      and not k.startswith("_")}
     meta = {
         "labels": data["label_names"],
         "feature_config": data["feature_config"].to_dict(),
         "input_standardisation": scaling,
         "open_set": rule,
+        "events": events,
         "model_type": architecture(cfg, data["feature_config"])[0],
         "n_inputs": int(data["features"].shape[1]),
         "settings": settings_used,
@@ -352,7 +369,7 @@ def save_model(model_dir, model, data, scaling, rule, split, metrics, cv, histor
     return paths, meta
 
 
-def save_reports(report_dir, metrics, history, label_names, cv):
+def save_reports(report_dir, metrics, *, history, label_names, cv):
     """Confusion matrix, training curves and the classification report; the
     per-fold or per-source table when cross-validation ran."""
     from pipeline import plots
@@ -372,6 +389,9 @@ def main(argv=None):
     cfg = settings.parse_settings(globals(), argv)
     started = time.perf_counter()
     check_settings(cfg)
+    events = default_events(window_s=cfg.window_s, hop_s=cfg.hop_s,
+                            smooth_windows=cfg.smooth_windows, threshold=cfg.threshold,
+                            min_event_s=cfg.min_event_s, background=cfg.background_classes)
     data = load_checked_dataset(cfg)
     files.check_writable("--model_dir", cfg.model_dir)  # before training, not after
     files.check_writable("--report_dir", cfg.report_dir)
@@ -382,17 +402,18 @@ def main(argv=None):
     plan = fold_plan(cfg.folds)
     cv = cross_validate(data, cfg, plan) if plan else None
 
-    train, val, test = train_val_test_split(labels, groups, cfg.test_fraction,
-                                            cfg.val_fraction, cfg.seed)
+    train, val, test = train_val_test_split(labels, groups, test_fraction=cfg.test_fraction,
+                                            val_fraction=cfg.val_fraction, seed=cfg.seed)
     split = {"train": train, "validation": val, "test": test}
     check_split_has_every_class(split, labels, label_names)
     model, history, scaling = fit(data, train, val, cfg)
     check_finite_weights(model, cfg.learning_rate)
-    rule = fit_open_set(model, data, val, scaling, cfg)
-    metrics = evaluate_rows(model, data, test, scaling, rule)
-    paths, meta = save_model(cfg.model_dir, model, data, scaling, rule, split, metrics, cv,
-                             history, cfg)
-    save_reports(cfg.report_dir, metrics, history, label_names, cv)
+    rule = fit_open_set(model, data, val, scaling=scaling, cfg=cfg)
+    metrics = evaluate_rows(model, data, test, scaling=scaling, rule=rule)
+    paths, meta = save_model(cfg.model_dir, model, data, scaling=scaling, rule=rule,
+                             split=split, metrics=metrics, cv=cv, history=history,
+                             events=events, cfg=cfg)
+    save_reports(cfg.report_dir, metrics, history=history, label_names=label_names, cv=cv)
 
     print(f"\nclips: {len(train)} train, {len(val)} validation, {len(test)} test "
           f"({len(set(groups))} groups)")

@@ -74,22 +74,25 @@ def preset_data(found, preset):
     return results, config, ms_per_clip
 
 
-def evaluate_split(data, train, val, test, cfg, seed):
+def evaluate_split(data, split, cfg, *, seed):
     """Train on ``train`` (early stopping and open-set rule on ``val``),
     decide ``test`` as predict.py would, with Keras and with the int8
     model, and with Keras without the open-set rule (the plain argmax).
     Returns {kind: decisions}, int8 size and parameters."""
+    train, val, test = split.train, split.validation, split.test
     started = time.perf_counter()
     model, _, scaling = train_16k.fit(data, train, val, cfg, progress_desc="")
-    rule = train_16k.fit_open_set(model, data, val, scaling, cfg)
+    rule = train_16k.fit_open_set(model, data, val, scaling=scaling, cfg=cfg)
     trained = time.perf_counter()
     x = standardise(data["features"], scaling)
-    blob, _ = model_conv.best_int8(model, x, train, val, model_conv.REPRESENTATIVE_CLIPS,
-                                   model_conv.CALIBRATION_TRIES, seed, rule, data["label_names"])
+    blob, _ = model_conv.best_int8(model, x, train, val,
+                                   n_clips=model_conv.REPRESENTATIVE_CLIPS,
+                                   tries=model_conv.CALIBRATION_TRIES, seed=seed, rule=rule,
+                                   labels=data["label_names"])
     int8_probs = TFLiteModel(blob).predict_proba(x[test])
-    decisions = {"float": train_16k.predict_rows(model, data, test, scaling, rule),
+    decisions = {"float": train_16k.predict_rows(model, data, test, scaling=scaling, rule=rule),
                  "int8": open_set.apply_rule(int8_probs, rule, data["label_names"])[1],
-                 "float_argmax": train_16k.predict_rows(model, data, test, scaling)}
+                 "float_argmax": train_16k.predict_rows(model, data, test, scaling=scaling)}
     timing = f"train {trained - started:.0f} s, int8 {time.perf_counter() - trained:.0f} s"
     return decisions, len(blob), model.count_params(), timing
 
@@ -97,18 +100,18 @@ def evaluate_split(data, train, val, test, cfg, seed):
 def measure_plan(data, cfg, plan, seed):
     """train_16k.py's own splits and summaries for ``plan`` (k folds or
     "source"), float and int8. Returns {kind: summary}, int8 KB, params."""
-    planned = list(splits.evaluation_splits(data, plan, cfg.val_fraction, seed))
+    planned = list(splits.evaluation_splits(data, plan, val_fraction=cfg.val_fraction, seed=seed))
     pooled = {kind: np.zeros(len(data["labels"]), int) for kind in ("int8", "float_argmax")}
     cost = {}
 
-    def predict_split(k, name, train, val, test):
-        decisions, size, params, timing = evaluate_split(data, train, val, test, cfg, seed)
+    def predict_split(k, split):
+        decisions, size, params, timing = evaluate_split(data, split, cfg, seed=seed)
         for kind in pooled:
-            pooled[kind][test] = decisions[kind]
+            pooled[kind][split.test] = decisions[kind]
         cost["kb"], cost["params"] = size / 1024, params
-        f1 = evaluation.classification_metrics(data["labels"][test], decisions["float"],
+        f1 = evaluation.classification_metrics(data["labels"][split.test], decisions["float"],
                                                data["label_names"])["macro_f1"]
-        print(f"  {name}: macro-F1 {f1:.3f} ({timing})", flush=True)
+        print(f"  {split.name}: macro-F1 {f1:.3f} ({timing})", flush=True)
         return decisions["float"]
 
     pooled["float"] = splits.held_out_predictions(len(data["labels"]), planned, predict_split)
@@ -119,7 +122,7 @@ def measure_plan(data, cfg, plan, seed):
     return summaries, cost["kb"], cost["params"]
 
 
-def measure_row(data, cfg, n_folds, seed, loso=True):
+def measure_row(data, cfg, *, n_folds, seed, loso=True):
     """CV (and LOSO when asked and there are sources) macro-F1, float and
     int8; with ``n_folds`` 0, LOSO only."""
     row = {}
@@ -141,7 +144,7 @@ def measure_row(data, cfg, n_folds, seed, loso=True):
     return row
 
 
-def markdown(rows, names, n_clips, n_sources, n_folds):
+def markdown(rows, names, *, n_clips, n_sources, n_folds):
     head = ("| preset + model | CV macro-F1 float | CV macro-F1 int8 | LOSO macro-F1 float "
             "| LOSO int8 | LOSO float, argmax (no open-set rule) | per-class F1 (float) "
             "| feature ms/clip | int8 KB | params |")
@@ -194,8 +197,8 @@ def main():
                 "label_names": names, "paths": [found[i].path for i in usable],
                 "groups": [found[i].group for i in usable],
                 "sources": [found[i].source for i in usable], "feature_config": config}
-        row = measure_row(data, train_settings(cfg.seed, **overrides), cfg.folds, cfg.seed,
-                          cfg.loso)
+        row = measure_row(data, train_settings(cfg.seed, **overrides), n_folds=cfg.folds,
+                          seed=cfg.seed, loso=cfg.loso)
         row["feature_ms"] = ms
         results.append((name, row))
         print(f"[{time.perf_counter() - started:.0f} s] {name}: CV "
@@ -206,7 +209,8 @@ def main():
               f"{row.get('loso_int8', float('nan')):.3f}, agreement "
               f"{row.get('loso_agreement', float('nan')):.3f})", flush=True)
     n_sources = len({found[i].source for i in usable}) if cfg.loso else 0
-    table = markdown(results, names, len(usable), n_sources, cfg.folds)
+    table = markdown(results, names, n_clips=len(usable), n_sources=n_sources,
+                     n_folds=cfg.folds)
     print("\n" + table)
     files.write_text(cfg.out, f"# Accuracy on {cfg.data_dir}\n\n" + table)
     files.write_json(Path(cfg.out).with_suffix(".json"),

@@ -48,8 +48,8 @@ def operation_count(config, window_samples):
     frames = 1 + window_samples // config.hop_length
     mel_weights = 0
     if config.n_mels:
-        basis = features.mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin,
-                                   config.fmax)
+        basis = features.mel_basis(config.sample_rate, config.n_fft, n_mels=config.n_mels,
+                                   fmin=config.fmin, fmax=config.fmax)
         first_last = [np.flatnonzero(b) for b in basis]
         mel_weights = sum(int(b[-1] - b[0] + 1) for b in first_last if b.size)
     trim_frames = 1 + window_samples // config.trim_hop_length if config.trim else 0
@@ -73,8 +73,8 @@ def main():
     tool = build / "features"
     wav = Path(cfg.wav) if cfg.wav else synthetic_recording(build / "rec.wav", cfg.minutes,
                                                             cfg.seed)
-    import predict
-    ev = predict.event_settings(settings.parse_settings(vars(predict), []), meta["labels"])
+    from pipeline.inference import event_settings
+    ev = event_settings(meta)  # the model's window and hop, as the device header has them
     window, hop = int(ev.window_s * config.sample_rate), int(ev.hop_s * config.sample_rate)
 
     windows = [w for _, w in events.stream_windows(features.stream_audio(wav, config.sample_rate),

@@ -74,12 +74,12 @@ def make_clips(folder, data_dir, count, clip_s):
 
 def classify_on_one_core(model, paths):
     """Seconds predict.classify_file takes for ``paths`` on CPU core 0 (after
-    one warm-up clip), with predict.py's default settings."""
+    one warm-up clip), with the model's own event settings."""
     os.sched_setaffinity(0, {0})
     import predict
-    classifier = predict.Classifier(model)
-    cfg = settings.parse_settings(vars(predict), [])
-    events = predict.event_settings(cfg, classifier.labels)
+    from pipeline.inference import Classifier, event_settings
+    classifier = Classifier(model)
+    events = event_settings(classifier.meta)
     predict.classify_file(classifier, paths[0], events)
     start = time.perf_counter()
     for path in paths:

@@ -22,7 +22,7 @@ DATASET_KEYS = ("features", "labels", "label_names", "paths", "groups", "feature
 MODEL_NAME = "model_16k"  # models/model_16k.keras, .json, _int8.tflite, ...
 
 
-def save_dataset(path, feature_matrix, labels, label_names, paths, groups, config,
+def save_dataset(path, feature_matrix, labels, *, label_names, paths, groups, config,
                  sources=None):
     """Write the dataset file that make_dataset_16k.py produces.
 

@@ -86,7 +86,7 @@ def spec_augment(patch, rng):
     return out
 
 
-def augmented_rows(path, background_path, copies, seed, config, spec=False):
+def augmented_rows(path, background_path, *, copies, seed, config, spec=False):
     """Feature vectors of ``copies`` augmented versions of one file.
 
     Parameters

@@ -75,7 +75,7 @@ def smooth(probs, width):
                      for i in range(len(probs))])
 
 
-def find_events(centres, probs, labels, thresholds, min_duration, hop_s, background):
+def find_events(centres, probs, labels, thresholds, *, min_duration, hop_s, background):
     """Runs of windows whose smoothed probability reaches the class threshold.
 
     An event spans from half a hop before its first window's centre to half

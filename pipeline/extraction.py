@@ -116,7 +116,7 @@ def parallel_backend(backend, scheduler, jobs):
             yield -1
 
 
-def extract_all(paths, config, jobs=-1, backend="local", scheduler=None, cache=None,
+def extract_all(paths, config, *, jobs=-1, backend="local", scheduler=None, cache=None,
                 task_clips=16, max_seconds=None):
     """Features for every path, in order, reusing ``cache`` entries.
 

@@ -9,6 +9,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,8 @@ def atomic_path(path):
     untouched.
     """
     path = Path(path)
+    if path.exists() or path.is_symlink():
+        check_regular(path, "output")  # never rename over a device, FIFO or folder
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's process id is in the name, so that a later run can tell
     # the leftovers of a killed writer from a write in progress.
@@ -42,6 +45,19 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def check_regular(path, what):
+    """Raise PipelineError unless ``path`` is a regular file (a device such
+    as /dev/zero, a FIFO or a folder would hang a reader or be replaced by
+    a writer)."""
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise PipelineError(f"{path}: {what} cannot be read ({err.strerror or err})") from None
+    if not stat.S_ISREG(mode):
+        raise PipelineError(f"{path}: {what} is not a regular file; give a file path")
 
 
 def check_writable(option, folder):
@@ -109,8 +125,19 @@ def write_text(path, text):
 
 
 def write_json(path, obj):
-    """Write ``obj`` as indented JSON, atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as indented, standard JSON, atomically: NaN and
+    infinities (which standard JSON lacks) become null."""
+    write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def write_csv(path, rows):

@@ -1,7 +1,8 @@
 """model_16k_frontend.h: everything the device front end (device/) needs to
 compute one model's input, as C99 constants: the feature configuration the
 model was trained with, window and sparse mel filterbank, standardisation,
-input quantisation, and predict.py's window and event settings."""
+input quantisation, and the model's window and event settings (calibrated,
+when calibrate.py stored a choice)."""
 
 import math
 
@@ -18,7 +19,7 @@ def _floats(values):
     return ", ".join(f"{float(v):.9e}f" for v in np.asarray(values, np.float32).ravel())
 
 
-def _array(ctype, name, values, formatter, per_line=8):
+def _array(ctype, name, values, formatter, *, per_line=8):
     items = formatter(values).split(", ")
     rows = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
     return f"static const {ctype} {name}[{len(items)}] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
@@ -36,8 +37,8 @@ def sparse_mel(config):
     """The mel filterbank of features.py as (first bin, bin count, offset)
     per band and the bands' non-zero weights one after the other."""
     import features
-    basis = features.mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin,
-                               config.fmax)
+    basis = features.mel_basis(config.sample_rate, config.n_fft, n_mels=config.n_mels,
+                               fmin=config.fmin, fmax=config.fmax)
     first, count, offset, weights = [], [], [], []
     for band in basis:
         nonzero = np.flatnonzero(band)
@@ -49,7 +50,25 @@ def sparse_mel(config):
     return first, count, offset, np.asarray(weights, np.float32)
 
 
-def frontend_header(config, scaling, input_scale, input_zero_point, labels, events,
+def model_frontend_header(meta, quantisation):
+    """The header's text for a model, from its metadata alone.
+
+    Parameters
+    ----------
+    meta : dict
+        Model metadata (:func:`pipeline.artifacts.load_model_metadata`).
+    quantisation : (float, int)
+        The int8 model's input scale and zero point.
+    """
+    import features
+    from pipeline.inference import event_settings
+    return frontend_header(meta["feature_config"], scaling=meta.get("input_standardisation"),
+                           input_scale=float(quantisation[0]),
+                           input_zero_point=int(quantisation[1]), labels=meta["labels"],
+                           events=event_settings(meta), min_clip_s=features.MIN_CLIP_S)
+
+
+def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, events,
                     min_clip_s):
     """The header's text.
 
@@ -63,7 +82,7 @@ def frontend_header(config, scaling, input_scale, input_zero_point, labels, even
         The int8 input quantisation.
     labels : list of str
     events : pipeline.events.EventSettings
-        predict.py's window and event settings.
+        The model's window and event settings.
     min_clip_s : float
         features.MIN_CLIP_S: shorter audio has no features.
     """
@@ -89,8 +108,8 @@ def frontend_header(config, scaling, input_scale, input_zero_point, labels, even
     parts = [head, '#include "af_events.h"\n#include "af_frontend.h"\n',
              f"#define AF_MODEL_N_FEATURES {n_features}",
              f"#define AF_MODEL_NUM_LABELS {len(labels)}",
-             f"#define AF_MODEL_WINDOW_SAMPLES {window_samples}  /* predict.py's WINDOW_S */",
-             f"#define AF_MODEL_HOP_SAMPLES {hop_samples}  /* predict.py's HOP_S */",
+             f"#define AF_MODEL_WINDOW_SAMPLES {window_samples}  /* the model's window */",
+             f"#define AF_MODEL_HOP_SAMPLES {hop_samples}  /* the model's hop */",
              f"#define AF_MODEL_SCRATCH_BYTES AF_SCRATCH_BYTES({PRESET_CODES[config.preset]}, "
              f"{n_features}, {config.n_fft}, {config.hop_length}, {config.n_mels or 0}, "
              f"AF_MODEL_WINDOW_SAMPLES)\n",
@@ -98,9 +117,9 @@ def frontend_header(config, scaling, input_scale, input_zero_point, labels, even
     mel = "NULL, NULL, NULL, NULL"
     if config.n_mels:
         first, count, offset, weights = sparse_mel(config)
-        parts += [_array("uint16_t", "af_model_mel_first", first, c_int_list, 16),
-                  _array("uint16_t", "af_model_mel_count", count, c_int_list, 16),
-                  _array("uint32_t", "af_model_mel_offset", offset, c_int_list, 16),
+        parts += [_array("uint16_t", "af_model_mel_first", first, c_int_list, per_line=16),
+                  _array("uint16_t", "af_model_mel_count", count, c_int_list, per_line=16),
+                  _array("uint32_t", "af_model_mel_offset", offset, c_int_list, per_line=16),
                   _array("float", "af_model_mel_weights", weights, _floats)]
         mel = "af_model_mel_first, af_model_mel_count, af_model_mel_offset, af_model_mel_weights"
     standardise = "NULL, NULL"

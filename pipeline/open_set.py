@@ -35,7 +35,7 @@ def calibrate(probs, temperature):
     return (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def fit_temperature(probs, labels, low=0.5, high=8.0, steps=60):
+def fit_temperature(probs, labels, *, low=0.5, high=8.0, steps=60):
     """The temperature that minimises the negative log-likelihood of
     ``labels`` (a grid search on a log scale: robust, and enough for one
     number)."""
@@ -46,7 +46,7 @@ def fit_temperature(probs, labels, low=0.5, high=8.0, steps=60):
     return float(grid[int(np.argmin(nll))])
 
 
-def fit_rule(probs, labels, label_names, background, keep):
+def fit_rule(probs, labels, label_names, *, background, keep):
     """The open-set rule from validation predictions.
 
     Parameters

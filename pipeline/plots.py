@@ -58,7 +58,7 @@ def band_profile(feature_matrix, config):
     return np.arange(config.n_mels), profile, "mel band"
 
 
-def class_signatures(feature_matrix, labels, label_names, config, out_png):
+def class_signatures(feature_matrix, labels, label_names, *, config, out_png):
     """Per-class mean band profile (the seed's 'frequency signature').
 
     Returns
@@ -129,7 +129,7 @@ def training_curves(history, out_png):
     save_figure(fig, out_png)
 
 
-def timeline(centres_and_probs, label_names, events, title, out_png):
+def timeline(centres_and_probs, label_names, events, *, title, out_png):
     """Smoothed class probabilities over time with detected events shaded."""
     centres, probs = centres_and_probs
     fig, ax = plt.subplots(figsize=(10, 3.5))

@@ -17,7 +17,9 @@ from types import SimpleNamespace
 from pipeline.errors import PipelineError
 
 _SIMPLE_TYPES = (bool, int, float, str, type(None))
-_CONSTANT_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*=.*?#\s*(.+)$")
+# NAME = value  # comment, or NAME: float = None  # comment (a number, unset by default)
+_CONSTANT_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]*)?=.*?#\s*(.+)$")
+_NUMBER_TYPES = {"int": int, "float": float}
 
 
 def _comments(source_file):
@@ -39,8 +41,21 @@ def _parse_bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _converter(default):
-    """The argparse ``type`` that turns text into a value like ``default``."""
+def _converter(default, annotation=None):
+    """The argparse ``type`` that turns text into a value like ``default``
+    (for a None default annotated ``int`` or ``float``: that number, or
+    "none")."""
+    kind = _NUMBER_TYPES.get(getattr(annotation, "__name__", annotation))
+    if default is None and kind is not None:
+        def optional_number(text):
+            if text.strip().lower() == "none":
+                return None
+            try:
+                return kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected {kind.__name__} or none, got {text!r}") from None
+        return optional_number
     if isinstance(default, bool):
         return _parse_bool
     if isinstance(default, (int, float)):
@@ -76,6 +91,7 @@ def parser_from_constants(module_globals, description=None):
         :func:`parse_settings`.
     """
     comments = _comments(module_globals["__file__"])
+    annotations = module_globals.get("__annotations__", {})
     parser = argparse.ArgumentParser(
         description=description or module_globals.get("__doc__"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -88,7 +104,8 @@ def parser_from_constants(module_globals, description=None):
         option = "--" + name.lower()
         help_text = f"{comments.get(name, '')} (default: {default!r})".strip()
         kwargs = dict(dest=name.lower(), default=default,
-                      type=_converter(default), help=help_text, metavar="VALUE")
+                      type=_converter(default, annotations.get(name)), help=help_text,
+                      metavar="VALUE")
         if isinstance(default, bool):
             # "--demo" alone means --demo=true.
             kwargs.update(nargs="?", const=True)

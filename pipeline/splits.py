@@ -6,9 +6,20 @@ bench/bench_accuracy.py use the same functions, so their figures mean the
 same thing.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from pipeline import evaluation
+
+
+class Split(NamedTuple):
+    """One fold (or one held-out source): row indices of each side."""
+
+    name: str
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
 
 
 def grouped_split(labels, groups, fraction, seed):
@@ -21,7 +32,7 @@ def grouped_split(labels, groups, fraction, seed):
     return kept, held_out
 
 
-def train_val_test_split(labels, groups, test_fraction, val_fraction, seed):
+def train_val_test_split(labels, groups, *, test_fraction, val_fraction, seed):
     """Indices of the train, validation and test splits (grouped, stratified)."""
     labels, groups = np.asarray(labels), np.asarray(groups)
     rest, test = grouped_split(labels, groups, test_fraction, seed)
@@ -29,19 +40,19 @@ def train_val_test_split(labels, groups, test_fraction, val_fraction, seed):
     return rest[train], rest[val], test
 
 
-def cv_splits(labels, groups, folds, val_fraction, seed):
-    """Grouped, stratified k-fold: (name, train, validation, test) indices
+def cv_splits(labels, groups, folds, *, val_fraction, seed):
+    """Grouped, stratified k-fold: a :class:`Split` of indices
     per fold; each fold's remaining groups are split again for early stopping."""
     from sklearn.model_selection import StratifiedGroupKFold
     labels, groups = np.asarray(labels), np.asarray(groups)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for k, (rest, test) in enumerate(splitter.split(labels, labels, groups), start=1):
         inner_train, inner_val = grouped_split(labels[rest], groups[rest], val_fraction, seed)
-        yield f"fold {k}", rest[inner_train], rest[inner_val], test
+        yield Split(f"fold {k}", rest[inner_train], rest[inner_val], test)
 
 
-def source_splits(labels, groups, sources, val_fraction, seed):
-    """Leave one source out: (source, train, validation, test) indices, the
+def source_splits(labels, groups, sources, *, val_fraction, seed):
+    """Leave one source out: a :class:`Split` of indices per source, the
     test being every clip of one source; the other sources' groups are split
     for early stopping. The closest thing to a microphone and room the model
     has never heard."""
@@ -49,22 +60,23 @@ def source_splits(labels, groups, sources, val_fraction, seed):
     for source in sorted(set(sources)):
         test, rest = np.flatnonzero(sources == source), np.flatnonzero(sources != source)
         inner_train, inner_val = grouped_split(labels[rest], groups[rest], val_fraction, seed)
-        yield source, rest[inner_train], rest[inner_val], test
+        yield Split(str(source), rest[inner_train], rest[inner_val], test)
 
 
-def evaluation_splits(data, plan, val_fraction, seed):
+def evaluation_splits(data, plan, *, val_fraction, seed):
     """The splits that --folds asks for."""
     if plan == "source":
-        return source_splits(data["labels"], data["groups"], data["sources"], val_fraction, seed)
-    return cv_splits(data["labels"], data["groups"], plan, val_fraction, seed)
+        return source_splits(data["labels"], data["groups"], data["sources"],
+                             val_fraction=val_fraction, seed=seed)
+    return cv_splits(data["labels"], data["groups"], plan, val_fraction=val_fraction, seed=seed)
 
 
 def held_out_predictions(n_rows, splits, predict_split):
     """Pooled predictions: each split's test rows predicted by
-    ``predict_split(k, name, train, val, test)`` (a model that never saw them)."""
+    ``predict_split(k, split)`` (a model that never saw them; k counts from 1)."""
     pooled = np.zeros(n_rows, int)
-    for k, (name, train, val, test) in enumerate(splits, start=1):
-        pooled[test] = predict_split(k, name, train, val, test)
+    for k, split in enumerate(splits, start=1):
+        pooled[split.test] = predict_split(k, split)
     return pooled
 
 

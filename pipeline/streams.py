@@ -10,7 +10,7 @@ def rms(y):
     return float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) if y.size else 0.0
 
 
-def plan_stream(event_lengths, n_background, seconds, gap_s, sample_rate, seed):
+def plan_stream(event_lengths, n_background, *, seconds, gap_s, sample_rate, seed):
     """Where the events go in one stream, and the background clips' order.
 
     Parameters
@@ -41,7 +41,7 @@ def plan_stream(event_lengths, n_background, seconds, gap_s, sample_rate, seed):
     return events, total, rng.permutation(n_background)
 
 
-def stream_blocks(backgrounds, event_clips, events, total, order, snr_db, block=160000):
+def stream_blocks(backgrounds, event_clips, events, *, total, order, snr_db, block=160000):
     """The stream's samples, ``block`` at a time: background clips end to end
     (in ``order``, repeated), events added at their starts, scaled to
     ``snr_db`` above the background's RMS; clipped to [-1, 1]."""

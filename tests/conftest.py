@@ -10,6 +10,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SR = 16000
+TRAINING_FIXTURES = {"model_dir", "trained", "converted", "model"}  # each trains a model
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that train a model (directly or through a fixture) as
+    ``slow``, so ``pytest -m "not slow"`` is a quick check; CI runs all."""
+    for item in items:
+        if (TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or item.module.__name__ == "test_train"):
+            item.add_marker(pytest.mark.slow)
 
 
 def tone(freq_hz, seconds=1.0, sr=SR, level=0.5, noise=0.01, seed=0):
@@ -82,7 +92,8 @@ def make_feature_dataset(path, per_class=(12, 12, 12), clips_per_group=2, seed=0
     sources = ([f"src{int(g.rsplit('rec', 1)[1]) % n_sources}" for g in groups]
                if n_sources else None)
     artifacts.save_dataset(path, np.array(rows, np.float32), labels,
-                           list(label_names[:len(per_class)]), paths, groups, config, sources)
+                           label_names=list(label_names[:len(per_class)]), paths=paths,
+                           groups=groups, config=config, sources=sources)
     return path
 
 

@@ -47,13 +47,14 @@ def dataset(tmp_path):
 
 def test_augmentation_touches_training_clips_only(dataset, monkeypatch):
     labels, groups = dataset["labels"], dataset["groups"]
-    train, val, test = splits.train_val_test_split(labels, groups, 0.2, 0.2, 42)
+    train, val, test = splits.train_val_test_split(labels, groups, test_fraction=0.2,
+                                                   val_fraction=0.2, seed=42)
     calls = []
     real = augment.augmented_rows
 
-    def spy(path, background, copies, seed, config, spec):
+    def spy(path, background, **kwargs):
         calls.append((path, background))
-        return real(path, background, copies, seed, config, spec)
+        return real(path, background, **kwargs)
 
     monkeypatch.setattr(augment, "augmented_rows", spy)
     cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1", "--augment_copies=2"])
@@ -111,8 +112,9 @@ def test_batch_norm_cnn_converts_to_the_same_int8_ops():
     import model_conv
     from pipeline.tflite_model import TFLiteModel
     config = features.feature_config("logmel_patch")
-    model = train_16k.build_model(config.n_features, 3, "cnn", [4, 4], 0.1, 1e-3, 0,
-                                  config.input_shape, batch_norm=True)
+    model = train_16k.build_model(config.n_features, 3, "cnn", [4, 4], dropout=0.1,
+                                  learning_rate=1e-3, seed=0, input_shape=config.input_shape,
+                                  batch_norm=True)
     assert any("BatchNormalization" in type(layer).__name__ for layer in model.layers)
     calibration = np.random.default_rng(0).normal(size=(20, config.n_features)).astype(np.float32)
     blob = model_conv.convert(model, calibration, int8=True)

@@ -9,8 +9,17 @@ import model_conv
 import predict
 import train_16k
 from conftest import noise, tone, write
-from pipeline import artifacts, settings
+from pipeline import artifacts, inference
 from pipeline.errors import PipelineError
+
+
+def choice(threshold, smooth_windows=1, min_event_s=0.5, window_s=2.0, hop_s=1.0):
+    """A calibration as calibrate.py stores it, for the default window and hop."""
+    import features
+    return {"thresholds": {"alarm": threshold, "water": threshold},
+            "smooth_windows": smooth_windows, "min_event_s": min_event_s,
+            "window_s": window_s, "hop_s": hop_s, "feature_version": features.FEATURE_VERSION,
+            "background": ["other"]}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,8 @@ def test_calibration_meets_the_target_and_is_stored(model, tmp_path):
     assert calibrate.main([f"--model={tflite}", f"--dataset={dataset}",
                            f"--data_dir={tmp / 'clips'}", "--stream_hours=0.1",
                            "--segment_s=120", "--snrs_db=10", "--event_gap_s=10",
-                           "--target_fa_per_hour=20", f"--report_dir={report}"]) == 0
+                           "--target_fa_per_hour=20", f"--report_dir={report}",
+                           "--store=force"]) == 0
     result = json.loads((report / "calibration.json").read_text())
     for label in ("alarm", "water"):
         chosen = result["per_class"][label]
@@ -74,18 +84,14 @@ def test_stored_thresholds_change_predict_defaults(model, tmp_path):
         predict.main([f"--model={tflite}", str(recording), f"--json={out}", *args])
         return json.loads(out.read_text())["results"][0]["events"]
 
-    calibrate.store(tflite, {"thresholds": {"alarm": 0.3, "water": 0.3}, "smooth_windows": 1,
-                             "min_event_s": 0.5})
+    calibrate.store(tflite, choice(0.3))
     assert [e["class"] for e in events_found()] == ["alarm"]
-    calibrate.store(tflite, {"thresholds": {"alarm": 1.0, "water": 1.0}, "smooth_windows": 1,
-                             "min_event_s": 0.5})
+    calibrate.store(tflite, choice(1.0))
     assert events_found() == []                      # the stored thresholds rule by default
     assert [e["class"] for e in events_found("--threshold=0.3")] == ["alarm"]  # flag wins
     assert [e["class"] for e in events_found("--thresholds=alarm=0.3")] == ["alarm"]
-    classifier = predict.Classifier(tflite)
-    cfg = settings.parse_settings(vars(predict), [])
-    assert predict.event_settings(cfg, classifier.labels,
-                                  classifier.meta["calibration"]).thresholds["alarm"] == 1.0
+    classifier = inference.Classifier(tflite)
+    assert inference.event_settings(classifier.meta).thresholds["alarm"] == 1.0
     assert "1.000000000e+00f" in (tflite.parent / "model_16k_frontend.h").read_text()
     artifacts.check_belongs(tflite, artifacts.load_model_metadata(tflite.parent))
 
@@ -115,3 +121,94 @@ def test_labelled_recordings_are_calibrated_on(model, tmp_path):
     assert result["per_class"]["alarm"]["events"] == 1
     assert result["per_class"]["water"]["events"] == 0
     assert (tflite.parent / "model_16k.json").read_bytes() == meta_before  # --store=false
+
+
+def test_thresholds_for_another_window_are_refused(model, tmp_path):
+    """Thresholds chosen for 2 s windows every 1 s do not silently serve 3 s
+    windows: predict.py refuses, unless a threshold is given instead."""
+    tmp, _, tflite = model
+    calibrate.store(tflite, choice(0.4))
+    recording = write(tmp_path / "rec.wav", tone(2600, 8.0))
+    with pytest.raises(PipelineError, match=r"calibrated for 2 s windows every 1 s.*"
+                                            r"calibrate.py --window_s=3 --hop_s=1"):
+        predict.main([f"--model={tflite}", str(recording), "--window_s=3"])
+    assert predict.main([f"--model={tflite}", str(recording), "--window_s=3",
+                         "--threshold=0.5"]) == 0
+    meta = json.loads((tflite.parent / "model_16k.json").read_text())
+    meta["calibration"]["feature_version"] = -1
+    (tflite.parent / "model_16k.json").write_text(json.dumps(meta))
+    with pytest.raises(PipelineError, match=r"feature version -1"):
+        predict.main([f"--model={tflite}", str(recording)])
+    calibrate.store(tflite, choice(0.4))
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda c: c.update(thresholds={"alarm": "high"}), "are not probabilities"),
+    (lambda c: c.update(thresholds=[0.5]), "are not probabilities"),
+    (lambda c: c.pop("window_s"), "lacks window_s"),
+    (lambda c: c.update(smooth_windows=0.5), "smooth_windows=0.5"),
+])
+def test_tampered_calibration_is_a_clear_error(model, tmp_path, tamper, message):
+    _, _, tflite = model
+    calibration = choice(0.4)
+    tamper(calibration)
+    meta_path = tflite.parent / "model_16k.json"
+    before = meta_path.read_text()
+    meta = json.loads(before)
+    meta["calibration"] = calibration
+    meta_path.write_text(json.dumps(meta))
+    try:
+        with pytest.raises(PipelineError, match=message):
+            predict.main([f"--model={tflite}", str(write(tmp_path / "a.wav", tone(2600, 1.0)))])
+    finally:
+        meta_path.write_text(before)
+
+
+def test_too_little_background_is_reported_not_stored(model, tmp_path, capsys):
+    """The demo-sized test split holds seconds of distinct background: the
+    choice is reported, and the model keeps its settings (exit status 1)."""
+    tmp, dataset, tflite = model
+    meta_before = (tflite.parent / "model_16k.json").read_bytes()
+    header_before = (tflite.parent / "model_16k_frontend.h").read_bytes()
+    assert calibrate.main([f"--model={tflite}", f"--data_dir={tmp / 'clips'}",
+                           "--stream_hours=0.05", "--segment_s=60", "--snrs_db=10",
+                           "--event_gap_s=10", "--target_fa_per_hour=20",
+                           f"--report_dir={tmp_path}"]) == 1
+    out = capsys.readouterr().out
+    assert "not stored with the model" in out and "min of distinct background" in out
+    assert "--store=force" in out
+    assert (tflite.parent / "model_16k.json").read_bytes() == meta_before
+    assert (tflite.parent / "model_16k_frontend.h").read_bytes() == header_before
+
+
+def test_event_free_recordings_store_nothing_and_no_nan(model, tmp_path, capsys):
+    """Calibrating on recordings without events gives no recall to choose
+    by: nothing is stored, even with no background minimum, and the report
+    is standard JSON (no NaN)."""
+    _, _, tflite = model
+    folder = tmp_path / "quiet"
+    write(folder / "hum.wav", tone(150, 20.0, level=0.2, noise=0.02))
+    (folder / "hum.txt").write_text("")
+    meta_before = (tflite.parent / "model_16k.json").read_bytes()
+    assert calibrate.main([f"--model={tflite}", f"--recordings={folder}", "--stream_hours=0",
+                           "--min_background_min=0", f"--report_dir={tmp_path / 'r'}"]) == 1
+    assert "no alarm events in the streams" in capsys.readouterr().out
+    assert (tflite.parent / "model_16k.json").read_bytes() == meta_before
+    text = (tmp_path / "r" / "calibration.json").read_text()
+    assert "NaN" not in text
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON: {c}"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stream_hours=1e9"], r"--stream_hours=1000000000.0: expected a number in \[0, 1000\]"),
+    (["--stream_hours=inf"], r"--stream_hours=inf"),
+    (["--segment_s=1e308"], r"--segment_s=1e\+308"),
+    (["--min_event_choices=-5"], r"--min_event_choices='-5'"),
+    (["--smooth_choices=0"], r"--smooth_choices='0'"),
+    (["--store=maybe"], r"--store='maybe': expected true, false or force"),
+    (["--window_s=2", "--hop_s=3"], r"--hop_s=3.0"),
+])
+def test_settings_out_of_range_are_refused_before_work(model, tmp_path, args, message):
+    _, _, tflite = model
+    with pytest.raises(PipelineError, match=message):
+        calibrate.main([f"--model={tflite}", f"--report_dir={tmp_path}", *args])

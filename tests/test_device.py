@@ -16,7 +16,8 @@ import model_conv
 import predict
 import train_16k
 from conftest import ROOT, make_class_folder, noise, tone, write
-from pipeline import artifacts, events, frontend_header, open_set
+from pipeline import artifacts, events, frontend_header, inference, open_set
+from pipeline.standardisation import standardise
 from pipeline.tflite_model import TFLiteModel
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
@@ -42,6 +43,15 @@ def compile_api_test(model_dir, out):
     return out
 
 
+def default_event_settings():
+    """The event settings train_16k.py stores with a model by default."""
+    stored = inference.default_events(
+        window_s=train_16k.WINDOW_S, hop_s=train_16k.HOP_S,
+        smooth_windows=train_16k.SMOOTH_WINDOWS, threshold=train_16k.THRESHOLD,
+        min_event_s=train_16k.MIN_EVENT_S, background=train_16k.BACKGROUND_CLASSES)
+    return inference.event_settings({"labels": list(CLASSES), "events": stored})
+
+
 def header_only(tmp, preset, **changes):
     """A front-end header for ``preset`` without a trained model (no
     standardisation, unit input scale): enough to compare float features."""
@@ -50,9 +60,9 @@ def header_only(tmp, preset, **changes):
         config = features.FeatureConfig.from_dict({**config.to_dict(), **changes})
     folder = tmp / preset
     folder.mkdir(parents=True, exist_ok=True)
-    settings = model_conv.predict_event_settings(list(CLASSES))
     (folder / "model_16k_frontend.h").write_text(frontend_header.frontend_header(
-        config, None, 0.1, 0, list(CLASSES), settings, features.MIN_CLIP_S))
+        config, scaling=None, input_scale=0.1, input_zero_point=0, labels=list(CLASSES),
+        events=default_event_settings(), min_clip_s=features.MIN_CLIP_S))
     return folder, config
 
 
@@ -100,7 +110,7 @@ def c_windows(tool, path, as_float=True):
 def test_c_features_equal_features_py(tmp_path, preset, changes):
     model_dir, config = header_only(tmp_path, preset, **changes)
     tool = build(model_dir, tmp_path / "build")
-    settings = model_conv.predict_event_settings(list(CLASSES))
+    settings = default_event_settings()
     for name, path in write_clips(tmp_path / "clips").items():
         expected = python_windows(path, config, settings.window_s, settings.hop_s)
         got = c_windows(tool, path)
@@ -136,17 +146,16 @@ def trained(tmp_path_factory):
 def test_int8_inputs_equal_predict_py_and_tflm_gives_its_class(trained):
     from tflite_micro.python.tflite_micro import runtime
     tmp, model_dir, tool = trained
-    classifier = predict.Classifier(model_dir / "model_16k_int8.tflite")
+    classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
     tflite = TFLiteModel(model_dir / "model_16k_int8.tflite")
     meta = classifier.meta
     micro = runtime.Interpreter.from_bytes((model_dir / "model_16k_int8.tflite").read_bytes())
-    settings = predict.event_settings(predict.settings.parse_settings(vars(predict), []),
-                                      classifier.labels)
+    settings = inference.event_settings(classifier.meta)
     same = total = 0
     for name, path in write_clips(tmp / "fresh").items():
         rows = python_windows(path, meta["feature_config"], settings.window_s, settings.hop_s)
         expected = [tflite.quantise_input(r) for r in
-                    predict.standardise(np.stack(rows), meta["input_standardisation"])]
+                    standardise(np.stack(rows), meta["input_standardisation"])]
         got = c_windows(tool, path, as_float=False)
         assert len(got) == len(expected), name
         for c, py in zip(got, expected):
@@ -164,16 +173,16 @@ def test_int8_inputs_equal_predict_py_and_tflm_gives_its_class(trained):
 
 def test_c_events_equal_predict_py_events(trained, tmp_path):
     _, model_dir, tool = trained
-    classifier = predict.Classifier(model_dir / "model_16k_int8.tflite")
-    settings = predict.event_settings(predict.settings.parse_settings(vars(predict), []),
-                                      classifier.labels)
+    classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
+    settings = inference.event_settings(classifier.meta)
     parts = [noise(6.0, level=0.05, seed=1, low_hz=1500), tone(2600, 5.0, level=0.4),
              noise(4.0, level=0.3, seed=2, low_hz=1500), tone(700, 3.5, level=0.5, seed=4),
              np.zeros(3 * SR, np.float32), tone(2800, 2.2, level=0.5, seed=6)]
     path = write(tmp_path / "long.wav", int16_clip(np.concatenate(parts)) / 32768.0)
     expected = predict.classify_file(classifier, path, settings)["events"]
-    centres, probs, _, _ = predict.window_probabilities(classifier, path, SR, settings.window_s,
-                                                        settings.hop_s)
+    centres, probs, _, _ = inference.window_probabilities(classifier, path,
+                                                          window_s=settings.window_s,
+                                                          hop_s=settings.hop_s)
     table = tmp_path / "probs.txt"
     table.write_text("".join(f"{float(c)!r} " + " ".join(f"{p:.9g}" for p in row) + "\n"
                              for c, row in zip(centres, probs)))
@@ -199,23 +208,38 @@ def test_c_api_rejects_bad_input_with_error_codes(trained, tmp_path):
     assert "0 failure(s)" in result.stdout and "FAIL" not in result.stdout
 
 
-def test_portable_fft_packs_like_cmsis_dsp(trained, tmp_path):
-    cmsisdsp = pytest.importorskip("cmsisdsp")
-    _, model_dir, _ = trained
+def portable_rfft(model_dir, tmp_path, x):
+    """The device's portable FFT of ``x``, packed as its callers expect."""
     program = compile_api_test(model_dir, tmp_path / "api_test")
-    for n in (64, 512):
-        x = np.random.default_rng(n).normal(size=n).astype(np.float32)
-        result = subprocess.run([str(program), "rfft", str(n)], input="\n".join(str(float(v)) for v in x),
-                                capture_output=True, text=True, check=True)
-        ours = np.array(result.stdout.split(), np.float32)
-        instance = cmsisdsp.arm_rfft_fast_instance_f32()
-        assert cmsisdsp.arm_rfft_fast_init_f32(instance, n) == 0
-        arm = cmsisdsp.arm_rfft_fast_f32(instance, x.copy(), 0)
-        assert np.max(np.abs(ours - arm)) < 1e-4 * np.max(np.abs(arm))
-        exact = np.fft.rfft(x.astype(np.float64))
-        packed = np.concatenate([[exact[0].real, exact[-1].real],
-                                 np.stack([exact[1:-1].real, exact[1:-1].imag], 1).ravel()])
-        assert np.max(np.abs(ours - packed)) < 1e-4 * np.max(np.abs(packed))
+    result = subprocess.run([str(program), "rfft", str(len(x))],
+                            input="\n".join(str(float(v)) for v in x),
+                            capture_output=True, text=True, check=True)
+    return np.array(result.stdout.split(), np.float32)
+
+
+@pytest.mark.parametrize("n", [64, 512])
+def test_portable_fft_packs_like_cmsis_dsp(trained, tmp_path, n):
+    """CMSIS-DSP's arm_rfft_fast_f32 format: [Re 0, Re n/2, Re 1, Im 1, ...]."""
+    x = np.random.default_rng(n).normal(size=n).astype(np.float32)
+    ours = portable_rfft(trained[1], tmp_path, x)
+    exact = np.fft.rfft(x.astype(np.float64))
+    packed = np.concatenate([[exact[0].real, exact[-1].real],
+                             np.stack([exact[1:-1].real, exact[1:-1].imag], 1).ravel()])
+    assert np.max(np.abs(ours - packed)) < 1e-4 * np.max(np.abs(packed))
+
+
+@pytest.mark.parametrize("n", [64, 512])
+def test_portable_fft_equals_arm_cmsis_dsp(trained, tmp_path, n):
+    """The same against Arm's own code, where its Python package is installed."""
+    cmsisdsp = pytest.importorskip(
+        "cmsisdsp", reason="optional: `pip install cmsisdsp` (builds from source, ~2 min) "
+        "compares the device FFT with Arm's own")
+    x = np.random.default_rng(n).normal(size=n).astype(np.float32)
+    ours = portable_rfft(trained[1], tmp_path, x)
+    instance = cmsisdsp.arm_rfft_fast_instance_f32()
+    assert cmsisdsp.arm_rfft_fast_init_f32(instance, n) == 0
+    arm = cmsisdsp.arm_rfft_fast_f32(instance, x.copy(), 0)
+    assert np.max(np.abs(ours - arm)) < 1e-4 * np.max(np.abs(arm))
 
 
 @pytest.mark.parametrize("kind, message", [
@@ -265,7 +289,7 @@ def test_golden_vectors_carry_short_clips_samples(trained, tmp_path):
     for v in with_samples:
         y = np.array(v["samples"], np.float32) / 32768.0
         row = features.features_from_audio(y, meta["feature_config"])
-        q = tflite.quantise_input(predict.standardise(row[None, :],
+        q = tflite.quantise_input(standardise(row[None, :],
                                                       meta["input_standardisation"]))[0]
         assert np.array_equal(q, np.array(v["int8_input"]))
         assert np.array_equal(tflite.run_raw(q), np.array(v["int8_output"]))

@@ -160,8 +160,8 @@ def test_logmel_presets_ignore_level_and_separate_sounds(preset):
 
 
 def mel_band_centres_hz(config):
-    basis = features.mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin,
-                               config.fmax)
+    basis = features.mel_basis(config.sample_rate, config.n_fft, n_mels=config.n_mels,
+                               fmin=config.fmin, fmax=config.fmax)
     return basis.argmax(axis=1) * config.sample_rate / config.n_fft
 
 

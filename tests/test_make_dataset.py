@@ -186,7 +186,7 @@ def test_demo_and_plots_and_help(tmp_path, monkeypatch):
     drawn = {}
     real = plots.class_signatures
     monkeypatch.setattr(plots, "class_signatures",
-                        lambda *args: drawn.update(real(*args)) or drawn)
+                        lambda *args, **kwargs: drawn.update(real(*args, **kwargs)) or drawn)
     dataset = tmp_path / "demo.npz"
     md.main(["--demo", f"--demo_dir={tmp_path / 'demo'}", f"--dataset={dataset}",
              "--plots", f"--report_dir={tmp_path / 'reports'}"])

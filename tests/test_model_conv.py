@@ -53,9 +53,16 @@ def test_agreement_report_and_gate(converted, capsys, monkeypatch):
     assert "int8_tflite" in (tmp / "reports" / "conversion_report.txt").read_text()
     real = model_conv.compare
     monkeypatch.setattr(model_conv, "compare",  # as if int8 disagreed on 3 % of the clips
-                        lambda *a: {**real(*a), "agreement": 0.97})
-    assert model_conv.main(args) == 1
-    assert "on 97.0% of test clips, below --min_agreement=0.98" in capsys.readouterr().out
+                        lambda *a, **k: {**real(*a, **k), "agreement": 0.97})
+    before = {p.name: p.read_bytes() for p in (tmp / "models").iterdir()}
+    report_dir = tmp / "gate_reports"
+    assert model_conv.main([*args, f"--report_dir={report_dir}"]) == 1
+    out = capsys.readouterr().out
+    assert "on 97.0% of test clips, below --min_agreement=0.98" in out
+    assert f"{report_dir / 'confusion_keras_vs_int8.png'}" in out  # where it really is
+    assert (report_dir / "confusion_keras_vs_int8.png").is_file()
+    # a model that failed its gate is never written, so predict.py cannot use it
+    assert {p.name: p.read_bytes() for p in (tmp / "models").iterdir()} == before
 
 
 def test_c_array_matches_tflite_file(converted):
@@ -143,8 +150,8 @@ def test_c_export_escapes_hostile_labels(tmp_path):
     """Labels normally follow the label rule; the export must be safe anyway."""
     labels = ['a"b', "back\\slash", "new\nline #error injected", "tri??/graph", "ok"]
     config = features.feature_config()
-    header = c_export.model_header("model_16k_int8", labels, config, 0.1, -3,
-                                   config.n_features, 4)
+    header = c_export.model_header("model_16k_int8", labels, config, input_scale=0.1,
+                                   input_zero_point=-3, n_inputs=config.n_features, n_bytes=4)
     source = c_export.model_source("model_16k_int8", "model.h", b"\x01\x02\x03\x04")
     check = ('#include "model.h"\n#include <cstring>\n'
              + "".join(f"static_assert(sizeof({c_export.c_string(label)}) == {len(label) + 1});\n"
@@ -157,7 +164,8 @@ def test_c_export_escapes_hostile_labels(tmp_path):
 
 def test_c_array_length_is_part_of_the_declaration(tmp_path):
     config = features.feature_config()
-    header = c_export.model_header("m", ["a", "b"], config, 0.1, 0, config.n_features, 4)
+    header = c_export.model_header("m", ["a", "b"], config, input_scale=0.1, input_zero_point=0,
+                                   n_inputs=config.n_features, n_bytes=4)
     status, _ = compile_cpp(tmp_path, {"model.h": header,
                                        "model.cc": c_export.model_source("m", "model.h", b"1234")})
     assert status == 0
@@ -191,7 +199,7 @@ def test_keras_model_of_another_run_is_refused(converted, tmp_path):
 
 @pytest.mark.parametrize("option, message", [
     ("--min_agreement=1.5", r"--min_agreement=1.5: expected a number in \[0, 1\]"),
-    ("--representative_clips=0", "--representative_clips=0: expected at least 1"),
+    ("--representative_clips=0", r"--representative_clips=0: expected a number in \[1, "),
 ])
 def test_bad_settings_are_refused(converted, tmp_path, option, message):
     tmp, dataset, *_ = converted
@@ -219,7 +227,8 @@ def test_calibration_sets_cover_train_then_validation():
     assert sorted(sets[0]) == list(train)                      # every training clip
     assert sorted(sets[1]) == list(range(50))                  # plus validation
     assert all(len(s) == 20 and set(s) <= set(train) for s in sets[2:])
-    assert len(model_conv.calibration_sets(train, validation, 8, 2, 0)[0]) == 8
+    assert len(model_conv.calibration_sets(train, validation, n_clips=8, tries=2,
+                                           seed=0)[0]) == 8
 
 
 def test_int8_keeps_the_calibration_closest_to_keras(converted):

@@ -36,7 +36,7 @@ def test_rule_keeps_the_asked_share_and_falls_back():
     rng = np.random.default_rng(2)
     labels = np.repeat([0, 1, 2], 100)
     probs = softmax(rng.normal(0, 1, (300, 3)) + 4 * np.eye(3)[labels])
-    rule = open_set.fit_rule(probs, labels, LABELS, "other", keep=0.9)
+    rule = open_set.fit_rule(probs, labels, LABELS, background="other", keep=0.9)
     assert rule["background"] == "other" and 0 < rule["min_probability"] < 1
     calibrated = open_set.calibrate(probs, rule["temperature"])
     decided = open_set.decide(calibrated, rule, LABELS)
@@ -50,7 +50,8 @@ def test_rule_keeps_the_asked_share_and_falls_back():
 
 def test_no_background_class_means_no_fallback():
     probs = softmax(np.random.default_rng(3).normal(0, 1, (30, 3)))
-    rule = open_set.fit_rule(probs, np.arange(30) % 3, ["a", "b", "c"], "other", keep=0.9)
+    rule = open_set.fit_rule(probs, np.arange(30) % 3, ["a", "b", "c"], background="other",
+                             keep=0.9)
     assert rule["background"] is None and rule["min_probability"] == 0.0
 
 

@@ -11,7 +11,7 @@ import make_dataset_16k
 import model_conv
 import predict
 import train_16k
-from pipeline import events
+from pipeline import events, inference
 from pipeline.errors import PipelineError
 from conftest import ROOT, make_class_folder, noise, tone, write
 
@@ -138,10 +138,13 @@ def test_events_and_smoothing_helpers():
     probs = np.array([[0.1], [0.9], [0.9], [0.9], [0.1]])
     assert np.allclose(events.smooth(probs, 3)[:, 0], [0.5, 0.633333, 0.9, 0.633333, 0.5])
     centres = np.arange(5) * 0.5 + 0.5
-    found = events.find_events(centres, probs, ["x"], {"x": 0.5}, 1.0, 0.5, set())
+    found = events.find_events(centres, probs, ["x"], {"x": 0.5}, min_duration=1.0,
+                               hop_s=0.5, background=set())
     assert [(e["start_s"], e["end_s"]) for e in found] == [(0.75, 2.25)]
-    assert events.find_events(centres, probs, ["x"], {"x": 0.5}, 2.0, 0.5, set()) == []
-    assert events.find_events(centres, probs, ["x"], {"x": 0.5}, 1.0, 0.5, {"x"}) == []
+    assert events.find_events(centres, probs, ["x"], {"x": 0.5}, min_duration=2.0,
+                              hop_s=0.5, background=set()) == []
+    assert events.find_events(centres, probs, ["x"], {"x": 0.5}, min_duration=1.0,
+                              hop_s=0.5, background={"x"}) == []
     assert events.window_starts(100, 40, 20) == [0, 20, 40, 60]
     assert events.window_starts(110, 40, 20) == [0, 20, 40, 60, 70]
 
@@ -164,8 +167,8 @@ def test_cnn_with_standardisation_round_trips(model_dir, fresh_clips):
     keras_model = keras.models.load_model(model_dir / "model_16k.keras")
     expected = open_set.calibrate(keras_model.predict(manual[None, :], verbose=0),
                                   meta["open_set"]["temperature"])[0]
-    via_keras = predict.Classifier(model_dir / "model_16k.keras")
-    via_int8 = predict.Classifier(model_dir / "model_16k_int8.tflite")
+    via_keras = inference.Classifier(model_dir / "model_16k.keras")
+    via_int8 = inference.Classifier(model_dir / "model_16k_int8.tflite")
     feats = features.extract_features(clip, meta["feature_config"])
     np.testing.assert_allclose(via_keras.probabilities(feats)[0], expected, atol=1e-5)
     int8 = open_set.calibrate(TFLiteModel(model_dir / "model_16k_int8.tflite").predict_proba(
@@ -280,8 +283,10 @@ def test_metadata_that_does_not_fit_the_model_is_refused(model_dir, tmp_path, fr
 
 @pytest.mark.parametrize("args, message", [
     (["--thresholds=beep=1.5"], r"outside \[0, 1\]"),
-    (["--threshold=-0.1"], r"--threshold=-0.1: expected a number in \[0, 1\]"),
-    (["--smooth_windows=0"], "--smooth_windows=0: expected at least 1"),
+    (["--threshold=-0.1"], r"--threshold=-0.1: expected a probability in \[0, 1\]"),
+    (["--smooth_windows=0"], r"--smooth_windows=0: expected a whole number of windows"),
+    (["--window_s=0"], r"--window_s=0.0: expected a window length"),
+    (["--window_s=2", "--hop_s=3"], r"--hop_s=3.0: expected a step in \(0, window_s\]"),
 ])
 def test_bad_event_settings(model_dir, fresh_clips, args, message):
     with pytest.raises(PipelineError, match=message):
@@ -320,9 +325,9 @@ def test_long_recording_is_streamed_with_the_same_windows(model_dir, tmp_path):
     y = np.concatenate([noise(3.0, seed=4, low_hz=1500, sr=44100),
                         tone(2700.0, 3.7, seed=5, sr=44100)])
     path = write(tmp_path / "rec.wav", np.stack([y, y], axis=1), sr=44100)
-    classifier = predict.Classifier(model_dir / "model_16k_int8.tflite")
-    centres, probs, usable, duration = predict.window_probabilities(classifier, path, 16000,
-                                                                    1.0, 0.5)
+    classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
+    centres, probs, usable, duration = inference.window_probabilities(classifier, path,
+                                                                      window_s=1.0, hop_s=0.5)
     whole = features.load_audio(path, 16000)
     starts = window_starts(whole.size, 16000, 8000)
     expected = np.stack([classifier.probabilities(features.features_from_audio(
@@ -385,12 +390,12 @@ def test_mined_clips_are_exactly_the_windows_that_fired(model_dir, tmp_path):
     into = tmp_path / "clips" / "hiss"
     args = ["--window_s=1.0", "--hop_s=0.5", "--background_classes=hiss"]
     assert run(model_dir, "--mine", household, "--into", into, *args) == 0
-    classifier = predict.Classifier(model_dir / "model_16k_int8.tflite")
-    cfg = predict.settings.parse_settings(vars(predict), args)
-    settings = predict.event_settings(cfg, classifier.labels)
+    classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
+    settings = inference.event_settings(classifier.meta, window_s=1.0, hop_s=0.5,
+                                        background="hiss")
     result = predict.classify_file(classifier, path, settings)
     assert result["events"], "the tone should fire"
-    centres, _, _, _ = predict.window_probabilities(classifier, path, 16000, 1.0, 0.5)
+    centres, _, _, _ = inference.window_probabilities(classifier, path, window_s=1.0, hop_s=0.5)
     expected = [c for c in centres
                 if any(e["start_s"] <= round(c, 3) <= e["end_s"] for e in result["events"])]
     with open(into / "mined.csv", newline="") as fh:
@@ -404,3 +409,90 @@ def test_mined_clips_are_exactly_the_windows_that_fired(model_dir, tmp_path):
         assert rate == 16000 and row["recording"] == str(path)
         assert np.max(np.abs(clip - windows[start])) <= 1 / 32768  # 16-bit of that window
         assert (start + 8000) / 16000 in [round(c, 6) for c in expected]
+
+
+def test_mining_twice_gives_the_same_clips_and_one_row_each(model_dir, tmp_path, capsys):
+    household = tmp_path / "household"
+    write(household / "day.wav", np.concatenate([noise(3.0, seed=1, low_hz=1500),
+                                                 tone(2700.0, 3.0, seed=2)]))
+    into = tmp_path / "mined"
+    args = ["--mine", household, "--into", into, "--window_s=1.0", "--hop_s=0.5",
+            "--background_classes=hiss"]
+    assert run(model_dir, *args) == 0
+    first = (into / "mined.csv").read_text()
+    clips = sorted(p.name for p in into.glob("*.wav"))
+    assert run(model_dir, *args) == 0
+    assert (into / "mined.csv").read_text() == first         # no duplicate rows
+    assert sorted(p.name for p in into.glob("*.wav")) == clips
+    assert len(first.strip().splitlines()) == len(clips) + 1 > 1
+    assert "python model_conv.py" in capsys.readouterr().out  # the whole retrain chain
+
+
+def test_mining_failure_half_way_still_lists_every_saved_clip(model_dir, tmp_path, monkeypatch):
+    """A failure after some clips were written leaves mined.csv listing
+    exactly the clips on disk."""
+    household = tmp_path / "household"
+    for name in ("a", "b"):
+        write(household / f"{name}.wav", np.concatenate([noise(3.0, seed=1, low_hz=1500),
+                                                         tone(2700.0, 3.0, seed=2)]))
+    real = predict.classify_file
+    seen = []
+
+    def fail_on_second(classifier, path, events):
+        seen.append(path)
+        if len(seen) == 2:
+            raise OSError("File name too long")
+        return real(classifier, path, events)
+
+    monkeypatch.setattr(predict, "classify_file", fail_on_second)
+    into = tmp_path / "mined"
+    with pytest.raises(OSError):
+        run(model_dir, "--mine", household, "--into", into, "--window_s=1.0", "--hop_s=0.5",
+            "--background_classes=hiss")
+    with open(into / "mined.csv", newline="") as fh:
+        listed = sorted(row["clip"] for row in csv.DictReader(fh))
+    assert listed == sorted(p.name for p in into.glob("*.wav")) and listed
+
+
+def test_mined_csv_that_is_not_text_is_a_clear_error(model_dir, tmp_path):
+    household = tmp_path / "household"
+    write(household / "day.wav", noise(3.0, seed=1, low_hz=1500))
+    into = tmp_path / "mined"
+    into.mkdir()
+    (into / "mined.csv").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(PipelineError, match=r"mined.csv: not a mined.csv this script wrote"):
+        run(model_dir, "--mine", household, "--into", into)
+
+
+def test_model_dir_finds_the_int8_model(model_dir, fresh_clips, tmp_path):
+    """--model_dir is spelt as in train_16k.py and model_conv.py; --model
+    still names one file."""
+    out = tmp_path / "out.json"
+    assert predict.main([f"--model_dir={model_dir}", str(fresh_clips), f"--json={out}"]) == 0
+    assert json.loads(out.read_text())["model"] == str(model_dir / "model_16k_int8.tflite")
+    with pytest.raises(PipelineError, match=r"nowhere/model_16k_int8.tflite: model not found"):
+        predict.main([f"--model_dir={tmp_path / 'nowhere'}", str(fresh_clips)])
+
+
+def test_event_settings_come_from_the_model(model_dir, tmp_path):
+    """The window, hop and thresholds are the model's (stored by
+    train_16k.py), not predict.py's constants; --help says so."""
+    meta = json.loads((model_dir / "model_16k.json").read_text())
+    assert meta["events"] == {"window_s": train_16k.WINDOW_S, "hop_s": train_16k.HOP_S,
+                              "smooth_windows": train_16k.SMOOTH_WINDOWS,
+                              "threshold": train_16k.THRESHOLD,
+                              "min_event_s": train_16k.MIN_EVENT_S,
+                              "background": [train_16k.BACKGROUND_CLASSES]}
+    other = copy_model(model_dir, tmp_path)
+    edit_meta(other, lambda m: m["events"].update(window_s=1.0, hop_s=0.5))
+    clip = write(tmp_path / "clip.wav", tone(2700.0, 1.5, seed=2))
+    out = tmp_path / "out.json"
+    assert run(model_dir, clip, f"--json={out}") == 0
+    assert "events" not in json.loads(out.read_text())["results"][0]  # one 2 s window
+    assert run(other, clip, f"--json={out}") == 0
+    assert "events" in json.loads(out.read_text())["results"][0]  # 1 s windows: a recording
+    classifier = inference.Classifier(other / "model_16k_int8.tflite")
+    assert inference.event_settings(classifier.meta).window_s == 1.0
+    help_text = subprocess.run([sys.executable, "predict.py", "--help"], capture_output=True,
+                               text=True, cwd=ROOT, check=True).stdout
+    assert "(default: 0.5)" not in help_text and "the model's" in help_text

@@ -91,6 +91,49 @@ def test_every_option_takes_effect(script):
     assert not direct, f"{script}: setting constants read directly, ignoring their option: {direct}"
 
 
+STAGES = SCRIPTS[:5]
+
+
+@pytest.mark.parametrize("script", STAGES)
+def test_no_stage_reads_another_stages_settings(script):
+    """``predict.ONSET_TOLERANCE_S`` read from calibrate.py would be a
+    setting that calibrate.py's command line cannot change: a qualified read
+    of any stage's setting constant fails, as a plain one does."""
+    import ast
+
+    from conftest import ROOT
+    constants = {name.upper() for stage in STAGES for name in script_options(ROOT / stage)}
+    stage_names = {stage.removesuffix(".py") for stage in STAGES}
+    tree = ast.parse((ROOT / script).read_text(encoding="utf-8"))
+    qualified = sorted(f"{node.value.id}.{node.attr} (line {node.lineno})"
+                       for node in ast.walk(tree)
+                       if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                       and node.value.id in stage_names and node.attr in constants)
+    assert not qualified, f"{script}: reads another stage's settings: {qualified}"
+
+
+def test_optional_numbers_parse_and_show_their_default(tmp_path):
+    """``NAME: float = None`` is a number option that is unset by default
+    (e.g. "the model's value"), so --help never shows a default that is not
+    the one used."""
+    import importlib.util
+    path = tmp_path / "script.py"
+    path.write_text('"""demo"""\nTHRESHOLD: float = None  # one threshold; default: the model\'s\n'
+                    'WINDOWS: int = None  # windows; default: the model\'s\n')
+    spec = importlib.util.spec_from_file_location("optional_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = settings.parse_settings(vars(module), [])
+    assert cfg.threshold is None and cfg.windows is None
+    cfg = settings.parse_settings(vars(module), ["--threshold=0.7", "--windows=3"])
+    assert cfg.threshold == 0.7 and cfg.windows == 3 and isinstance(cfg.windows, int)
+    assert settings.parse_settings(vars(module), ["--threshold=none"]).threshold is None
+    with pytest.raises(SystemExit):
+        settings.parse_settings(vars(module), ["--windows=2.5"])
+    help_text = settings.parser_from_constants(vars(module)).format_help()
+    assert "one threshold; default: the model's (default: None)" in help_text
+
+
 def test_parse_list():
     assert settings.parse_list("16, 32,,32", int, "cnn_filters") == [16, 32, 32]
     assert settings.parse_list("", int) == []

@@ -87,7 +87,7 @@ def test_every_cv_split_keeps_groups_apart():
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1, 2], 20)
     groups = np.array([f"g{i // 3}" for i in range(60)])[rng.permutation(60)]
-    folds = list(splits.cv_splits(labels, groups, 4, 0.25, seed=7))
+    folds = list(splits.cv_splits(labels, groups, 4, val_fraction=0.25, seed=7))
     assert len(folds) == 4
     for _, *parts in folds:
         seen = [set(groups[idx]) for idx in parts]
@@ -205,7 +205,7 @@ def test_leave_one_source_out(tmp_path, capsys):
     assert table.startswith("leave-one-source-out") and "src2" in table
     assert "leave-one-source-out: macro-F1 pooled" in capsys.readouterr().out
     for _, train_rows, val_rows, test_rows in splits.source_splits(
-            data["labels"], data["groups"], data["sources"], 0.2, 42):
+            data["labels"], data["groups"], data["sources"], val_fraction=0.2, seed=42):
         held_out = set(np.asarray(data["sources"])[test_rows])
         assert len(held_out) == 1
         assert not held_out & set(np.asarray(data["sources"])[np.concatenate([train_rows, val_rows])])
