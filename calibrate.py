@@ -16,6 +16,7 @@ reports/calibration.{txt,json} and a DET-style plot per class.
 """
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -79,10 +80,16 @@ def evaluation_clips(cfg, classifier):
 _WORKER = {}  # per process: the classifier and the clips' audio, loaded once
 
 
-def segment_probabilities(model, clip_list, events, *, snr_db, seconds, gap_s, seed):
+def segment_probabilities(model, clip_list, events, *, snr_db, seconds, gap_s, seed,
+                          parent_pid=None):
     """One simulated segment: its window centres, class probabilities, the
-    true events [(start_s, end_s, label)] and its length in seconds."""
+    true events [(start_s, end_s, label)] and its length in seconds. In a
+    worker process (``parent_pid``), the worker ends itself when the run's
+    process dies, even by SIGKILL."""
+    from pipeline.extraction import exit_with_parent
     from pipeline.streams import plan_stream, stream_blocks
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     if _WORKER.get("model") != model:
         _WORKER.clear()
         _WORKER.update(model=model, classifier=Classifier(model), audio={})
@@ -115,24 +122,28 @@ def simulated_segments(cfg, clip_list, events, model):
     specs = [(snr, k) for snr in snrs for k in range(n)]
     calls = (joblib.delayed(segment_probabilities)(
         str(model), clip_list, events, snr_db=snr, seconds=seconds, gap_s=cfg.event_gap_s,
-        seed=[cfg.seed, int(round(snr * 10)) + 1000, k]) for snr, k in specs)
-    return list(tqdm(joblib.Parallel(n_jobs=cfg.jobs, return_as="generator")(calls),
+        seed=[cfg.seed, int(round(snr * 10)) + 1000, k], parent_pid=os.getpid())
+        for snr, k in specs)
+    from pipeline.extraction import worker_count
+    workers = worker_count(cfg.jobs, len(specs))
+    return list(tqdm(joblib.Parallel(n_jobs=workers, return_as="generator")(calls),
                      total=len(specs), desc="streams", unit="segment", disable=None,
                      leave=False))
 
 
 def recording_segments(folder, classifier, events):
     """Recordings labelled in Audacity as segments (centres, probs, truth, seconds)."""
-    from pipeline.labels import labelled_recordings
+    from pipeline.labels import labelled_recordings, merge_overlapping, within_recording
     segments = []
     for path, labelled in labelled_recordings(folder, classifier.labels):
-        truth = [(e.start_s, e.end_s, e.label) for e in labelled
-                 if e.label not in events.background]
         try:
             centres, probs, _, seconds = window_probabilities(
                 classifier, path, window_s=events.window_s, hop_s=events.hop_s)
         except features.FeatureError as err:
             raise PipelineError(f"{path}: {err.reason}; fix or remove the recording") from None
+        truth = [(e.start_s, e.end_s, e.label)
+                 for e in merge_overlapping(within_recording(labelled, seconds, path))
+                 if e.label not in events.background]
         segments.append((centres, probs, truth, seconds))
     return segments
 

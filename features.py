@@ -246,6 +246,7 @@ def audio_duration(path):
         If the file cannot be opened as audio; ``err.path`` is the file.
     """
     import soundfile
+    _check_regular(path)
     try:
         info = soundfile.info(path)
     except Exception as err:  # libsndfile's errors vary by format; all mean "cannot decode"
@@ -277,6 +278,7 @@ def load_audio(path, sample_rate, max_seconds=None):
     import soundfile
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    _check_regular(path)
     if max_seconds is not None:
         seconds = audio_duration(path)
         if seconds > max_seconds:
@@ -307,6 +309,7 @@ def stream_audio(path, sample_rate, block_s=10.0):
     """
     import soundfile
     import soxr
+    _check_regular(path)
     try:
         handle = soundfile.SoundFile(path)
     except Exception as err:  # libsndfile's errors vary by format; all mean "cannot decode"
@@ -330,6 +333,19 @@ def stream_audio(path, sample_rate, block_s=10.0):
                 yield mono
             if last:
                 return
+
+
+def _check_regular(path):
+    """FeatureError unless ``path`` is a regular file: a device such as
+    /dev/zero or a FIFO would hang the decoder, never ending the run."""
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing or unreadable: the decoder's error names it
+    if not stat.S_ISREG(mode):
+        raise FeatureError("not a regular file (a device, FIFO or folder); give an audio file",
+                           path)
 
 
 def _unreadable(path, err):

@@ -59,6 +59,19 @@ def list_clips(cfg):
     return found, source
 
 
+def check_one_label_per_audio(found):
+    """Refuse the same audio (by content) under two labels: one of them is
+    wrong, and the model would learn both."""
+    first_of = {}
+    for clip in found:
+        key = extraction.file_key(clip.path)
+        first = first_of.setdefault(key, clip) if key else clip
+        if first.label != clip.label:
+            raise PipelineError(f"{first.path} and {clip.path} hold the same audio but are "
+                                f"labelled {first.label!r} and {clip.label!r}: remove one, or "
+                                "fix its label")
+
+
 def extract(found, config, cfg):
     """One Extracted per clip, through the cache when it is on."""
     store = extraction.cache_path(cfg.dataset)
@@ -139,6 +152,7 @@ def main(argv=None):
         raise PipelineError(f"--features: {err}") from None
     check_outputs(cfg)
     found, source = list_clips(cfg)
+    check_one_label_per_audio(found)
     results = extract(found, config, cfg)
     kept, skipped = keep_usable(found, results, source)
 

@@ -48,6 +48,8 @@ MINE = None                    # folder of recordings with no target events: sav
 INTO = "data/clips/other"      # --mine: where those windows go (WAV clips and mined.csv)
 REPORT_DIR = "reports"         # where --evaluate saves its confusion matrix
 
+_ALL_SILENT = "every window is silent"  # the error of a recording with no sound to classify
+
 
 # ----------------------------------------------------------------------------
 # One file -> one result dict.
@@ -74,7 +76,7 @@ def classify_file(classifier, path, events):
                 classifier, path, window_s=events.window_s, hop_s=events.hop_s)
             result["duration_s"] = round(duration, 3)
             if not usable.any():
-                raise features.FeatureError("every window is silent")
+                raise features.FeatureError(_ALL_SILENT)
             smoothed = smooth(window_probs, events.smooth_windows)
             probs = window_probs[usable].mean(axis=0)
             result["events"] = find_events(centres, smoothed, classifier.labels,
@@ -159,14 +161,17 @@ def evaluate_events(classifier, folder, events, *, tolerance_s, json_path):
     recordings labelled in Audacity (rec.wav + rec.txt). Labels of
     background classes are not events and are ignored."""
     from pipeline.event_metrics import event_scores, match_events
-    from pipeline.labels import labelled_recordings
+    from pipeline.labels import labelled_recordings, merge_overlapping, within_recording
     recordings = labelled_recordings(folder, classifier.labels)
     reference, detected, seconds = [], [], 0.0
     for index, (path, labelled) in enumerate(recordings):
         result = classify_file(classifier, path, events)
-        if result["error"]:
+        if result["error"] in (_ALL_SILENT, "all samples are zero (silence)"):  # no detections
+            result = {"duration_s": features.audio_duration(path), "events": []}
+        elif result["error"]:
             raise PipelineError(f"{path}: {result['error']}")
         seconds += result["duration_s"]
+        labelled = merge_overlapping(within_recording(labelled, result["duration_s"], path))
         reference += [(e.start_s, e.end_s, (index, e.label)) for e in labelled
                       if e.label not in events.background]
         detected += [(e["start_s"], e["end_s"], (index, e["class"]))

@@ -236,6 +236,13 @@ def check_belongs(model_path, meta):
         raise PipelineError(f"{model_path}: not converted from the model that "
                             f"{MODEL_NAME}.json describes (trained again since, or the "
                             "conversion was interrupted). Run `python model_conv.py`.")
+    paths = model_paths(model_path.parent)
+    for role, expected in converted.items():  # the folder is one set: every file it vouches for
+        path = paths.get(role)
+        if path is not None and path.is_file() and file_sha256(path) != expected:
+            raise PipelineError(f"{path}: not the file that {MODEL_NAME}.json describes (an "
+                                "interrupted model_conv.py or calibrate.py run, or edited by "
+                                "hand). Run `python model_conv.py` again.")
 
 
 def load_keras_model(path, meta):

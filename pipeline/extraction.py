@@ -32,7 +32,10 @@ def cache_path(dataset):
 def file_key(path):
     """A hash of the file's bytes (BLAKE2b, 128 bits), or None when it
     cannot be read; bench/bench_dataset.py measures its cost."""
+    import stat
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a device or FIFO: never read (the extraction names it)
         return file_digest(path, hashlib.blake2b(digest_size=16))
     except OSError:
         return None
@@ -49,7 +52,11 @@ def load_cache(path, config, max_seconds=None):
         with np.load(path, allow_pickle=False) as npz:
             if str(npz["config"]) != _cache_identity(config, max_seconds):
                 return {}
-            rows = zip(npz["keys"], npz["features"], npz["durations"], npz["reasons"])
+            keys, vectors = npz["keys"], npz["features"]
+            if (vectors.ndim != 2 or vectors.shape != (len(keys), config.n_features)
+                    or len(npz["durations"]) != len(keys) or len(npz["reasons"]) != len(keys)):
+                return {}  # tampered or damaged: extract again rather than trust it
+            rows = zip(keys, vectors, npz["durations"], npz["reasons"])
             return {str(k): Extracted(None if r else v, float(d), str(r))
                     for k, v, d, r in rows}
     except Exception:  # a missing or damaged cache only costs time
@@ -76,7 +83,15 @@ def save_cache(path, config, entries, max_seconds=None):
 _watchdog_started = False
 
 
-def _exit_with_parent(parent_pid, interval_s=1.0):
+def worker_count(jobs, tasks):
+    """How many worker processes ``jobs`` (-1: one per core) asks for, but
+    never more than there are ``tasks``: --jobs=64 for 12 clips starts 12."""
+    cores = os.cpu_count() or 1
+    wanted = cores + 1 + jobs if jobs < 0 else jobs  # joblib's meaning of negative values
+    return max(1, min(wanted, tasks))
+
+
+def exit_with_parent(parent_pid, interval_s=1.0):
     """In a worker process: exit as soon as ``parent_pid`` is no longer our
     parent (it was killed, even with SIGKILL, and we were re-parented), so
     no worker outlives the run. Started once per process."""
@@ -98,7 +113,7 @@ def _exit_with_parent(parent_pid, interval_s=1.0):
 def extract_task(paths, config, max_seconds, parent_pid):
     """One local parallel task: :func:`features.extract_many`, in a worker
     that ends itself when the run's process dies."""
-    _exit_with_parent(parent_pid)
+    exit_with_parent(parent_pid)
     return features.extract_many(paths, config, max_seconds)
 
 @contextmanager
@@ -150,6 +165,7 @@ def extract_all(paths, config, *, jobs=-1, backend="local", scheduler=None, cach
     if todo:
         import joblib
         from tqdm import tqdm
+        jobs = worker_count(jobs, -(-len(todo) // task_clips)) if backend == "local" else jobs
         with parallel_backend(backend, scheduler, jobs) as n_jobs:
             parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator",
                                        pre_dispatch="2*n_jobs")

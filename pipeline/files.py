@@ -24,11 +24,21 @@ def atomic_path(path):
     The temporary name keeps ``path``'s suffix because some writers (Keras,
     matplotlib) choose the format from it. On any error, including
     KeyboardInterrupt, the temporary file is removed and ``path`` is
-    untouched.
+    untouched. A symbolic link (/dev/stdout) or a path that exists and is
+    not a regular file (a FIFO, a device) is written in place instead:
+    renaming over it would replace the link or device with a file.
     """
     path = Path(path)
-    if path.exists() or path.is_symlink():
-        check_regular(path, "output")  # never rename over a device, FIFO or folder
+    if path.is_dir():
+        raise PipelineError(f"{path}: is a folder; give a file name to write")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        # /dev/stdout (a link), a FIFO, a terminal: written in place, never
+        # renamed over (that would replace the link or device with a file)
+        try:
+            yield str(path)
+        except OSError as err:
+            raise PipelineError(f"{path}: cannot write there ({err.strerror or err})") from None
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's process id is in the name, so that a later run can tell
     # the leftovers of a killed writer from a write in progress.

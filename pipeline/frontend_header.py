@@ -106,6 +106,9 @@ def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, e
     hop_samples = int(round(events.hop_s * config.sample_rate))
     n_features = config.n_features
     parts = [head, '#include "af_events.h"\n#include "af_frontend.h"\n',
+             f"#if AF_EVENTS_MAX_CLASSES < {len(labels)}\n#error \"this model has {len(labels)} "
+             f"classes, more than the event code holds: build with "
+             f"-DAF_EVENTS_MAX_CLASSES={len(labels)}\"\n#endif\n",
              f"#define AF_MODEL_N_FEATURES {n_features}",
              f"#define AF_MODEL_NUM_LABELS {len(labels)}",
              f"#define AF_MODEL_WINDOW_SAMPLES {window_samples}  /* the model's window */",

@@ -65,6 +65,41 @@ def read_audacity_labels(path, labels):
     return events
 
 
+def merge_overlapping(events):
+    """One event per overlapping (or touching) run of labels of one class:
+    three overlapping 'alarm' labels are one alarm, not three.
+
+    Parameters
+    ----------
+    events : list of LabelledEvent
+
+    Returns
+    -------
+    list of LabelledEvent, sorted by start
+    """
+    merged = []
+    for event in sorted(events, key=lambda e: (e.label, e.start_s, e.end_s)):
+        last = merged[-1] if merged else None
+        if last is not None and last.label == event.label and event.start_s <= last.end_s:
+            merged[-1] = last._replace(end_s=max(last.end_s, event.end_s))
+        else:
+            merged.append(event)
+    return sorted(merged, key=lambda e: (e.start_s, e.label))
+
+
+def within_recording(events, duration_s, path):
+    """The events cut to the recording's length; PipelineError for a label
+    that starts after the recording ends (the label file of another
+    recording?), which would otherwise count as a miss."""
+    beyond = [e for e in events if e.start_s >= duration_s]
+    if beyond:
+        raise PipelineError(f"{label_file_for(path)}: a {beyond[0].label!r} label starts at "
+                            f"{beyond[0].start_s:g} s, but {Path(path).name} is only "
+                            f"{duration_s:.2f} s long; is it the label file of another "
+                            "recording?")
+    return [e._replace(end_s=min(e.end_s, duration_s)) for e in events]
+
+
 def label_file_for(audio_path):
     """The label file of a recording: the same name with .txt."""
     return Path(audio_path).with_suffix(".txt")
@@ -73,6 +108,8 @@ def label_file_for(audio_path):
 def recordings_in(folder):
     """The audio files under ``folder``; PipelineError when there are none."""
     from pipeline import clips
+    if not Path(folder).is_dir():
+        raise PipelineError(f"{folder}: no such folder (expected a folder of recordings)")
     recordings = clips.expand_paths([folder])
     if not recordings:
         raise PipelineError(f"{folder}: no recordings (looked for "

@@ -21,6 +21,23 @@ def import_tensorflow():
     return tf
 
 
+def configure_tensorflow(*, threads=None, deterministic=True):
+    """TensorFlow as training needs it: deterministic ops (same seed, same
+    model) and, in a worker process that shares the machine with others,
+    ``threads`` threads. Thread counts can only be set before TensorFlow
+    runs its first op; later calls keep what is set."""
+    tf = import_tensorflow()
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # already initialised in this process
+            pass
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return tf
+
+
 @contextlib.contextmanager
 def silence_native_output(fd=2):
     """Send what C/C++ code writes to ``fd`` (stderr by default) to /dev/null,

@@ -26,7 +26,15 @@ def grouped_split(labels, groups, fraction, seed):
     """Split indices into (kept, held_out): about ``fraction`` of the groups
     held out, stratified by class, no group on both sides."""
     from sklearn.model_selection import StratifiedGroupKFold
-    n_splits = max(2, round(1 / fraction))
+    from pipeline.errors import PipelineError
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    fewest = min(len(set(groups[labels == c])) for c in np.unique(labels))
+    if fewest < 2:
+        raise PipelineError("a class has clips from only one group (source recording), so it "
+                            "cannot sit on both sides of a split: add clips from more recordings")
+    # With few groups per class, hold out one in ``fewest`` rather than one in
+    # 1/fraction: scikit-learn refuses more splits than a class has members.
+    n_splits = min(max(2, round(1 / fraction)), fewest)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     kept, held_out = next(splitter.split(np.zeros(len(labels)), labels, groups))
     return kept, held_out
@@ -71,12 +79,47 @@ def evaluation_splits(data, plan, *, val_fraction, seed):
     return cv_splits(data["labels"], data["groups"], plan, val_fraction=val_fraction, seed=seed)
 
 
-def held_out_predictions(n_rows, splits, predict_split):
+def _in_worker(run_split, k, split, parent_pid):
+    """One split in a worker process: single-threaded, deterministic
+    TensorFlow (small models use about one core each, so two folds side by
+    side train almost twice as fast as one on two cores); the worker ends
+    itself when the run's process dies."""
+    from pipeline.extraction import exit_with_parent
+    from pipeline.quiet import configure_tensorflow
+    exit_with_parent(parent_pid)
+    configure_tensorflow(threads=1)
+    return run_split(k, split)
+
+
+def run_splits(splits, run_split, *, jobs=1):
+    """``run_split(k, split)`` for every split (k counts from 1), in
+    ``jobs`` processes (1: in this one; -1: one per core); yields the
+    results in order, each as soon as it and those before it are done.
+
+    ``run_split`` and what it returns must be picklable when ``jobs`` != 1
+    (a module-level function, or a closure over plain data)."""
+    if jobs == 1:
+        for k, split in enumerate(splits, start=1):
+            yield run_split(k, split)
+        return
+    import os
+
+    import joblib
+
+    from pipeline.extraction import worker_count
+    calls = (joblib.delayed(_in_worker)(run_split, k, split, os.getpid())
+             for k, split in enumerate(splits, start=1))
+    yield from joblib.Parallel(n_jobs=worker_count(jobs, len(splits)),
+                               return_as="generator")(calls)
+
+
+def held_out_predictions(n_rows, splits, predict_split, *, jobs=1):
     """Pooled predictions: each split's test rows predicted by
-    ``predict_split(k, split)`` (a model that never saw them; k counts from 1)."""
+    ``predict_split(k, split)`` (a model that never saw them; k counts from
+    1), ``jobs`` splits at a time (:func:`run_splits`)."""
     pooled = np.zeros(n_rows, int)
-    for k, split in enumerate(splits, start=1):
-        pooled[split.test] = predict_split(k, split)
+    for split, predicted in zip(splits, run_splits(splits, predict_split, jobs=jobs)):
+        pooled[split.test] = predicted
     return pooled
 
 

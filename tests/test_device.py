@@ -315,3 +315,39 @@ def test_output_probabilities_equal_predict_py(trained, tmp_path):
         got = np.array(result.stdout.split(), np.float32)
         expected = open_set.calibrate((q[None, :] + 128) / np.float32(256), temperature)[0]
         assert np.max(np.abs(got - expected)) < 1e-6
+
+
+def test_build_refuses_a_header_the_metadata_does_not_vouch_for(trained, tmp_path):
+    _, model_dir, _ = trained
+    other = tmp_path / "models"
+    shutil.copytree(model_dir, other)
+    with open(other / "model_16k_frontend.h", "a") as fh:
+        fh.write("/* edited */\n")
+    result = subprocess.run(["make", "-s", "-C", str(ROOT / "device"), f"MODEL_DIR={other}",
+                             f"BUILD_DIR={tmp_path / 'b'}"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "is not the header that model_16k.json" in result.stderr
+    assert "python model_conv.py" in result.stderr
+
+
+def test_silent_clip_is_an_error_as_in_predict_py(trained, tmp_path):
+    _, _, tool = trained
+    wav = write(tmp_path / "silent.wav", np.zeros(2 * SR, np.float32))  # exactly one window
+    result = subprocess.run([str(tool), str(wav)], capture_output=True, text=True)
+    assert result.returncode == 1 and "silent" in result.stderr
+
+
+def test_model_with_more_classes_than_the_event_code_fails_to_build(tmp_path):
+    labels = [f"c{i}" for i in range(20)]
+    config = features.feature_config("logmel_patch")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    ev = events.EventSettings(window_s=2.0, hop_s=1.0, smooth_windows=3,
+                              thresholds={x: 0.5 for x in labels}, min_event_s=1.0,
+                              background=frozenset())
+    (folder / "model_16k_frontend.h").write_text(frontend_header.frontend_header(
+        config, scaling=None, input_scale=0.1, input_zero_point=0, labels=labels, events=ev,
+        min_clip_s=features.MIN_CLIP_S))
+    result = subprocess.run(["make", "-s", "-C", str(ROOT / "device"), f"MODEL_DIR={folder}",
+                             f"BUILD_DIR={tmp_path / 'b'}"], capture_output=True, text=True)
+    assert result.returncode != 0 and "-DAF_EVENTS_MAX_CLASSES=20" in result.stderr

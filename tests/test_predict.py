@@ -496,3 +496,44 @@ def test_event_settings_come_from_the_model(model_dir, tmp_path):
     help_text = subprocess.run([sys.executable, "predict.py", "--help"], capture_output=True,
                                text=True, cwd=ROOT, check=True).stdout
     assert "(default: 0.5)" not in help_text and "the model's" in help_text
+
+
+def test_event_evaluation_of_quiet_and_overlapping_recordings(model_dir, tmp_path, capsys):
+    """A silent recording with an empty label file counts its hours and no
+    events (it used to abort the run); three overlapping labels of one class
+    are one event; a missing folder is named as such."""
+    folder = tmp_path / "recs"
+    write(folder / "quiet.wav", np.zeros(5 * 16000, np.float32))
+    (folder / "quiet.txt").write_text("")
+    write(folder / "beeps.wav", np.concatenate([noise(3.0, seed=1, low_hz=1500),
+                                                tone(2700.0, 4.0, seed=2)]))
+    (folder / "beeps.txt").write_text("3.0\t5.0\ttone\n3.5\t6.0\ttone\n4.0\t7.0\ttone\n")
+    out = tmp_path / "events.json"
+    assert run(model_dir, "--evaluate_events", folder, "--json", out,
+               "--background_classes=hiss") == 0
+    scores = json.loads(out.read_text())
+    tone_counts = scores["per_class"]["tone"]
+    assert tone_counts["true_positives"] + tone_counts["false_negatives"] == 1  # one event
+    assert scores["hours"] == pytest.approx(12.0 / 3600, rel=1e-3)
+    with pytest.raises(PipelineError, match="nowhere: no such folder"):
+        run(model_dir, "--evaluate_events", tmp_path / "nowhere")
+
+
+def test_fifo_input_is_an_error_line_not_a_hang(model_dir, tmp_path, capsys):
+    import os
+    fifo = tmp_path / "stream.wav"
+    os.mkfifo(fifo)
+    assert run(model_dir, fifo) == 1
+    assert "not a regular file" in capsys.readouterr().out
+
+
+def test_model_folder_is_one_set(model_dir, tmp_path, fresh_clips):
+    """A front-end header that the metadata does not vouch for (a run killed
+    between writing it and the metadata) makes the folder unusable until it
+    is converted again."""
+    other = copy_model(model_dir, tmp_path)
+    with open(other / "model_16k_frontend.h", "a") as fh:
+        fh.write("/* edited */\n")
+    with pytest.raises(PipelineError, match=r"model_16k_frontend.h: not the file that "
+                                            r"model_16k.json describes.*model_conv.py"):
+        run(other, fresh_clips)

@@ -49,25 +49,31 @@ typedef struct {
 } af_events;
 
 /* AF_OK, AF_ERR_NULL, or AF_ERR_ARGUMENT (too many classes, smoothing
- * wider than AF_EVENTS_MAX_SMOOTH, a threshold outside [0, 1]). */
+ * wider than AF_EVENTS_MAX_SMOOTH, a threshold outside [0, 1]). The header
+ * generator refuses models with more than AF_EVENTS_MAX_CLASSES classes. */
 int af_events_init(af_events* events, const af_event_config* config);
 void af_events_reset(af_events* events);
 
 /* One window's class probabilities (all 0 for a window without features,
- * as predict.py does) and its centre in seconds. Events that ended are
- * written to ``out`` (room for ``max_out``; AF_ERR_BUFFER if too few, with
- * n_classes always enough); *n_out: how many. */
+ * as predict.py does; each in [0, 1], else AF_ERR_ARGUMENT) and its centre
+ * in seconds. Events that ended are written to ``out``; *n_out: how many.
+ * ``max_out`` must be at least n_classes (one window ends at most one event
+ * per class); with less, AF_ERR_BUFFER, *n_out = the room needed, and
+ * nothing is consumed: push the same window again. No event is ever lost. */
 int af_events_push(af_events* events, const float* probs, double centre_s, af_event* out,
                    size_t max_out, size_t* n_out);
 
-/* End of the recording: the events still open. Room for n_classes * (w / 2 + 1)
- * events is always enough. */
+/* End of the recording: the events still open. With room for fewer than
+ * there are, AF_ERR_BUFFER, *n_out = the room needed, and nothing changes:
+ * finish again with that much room. n_classes * (w / 2 + 2) is always
+ * enough. */
 int af_events_finish(af_events* events, af_event* out, size_t max_out, size_t* n_out);
 
 /* The class probabilities predict.py works with, from the model's int8
  * output: dequantised, then calibrated at the open-set temperature of the
  * model header (kTemperature; 1 = unchanged): softmax(log(max(p, 1e-7)) / T).
- * ``scale`` and ``zero_point`` are the output tensor's. */
+ * ``scale`` and ``zero_point`` are the output tensor's; a scale or
+ * temperature that is not positive and finite is AF_ERR_ARGUMENT. */
 int af_output_probabilities(const int8_t* output, int n_classes, float scale, int zero_point,
                             float temperature, float* probs);
 

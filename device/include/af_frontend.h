@@ -89,12 +89,13 @@ size_t af_scratch_bytes(const af_model* model, size_t max_samples);
 
 /* Features (before standardisation) of one clip of n int16 samples.
  * out: n_features floats. scratch: af_scratch_bytes(model, n) bytes,
- * aligned to 8 bytes. Returns AF_OK or an error code. */
+ * aligned to 8 bytes (else AF_ERR_ARGUMENT). Returns AF_OK or an error code. */
 int af_features(const af_model* model, const int16_t* samples, size_t n,
                 af_rfft_fn rfft, void* rfft_context, void* scratch, size_t scratch_bytes,
                 float* out, size_t out_len);
 
-/* Standardise features and quantise them to the model's int8 input. */
+/* Standardise features and quantise them to the model's int8 input; a
+ * feature that is NaN or infinite is AF_ERR_ARGUMENT (nothing written). */
 int af_quantise(const af_model* model, const float* features, size_t n, int8_t* out,
                 size_t out_len);
 

@@ -28,8 +28,10 @@ void af_events_reset(af_events* events) {
   events->config = config;
 }
 
-/* A run of class c ended at the window before: keep it if long enough. */
-static int close_run(af_events* e, int c, af_event* out, size_t max_out, size_t* n_out) {
+/* A run of class c ended at the window before: keep it if long enough.
+ * Every kept event is counted in *n_out; it is written only while there is
+ * room (the callers check the room first, so in practice always). */
+static void close_run(af_events* e, int c, af_event* out, size_t max_out, size_t* n_out) {
   const double half_hop = e->config->hop_s / 2;
   const double start = e->run_first_centre[c] - half_hop;
   af_event event;
@@ -39,16 +41,15 @@ static int close_run(af_events* e, int c, af_event* out, size_t max_out, size_t*
   event.peak_probability = e->run_peak[c];
   event.mean_probability = e->run_sum[c] / (float)e->run_windows[c];
   e->in_run[c] = 0;
-  if (event.end_s - event.start_s < e->config->min_event_s) return AF_OK;
-  if (*n_out >= max_out) return AF_ERR_BUFFER;
-  out[(*n_out)++] = event;
-  return AF_OK;
+  if (event.end_s - event.start_s < e->config->min_event_s) return;
+  if (*n_out < max_out) out[*n_out] = event;
+  *n_out += 1;
 }
 
 /* Smooth window i (its neighbours up to ``last`` are in the ring) and
  * extend or close each class's run. */
-static int look_at(af_events* e, uint64_t i, uint64_t last, af_event* out, size_t max_out,
-                   size_t* n_out) {
+static void look_at(af_events* e, uint64_t i, uint64_t last, af_event* out, size_t max_out,
+                    size_t* n_out) {
   const af_event_config* k = e->config;
   const uint64_t half = (uint64_t)(k->smooth_windows / 2);
   const uint64_t lo = i > half ? i - half : 0, hi = i + half < last ? i + half : last;
@@ -70,13 +71,48 @@ static int look_at(af_events* e, uint64_t i, uint64_t last, af_event* out, size_
       e->run_sum[c] += smoothed;
       e->run_windows[c] += 1;
     } else if (e->in_run[c]) {
-      const int status = close_run(e, c, out, max_out, n_out);
-      if (status != AF_OK) return status;
+      close_run(e, c, out, max_out, n_out);
     }
   }
   e->last_centre = e->centres[slot];
   e->smoothed = i + 1;
-  return AF_OK;
+}
+
+/* How many events finishing would give, without changing the state: only
+ * which runs are open, where they started and the last centre matter. */
+static size_t events_to_finish(const af_events* e) {
+  const af_event_config* k = e->config;
+  const uint64_t half = (uint64_t)(k->smooth_windows / 2), last = e->pushed - 1;
+  int open[AF_EVENTS_MAX_CLASSES];
+  double first[AF_EVENTS_MAX_CLASSES], last_centre = e->last_centre;
+  size_t count = 0;
+  for (int c = 0; c < k->n_classes; ++c) {
+    open[c] = e->in_run[c];
+    first[c] = e->run_first_centre[c];
+  }
+  for (uint64_t i = e->smoothed; i <= last + 1; ++i) {  /* i = last + 1: the final close */
+    const double centre = i <= last ? e->centres[i % AF_EVENTS_MAX_SMOOTH] : 0.0;
+    for (int c = 0; c < k->n_classes; ++c) {
+      int above = 0;
+      if (i <= last && !k->background[c]) {
+        const uint64_t lo = i > half ? i - half : 0, hi = i + half < last ? i + half : last;
+        float sum = e->probs[lo % AF_EVENTS_MAX_SMOOTH][c];
+        for (uint64_t j = lo + 1; j <= hi; ++j) sum += e->probs[j % AF_EVENTS_MAX_SMOOTH][c];
+        above = (float)((double)sum / (double)(hi - lo + 1)) >= k->thresholds[c];
+      }
+      if (above && !open[c]) {
+        open[c] = 1;
+        first[c] = centre;
+      } else if (!above && open[c]) {
+        const double start = first[c] - k->hop_s / 2;
+        const double length = last_centre + k->hop_s / 2 - (start > 0.0 ? start : 0.0);
+        count += length >= k->min_event_s;
+        open[c] = 0;
+      }
+    }
+    if (i <= last) last_centre = centre;
+  }
+  return count;
 }
 
 int af_events_push(af_events* events, const float* probs, double centre_s, af_event* out,
@@ -85,13 +121,22 @@ int af_events_push(af_events* events, const float* probs, double centre_s, af_ev
       (out == NULL && max_out > 0))
     return AF_ERR_NULL;
   *n_out = 0;
+  for (int c = 0; c < events->config->n_classes; ++c)
+    if (!(probs[c] >= 0.0f && probs[c] <= 1.0f)) return AF_ERR_ARGUMENT;  /* NaN too */
+  /* One window closes at most one run per class: with less room than
+   * that, nothing is consumed (the caller pushes the window again). */
+  if (max_out < (size_t)events->config->n_classes) {
+    *n_out = (size_t)events->config->n_classes;
+    return AF_ERR_BUFFER;
+  }
   const size_t slot = (size_t)(events->pushed % AF_EVENTS_MAX_SMOOTH);
   memcpy(events->probs[slot], probs, sizeof(float) * (size_t)events->config->n_classes);
   events->centres[slot] = centre_s;
   const uint64_t half = (uint64_t)(events->config->smooth_windows / 2);
   events->pushed += 1;
   if (events->pushed <= half) return AF_OK;
-  return look_at(events, events->pushed - 1 - half, events->pushed - 1, out, max_out, n_out);
+  look_at(events, events->pushed - 1 - half, events->pushed - 1, out, max_out, n_out);
+  return AF_OK;
 }
 
 int af_events_finish(af_events* events, af_event* out, size_t max_out, size_t* n_out) {
@@ -99,16 +144,15 @@ int af_events_finish(af_events* events, af_event* out, size_t max_out, size_t* n
     return AF_ERR_NULL;
   *n_out = 0;
   if (events->pushed == 0) return AF_OK;
-  while (events->smoothed < events->pushed) {
-    const int status = look_at(events, events->smoothed, events->pushed - 1, out, max_out, n_out);
-    if (status != AF_OK) return status;
+  const size_t needed = events_to_finish(events);
+  if (needed > max_out) {  /* nothing is lost: the caller finishes again with more room */
+    *n_out = needed;
+    return AF_ERR_BUFFER;
   }
-  for (int c = 0; c < events->config->n_classes; ++c) {
-    if (events->in_run[c]) {
-      const int status = close_run(events, c, out, max_out, n_out);
-      if (status != AF_OK) return status;
-    }
-  }
+  while (events->smoothed < events->pushed)
+    look_at(events, events->smoothed, events->pushed - 1, out, max_out, n_out);
+  for (int c = 0; c < events->config->n_classes; ++c)
+    if (events->in_run[c]) close_run(events, c, out, max_out, n_out);
   events->pushed = events->smoothed = 0;  /* ready for the next recording */
   return AF_OK;
 }
@@ -117,7 +161,7 @@ int af_output_probabilities(const int8_t* output, int n_classes, float scale, in
                             float temperature, float* probs) {
   if (output == NULL || probs == NULL) return AF_ERR_NULL;
   if (n_classes < 1 || n_classes > AF_EVENTS_MAX_CLASSES || !(temperature > 0.0f) ||
-      !(scale > 0.0f))
+      !(scale > 0.0f) || !isfinite(temperature) || !isfinite(scale))
     return AF_ERR_ARGUMENT;
   double logits[AF_EVENTS_MAX_CLASSES], top = -INFINITY, sum = 0.0;
   for (int c = 0; c < n_classes; ++c) {  /* pipeline/open_set.py's calibrate, in float64 */

@@ -291,6 +291,7 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
   }
   const size_t len = end - first, frames = stft_frames(m, len);
   scratch_layout s;
+  if (((uintptr_t)scratch & 7u) != 0) return AF_ERR_ARGUMENT;  /* doubles live in it */
   if (layout(m, frames, NULL, &s) > scratch_bytes) return AF_ERR_BUFFER;
   layout(m, frames, (char*)scratch, &s);
   const int bins = m->n_fft / 2 + 1;
@@ -357,6 +358,8 @@ int af_quantise(const af_model* model, const float* features, size_t n, int8_t* 
   if (model == NULL || features == NULL || out == NULL) return AF_ERR_NULL;
   if (n != (size_t)model->n_features) return AF_ERR_ARGUMENT;
   if (out_len < n) return AF_ERR_BUFFER;
+  for (size_t i = 0; i < n; ++i)  /* NaN or infinity has no int8 value: refuse, write nothing */
+    if (!isfinite(features[i])) return AF_ERR_ARGUMENT;
   for (size_t i = 0; i < n; ++i) {
     float x = features[i];
     if (model->feature_mean != NULL) x = (x - model->feature_mean[i]) / model->feature_std[i];
@@ -443,7 +446,7 @@ int af_stream_window(af_stream* stream, af_rfft_fn rfft, void* rfft_context, voi
   const size_t first_piece = offset + len <= stream->ring_len ? len : stream->ring_len - offset;
   const samples_view view = {stream->ring + offset, first_piece, stream->ring, len - first_piece};
   if (start != NULL) *start = stream->ready_start;
-  if (centre_s != NULL) *centre_s = ((double)stream->ready_start + len / 2.0) / m->sample_rate;
+  if (centre_s != NULL) *centre_s = ((double)stream->ready_start + (double)len / 2.0) / m->sample_rate;
   const float* result;
   int status = features_of_view(m, &view, len, rfft, rfft_context, scratch, scratch_bytes, &result);
   if (status == AF_OK) {

@@ -27,6 +27,39 @@ static int16_t ring[AF_MODEL_WINDOW_SAMPLES];
 static float features[AF_MODEL_N_FEATURES];
 static int8_t input[AF_MODEL_N_FEATURES];
 
+/* Every class in a run, then a window with too little room for the events
+ * it ends: the events wait, and come out of the next call with room. */
+static void check_events_are_never_lost(void) {
+  enum { N = AF_MODEL_NUM_LABELS };
+  float thresholds[N], high[N], low[N];
+  uint8_t background[N];
+  for (int c = 0; c < N; ++c) {
+    thresholds[c] = 0.5f;
+    background[c] = 0;
+    high[c] = 1.0f;
+    low[c] = 0.0f;
+  }
+  af_event_config config = af_model_events;
+  config.thresholds = thresholds;
+  config.background = background;
+  config.smooth_windows = 1;
+  config.min_event_s = 0.0;
+  af_events e;
+  af_event out[N];
+  size_t n = 0;
+  expect("events: init", af_events_init(&e, &config), AF_OK);
+  expect("events: run starts", af_events_push(&e, high, 0.5, out, N, &n), AF_OK);
+  expect("events: window ending every run, no room", af_events_push(&e, low, 1.5, out, 0, &n), AF_ERR_BUFFER);
+  expect("events: the room it needs", (int)n, N);
+  expect("events: the same window with room", af_events_push(&e, low, 1.5, out, N, &n), AF_OK);
+  expect("events: every class's event came out", (int)n, N);
+  expect("events: another run", af_events_push(&e, high, 2.5, out, N, &n), AF_OK);
+  expect("events: finish without room", af_events_finish(&e, out, 1, &n), N > 1 ? AF_ERR_BUFFER : AF_OK);
+  expect("events: finish says how much room", (int)n, N);
+  expect("events: finish with room", af_events_finish(&e, out, N, &n), AF_OK);
+  expect("events: the open runs came out", (int)n, N);
+}
+
 static int all_finite(const float* x, int n) {
   for (int i = 0; i < n; ++i)
     if (!isfinite(x[i])) return 0;
@@ -132,12 +165,20 @@ int main(int argc, char** argv) {
   size_t n_out;
   const float probs[AF_MODEL_NUM_LABELS] = {0};
   expect("events push: NULL probabilities", af_events_push(&events, NULL, 1.0, NULL, 0, &n_out), AF_ERR_NULL);
-  expect("events push", af_events_push(&events, probs, 1.0, NULL, 0, &n_out), AF_OK);
+  af_event room[AF_MODEL_NUM_LABELS];
+  expect("events push: no room", af_events_push(&events, probs, 1.0, NULL, 0, &n_out), AF_ERR_BUFFER);
+  expect("events push: no room says how much", (int)n_out, AF_MODEL_NUM_LABELS);
+  expect("events push", af_events_push(&events, probs, 1.0, room, AF_MODEL_NUM_LABELS, &n_out), AF_OK);
+  const float nan_probs[AF_MODEL_NUM_LABELS] = {NAN};
+  expect("events push: NaN probability", af_events_push(&events, nan_probs, 2.0, room, AF_MODEL_NUM_LABELS, &n_out), AF_ERR_ARGUMENT);
+  check_events_are_never_lost();
 
   float p3[3];
   const int8_t q3[3] = {-128, 0, 127};
   expect("output probabilities: NULL", af_output_probabilities(NULL, 3, 1.0f / 256, -128, 1.0f, p3), AF_ERR_NULL);
   expect("output probabilities: temperature 0", af_output_probabilities(q3, 3, 1.0f / 256, -128, 0.0f, p3), AF_ERR_ARGUMENT);
+  expect("output probabilities: infinite scale", af_output_probabilities(q3, 3, INFINITY, -128, 1.0f, p3), AF_ERR_ARGUMENT);
+  expect("output probabilities: infinite temperature", af_output_probabilities(q3, 3, 1.0f / 256, -128, INFINITY, p3), AF_ERR_ARGUMENT);
   printf("sizeof(af_stream) %zu, sizeof(af_events) %zu, sizeof(af_rfft_instance) %zu\n",
          sizeof(af_stream), sizeof(af_events), sizeof(af_rfft_instance));
   printf("%d failure(s)\n", failures);

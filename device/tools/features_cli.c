@@ -60,7 +60,8 @@ static void print_window(int mode) {
 }
 
 /* Returns 0 (printed), or 1 after a message when the only window has no features. */
-static int emit_window(af_stream* stream, const char* path, int mode, int* windows) {
+static int emit_window(af_stream* stream, const char* path, int mode, int* windows,
+                       int* silent) {
   const double started = now();
   const int status = af_stream_window(stream, af_rfft, &fft, scratch, sizeof scratch, input,
                                       sizeof input, mode == PRINT_FLOAT ? features : NULL,
@@ -79,6 +80,7 @@ static int emit_window(af_stream* stream, const char* path, int mode, int* windo
     fprintf(stderr, "%s: %s\n", path, reason(status));
     return 1;
   }
+  *silent += 1;
   if (mode != PRINT_NOTHING) putchar('\n');
   return 0;
 }
@@ -109,14 +111,15 @@ static int run_features(const char* path, int mode) {
   }
   int16_t block[1000];  /* an odd block size: windows complete mid-block */
   size_t got;
-  int windows = 0, failed = 0;
+  int windows = 0, silent = 0, failed = 0;
   while (!failed && (got = wav_read(&wav, block, 1000)) > 0) {
     size_t offset = 0;
     while (offset < got && !failed) {
       size_t used;
       status = af_stream_push(&stream, block + offset, got - offset, &used);
       offset += used;
-      if (status == AF_WINDOW_READY) failed = emit_window(&stream, path, mode, &windows);
+      if (status == AF_WINDOW_READY)
+        failed = emit_window(&stream, path, mode, &windows, &silent);
     }
   }
   if (!failed && wav.error) {
@@ -130,7 +133,12 @@ static int run_features(const char* path, int mode) {
     fprintf(stderr, "%s: no audio samples\n", path);
     return 1;
   }
-  if (status == AF_WINDOW_READY && emit_window(&stream, path, mode, &windows) != 0) return 1;
+  if (status == AF_WINDOW_READY && emit_window(&stream, path, mode, &windows, &silent) != 0)
+    return 1;
+  if (windows > 0 && silent == windows) {  /* as predict.py: nothing in it to classify */
+    fprintf(stderr, "%s: every window is silent\n", path);
+    return 1;
+  }
   if (mode == PRINT_NOTHING)
     printf("windows %d, front end %.3f s, %.1f us per window\n", windows, seconds_in_front_end,
            1e6 * seconds_in_front_end / (windows ? windows : 1));
@@ -181,13 +189,13 @@ static int run_events(const char* path) {
     }
     status = af_events_push(&events, probs, centre, found + n_found,
                             sizeof found / sizeof found[0] - n_found, &n_new);
-    n_found += n_new;
+    if (status == AF_OK) n_found += n_new;  /* on an error, n_new is the room needed */
   }
   fclose(file);
   if (status == AF_OK) {
     status = af_events_finish(&events, found + n_found, sizeof found / sizeof found[0] - n_found,
                               &n_new);
-    n_found += n_new;
+    if (status == AF_OK) n_found += n_new;
   }
   if (status != AF_OK) {
     fprintf(stderr, "%s: too many events\n", path);

@@ -1,0 +1,152 @@
+"""Bad input, special files and misuse that need no trained model: each ends
+in a clear message (or is handled), never a hang, a traceback or a
+changed device node. (Cases that need a model live beside their stage's
+tests: test_predict.py, test_calibrate.py, test_model_conv.py.)"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import make_dataset_16k
+import train_16k
+from conftest import ROOT, make_class_folder, tone, write
+from pipeline import artifacts, extraction, files, labels, splits
+from pipeline.errors import PipelineError
+
+
+def test_outputs_that_are_not_regular_files_are_written_in_place(tmp_path):
+    """A FIFO or a link (as /dev/stdout is) is written through, never
+    renamed over; a folder is refused with a message."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    files.write_text(fifo, "through the pipe\n")
+    assert reader.communicate(timeout=10)[0] == "through the pipe\n"
+    assert fifo.exists() and not fifo.is_file()  # still a FIFO
+    target = tmp_path / "real.csv"
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    files.write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    with pytest.raises(PipelineError, match="is a folder"):
+        files.write_text(tmp_path, "x")
+
+
+def test_predict_csv_to_stdout_keeps_dev_stdout(tmp_path):
+    """`--csv=/dev/stdout` prints the table and leaves /dev/stdout a link."""
+    before = os.lstat("/dev/stdout")
+    result = subprocess.run([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, '.'); from pipeline import files; "
+        "files.write_csv('/dev/stdout', [['a', 'b'], [1, 2]])")], cwd=ROOT,
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.splitlines() == ["a,b", "1,2"]
+    after = os.lstat("/dev/stdout")
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+
+
+def test_special_files_among_clips_are_skipped_not_read(tmp_path):
+    """A FIFO in a class folder would hang any reader: it is passed over, and
+    a manifest row naming /dev/zero is skipped with the reason."""
+    folder = make_class_folder(tmp_path / "clips", per_class=4)
+    os.mkfifo(folder / "hiss" / "stuck.wav")
+    dataset = tmp_path / "ds.npz"
+    result = subprocess.run([sys.executable, "make_dataset_16k.py", f"--data_dir={folder}",
+                             f"--dataset={dataset}", "--jobs=1"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert ": 8 clips" in result.stdout  # the FIFO is not a clip: passed over, never opened
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,group\n/dev/zero,hiss,z\n" + "".join(
+        f"{p},{p.parent.name},{p.stem}\n" for p in sorted(folder.glob("*/*.wav")) if p.is_file()))
+    result = subprocess.run([sys.executable, "make_dataset_16k.py", f"--manifest={manifest}",
+                             f"--dataset={dataset}", "--jobs=1"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "/dev/zero: not a regular file" in result.stdout
+
+
+def test_same_audio_under_two_labels_is_refused(tmp_path):
+    folder = make_class_folder(tmp_path / "clips", per_class=4)
+    (folder / "tone" / "copy.wav").write_bytes((folder / "hiss" / "hiss_0.wav").read_bytes())
+    with pytest.raises(PipelineError, match=r"hold the same audio but are labelled 'hiss' and "
+                                            r"'tone'"):
+        make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={tmp_path / 'ds.npz'}",
+                               "--jobs=1"])
+
+
+def test_tampered_feature_cache_is_not_trusted(tmp_path):
+    """Rows of the wrong width in the cache are extracted again, not written
+    into the dataset."""
+    folder = make_class_folder(tmp_path / "clips", per_class=4)
+    dataset = tmp_path / "ds.npz"
+    args = [f"--data_dir={folder}", f"--dataset={dataset}", "--jobs=1"]
+    make_dataset_16k.main(args)
+    expected = artifacts.load_dataset(dataset)["features"]
+    cache = extraction.cache_path(dataset)
+    with np.load(cache, allow_pickle=False) as npz:
+        parts = {k: npz[k] for k in npz.files}
+    parts["features"] = parts["features"][:, :100]
+    files.write_npz(cache, **parts)
+    make_dataset_16k.main(args)
+    np.testing.assert_array_equal(artifacts.load_dataset(dataset)["features"], expected)
+
+
+def test_small_classes_train_without_a_traceback(tmp_path):
+    """Four clips per class (each its own recording) pass the 3-group check,
+    so the splits must work too: fewer splits, not scikit-learn's ValueError."""
+    folder = make_class_folder(tmp_path / "clips", per_class=4)
+    dataset = tmp_path / "ds.npz"
+    make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={dataset}", "--jobs=1"])
+    data = artifacts.load_dataset(dataset)
+    train, val, test = splits.train_val_test_split(data["labels"], data["groups"],
+                                                   test_fraction=0.2, val_fraction=0.2, seed=1)
+    assert len(test) and len(val) and len(train)
+    assert not set(train) & set(test) and not set(val) & set(test)
+    with pytest.raises(PipelineError, match="only one group"):
+        splits.grouped_split(np.array([0, 0, 1, 1]), np.array(["a", "a", "b", "c"]), 0.2, 0)
+
+
+def test_worker_count_never_exceeds_the_tasks():
+    assert extraction.worker_count(64, 12) == 12
+    assert extraction.worker_count(-1, 1) == 1
+    assert extraction.worker_count(-1, 1000) == (os.cpu_count() or 1)
+    assert extraction.worker_count(2, 1000) == 2
+
+
+def test_label_files_beyond_the_recording_or_overlapping(tmp_path):
+    events = [labels.LabelledEvent(0.0, 2.0, "alarm"), labels.LabelledEvent(1.0, 3.0, "alarm"),
+              labels.LabelledEvent(2.5, 4.0, "alarm"), labels.LabelledEvent(1.0, 2.0, "water")]
+    merged = labels.merge_overlapping(events)
+    assert merged == [labels.LabelledEvent(0.0, 4.0, "alarm"),
+                      labels.LabelledEvent(1.0, 2.0, "water")]
+    cut = labels.within_recording([labels.LabelledEvent(1.0, 9.0, "alarm")], 5.0,
+                                  tmp_path / "rec.wav")
+    assert cut == [labels.LabelledEvent(1.0, 5.0, "alarm")]
+    with pytest.raises(PipelineError, match=r"rec.txt: a 'alarm' label starts at 6 s, but "
+                                            r"rec.wav is only 5.00 s long"):
+        labels.within_recording([labels.LabelledEvent(6.0, 7.0, "alarm")], 5.0,
+                                tmp_path / "rec.wav")
+    with pytest.raises(PipelineError, match="nonexistent: no such folder"):
+        labels.recordings_in(tmp_path / "nonexistent")
+
+
+def test_device_and_fifo_inputs_do_not_hang_the_readers(tmp_path):
+    import features
+    fifo = tmp_path / "clip.wav"
+    os.mkfifo(fifo)
+    for read in (lambda p: features.load_audio(p, 16000), features.audio_duration,
+                 lambda p: next(features.stream_audio(p, 16000))):
+        with pytest.raises(features.FeatureError, match="not a regular file"):
+            read(fifo)
+    assert extraction.file_key(fifo) is None and extraction.file_key("/dev/zero") is None
+    write(tmp_path / "ok.wav", tone(440.0, 0.5))
+    assert extraction.file_key(tmp_path / "ok.wav") is not None
+
+
+def test_train_settings_have_event_ranges(tmp_path):
+    with pytest.raises(PipelineError, match=r"--hop_s=3.0: expected a step"):
+        train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", "--hop_s=3"])
