@@ -38,11 +38,18 @@ TEST_FRACTION = 0.2            # share of groups held out for the final test
 VAL_FRACTION = 0.2             # share of the remaining groups used for early stopping
 FOLDS = "0"                    # "5": grouped 5-fold CV first; "source": leave one source out; "0": none
 CLASS_WEIGHTS = True           # weight classes by inverse frequency in the training split
-AUGMENT = True                 # add augmented copies of training clips (re-reads their audio)
+AUGMENT = True                 # add augmented copies of training clips (re-reads their audio once)
 AUGMENT_COPIES = 2             # augmented copies per training clip
+AUGMENT_POOL = 4               # copies made (and cached) per clip; each run draws AUGMENT_COPIES
+IR_DIR = None                  # folder of microphone impulse responses (WAV) to convolve copies with
+IR_PROBABILITY = 0.7           # share of copies heard through a random microphone of IR_DIR
+ROOM_PROBABILITY = 0.0         # share of copies in a synthetic reverberant room
 SPEC_AUGMENT = False           # copies of log-mel patches also get random band EQ and masks
+FREQ_MIXSTYLE = 0.0            # share of copies whose per-band mean and spread mix with another clip's
+MIXSTYLE_ALPHA = 0.3           # Freq-MixStyle: Beta(alpha, alpha) mixing weight
+MIXUP = 0.0                    # mixup: Beta(alpha, alpha) of copies with other training rows; 0 = off
 BATCH_NORM = False             # CNN: batch normalisation after each convolution
-JOBS = -1                      # processes for augmentation (-1 = all cores)
+JOBS = -1                      # processes for augmentation and cross-validation folds (-1 = all cores)
 OPEN_SET_CLASS = None          # unsure event predictions fall back to this class, e.g. "other"
 OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
 SEED = 42                      # same dataset + seed -> same split, model and metrics
@@ -149,52 +156,57 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
                keras.layers.Dense(n_classes, activation="softmax")]
     model = keras.Sequential(layers)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                  loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
-def augmented_training_set(data, train, cfg):
-    """The training rows plus AUGMENT_COPIES augmented copies of each training
-    clip (same label; backgrounds come from other training groups only).
+def augmentation_pool(data, cfg):
+    """Every clip's AUGMENT_POOL augmented copies (cached beside the
+    dataset), or None without augmentation. Made once per run and shared by
+    every fold."""
+    if not cfg.augment or cfg.augment_copies < 1:
+        return None
+    from pipeline import copies
+    return copies.all_copies(data, pool=cfg.augment_pool, dataset=cfg.dataset,
+                             spec=cfg.spec_augment, ir_dir=cfg.ir_dir,
+                             ir_probability=cfg.ir_probability,
+                             room_probability=cfg.room_probability, jobs=cfg.jobs)
+
+
+def augmented_training_set(data, train, cfg, pool):
+    """The training rows plus up to AUGMENT_COPIES copies of each training
+    clip from ``pool`` (only copies whose background partner is a training
+    clip too), then Freq-MixStyle and mixup as asked.
 
     Returns
     -------
-    x, labels : np.ndarray
+    x : np.ndarray, shape (n, n_features)
+    y : np.ndarray, shape (n, classes): one-hot, or mixed by mixup
     """
-    x, labels = data["features"][train], data["labels"][train]
-    if not cfg.augment or cfg.augment_copies < 1:
-        return x, labels
-    import joblib
-
     from pipeline import augment
-    paths = [data["paths"][i] for i in train]
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise PipelineError(f"augmentation re-reads the training clips, but {len(missing)} are "
-                            f"missing (first: {missing[0]}). Restore them, or pass --augment=false")
-    groups = [data["groups"][i] for i in train]
-    rng = np.random.default_rng(cfg.seed)
-    backgrounds = []
-    for g in groups:
-        others = [j for j, h in enumerate(groups) if h != g]
-        backgrounds.append(paths[rng.choice(others)] if others else None)
-    from tqdm import tqdm
-    calls = (joblib.delayed(augment.augmented_rows)(p, b, copies=cfg.augment_copies,
-                                                    seed=cfg.seed * 100003 + i,
-                                                    config=data["feature_config"],
-                                                    spec=cfg.spec_augment)
-             for i, (p, b) in enumerate(zip(paths, backgrounds)))
-    rows = list(tqdm(joblib.Parallel(n_jobs=cfg.jobs, return_as="generator")(calls),
-                     total=len(paths), desc="augmenting", unit="clip", disable=None,
-                     leave=False))
-    extra_labels = np.concatenate([np.full(len(r), y) for r, y in zip(rows, labels)])
-    return (np.concatenate([x, *rows]).astype(np.float32),
-            np.concatenate([labels, extra_labels]).astype(np.int64))
+    x, labels = data["features"][train], data["labels"][train]
+    n_classes = len(data["label_names"])
+    if pool is not None:
+        from pipeline.copies import training_copies
+        extra, of = training_copies(*pool, train, copies=cfg.augment_copies, seed=cfg.seed)
+        rng = np.random.default_rng(cfg.seed + 1)
+        if cfg.freq_mixstyle > 0 and data["feature_config"].input_shape:
+            extra = augment.freq_mixstyle(extra, data["feature_config"].input_shape, rng,
+                                          probability=cfg.freq_mixstyle,
+                                          alpha=cfg.mixstyle_alpha)
+        x = np.concatenate([x, extra]).astype(np.float32)
+        labels = np.concatenate([labels, data["labels"][of]])
+    y = np.eye(n_classes, dtype=np.float32)[labels]
+    if cfg.mixup > 0 and pool is not None:
+        rng = np.random.default_rng(cfg.seed + 2)
+        x, y = augment.mixup(x, y, rng, first=len(train), alpha=cfg.mixup)
+    return x, y
 
 
-def fit(data, train, val, cfg, *, progress_desc="training"):
+def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
     """Train a fresh model with early stopping on validation loss (best
-    weights kept) on the training split, augmented and standardised.
+    weights kept) on the training split, augmented (copies from ``pool``,
+    :func:`augmentation_pool`) and standardised.
 
     Returns
     -------
@@ -205,7 +217,7 @@ def fit(data, train, val, cfg, *, progress_desc="training"):
     config = data["feature_config"]
     n_classes = len(data["label_names"])
     kind, units = architecture(cfg, config)
-    x_train, y_train = augmented_training_set(data, train, cfg)
+    x_train, y_train = augmented_training_set(data, train, cfg, pool)
     scaling = fit_standardisation(x_train, config)
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
@@ -217,9 +229,11 @@ def fit(data, train, val, cfg, *, progress_desc="training"):
                                                restore_best_weights=True),
                  TqdmCallback(verbose=0, desc=progress_desc, disable=None)]
     history = model.fit(
-        x_train, y_train, validation_data=(x_val, data["labels"][val]),
+        x_train, y_train,
+        validation_data=(x_val, np.eye(n_classes, dtype=np.float32)[data["labels"][val]]),
         epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
-        class_weight=class_weights(y_train, n_classes) if cfg.class_weights else None,
+        class_weight=class_weights(y_train.argmax(axis=1), n_classes) if cfg.class_weights
+        else None,
         callbacks=callbacks)
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, scaling
 
@@ -264,19 +278,20 @@ def fold_plan(folds):
                         "or 'source' (leave one source out)")
 
 
-def cross_validate(data, cfg, plan):
-    """Train and test on every split of ``plan``: per split, and pooled over
-    all held-out predictions (one macro-F1, per class)."""
+def cross_validate(data, cfg, plan, pool):
+    """Train and test on every split of ``plan`` (copies from ``pool``): per
+    split, and pooled over all held-out predictions (one macro-F1, per
+    class)."""
     splits = list(evaluation_splits(data, plan, val_fraction=cfg.val_fraction, seed=cfg.seed))
 
     def predict_split(k, split):
-        model, _, scaling = fit(data, split.train, split.validation, cfg,
+        model, _, scaling = fit(data, split.train, split.validation, cfg, pool=pool,
                                 progress_desc=f"{split.name} ({k}/{len(splits)})")
         return predict_rows(model, data, split.test, scaling=scaling,
                             rule=fit_open_set(model, data, split.validation, scaling=scaling,
                                               cfg=cfg))
 
-    pooled = held_out_predictions(len(data["labels"]), splits, predict_split)
+    pooled = held_out_predictions(len(data["labels"]), splits, predict_split, jobs=cfg.jobs)
     result = summarise_splits(data, plan, splits, pooled)
     print(folds_text(result), end="")
     return result
@@ -400,13 +415,14 @@ def main(argv=None):
     tf.config.experimental.enable_op_determinism()  # same seed -> same metrics
 
     plan = fold_plan(cfg.folds)
-    cv = cross_validate(data, cfg, plan) if plan else None
+    pool = augmentation_pool(data, cfg)  # every fold uses the same cached copies
+    cv = cross_validate(data, cfg, plan, pool) if plan else None
 
     train, val, test = train_val_test_split(labels, groups, test_fraction=cfg.test_fraction,
                                             val_fraction=cfg.val_fraction, seed=cfg.seed)
     split = {"train": train, "validation": val, "test": test}
     check_split_has_every_class(split, labels, label_names)
-    model, history, scaling = fit(data, train, val, cfg)
+    model, history, scaling = fit(data, train, val, cfg, pool=pool)
     check_finite_weights(model, cfg.learning_rate)
     rule = fit_open_set(model, data, val, scaling=scaling, cfg=cfg)
     metrics = evaluate_rows(model, data, test, scaling=scaling, rule=rule)

@@ -28,7 +28,7 @@ import features  # noqa: E402
 import model_conv  # noqa: E402
 import train_16k  # noqa: E402
 from pipeline import clips, evaluation, extraction, files, open_set, settings, splits  # noqa: E402
-from pipeline.quiet import import_tensorflow  # noqa: E402
+from pipeline.quiet import configure_tensorflow  # noqa: E402
 from pipeline.standardisation import standardise  # noqa: E402
 from pipeline.tflite_model import TFLiteModel  # noqa: E402
 
@@ -38,6 +38,10 @@ ROWS = ""                      # comma-separated row numbers of CANDIDATES (defa
 FOLDS = 5                      # grouped, stratified cross-validation folds (0: LOSO only)
 LOSO = True                    # also leave one source out (when the manifest has sources)
 SEED = 42                      # folds, calibration clips and training
+INT8 = True                    # also convert every fold's model to int8 (off: float only, faster)
+IR_DIR = None                  # microphone impulse responses (WAV folder) for the DIR rows
+CACHE_DIR = "reports/cache"    # features' augmented copies, computed once per setting
+JOBS = -1                      # folds trained side by side, one process each (-1 = one per core)
 
 # (row name, feature preset, train_16k overrides)
 CANDIDATES = [
@@ -50,13 +54,31 @@ CANDIDATES = [
      {"model": "cnn", "batch_norm": True, "spec_augment": True}),
     ("logmel patch + CNN + augmentation (the default: patience 15)", "logmel_patch",
      {"model": "cnn"}),
+    ("default + DIR (microphone responses, p 0.7)", "logmel_patch",
+     {"model": "cnn", "ir_dir": "IR_DIR"}),
+    ("default + Freq-MixStyle (p 0.7)", "logmel_patch", {"model": "cnn", "freq_mixstyle": 0.7}),
+    ("default + synthetic rooms (p 0.5)", "logmel_patch",
+     {"model": "cnn", "room_probability": 0.5}),
+    ("default + mixup (alpha 0.3)", "logmel_patch", {"model": "cnn", "mixup": 0.3}),
+    ("default + DIR + Freq-MixStyle", "logmel_patch",
+     {"model": "cnn", "ir_dir": "IR_DIR", "freq_mixstyle": 0.7}),
+    ("default + DIR + synthetic rooms", "logmel_patch",
+     {"model": "cnn", "ir_dir": "IR_DIR", "room_probability": 0.5}),
 ]
 
 
-def train_settings(seed, **overrides):
-    """train_16k.py's defaults, as its main() would see them, plus overrides."""
+def train_settings(seed, *, cache, ir_folder=None, **overrides):
+    """train_16k.py's defaults, as its main() would see them, plus overrides;
+    ``cache`` stands for the dataset file (augmented copies are cached beside
+    it) and the value "IR_DIR" of an override becomes ``ir_folder``."""
     cfg = settings.parse_settings(vars(train_16k), [f"--seed={seed}"])
+    cfg.dataset = str(cache)
     for key, value in overrides.items():
+        if value == "IR_DIR":
+            if not ir_folder:
+                raise SystemExit("this row convolves with microphone responses: pass "
+                                 "--ir_dir=FOLDER (e.g. ../shared/datasets/mic_irs)")
+            value = ir_folder
         setattr(cfg, key, value)
     return cfg
 
@@ -74,69 +96,89 @@ def preset_data(found, preset):
     return results, config, ms_per_clip
 
 
-def evaluate_split(data, split, cfg, *, seed):
-    """Train on ``train`` (early stopping and open-set rule on ``val``),
-    decide ``test`` as predict.py would, with Keras and with the int8
-    model, and with Keras without the open-set rule (the plain argmax).
-    Returns {kind: decisions}, int8 size and parameters."""
+def evaluate_split(data, split, cfg, *, seed, pool, int8):
+    """Train on ``train`` (early stopping and open-set rule on ``val``;
+    augmented copies from ``pool``), decide ``test`` as predict.py would,
+    with Keras, with the int8 model when ``int8``, and with Keras without
+    the open-set rule (the plain argmax). Returns {kind: decisions}, int8
+    size (0 without int8) and parameters."""
     train, val, test = split.train, split.validation, split.test
     started = time.perf_counter()
-    model, _, scaling = train_16k.fit(data, train, val, cfg, progress_desc="")
+    model, history, scaling = train_16k.fit(data, train, val, cfg, pool=pool, progress_desc="")
     rule = train_16k.fit_open_set(model, data, val, scaling=scaling, cfg=cfg)
     trained = time.perf_counter()
-    x = standardise(data["features"], scaling)
-    blob, _ = model_conv.best_int8(model, x, train, val,
-                                   n_clips=model_conv.REPRESENTATIVE_CLIPS,
-                                   tries=model_conv.CALIBRATION_TRIES, seed=seed, rule=rule,
-                                   labels=data["label_names"])
-    int8_probs = TFLiteModel(blob).predict_proba(x[test])
     decisions = {"float": train_16k.predict_rows(model, data, test, scaling=scaling, rule=rule),
-                 "int8": open_set.apply_rule(int8_probs, rule, data["label_names"])[1],
                  "float_argmax": train_16k.predict_rows(model, data, test, scaling=scaling)}
-    timing = f"train {trained - started:.0f} s, int8 {time.perf_counter() - trained:.0f} s"
-    return decisions, len(blob), model.count_params(), timing
+    size = 0
+    if int8:
+        x = standardise(data["features"], scaling)
+        blob, _ = model_conv.best_int8(model, x, train, val,
+                                       n_clips=model_conv.REPRESENTATIVE_CLIPS,
+                                       tries=model_conv.CALIBRATION_TRIES, seed=seed, rule=rule,
+                                       labels=data["label_names"])
+        int8_probs = TFLiteModel(blob).predict_proba(x[test])
+        decisions["int8"] = open_set.apply_rule(int8_probs, rule, data["label_names"])[1]
+        size = len(blob)
+    timing = (f"train {trained - started:.0f} s ({len(history['loss'])} epochs), "
+              f"int8 {time.perf_counter() - trained:.0f} s")
+    return decisions, size, model.count_params(), timing
 
 
-def measure_plan(data, cfg, plan, seed):
+def measure_plan(data, cfg, plan, *, seed, pool, int8, jobs):
     """train_16k.py's own splits and summaries for ``plan`` (k folds or
     "source"), float and int8. Returns {kind: summary}, int8 KB, params."""
     planned = list(splits.evaluation_splits(data, plan, val_fraction=cfg.val_fraction, seed=seed))
-    pooled = {kind: np.zeros(len(data["labels"]), int) for kind in ("int8", "float_argmax")}
+    kinds = ("int8", "float_argmax") if int8 else ("float_argmax",)
+    pooled = {kind: np.zeros(len(data["labels"]), int) for kind in kinds}
     cost = {}
 
-    def predict_split(k, split):
-        decisions, size, params, timing = evaluate_split(data, split, cfg, seed=seed)
+    def run_split(k, split):
+        return evaluate_split(data, split, cfg, seed=seed, pool=pool, int8=int8)
+
+    pooled["float"] = np.zeros(len(data["labels"]), int)
+    for split, (decisions, size, params, timing) in zip(
+            planned, splits.run_splits(planned, run_split, jobs=jobs)):
         for kind in pooled:
             pooled[kind][split.test] = decisions[kind]
         cost["kb"], cost["params"] = size / 1024, params
         f1 = evaluation.classification_metrics(data["labels"][split.test], decisions["float"],
                                                data["label_names"])["macro_f1"]
         print(f"  {split.name}: macro-F1 {f1:.3f} ({timing})", flush=True)
-        return decisions["float"]
-
-    pooled["float"] = splits.held_out_predictions(len(data["labels"]), planned, predict_split)
     summaries = {kind: splits.summarise_splits(data, plan, planned, p) for kind, p in pooled.items()}
     tested = np.concatenate([test for *_, test in planned])
-    summaries["int8"]["agreement_with_float"] = float(np.mean(pooled["int8"][tested]
-                                                              == pooled["float"][tested]))
+    if int8:
+        summaries["int8"]["agreement_with_float"] = float(np.mean(pooled["int8"][tested]
+                                                                  == pooled["float"][tested]))
     return summaries, cost["kb"], cost["params"]
 
 
-def measure_row(data, cfg, *, n_folds, seed, loso=True):
+def measure_row(data, cfg, *, n_folds, seed, loso=True, int8=True, jobs=-1):
     """CV (and LOSO when asked and there are sources) macro-F1, float and
-    int8; with ``n_folds`` 0, LOSO only."""
+    (when asked) int8; with ``n_folds`` 0, LOSO only. The clips' augmented
+    copies are made (or read from the cache) once for all splits."""
     row = {}
+    started = time.perf_counter()
+    pool = train_16k.augmentation_pool(data, cfg)
+    row["augment_s"] = time.perf_counter() - started
+    plan_args = dict(seed=seed, pool=pool, int8=int8, jobs=jobs)
     if n_folds:
-        cv, row["int8_kb"], row["params"] = measure_plan(data, cfg, n_folds, seed)
+        started = time.perf_counter()
+        cv, row["int8_kb"], row["params"] = measure_plan(data, cfg, n_folds, **plan_args)
+        row["cv_s"] = time.perf_counter() - started
         row.update({"cv_" + k: (v["macro_f1"]["mean"], v["macro_f1"]["std"])
                     for k, v in cv.items()})
         row["per_class"] = {k: v["pooled"]["per_class"] for k, v in cv.items()}
-        row["cv_agreement"] = cv["int8"]["agreement_with_float"]
+        if int8:
+            row["cv_agreement"] = cv["int8"]["agreement_with_float"]
     if loso and len(set(data["sources"])) > 1:
-        by_source, row["int8_kb"], row["params"] = measure_plan(data, cfg, "source", seed)
+        started = time.perf_counter()
+        by_source, row["int8_kb"], row["params"] = measure_plan(data, cfg, "source",
+                                                                **plan_args)
+        row["loso_s"] = time.perf_counter() - started
         if not n_folds:
             row["per_class"] = {k: v["pooled"]["per_class"] for k, v in by_source.items()}
-        row["loso_agreement"] = by_source["int8"]["agreement_with_float"]
+        if int8:
+            row["loso_agreement"] = by_source["int8"]["agreement_with_float"]
         for kind, summary in by_source.items():
             row["loso_" + kind] = summary["pooled"]["macro_f1"]
         row["per_source"] = {f["name"]: f["macro_f1"] for f in by_source["float"]["folds"]}
@@ -155,11 +197,11 @@ def markdown(rows, names, *, n_clips, n_sources, n_folds):
 
     for name, r in rows:
         per_class = ", ".join(f"{k} {r['per_class']['float'][k]['f1']:.2f}" for k in names)
-        loso = (f"{r['loso_float']:.3f} | {r['loso_int8']:.3f} | {r['loso_float_argmax']:.3f}"
-                if "loso_float" in r else "n/a | n/a | n/a")
+        loso = (f"{r['loso_float']:.3f} | {r.get('loso_int8', float('nan')):.3f} | "
+                f"{r['loso_float_argmax']:.3f}" if "loso_float" in r else "n/a | n/a | n/a")
+        size = f"{r['int8_kb']:.0f}" if r.get("int8_kb") else "n/a"
         lines.append(f"| {name} | {cell(r, 'cv_float')} | {cell(r, 'cv_int8')} | {loso} | "
-                     f"{per_class} | {r['feature_ms']:.1f} | {r['int8_kb']:.0f} | "
-                     f"{r['params']:,} |")
+                     f"{per_class} | {r['feature_ms']:.1f} | {size} | {r['params']:,} |")
     lines.append(f"\n{n_clips} clips" + (f"; grouped stratified {n_folds}-fold CV" if n_folds
                                           else "")
                  + (f"; leave-one-source-out over {n_sources} sources" if n_sources > 1 else "")
@@ -181,7 +223,7 @@ def main():
     parser = settings.parser_from_constants(globals())
     parser.add_argument("data_dir", help="DATA_DIR/<class>/*.wav (or the manifest's folder)")
     cfg = settings.parse_settings(globals(), parser=parser)
-    import_tensorflow().config.experimental.enable_op_determinism()
+    configure_tensorflow()  # deterministic (fold workers configure their own)
     found, _ = clips.list_clips(cfg.data_dir, cfg.manifest)
     chosen = [CANDIDATES[i] for i in settings.parse_list(cfg.rows, int, "rows")] or CANDIDATES
     extracted = {preset: preset_data(found, preset) for preset in sorted({r[1] for r in chosen})}
@@ -197,8 +239,11 @@ def main():
                 "label_names": names, "paths": [found[i].path for i in usable],
                 "groups": [found[i].group for i in usable],
                 "sources": [found[i].source for i in usable], "feature_config": config}
-        row = measure_row(data, train_settings(cfg.seed, **overrides), n_folds=cfg.folds,
-                          seed=cfg.seed, loso=cfg.loso)
+        cache = Path(cfg.cache_dir) / f"{preset}.npz"
+        row = measure_row(data, train_settings(cfg.seed, cache=cache, ir_folder=cfg.ir_dir,
+                                               **overrides),
+                          n_folds=cfg.folds, seed=cfg.seed, loso=cfg.loso, int8=cfg.int8,
+                          jobs=cfg.jobs)
         row["feature_ms"] = ms
         results.append((name, row))
         print(f"[{time.perf_counter() - started:.0f} s] {name}: CV "

@@ -1,10 +1,8 @@
 """Training-time audio augmentation: new views of training clips.
 
-train_16k.py calls ``augmented_rows`` for the clips of the training split
-only; each copy keeps its source clip's label and group, so validation and
-test clips are never touched and no source crosses a split. The signal
-functions are pure given their ``rng``; ``augmented_rows`` reads the clip
-files and seeds its own generator: same files and seed, same copies.
+The signal functions are pure given their ``rng``. pipeline/copies.py makes
+and caches each clip's augmented copies with them; train_16k.py uses the
+copies of training clips only.
 """
 
 import numpy as np
@@ -20,6 +18,7 @@ MIN_CROP = 0.5                   # keep a random segment of at least this share 
 BAND_EQ_DB = 6.0                 # log-mel patches: smooth random per-band gain up to +/- this
 TIME_MASKS, TIME_MASK_FRAMES = 2, 8    # SpecAugment: masks of up to this many frames
 BAND_MASKS, BAND_MASK_BANDS = 2, 5     # SpecAugment: masks of up to this many mel bands
+ROOM_RT60_S = (0.2, 1.0)         # synthetic rooms: reverberation time range, seconds
 
 
 def coloured_noise(n, rng, colour):
@@ -48,20 +47,49 @@ def tilt_eq(y, db_per_octave, sample_rate):
     return np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=y.size)
 
 
-def augment_clip(y, rng, sample_rate, background=None):
-    """One augmented copy: crop, shift, mild EQ, background or synthetic
-    noise, gain."""
+def convolve_response(y, response):
+    """``y`` as heard through an impulse response (a microphone's or a
+    room's), its level kept: the response is normalised to unit energy and
+    the result cut to ``y``'s length."""
+    from scipy.signal import fftconvolve
+    response = np.asarray(response, np.float64)
+    response = response / (np.sqrt(np.sum(response ** 2)) + 1e-12)
+    return fftconvolve(y, response)[:y.size]
+
+
+def room_response(rng, sample_rate):
+    """A synthetic room: exponentially decaying noise with a random RT60 in
+    ROOM_RT60_S, after a direct path (a cheap stand-in for an image-source
+    simulation that still smears onsets and colours the tail)."""
+    rt60 = rng.uniform(*ROOM_RT60_S)
+    n = max(2, int(rt60 * sample_rate))
+    t = np.arange(n) / sample_rate
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+    tail[0] = 0.0
+    direct = np.zeros(n)
+    direct[0] = 1.0
+    return direct + tail * rng.uniform(0.1, 0.5) / (np.sqrt(np.sum(tail ** 2)) + 1e-12)
+
+
+def augment_clip(y, rng, sample_rate, background=None, *, response=None, room=False):
+    """One augmented copy: crop, shift, ``background`` mixed in (else
+    synthetic noise), through a microphone ``response`` and a synthetic
+    room when given, mild EQ, gain."""
     keep = int(y.size * rng.uniform(MIN_CROP, 1.0))
     start = rng.integers(0, y.size - keep + 1)
     y = y[start:start + keep]
     y = np.roll(y, int(rng.uniform(-MAX_SHIFT, MAX_SHIFT) * y.size))
-    y = tilt_eq(y, rng.uniform(-TILT_DB_PER_OCTAVE, TILT_DB_PER_OCTAVE), sample_rate)
-    if background is not None and background.size and rng.random() < 0.5:
+    if background is not None and background.size:
         y = mix_at_snr(y, np.roll(background, rng.integers(background.size)),
                        rng.uniform(*SNR_BACKGROUND_DB))
     else:
         colour = rng.choice(["white", "pink", "brown"])
         y = mix_at_snr(y, coloured_noise(y.size, rng, colour), rng.uniform(*SNR_NOISE_DB))
+    if room:
+        y = convolve_response(y, room_response(rng, sample_rate))
+    if response is not None:
+        y = convolve_response(y, response)
+    y = tilt_eq(y, rng.uniform(-TILT_DB_PER_OCTAVE, TILT_DB_PER_OCTAVE), sample_rate)
     return (y * 10 ** (rng.uniform(*GAIN_DB) / 20)).astype(np.float32)
 
 
@@ -86,36 +114,52 @@ def spec_augment(patch, rng):
     return out
 
 
-def augmented_rows(path, background_path, *, copies, seed, config, spec=False):
-    """Feature vectors of ``copies`` augmented versions of one file.
+def freq_mixstyle(rows, shape, rng, *, probability, alpha):
+    """Freq-MixStyle on log-mel patches: with ``probability``, a patch's
+    per-band mean and spread over time are mixed (weight Beta(alpha,
+    alpha)) with those of another row, as if heard through another device
+    (Schmid et al., DCASE 2022-2024 device generalisation).
 
     Parameters
     ----------
-    path, background_path : str
-        The clip, and another training clip to mix in (or None).
-    copies : int
-    seed : int
-    config : features.FeatureConfig
-    spec : bool
-        Also apply :func:`spec_augment` to each copy (2-D presets only).
+    rows : np.ndarray, shape (n, frames * bands)
+    shape : (frames, bands)
 
     Returns
     -------
-    np.ndarray, shape (k, n_features), k <= copies: copies whose features
-    cannot be computed (e.g. the clip turned silent) are left out.
+    np.ndarray, shape (n, frames * bands)
     """
-    rng = np.random.default_rng(seed)
-    y = features.load_audio(path, config.sample_rate)
-    background = (features.load_audio(background_path, config.sample_rate)
-                  if background_path else None)
-    rows = []
-    for _ in range(copies):
-        try:
-            row = features.features_from_audio(
-                augment_clip(y, rng, config.sample_rate, background), config)
-        except features.FeatureError:
-            continue
-        if spec and config.input_shape:
-            row = spec_augment(row.reshape(config.input_shape), rng).ravel()
-        rows.append(row)
-    return np.array(rows, np.float32).reshape(len(rows), config.n_features)
+    if len(rows) < 2:
+        return rows
+    patches = rows.reshape(len(rows), *shape).astype(np.float32)
+    mean = patches.mean(axis=1, keepdims=True)
+    std = patches.std(axis=1, keepdims=True) + 1e-6
+    partner = rng.permutation(len(rows))
+    weight = rng.beta(alpha, alpha, size=(len(rows), 1, 1)).astype(np.float32)
+    mixed_mean = weight * mean + (1 - weight) * mean[partner]
+    mixed_std = weight * std + (1 - weight) * std[partner]
+    mixed = (patches - mean) / std * mixed_std + mixed_mean
+    apply = rng.random(len(rows)) < probability
+    patches[apply] = mixed[apply]
+    return patches.reshape(len(rows), -1)
+
+
+def mixup(x, y, rng, *, first, alpha):
+    """Mixup of the rows from ``first`` on (the augmented copies) with random
+    rows of all of ``x``: inputs and one-hot targets mixed by the same
+    weight, Beta(alpha, alpha) folded so the copy's own class dominates.
+
+    Returns
+    -------
+    x, y : np.ndarray, the same shapes
+    """
+    x, y = x.copy(), y.copy()
+    n = len(x) - first
+    if n <= 0:
+        return x, y
+    partner = rng.integers(0, len(x), size=n)
+    weight = rng.beta(alpha, alpha, size=n).astype(np.float32)
+    weight = np.maximum(weight, 1 - weight)[:, None]
+    x[first:] = weight * x[first:] + (1 - weight) * x[partner]
+    y[first:] = weight * y[first:] + (1 - weight) * y[partner]
+    return x, y

@@ -6,7 +6,7 @@ import features
 import train_16k
 from conftest import make_class_folder, noise, tone
 import make_dataset_16k
-from pipeline import artifacts, splits
+from pipeline import artifacts, copies, splits
 from pipeline.standardisation import fit_standardisation, standardise
 
 
@@ -45,40 +45,106 @@ def dataset(tmp_path):
     return artifacts.load_dataset(path)
 
 
-def test_augmentation_touches_training_clips_only(dataset, monkeypatch):
+def test_augmentation_touches_training_clips_only(dataset):
+    """Copies used in training are copies of training clips, keep their
+    clip's label, and mix in only training clips as background."""
     labels, groups = dataset["labels"], dataset["groups"]
     train, val, test = splits.train_val_test_split(labels, groups, test_fraction=0.2,
                                                    val_fraction=0.2, seed=42)
-    calls = []
-    real = augment.augmented_rows
-
-    def spy(path, background, **kwargs):
-        calls.append((path, background))
-        return real(path, background, **kwargs)
-
-    monkeypatch.setattr(augment, "augmented_rows", spy)
+    rows, partner = copies.all_copies(dataset, pool=4, dataset=None, jobs=1)
+    assert rows.shape == (len(labels), 4, dataset["features"].shape[1])
+    assert np.all(partner[:, ::2] == -1) and np.all(partner[:, 1::2] >= 0)  # odd: background
+    group_of = np.asarray(groups)
+    assert all(group_of[partner[i, j]] != group_of[i] for i in range(len(labels))
+               for j in (1, 3))
+    extra, of = copies.training_copies(rows, partner, train, copies=2, seed=0)
+    assert set(of) <= set(train) and len(extra) == len(of) <= 2 * len(train)
+    held_out = set(val) | set(test)
+    for row, clip in zip(extra, of):
+        j = next(j for j in range(4) if np.array_equal(rows[clip, j], row))
+        assert partner[clip, j] not in held_out
     cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1", "--augment_copies=2"])
-    x, y = train_16k.augmented_training_set(dataset, train, cfg)
-    train_paths = {dataset["paths"][i] for i in train}
-    group_of = dict(zip(dataset["paths"], groups))
-    assert {p for p, _ in calls} == train_paths  # every training clip, nothing else
-    assert all(b in train_paths and group_of[b] != group_of[p] for p, b in calls)
-    assert len(x) == len(y) == 3 * len(train)
+    x, y = train_16k.augmented_training_set(dataset, train, cfg, (rows, partner))
+    assert len(x) == len(y) == len(train) + len(of)
     assert np.array_equal(x[:len(train)], dataset["features"][train])
-    # each clip's copies keep its label (and so its place in its group's split)
-    expected = np.concatenate([labels[train], np.repeat(labels[train], 2)])
-    assert np.array_equal(y, expected)
+    # each copy keeps its clip's label (and so its place in its group's split)
+    assert np.array_equal(y.argmax(axis=1), np.concatenate([labels[train], labels[of]]))
+
+
+def test_copies_are_cached_by_content_and_settings(dataset, tmp_path, monkeypatch):
+    """The second run reads every copy from the cache (and gives the same
+    rows, in any clip order); other settings get their own cache."""
+    cache = tmp_path / "ds.npz"
+    first, partner = copies.all_copies(dataset, pool=2, dataset=cache, jobs=1)
+    assert len(list(tmp_path.glob("ds_copies_*.npz"))) == 1
+    monkeypatch.setattr(copies, "clip_copies",
+                        lambda *a, **k: pytest.fail("the cache should have had every copy"))
+    order = np.random.default_rng(0).permutation(len(dataset["paths"]))
+    shuffled = {key: [dataset[key][i] for i in order] for key in ("paths", "sources")}
+    again, _ = copies.all_copies({**dataset, **shuffled}, pool=2, dataset=cache, jobs=1)
+    np.testing.assert_array_equal(again, first[order])
+    monkeypatch.undo()
+    other, _ = copies.all_copies(dataset, pool=2, dataset=cache, jobs=1, room_probability=1.0)
+    assert len(list(tmp_path.glob("ds_copies_*.npz"))) == 2
+    assert not np.array_equal(np.nan_to_num(other), np.nan_to_num(first))
+
+
+def test_partners_come_from_other_sources():
+    keys = [f"{i:032x}" for i in range(12)]
+    sources = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    chosen = copies.partners(keys, sources, pool=4)
+    for i, row in enumerate(chosen):
+        assert row[0] == row[2] == -1
+        assert sources[row[1]] != sources[i] and sources[row[3]] != sources[i]
+        assert sources[row[1]] != sources[row[3]]  # two other sources, where there are two
+
+
+def test_microphone_responses(tmp_path):
+    import soundfile
+    y = tone(1000.0, 1.0)
+    delta = np.zeros(64, np.float32)
+    delta[0] = 0.3
+    np.testing.assert_allclose(augment.convolve_response(y, delta), y, atol=1e-6)
+    assert augment.convolve_response(y, np.ones(400)).size == y.size
+    with pytest.raises(artifacts.PipelineError, match="no impulse responses"):
+        copies.responses_in(tmp_path, 16000)
+    soundfile.write(tmp_path / "mic.wav", np.r_[1.0, np.zeros(99)].astype(np.float32), 44100)
+    responses, digest = copies.responses_in(tmp_path, 16000)
+    assert len(responses) == 1 and len(digest) == 32
+
+
+def test_freq_mixstyle_mixes_band_statistics():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(6, 61 * 40)).astype(np.float32) * 3 + 10
+    same = augment.freq_mixstyle(rows, (61, 40), np.random.default_rng(1), probability=0.0,
+                                 alpha=0.3)
+    np.testing.assert_array_equal(same, rows)
+    mixed = augment.freq_mixstyle(rows, (61, 40), np.random.default_rng(1), probability=1.0,
+                                  alpha=0.3).reshape(6, 61, 40)
+    means, original = mixed.mean(axis=1), rows.reshape(6, 61, 40).mean(axis=1)
+    assert means.min() >= original.min() - 1e-3 and means.max() <= original.max() + 1e-3
+    assert not np.allclose(mixed.reshape(6, -1), rows)
+
+
+def test_mixup_keeps_the_originals_and_mixes_targets():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(10, 4)).astype(np.float32), np.eye(2, dtype=np.float32)[[0, 1] * 5]
+    mx, my = augment.mixup(x, y, np.random.default_rng(3), first=4, alpha=0.3)
+    np.testing.assert_array_equal(mx[:4], x[:4])
+    np.testing.assert_allclose(my.sum(axis=1), 1.0, atol=1e-6)
+    assert np.all(my[4:].max(axis=1) >= 0.5)  # the copy's own class dominates
 
 
 def test_augmentation_off_and_missing_clips(dataset, tmp_path):
     train = np.arange(6)
     cfg = train_16k.settings.parse_settings(vars(train_16k), ["--augment=false"])
-    x, _ = train_16k.augmented_training_set(dataset, train, cfg)
+    assert train_16k.augmentation_pool(dataset, cfg) is None
+    x, _ = train_16k.augmented_training_set(dataset, train, cfg, None)
     assert len(x) == 6
     moved = dict(dataset, paths=[str(tmp_path / "gone.wav")] * len(dataset["paths"]))
     cfg = train_16k.settings.parse_settings(vars(train_16k), [])
     with pytest.raises(artifacts.PipelineError, match="missing.*--augment=false"):
-        train_16k.augmented_training_set(moved, train, cfg)
+        train_16k.augmentation_pool(moved, cfg)
 
 
 def test_standardisation_only_where_the_preset_asks():

@@ -1,0 +1,243 @@
+"""Augmented copies of every clip, computed once and cached by content.
+
+Each clip gets ``pool`` copies with fixed seeds (a hash of its audio, the
+copy's index and the augmentation settings), so every training run, fold
+and candidate setting sees the same copies, and a cross-validation fold
+costs only model fitting. Odd copies mix in another clip (a *partner*,
+from another source when there is one) as background; a training run uses
+a copy only when its partner is a training clip too, so no held-out audio
+ever reaches training. The cache lives beside the dataset
+(``<dataset>_copies.npz``) and is valid for one feature configuration and
+one set of augmentation settings; files are keyed by the hash of their
+bytes, like the feature cache.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+import features
+from pipeline import augment
+from pipeline.errors import PipelineError
+from pipeline.extraction import exit_with_parent, file_key, worker_count
+from pipeline.files import write_npz
+
+COPIES_VERSION = 1  # bump when what a copy is changes
+
+
+def cache_path(dataset, ident):
+    """The copies cache of a dataset file for one set of settings (each set
+    has its own file, so comparing settings never recomputes)."""
+    dataset = Path(dataset)
+    tag = hashlib.blake2b(ident.encode(), digest_size=4).hexdigest()
+    return dataset.with_name(f"{dataset.stem}_copies_{tag}.npz")
+
+
+def responses_in(folder, sample_rate):
+    """The impulse responses (WAV files) in ``folder``, resampled, sorted by
+    name, and a digest of their bytes (part of the cache's identity)."""
+    paths = sorted(p for p in Path(folder).glob("*.wav") if p.is_file())
+    if not paths:
+        raise PipelineError(f"{folder}: no impulse responses (.wav) there; pass "
+                            "--ir_dir=FOLDER of microphone impulse responses, or none")
+    digest = hashlib.blake2b(digest_size=16)
+    responses = []
+    for path in paths:
+        digest.update(file_key(path).encode())
+        try:
+            responses.append(features.load_audio(path, sample_rate))
+        except features.FeatureError as err:
+            raise PipelineError(f"{path}: not a usable impulse response ({err.reason})") from None
+    return responses, digest.hexdigest()
+
+
+def identity(config, *, spec, ir_digest, ir_probability, room_probability):
+    """The settings a cached copy depends on, as canonical JSON."""
+    constants = {k: v for k, v in vars(augment).items() if k.isupper()}
+    return json.dumps({"version": COPIES_VERSION, "features": config.to_dict(),
+                       "augment": constants, "spec": bool(spec), "ir": ir_digest,
+                       "ir_probability": ir_probability, "room_probability": room_probability},
+                      sort_keys=True, default=list)
+
+
+def partners(keys, sources, pool):
+    """For each clip and copy: the index of the clip mixed in as background
+    (odd copies), or -1. Partners come from other sources when there are
+    any, each odd copy from a different one where possible; the choice
+    follows the clips' content keys, so it does not depend on their order.
+
+    Returns
+    -------
+    np.ndarray of int, shape (clips, pool)
+    """
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    by_source = {}
+    for i in order:
+        by_source.setdefault(sources[i], []).append(i)
+    chosen = np.full((len(keys), pool), -1, int)
+    for i, key in enumerate(keys):
+        rng = np.random.default_rng(int(key[:16], 16))
+        others = [s for s in sorted(by_source) if s != sources[i]]
+        rng.shuffle(others)
+        for j, copy in enumerate(range(1, pool, 2)):
+            if others:
+                candidates = by_source[others[j % len(others)]]
+            else:
+                candidates = [k for k in order if k != i]
+            if candidates:
+                chosen[i, copy] = candidates[int(rng.integers(len(candidates)))]
+    return chosen
+
+
+def copy_seed(key, copy, ident):
+    """The seed of one copy: its clip's content, its index, the settings."""
+    digest = hashlib.blake2b(f"{key}:{copy}:{ident}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+_RESPONSES = {}  # per process: the impulse responses, loaded once
+
+
+def clip_copies(path, partner_paths, seeds, *, config, spec, ir_dir, ir_probability,
+                room_probability, parent_pid=None):
+    """Feature rows of one clip's copies (NaN rows where a copy has no
+    features, e.g. it turned silent).
+
+    Parameters
+    ----------
+    path : str
+    partner_paths : list of str or None
+        Per copy, the clip mixed in as background, or None for synthetic noise.
+    seeds : list of int
+        Per copy.
+    """
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
+    responses = None
+    if ir_dir:
+        if ir_dir not in _RESPONSES:
+            _RESPONSES[ir_dir] = responses_in(ir_dir, config.sample_rate)[0]
+        responses = _RESPONSES[ir_dir]
+    y = features.load_audio(path, config.sample_rate)
+    rows = np.full((len(seeds), config.n_features), np.nan, np.float32)
+    for j, (partner, seed) in enumerate(zip(partner_paths, seeds)):
+        rng = np.random.default_rng(seed)
+        background = features.load_audio(partner, config.sample_rate) if partner else None
+        response = (responses[int(rng.integers(len(responses)))]
+                    if responses and rng.random() < ir_probability else None)
+        room = rng.random() < room_probability
+        try:
+            row = features.features_from_audio(
+                augment.augment_clip(y, rng, config.sample_rate, background, response=response,
+                                     room=room), config)
+        except features.FeatureError:
+            continue
+        if spec and config.input_shape:
+            row = augment.spec_augment(row.reshape(config.input_shape), rng).ravel()
+        rows[j] = row
+    return rows
+
+
+def load_cache(path, ident, width):
+    """{(clip key, copy, partner key): row}; empty when missing, damaged or
+    made with other settings (a cache only ever costs time)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if str(npz["identity"]) != ident:
+                return {}
+            keys, rows = npz["keys"], npz["rows"]
+            if rows.ndim != 2 or rows.shape != (len(keys), width):
+                return {}  # tampered or damaged: compute again rather than trust it
+            return {tuple(str(k).split("|")): row for k, row in zip(keys, rows)}
+    except Exception:
+        return {}
+
+
+def save_cache(path, ident, entries):
+    keys = sorted(entries)
+    width = len(next(iter(entries.values()))) if entries else 0
+    write_npz(path, identity=np.asarray(ident),
+              keys=np.asarray(["|".join(k) for k in keys], dtype=str),
+              rows=np.stack([entries[k] for k in keys]) if keys
+              else np.zeros((0, width), np.float32))
+
+
+def all_copies(data, *, pool, dataset, spec=False, ir_dir=None, ir_probability=0.0,
+               room_probability=0.0, jobs=-1):
+    """Every clip's ``pool`` copies, from the cache where it has them.
+
+    Parameters
+    ----------
+    data : dict
+        A dataset (:func:`pipeline.artifacts.load_dataset`): its paths must
+        exist, since copies are made from the audio.
+    dataset : str or Path or None
+        The dataset file; the cache goes beside it (None: not cached).
+
+    Returns
+    -------
+    rows : np.ndarray, shape (clips, pool, n_features); NaN for no copy
+    partner : np.ndarray of int, shape (clips, pool); -1 for none
+    """
+    import joblib
+    from tqdm import tqdm
+    paths = data["paths"]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise PipelineError(f"augmentation re-reads the clips, but {len(missing)} are missing "
+                            f"(first: {missing[0]}). Restore them, or pass --augment=false")
+    config = data["feature_config"]
+    ir_digest = responses_in(ir_dir, config.sample_rate)[1] if ir_dir else None
+    ident = identity(config, spec=spec, ir_digest=ir_digest, ir_probability=ir_probability,
+                     room_probability=room_probability)
+    keys = [file_key(p) for p in paths]
+    partner = partners(keys, data["sources"], pool)
+    entry_keys = [[(keys[i], str(j), keys[partner[i, j]] if partner[i, j] >= 0 else "")
+                   for j in range(pool)] for i in range(len(paths))]
+    cache_file = cache_path(dataset, ident) if dataset else None
+    cache = load_cache(cache_file, ident, config.n_features) if cache_file else {}
+    todo = [i for i in range(len(paths)) if not all(k in cache for k in entry_keys[i])]
+    if todo:
+        calls = (joblib.delayed(clip_copies)(
+            paths[i], [paths[partner[i, j]] if partner[i, j] >= 0 else None
+                       for j in range(pool)],
+            [copy_seed(keys[i], j, ident) for j in range(pool)], config=config, spec=spec,
+            ir_dir=str(ir_dir) if ir_dir else None, ir_probability=ir_probability,
+            room_probability=room_probability, parent_pid=os.getpid()) for i in todo)
+        results = joblib.Parallel(n_jobs=worker_count(jobs, len(todo)),
+                                  return_as="generator")(calls)
+        for i, rows in zip(todo, tqdm(results, total=len(todo), desc="augmenting",
+                                      unit="clip", disable=None, leave=False)):
+            cache.update(zip(entry_keys[i], rows))
+        if cache_file:
+            save_cache(cache_file, ident, {k: cache[k] for keys_i in entry_keys
+                                           for k in keys_i})
+    rows = np.stack([np.stack([cache[k] for k in keys_i]) for keys_i in entry_keys])
+    return rows, partner
+
+
+def training_copies(rows, partner, train, *, copies, seed):
+    """Up to ``copies`` copies of each training clip, drawn (with ``seed``)
+    from those that exist and whose partner is a training clip too.
+
+    Returns
+    -------
+    x : np.ndarray, shape (k, n_features)
+    source_rows : np.ndarray of int, shape (k,): the clip each copy is of
+    """
+    in_train = np.zeros(len(rows), bool)
+    in_train[train] = True
+    rng = np.random.default_rng(seed)
+    chosen, of = [], []
+    for i in train:
+        usable = [j for j in range(rows.shape[1])
+                  if not np.isnan(rows[i, j, 0]) and (partner[i, j] < 0 or in_train[partner[i, j]])]
+        for j in rng.permutation(usable)[:copies]:
+            chosen.append(rows[i, j])
+            of.append(i)
+    width = rows.shape[2]
+    return (np.array(chosen, np.float32).reshape(len(chosen), width),
+            np.array(of, dtype=np.int64))
