@@ -317,14 +317,20 @@ def check_existing_labels(model_dir, label_names, replace):
 def check_settings(cfg):
     """Every numeric setting in range, before the dataset is read."""
     settings.check_settings(
-        cfg, epochs=settings.at_least(1), batch_size=settings.at_least(1),
-        patience=settings.at_least(0), augment_copies=settings.at_least(0),
+        cfg, epochs=settings.between(1, 100000), batch_size=settings.between(1, 65536),
+        patience=settings.between(0, 100000), augment_pool=settings.between(1, 64),
+        augment_copies=settings.between(0, cfg.augment_pool),
+        ir_probability=settings.between(0, 1), room_probability=settings.between(0, 1),
+        freq_mixstyle=settings.between(0, 1), mixstyle_alpha=settings.between(0, 100, True),
+        mixup=settings.between(0, 100),
         test_fraction=settings.between(0, 1, True, True),
         val_fraction=settings.between(0, 1, True, True),
         dropout=settings.between(0, 1, high_open=True),
         learning_rate=(lambda v: 0 < v < float("inf"), "a positive finite number"),
         open_set_keep=settings.between(0, 1, low_open=True),
         jobs=settings.JOBS_RULE)
+    if cfg.ir_dir and not Path(cfg.ir_dir).is_dir():
+        raise PipelineError(f"--ir_dir={cfg.ir_dir}: no such folder of impulse responses")
     fold_plan(cfg.folds)
 
 

@@ -150,3 +150,14 @@ def test_device_and_fifo_inputs_do_not_hang_the_readers(tmp_path):
 def test_train_settings_have_event_ranges(tmp_path):
     with pytest.raises(PipelineError, match=r"--hop_s=3.0: expected a step"):
         train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", "--hop_s=3"])
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--augment_copies=5", r"--augment_copies=5: expected a number in \[0, 4\]"),
+    ("--ir_probability=2", r"--ir_probability=2.0: expected a number in \[0, 1\]"),
+    ("--epochs=1000000000", r"--epochs=1000000000: expected a number in \[1, 100000\]"),
+    ("--ir_dir=/nonexistent/irs", r"--ir_dir=/nonexistent/irs: no such folder"),
+])
+def test_training_settings_are_bounded(tmp_path, option, message):
+    with pytest.raises(PipelineError, match=message):
+        train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", option])

@@ -212,3 +212,31 @@ def test_settings_out_of_range_are_refused_before_work(model, tmp_path, args, me
     _, _, tflite = model
     with pytest.raises(PipelineError, match=message):
         calibrate.main([f"--model={tflite}", f"--report_dir={tmp_path}", *args])
+
+
+def test_stream_workers_end_with_a_killed_run(model, tmp_path):
+    """SIGKILL of calibrate.py leaves no worker behind (they used to live on
+    for minutes, holding hundreds of MB each)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from conftest import ROOT
+    tmp, _, tflite = model
+    proc = subprocess.Popen([sys.executable, "calibrate.py", f"--model={tflite}",
+                             f"--data_dir={tmp / 'clips'}", "--stream_hours=20", "--jobs=2",
+                             "--store=false", f"--report_dir={tmp_path}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent, deadline, workers = psutil.Process(proc.pid), time.monotonic() + 90, []
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = [p for p in parent.children(recursive=True)
+                   if "resource_tracker" not in " ".join(p.cmdline())]
+        time.sleep(0.2)
+    assert len(workers) >= 2, "no stream workers appeared"
+    time.sleep(3.0)  # let them start on a segment
+    children = parent.children(recursive=True)
+    proc.kill()
+    proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == []

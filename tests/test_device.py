@@ -37,7 +37,7 @@ def build(model_dir, build_dir):
 def compile_api_test(model_dir, out):
     device = ROOT / "device"
     sources = [device / "src" / name for name in ("af_frontend.c", "af_rfft.c", "af_events.c")]
-    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic",
+    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion",
                     f"-I{device / 'include'}", f"-I{model_dir}", *map(str, sources),
                     str(device / "tests" / "api_test.c"), "-lm", "-o", str(out)], check=True)
     return out

@@ -22,6 +22,7 @@ static void expect(const char* what, int got, int want) {
 }
 
 static uint64_t scratch[(AF_MODEL_SCRATCH_BYTES + 7) / 8];
+static uint64_t roomy_scratch[(AF_MODEL_SCRATCH_BYTES + 15) / 8];  /* room to misalign it */
 static int16_t audio[AF_MODEL_WINDOW_SAMPLES];
 static int16_t ring[AF_MODEL_WINDOW_SAMPLES];
 static float features[AF_MODEL_N_FEATURES];
@@ -120,6 +121,16 @@ int main(int argc, char** argv) {
   expect("quantise: NULL", af_quantise(m, NULL, AF_MODEL_N_FEATURES, input, sizeof input), AF_ERR_NULL);
   expect("quantise: wrong length", af_quantise(m, features, 3, input, sizeof input), AF_ERR_ARGUMENT);
   expect("quantise: output too small", af_quantise(m, features, AF_MODEL_N_FEATURES, input, 3), AF_ERR_BUFFER);
+  {
+    const float saved = features[1];
+    features[1] = NAN;
+    expect("quantise: NaN feature", af_quantise(m, features, AF_MODEL_N_FEATURES, input, sizeof input), AF_ERR_ARGUMENT);
+    features[1] = INFINITY;
+    expect("quantise: infinite feature", af_quantise(m, features, AF_MODEL_N_FEATURES, input, sizeof input), AF_ERR_ARGUMENT);
+    features[1] = saved;
+  }
+  expect("features: misaligned scratch",
+         af_features(m, audio, n, af_rfft, &fft, (char*)roomy_scratch + 4, AF_MODEL_SCRATCH_BYTES, features, AF_MODEL_N_FEATURES), AF_ERR_ARGUMENT);
 
   memset(audio, 0, sizeof audio);
   for (int i = 0; i < AF_MODEL_N_FEATURES; ++i) features[i] = 12345.0f;
