@@ -115,7 +115,6 @@ def segment_probabilities(model, clip_list, events, *, snr_db, seconds, gap_s, s
 def simulated_segments(cfg, clip_list, events, model):
     """Every segment of every SNR's stream, computed in parallel."""
     import joblib
-    from tqdm import tqdm
     snrs = settings.parse_list(cfg.snrs_db, float, "snrs_db")
     n = max(1, math.ceil(cfg.stream_hours * 3600 / cfg.segment_s))
     seconds = cfg.stream_hours * 3600 / n
@@ -126,9 +125,9 @@ def simulated_segments(cfg, clip_list, events, model):
         for snr, k in specs)
     from pipeline.extraction import worker_count
     workers = worker_count(cfg.jobs, len(specs))
-    return list(tqdm(joblib.Parallel(n_jobs=workers, return_as="generator")(calls),
-                     total=len(specs), desc="streams", unit="segment", disable=None,
-                     leave=False))
+    from pipeline.progress import iterate
+    return list(iterate(joblib.Parallel(n_jobs=workers, return_as="generator")(calls),
+                        total=len(specs), desc="streams", unit="segment"))
 
 
 def recording_segments(folder, classifier, events):

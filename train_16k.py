@@ -213,7 +213,7 @@ def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
     model, history dict, input standardisation (or None)
     """
     import keras
-    from tqdm.keras import TqdmCallback
+    from pipeline.progress import keras_callback
     config = data["feature_config"]
     n_classes = len(data["label_names"])
     kind, units = architecture(cfg, config)
@@ -226,8 +226,9 @@ def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
                         learning_rate=cfg.learning_rate, seed=cfg.seed,
                         input_shape=config.input_shape, batch_norm=cfg.batch_norm)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                               restore_best_weights=True),
-                 TqdmCallback(verbose=0, desc=progress_desc, disable=None)]
+                                               restore_best_weights=True)]
+    if progress_desc:  # none in bench/ workers, which report per fold
+        callbacks.append(keras_callback(cfg.epochs, progress_desc))
     history = model.fit(
         x_train, y_train,
         validation_data=(x_val, np.eye(n_classes, dtype=np.float32)[data["labels"][val]]),

@@ -183,7 +183,8 @@ def all_copies(data, *, pool, dataset, spec=False, ir_dir=None, ir_probability=0
     partner : np.ndarray of int, shape (clips, pool); -1 for none
     """
     import joblib
-    from tqdm import tqdm
+
+    from pipeline.progress import iterate
     paths = data["paths"]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
@@ -209,8 +210,7 @@ def all_copies(data, *, pool, dataset, spec=False, ir_dir=None, ir_probability=0
             room_probability=room_probability, parent_pid=os.getpid()) for i in todo)
         results = joblib.Parallel(n_jobs=worker_count(jobs, len(todo)),
                                   return_as="generator")(calls)
-        for i, rows in zip(todo, tqdm(results, total=len(todo), desc="augmenting",
-                                      unit="clip", disable=None, leave=False)):
+        for i, rows in zip(todo, iterate(results, len(todo), "augmenting", "clip")):
             cache.update(zip(entry_keys[i], rows))
         if cache_file:
             save_cache(cache_file, ident, {k: cache[k] for keys_i in entry_keys

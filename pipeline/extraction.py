@@ -164,12 +164,12 @@ def extract_all(paths, config, *, jobs=-1, backend="local", scheduler=None, cach
     results = {}
     if todo:
         import joblib
-        from tqdm import tqdm
+        from pipeline.progress import Progress
         jobs = worker_count(jobs, -(-len(todo) // task_clips)) if backend == "local" else jobs
         with parallel_backend(backend, scheduler, jobs) as n_jobs:
             parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator",
                                        pre_dispatch="2*n_jobs")
-            progress = tqdm(total=len(todo), desc="features", unit="clip", disable=None)
+            progress = Progress(len(todo), "features", "clip")
             tasks = [todo[i:i + task_clips] for i in range(0, len(todo), task_clips)]
             # Dask workers get features.extract_many itself (this package is not on
             # them); local workers get the task that also watches this process.
