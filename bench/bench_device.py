@@ -28,6 +28,8 @@ MODEL_DIR = "models"           # where model_conv.py wrote model_16k_frontend.h
 WAV = None                     # a 16 kHz mono 16-bit recording; default: synthetic
 MINUTES = 5.0                  # length of the synthetic recording
 SEED = 0                       # the synthetic recording's noise
+M4 = True                      # also run it on an emulated Cortex-M4F (QEMU), when the tools are there
+M4_SECONDS = 10.0              # seconds of the recording the emulated board gets
 
 
 def synthetic_recording(path, minutes, seed):
@@ -108,6 +110,33 @@ def main():
     for name, count in macs.items():
         print(f"  {name:<42}{count:>12,}")
     print("\nmemory of the front end for this model:\n" + memory, end="")
+    if cfg.m4:
+        m4_figures(model_dir, build, wav, cfg.m4_seconds, ev)
+
+
+def m4_figures(model_dir, build, wav, seconds, ev):
+    """Instructions per window and per hop, stack, RAM and flash on an
+    emulated Cortex-M4F at -O2 (device/m4/, QEMU mps2-an386)."""
+    import soundfile
+    from pipeline import emulation
+    missing = emulation.missing_tools()
+    if missing:
+        print(f"\nCortex-M4F figures skipped: {', '.join(missing)} not found; "
+              f"{emulation.INSTALL}")
+        return
+    samples, _ = soundfile.read(wav, dtype="int16", frames=int(seconds * 16000))
+    board = emulation.run(emulation.build(model_dir, build / "m4"), samples)
+    s, sizes = board["summary"], emulation.section_sizes(build / "m4")
+    per_window = s["window_instructions"] / max(s["windows"], 1)
+    per_hop = per_window + s["push_instructions"] / (s["samples"] / 16000) * ev.hop_s
+    print(f"\nCortex-M4F (emulated, -O2, portable FFT), {s['windows']} windows of "
+          f"{seconds:g} s of the recording:")
+    print(f"  instructions per window: {per_window:,.0f}; per {ev.hop_s:g} s hop (window + "
+          f"pushing its samples): {per_hop:,.0f} ({per_hop / 80e6 * 100 / ev.hop_s:.0f} % of an "
+          "80 MHz core at one instruction per cycle)")
+    print(f"  stack (high-water mark): {s['stack_bytes']:,} B; state: {s['state_bytes']:,} B; "
+          f"scratch: {s['scratch_bytes']:,} B")
+    print(f"  code: .text {sizes['text']:,} B, .data {sizes['data']:,} B, .bss {sizes['bss']:,} B")
 
 
 if __name__ == "__main__":

@@ -351,3 +351,56 @@ def test_model_with_more_classes_than_the_event_code_fails_to_build(tmp_path):
     result = subprocess.run(["make", "-s", "-C", str(ROOT / "device"), f"MODEL_DIR={folder}",
                              f"BUILD_DIR={tmp_path / 'b'}"], capture_output=True, text=True)
     assert result.returncode != 0 and "-DAF_EVENTS_MAX_CLASSES=20" in result.stderr
+
+
+# ----------------------------------------------------------------------------
+# On an emulated Cortex-M4F (QEMU mps2-an386): the same input, and its cost.
+
+from pipeline import emulation  # noqa: E402
+
+needs_arm = pytest.mark.skipif(
+    bool(emulation.missing_tools()),
+    reason=f"needs {', '.join(emulation.missing_tools())}: {emulation.INSTALL}")
+
+
+@pytest.fixture(scope="module")
+def m4(trained):
+    tmp, model_dir, _ = trained
+    return emulation.build(model_dir, tmp / "m4")
+
+
+@needs_arm
+def test_m4_int8_inputs_equal_the_host_and_predict_py(trained, m4, tmp_path):
+    """Every golden clip (and a recording of several windows): the emulated
+    board gives the host tool's int8 input byte for byte, and predict.py's as
+    closely as the host does."""
+    _, model_dir, tool = trained
+    golden = json.loads((model_dir / "model_16k_golden.json").read_text())
+    clips = {v["file"]: np.array(v["samples"], np.int16) for v in golden["vectors"]
+             if "samples" in v}
+    expected = {v["file"]: np.array(v["int8_input"]) for v in golden["vectors"]
+                if "samples" in v}
+    assert clips, "the golden vectors carry short clips' samples"
+    clips["recording.wav"] = int16_clip(np.concatenate(
+        [tone(2600, 2.5, level=0.4), noise(2.0, level=0.2, seed=7)]))
+    for name, samples in clips.items():
+        board = emulation.run(m4, samples)
+        host = c_windows(tool, write(tmp_path / name, samples / 32768.0), as_float=False)
+        assert len(board["inputs"]) == len(host), name
+        for got, want in zip(board["inputs"], host):
+            np.testing.assert_array_equal(got, want)
+        if name in expected:
+            [got] = board["inputs"]
+            assert np.max(np.abs(got - expected[name])) <= 1, name
+            assert np.mean(got == expected[name]) >= 0.999, name
+        assert all(n > 0 for n in board["instructions"])
+
+
+@needs_arm
+def test_m4_reports_cost_and_memory(trained, m4):
+    board = emulation.run(m4, int16_clip(noise(3.0, level=0.3, seed=2)))
+    summary = board["summary"]
+    assert summary["windows"] == 2 and summary["window_instructions"] == sum(board["instructions"])
+    assert 0 < summary["stack_bytes"] < 16384 and summary["scratch_bytes"] > 0
+    sizes = emulation.section_sizes(m4.parent)
+    assert sizes["text"] > 1000 and sizes["bss"] == 0  # caller-owned state: no globals
