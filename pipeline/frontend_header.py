@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+import features
 from pipeline.c_export import c_comment, c_int_list, c_string
 
 PRESET_CODES = {"seed": "AF_PRESET_SEED", "logmel": "AF_PRESET_LOGMEL",
@@ -36,7 +37,6 @@ def stft_window(config):
 def sparse_mel(config):
     """The mel filterbank of features.py as (first bin, bin count, offset)
     per band and the bands' non-zero weights one after the other."""
-    import features
     basis = features.mel_basis(config.sample_rate, config.n_fft, n_mels=config.n_mels,
                                fmin=config.fmin, fmax=config.fmax)
     first, count, offset, weights = [], [], [], []
@@ -60,7 +60,6 @@ def model_frontend_header(meta, quantisation):
     quantisation : (float, int)
         The int8 model's input scale and zero point.
     """
-    import features
     from pipeline.inference import event_settings
     return frontend_header(meta["feature_config"], scaling=meta.get("input_standardisation"),
                            input_scale=float(quantisation[0]),
@@ -139,7 +138,8 @@ def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, e
   {float(config.top_db or 0):.9e}f, {config.patch_frames or 0}, {n_features},  /* floor, patch, features */
   {standardise},  /* standardisation */
   {float(input_scale):.9e}f, {int(input_zero_point)},  /* int8 input */
-  AF_MODEL_WINDOW_SAMPLES, AF_MODEL_HOP_SAMPLES
+  AF_MODEL_WINDOW_SAMPLES, AF_MODEL_HOP_SAMPLES,
+  {config.version}, {features.PATCH_TOLERANCE!r}  /* feature version, patch tolerance */
 }};
 """)
     parts += [f"static const char* const af_model_labels[{len(labels)}] = "

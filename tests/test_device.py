@@ -6,6 +6,7 @@ compiler into a temporary folder."""
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,11 +297,35 @@ def test_golden_vectors_carry_short_clips_samples(trained, tmp_path):
         wav = write(tmp_path / v["file"], y)  # the device front end on the same samples
         [c_input] = c_windows(tool, wav, as_float=False)
         assert np.max(np.abs(c_input - q)) <= 1 and np.mean(c_input == q) >= 0.999
-    if shutil.which("c++"):  # the golden header compiles, samples included
-        probe = tmp_path / "golden.cc"
-        probe.write_text('#include "model_16k_golden.h"\nint main() { return kGoldenSampleCount[0] < 0; }\n')
-        subprocess.run(["c++", "-std=c++17", f"-I{model_dir}", str(probe), "-o",
-                        str(tmp_path / "golden")], check=True)
+
+
+def test_generated_headers_are_c99_and_cpp(trained, tmp_path):
+    """A C firmware and a TFLite Micro C++ project include the same files:
+    the model array, its header, the golden vectors and the front-end
+    header compile as C99 and as C++17, without warnings."""
+    _, model_dir, _ = trained
+    probe = ('#include "model_16k_int8.h"\n#include "model_16k_golden.h"\n'
+             '#include "model_16k_frontend.h"\n'
+             "int main(void) { return kGoldenSampleCount[0] < 0 || kNumLabels < 2 || "
+             "model_16k_int8_len == 0 || af_model_frontend.n_features != kNumFeatures; }\n")
+    (tmp_path / "probe.c").write_text(probe)
+    (tmp_path / "probe.cc").write_text(probe)
+    device = ROOT / "device"
+    library = [str(device / "src" / n) for n in ("af_frontend.c", "af_rfft.c", "af_events.c")]
+    warnings = ["-Wall", "-Wextra", "-pedantic", "-Werror"]
+    subprocess.run(["cc", "-std=c99", *warnings, f"-I{model_dir}", f"-I{device / 'include'}",
+                    str(tmp_path / "probe.c"), "-x", "c", str(model_dir / "model_16k_int8.cc"),
+                    "-x", "none", *library, "-lm", "-o", str(tmp_path / "c_probe")], check=True)
+    if shutil.which("c++"):
+        objects = []
+        for source in library:  # the library is C: compiled as C, linked into C++
+            objects.append(str(tmp_path / (Path(source).stem + ".o")))
+            subprocess.run(["cc", "-std=c99", "-c", f"-I{device / 'include'}", source, "-o",
+                            objects[-1]], check=True)
+        subprocess.run(["c++", "-std=c++17", *warnings, f"-I{model_dir}",
+                        f"-I{device / 'include'}", str(tmp_path / "probe.cc"),
+                        str(model_dir / "model_16k_int8.cc"), *objects, "-o",
+                        str(tmp_path / "cpp_probe")], check=True)
 
 
 def test_output_probabilities_equal_predict_py(trained, tmp_path):
@@ -404,3 +429,12 @@ def test_m4_reports_cost_and_memory(trained, m4):
     assert 0 < summary["stack_bytes"] < 16384 and summary["scratch_bytes"] > 0
     sizes = emulation.section_sizes(m4.parent)
     assert sizes["text"] > 1000 and sizes["bss"] == 0  # caller-owned state: no globals
+
+
+def test_c_library_and_features_py_agree_on_the_feature_version():
+    """The C library states the FEATURE_VERSION it computes; the generated
+    header carries the model's, and the library refuses a mismatch."""
+    import re
+    header = (ROOT / "device" / "include" / "af_frontend.h").read_text()
+    assert int(re.search(r"#define AF_FEATURE_VERSION (\d+)", header).group(1)) == \
+        features.FEATURE_VERSION

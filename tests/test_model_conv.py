@@ -217,7 +217,7 @@ def test_header_carries_the_open_set_rule(converted):
     assert f"kMinProbability = {float(rule['min_probability'])!r}f" in header
     labels = ["alarm", "other", "water"]  # the fixture's
     background = labels.index(rule["background"]) if rule["background"] else -1
-    assert f"kBackgroundClass = {background};" in header
+    assert f"kBackgroundClass = {background} }};" in header
 
 
 def test_calibration_sets_cover_train_then_validation():

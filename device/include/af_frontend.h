@@ -68,8 +68,15 @@ typedef struct {
   const float* feature_std;    /* [n_features] */
   float input_scale;           /* int8 input quantisation */
   int input_zero_point;
-  int window_samples, hop_samples;  /* predict.py's windows for long recordings */
+  int window_samples, hop_samples;  /* the model's windows for long recordings */
+  int feature_version;         /* features.py's FEATURE_VERSION the header was made for */
+  double patch_tolerance;      /* features.PATCH_TOLERANCE: runs this close to the loudest tie */
 } af_model;
+
+/* The features.py FEATURE_VERSION this library computes: a model header of
+ * another version is refused (AF_ERR_UNSUPPORTED from af_features and
+ * af_stream_init), never silently fed other features. */
+#define AF_FEATURE_VERSION 3
 
 /* Scratch bytes for audio of up to max_samples samples, as a constant
  * expression for static buffers (af_scratch_bytes computes the same; the

@@ -10,7 +10,6 @@
 #define MEL_FLOOR 1e-12f  /* features.level_normalised_logmel's floor */
 #define SHAPE_EPS 1e-12f  /* features.shape_statistics' eps */
 #define N_SHAPE 6         /* flatness, centroid, bandwidth, rolloff, flux, level */
-#define PATCH_TOLERANCE 1e-4  /* features.PATCH_TOLERANCE */
 
 /* Samples as one or two pieces (a ring buffer wraps once). */
 typedef struct {
@@ -27,7 +26,8 @@ static float sample_at(const samples_view* v, size_t i) {
 static int is_power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
 
 static int model_is_usable(const af_model* m) {
-  if (m == NULL || m->window == NULL || m->sample_rate <= 0 || m->hop_length <= 0 ||
+  if (m == NULL || m->feature_version != AF_FEATURE_VERSION ||
+      !(m->patch_tolerance >= 0.0 && m->patch_tolerance < 1.0) || m->window == NULL || m->sample_rate <= 0 || m->hop_length <= 0 ||
       !is_power_of_two(m->n_fft) || m->n_features <= 0 || m->min_samples < 1 ||
       m->trim_frame_length <= 0 || m->trim_hop_length <= 0 || !(m->input_scale > 0.0f))
     return 0;
@@ -213,7 +213,8 @@ static int normalise_levels(const af_model* m, float* db, size_t cells, float* m
 }
 
 /* features.loudest_patch_start */
-static size_t loudest_patch_start(const double* energy, size_t frames, size_t patch) {
+static size_t loudest_patch_start(const double* energy, size_t frames, size_t patch,
+                                  double patch_tolerance) {
   if (frames < patch) return 0;
   double run = 0.0, best = 0.0;
   for (size_t t = 0; t < patch; ++t) run += energy[t];
@@ -222,7 +223,7 @@ static size_t loudest_patch_start(const double* energy, size_t frames, size_t pa
     run += energy[t] - energy[t - patch];
     if (run > best) best = run;
   }
-  const double enough = best * (1.0 - PATCH_TOLERANCE);
+  const double enough = best * (1.0 - patch_tolerance);
   run = 0.0;
   for (size_t t = 0; t < patch; ++t) run += energy[t];
   if (run >= enough) return 0;
@@ -326,7 +327,8 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
   if (m->preset == AF_PRESET_LOGMEL_PATCH) {
     /* the patch is rows start.. of db, frame-major like the features;
      * a short clip's missing rows are padded with the floor in place */
-    const size_t patch = (size_t)m->patch_frames, start = loudest_patch_start(s.energy, frames, patch);
+    const size_t patch = (size_t)m->patch_frames;
+    const size_t start = loudest_patch_start(s.energy, frames, patch, m->patch_tolerance);
     for (size_t i = frames * (size_t)m->n_mels; i < patch * (size_t)m->n_mels; ++i) s.db[i] = minimum;
     *result = s.db + start * (size_t)m->n_mels;
     return AF_OK;

@@ -146,6 +146,14 @@ int main(int argc, char** argv) {
   size_t used;
   expect("stream init: NULL ring", af_stream_init(&stream, m, NULL, 10), AF_ERR_NULL);
   expect("stream init: ring too small", af_stream_init(&stream, m, ring, AF_MODEL_WINDOW_SAMPLES - 1), AF_ERR_BUFFER);
+  {
+    af_model other_version = *m;
+    other_version.feature_version = AF_FEATURE_VERSION + 1;
+    expect("stream init: a header of another feature version",
+           af_stream_init(&stream, &other_version, ring, AF_MODEL_WINDOW_SAMPLES), AF_ERR_UNSUPPORTED);
+    expect("features: a header of another feature version",
+           af_features(&other_version, audio, n, af_rfft, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES), AF_ERR_UNSUPPORTED);
+  }
   expect("stream init", af_stream_init(&stream, m, ring, AF_MODEL_WINDOW_SAMPLES), AF_OK);
   expect("stream: window before one is ready",
          af_stream_window(&stream, af_rfft, &fft, scratch, sizeof scratch, input, sizeof input, NULL, NULL, NULL), AF_ERR_STATE);
