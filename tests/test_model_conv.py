@@ -56,7 +56,7 @@ def test_agreement_report_and_gate(converted, capsys, monkeypatch):
                         lambda *a, **k: {**real(*a, **k), "agreement": 0.97})
     before = {p.name: p.read_bytes() for p in (tmp / "models").iterdir()}
     report_dir = tmp / "gate_reports"
-    assert model_conv.main([*args, f"--report_dir={report_dir}"]) == 1
+    assert model_conv.main([*args, f"--report_dir={report_dir}", "--retry_tries=1"]) == 1
     out = capsys.readouterr().out
     assert "on 97.0% of test clips, below --min_agreement=0.98" in out
     assert f"{report_dir / 'confusion_keras_vs_int8.png'}" in out  # where it really is
@@ -240,3 +240,24 @@ def test_int8_keeps_the_calibration_closest_to_keras(converted):
                key=lambda k: (tries[k]["agreement"], -tries[k]["prob_abs_diff"]))
     assert report["calibration"]["chosen"] == best
     assert "(chosen)" in (tmp / "reports" / "conversion_report.txt").read_text()
+
+
+def test_a_failed_gate_is_retried_with_more_calibration_sets(converted, capsys, monkeypatch):
+    """When the first choice fails the gate, more calibration sets are tried
+    (chosen on validation and test together, as the report says) before the
+    run gives up."""
+    tmp, _, args, _ = converted
+    real, calls = model_conv.compare, []
+
+    def first_fails(*a, **k):
+        calls.append(1)
+        result = real(*a, **k)
+        return {**result, "agreement": 0.9} if len(calls) == 1 else result
+
+    monkeypatch.setattr(model_conv, "compare", first_fails)
+    report_dir = tmp / "retry_reports"
+    assert model_conv.main([*args, f"--report_dir={report_dir}", "--retry_tries=2"]) == 0
+    assert len(calls) == 2 and "trying 2 more calibration sets" in capsys.readouterr().out
+    report = json.loads((report_dir / "conversion_report.json").read_text())
+    assert len(report["calibration"]["tries"]) == model_conv.CALIBRATION_TRIES + 2
+    assert report["calibration"]["chosen_on"].startswith("validation and test")
