@@ -303,6 +303,9 @@ def store(model_file, calibration):
         files.write_text(paths["frontend_header"], model_frontend_header(meta, quantisation))
         raw["conversion"]["sha256"]["frontend_header"] = files.file_sha256(
             paths["frontend_header"])
+    if "conversion" in raw:  # the card's calibration section
+        from pipeline.model_card import card_path, model_card
+        files.write_text(card_path(paths["meta"].parent), model_card(raw))
     files.write_json(paths["meta"], raw)
 
 

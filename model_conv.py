@@ -21,6 +21,7 @@ import numpy as np
 import features
 from pipeline import artifacts, c_export, evaluation, files, frontend_header, open_set, settings
 from pipeline.errors import PipelineError, run_script
+from pipeline.model_card import card_path, model_card
 from pipeline.quiet import import_tensorflow, silence_native_output
 from pipeline.standardisation import standardise
 from pipeline.tflite_model import TFLiteModel
@@ -262,7 +263,7 @@ def write_frontend_header(paths, meta, quantisation):
                      frontend_header.model_frontend_header(meta, quantisation))
 
 
-def record_conversion(paths, quantisation):
+def record_conversion(paths, quantisation, figures):
     """Store the checksums of everything this run wrote in the model
     metadata, written last: predict.py then accepts exactly these files
     beside this metadata, so a run killed half-way never pairs a new .tflite
@@ -271,7 +272,9 @@ def record_conversion(paths, quantisation):
     written = ("int8_tflite", "float_tflite", "c_header", "c_source", "golden", "golden_header",
                "frontend_header")
     raw["conversion"] = {"sha256": {key: files.file_sha256(paths[key]) for key in written},
-                         "input_quantisation": [float(quantisation[0]), int(quantisation[1])]}
+                         "input_quantisation": [float(quantisation[0]), int(quantisation[1])],
+                         "figures": figures}
+    files.write_text(card_path(paths["meta"].parent), model_card(raw))
     files.write_json(paths["meta"], raw)
 
 
@@ -361,7 +364,12 @@ def main(argv=None):
     files.write_bytes(paths["float_tflite"], float_bytes)
     export_for_device(paths, meta, data, test, int8_model=int8_model, int8_bytes=int8_bytes,
                       golden_clips=cfg.golden_clips, golden_samples_s=cfg.golden_samples_s)
-    record_conversion(paths, (scale, zero_point))
+    record_conversion(paths, (scale, zero_point), {
+        "agreement": result["agreement"], "test_clips": int(len(test)),
+        "int8_macro_f1": result["metrics"]["int8_tflite"]["macro_f1"],
+        "keras_macro_f1": result["metrics"]["keras"]["macro_f1"],
+        "int8_bytes": len(int8_bytes), "arena_bytes": arena,
+        "parameters": int(model.count_params())})
     print(f"wrote {paths['int8_tflite']}, {paths['c_source']}, {paths['golden']}")
     return 0
 

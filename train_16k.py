@@ -381,7 +381,12 @@ def save_model(model_dir, model, data, *, scaling, rule, split, metrics, cv, his
         "n_inputs": int(data["features"].shape[1]),
         "settings": settings_used,
         "dataset": {"path": str(cfg.dataset), "sha256": data["sha256"],
-                    "clips": int(len(data["features"]))},
+                    "clips": int(len(data["features"])),
+                    "per_class": {name: int(np.sum(data["labels"] == k))
+                                  for k, name in enumerate(data["label_names"])},
+                    "groups": len(set(data["groups"])),
+                    "sources": {s: int(n) for s, n in zip(*np.unique(
+                        np.asarray(data["sources"]), return_counts=True)) if s}},
         "split": {name: [data["paths"][i] for i in idx] for name, idx in split.items()},
         "epochs_run": len(history["loss"]),
         "metrics": {"test": metrics, "cross_validation": cv},

@@ -70,6 +70,9 @@ def test_calibration_meets_the_target_and_is_stored(model, tmp_path):
     assert "too short to measure" in (report / "calibration.txt").read_text()
     meta = json.loads((tflite.parent / "model_16k.json").read_text())
     assert meta["calibration"]["thresholds"] == result["thresholds"]
+    card = (tflite.parent / "MODEL_CARD.md").read_text()  # its calibration section, updated
+    assert "Calibrated by calibrate.py for 20.0 false activation(s) per hour" in card
+    assert f"alarm: threshold {result['thresholds']['alarm']}" in card
     header = (tflite.parent / "model_16k_frontend.h").read_text()
     assert f"{float(np.float32(result['thresholds']['alarm'])):.9e}f" in header
 

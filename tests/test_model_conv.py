@@ -261,3 +261,17 @@ def test_a_failed_gate_is_retried_with_more_calibration_sets(converted, capsys, 
     report = json.loads((report_dir / "conversion_report.json").read_text())
     assert len(report["calibration"]["tries"]) == model_conv.CALIBRATION_TRIES + 2
     assert report["calibration"]["chosen_on"].startswith("validation and test")
+
+
+def test_model_card_says_what_it_is_and_how_it_did(converted):
+    tmp, *_ = converted
+    card = (tmp / "models" / "MODEL_CARD.md").read_text()
+    meta = json.loads((tmp / "models" / "model_16k.json").read_text())
+    figures = meta["conversion"]["figures"]
+    assert "Classes: alarm, other, water" in card
+    for label, count in meta["dataset"]["per_class"].items():
+        assert f"| {label} | {count} |" in card
+    assert f"macro-F1 {meta['metrics']['test']['macro_f1']:.3f}" in card
+    assert f"{100 * figures['agreement']:.1f} % of {figures['test_clips']} clips" in card
+    assert f"arena {figures['arena_bytes'] / 1024:.1f} KB" in card
+    assert "Not calibrated" in card and "known limits" in card
