@@ -111,10 +111,10 @@ def main():
         print(f"  {name:<42}{count:>12,}")
     print("\nmemory of the front end for this model:\n" + memory, end="")
     if cfg.m4:
-        m4_figures(model_dir, build, wav, cfg.m4_seconds, ev)
+        m4_figures(model_dir, build, wav, seconds=cfg.m4_seconds, ev=ev)
 
 
-def m4_figures(model_dir, build, wav, seconds, ev):
+def m4_figures(model_dir, build, wav, *, seconds, ev):
     """Instructions per window and per hop, stack, RAM and flash on an
     emulated Cortex-M4F at -O2 (device/m4/, QEMU mps2-an386)."""
     import soundfile
