@@ -8,6 +8,9 @@ from typing import NamedTuple
 from pipeline.errors import PipelineError
 
 
+MAX_LABEL_BYTES = 10_000_000  # a day of labels is well under this; more is not a label file
+
+
 class LabelledEvent(NamedTuple):
     start_s: float
     end_s: float
@@ -34,7 +37,12 @@ def read_audacity_labels(path, labels):
         is not a number or is negative, start after end, a start before the
         previous line's start, or a label the model does not have.
     """
+    from pipeline.files import check_regular
     path = Path(path)
+    check_regular(path, "label file")  # a FIFO or device would hang the read
+    if path.stat().st_size > MAX_LABEL_BYTES:
+        raise PipelineError(f"{path}: {path.stat().st_size:,} bytes, too large for a label file "
+                            f"(at most {MAX_LABEL_BYTES:,}); is it the right file?")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:

@@ -161,3 +161,15 @@ def test_train_settings_have_event_ranges(tmp_path):
 def test_training_settings_are_bounded(tmp_path, option, message):
     with pytest.raises(PipelineError, match=message):
         train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", option])
+
+
+def test_label_files_must_be_regular_and_small(tmp_path, monkeypatch):
+    fifo = tmp_path / "rec.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(PipelineError, match="label file is not a regular file"):
+        labels.read_audacity_labels(fifo, ["alarm"])
+    big = tmp_path / "big.txt"
+    big.write_text("0\t1\talarm\n" * 10)
+    monkeypatch.setattr(labels, "MAX_LABEL_BYTES", 50)
+    with pytest.raises(PipelineError, match="too large for a label file"):
+        labels.read_audacity_labels(big, ["alarm"])
