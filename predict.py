@@ -47,6 +47,10 @@ ONSET_TOLERANCE_S = 1.0        # --evaluate_events: a detection overlapping a la
 MINE = None                    # folder of recordings with no target events: save windows that fire
 INTO = "data/clips/other"      # --mine: where those windows go (WAV clips and mined.csv)
 REPORT_DIR = "reports"         # where --evaluate saves its confusion matrix
+LISTEN = None                  # "mic": listen to the default microphone; or a recording, fed at --speed
+SPEED = 1.0                    # --listen=RECORDING: this many times real time (0: as fast as possible)
+SAVE_EVENTS = None             # --listen: folder where each event's audio is saved as 16-bit WAV
+EVENT_CONTEXT_S = 1.0          # --save_events: seconds of audio kept before and after each event
 
 _ALL_SILENT = "every window is silent"  # the error of a recording with no sound to classify
 
@@ -274,6 +278,50 @@ def mine(classifier, folder, events, into):
     return 0
 
 
+def listen(classifier, events, *, source, speed, save_dir, context_s):
+    """Live classification of the microphone ("mic") or of a recording at
+    ``speed`` times real time: one line per hop with each class's
+    probability and threshold, each event as it starts and ends, and a
+    summary (minutes, events per class, onset-to-report latency) at the end
+    or on Ctrl-C."""
+    from pipeline import live
+    rate = classifier.config.sample_rate
+    if source == "mic":
+        blocks = live.microphone_blocks(rate)
+    else:
+        features.audio_duration(source)  # a clear error for a missing or unreadable file
+        blocks = live.file_blocks(source, rate, speed=speed)
+    listener = live.Listener(classifier, events, save_dir=save_dir, context_s=context_s)
+    tty = sys.stdout.isatty()
+
+    def on_window(now_s, probs):
+        bars = "  ".join(f"{label} {'#' * int(10 * p):<10} {p:.2f}"
+                         + (f"/{events.thresholds[label]:.2f}" if label not in events.background
+                            else "") for label, p in zip(classifier.labels, probs))
+        start, end = ("\r", "") if tty else ("", "\n")  # a terminal: one line, updated
+        print(f"{start}{now_s:8.1f} s  {bars}", end=end, flush=True)
+
+    def on_event(kind, event):
+        verb = "starts" if kind == "start" else "ended "
+        span = (f"at {event['start_s']:.2f} s" if kind == "start"
+                else f"{event['start_s']:.2f}-{event['end_s']:.2f} s")
+        print(f"{chr(10) if tty else ''}event {event['class']} {verb} {span} "
+              f"(peak {event['peak_probability']:.2f})", flush=True)
+
+    print(f"listening to {'the microphone' if source == 'mic' else source} "
+          f"({events.window_s:g} s windows every {events.hop_s:g} s); Ctrl-C ends", flush=True)
+    found = listener.run(blocks, on_window=on_window, on_event=on_event)
+    minutes = listener.total / rate / 60
+    counts = {label: sum(e["class"] == label for e in found) for label in classifier.labels
+              if label not in events.background}
+    latency = (f"; onset to first report: mean {np.mean(listener.latencies):.2f} s, "
+               f"max {np.max(listener.latencies):.2f} s" if listener.latencies else "")
+    print(f"\nlistened {minutes:.2f} min; events: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()) + latency
+          + (f"; event audio in {save_dir}/" if save_dir and found else ""))
+    return 0
+
+
 def main(argv=None):
     parser = settings.parser_from_constants(globals())
     parser.add_argument("paths", nargs="*", help="audio files or folders (searched recursively)")
@@ -295,6 +343,13 @@ def main(argv=None):
     if cfg.mine:
         files.check_writable("--into", cfg.into)
         return mine(classifier, cfg.mine, events, cfg.into)
+    if cfg.listen:
+        settings.check_settings(cfg, speed=settings.between(0, 10000),
+                                event_context_s=settings.between(0, 60))
+        if cfg.save_events:
+            files.check_writable("--save_events", cfg.save_events)
+        return listen(classifier, events, source=cfg.listen, speed=cfg.speed,
+                      save_dir=cfg.save_events, context_s=cfg.event_context_s)
     if cfg.evaluate_events:
         return evaluate_events(classifier, cfg.evaluate_events, events,
                                tolerance_s=cfg.onset_tolerance_s, json_path=cfg.json)

@@ -537,3 +537,55 @@ def test_model_folder_is_one_set(model_dir, tmp_path, fresh_clips):
     with pytest.raises(PipelineError, match=r"model_16k_frontend.h: not the file that "
                                             r"model_16k.json describes.*model_conv.py"):
         run(other, fresh_clips)
+
+
+def long_recording(path):
+    """60 s of hiss with three tones (events of 'tone') and one beep burst."""
+    parts = [noise(12.0, seed=1, low_hz=1500), tone(2700.0, 6.0, seed=2),
+             noise(14.0, seed=3, low_hz=1500), tone(650.0, 5.0, seed=4),
+             noise(9.0, seed=5, low_hz=1500), tone(2600.0, 4.0, seed=6),
+             noise(10.0, seed=7, low_hz=1500)]
+    return write(path, np.concatenate(parts))
+
+
+def test_listening_to_a_file_finds_predict_pys_events(model_dir, tmp_path, capsys):
+    """--listen=FILE goes through the same windows, model and events as
+    predict.py FILE, at 50x real time, and saves each event's audio."""
+    import re
+    import soundfile
+    recording = long_recording(tmp_path / "rec.wav")
+    out = tmp_path / "out.json"
+    assert run(model_dir, recording, "--json", out, "--background_classes=hiss") == 0
+    expected = [(e["class"], e["start_s"], e["end_s"])
+                for e in json.loads(out.read_text())["results"][0]["events"]]
+    assert expected, "the fixture model should find the tones"
+    capsys.readouterr()
+    saved = tmp_path / "events"
+    assert run(model_dir, f"--listen={recording}", "--speed=50", f"--save_events={saved}",
+               "--background_classes=hiss") == 0
+    printed = capsys.readouterr().out
+    ended = [(m[0], float(m[1]), float(m[2])) for m in
+             re.findall(r"event (\w+) ended +([\d.]+)-([\d.]+) s", printed)]
+    assert sorted(ended) == sorted(expected)
+    assert re.search(r"listened 1\.00 min; events: .*onset to first report: mean", printed)
+    clips = sorted(saved.glob("*.wav"))
+    assert len(clips) == len(expected)
+    for (label, start, end), clip in zip(sorted(expected, key=lambda e: (e[0], e[1])), clips):
+        assert clip.name.startswith(label)
+        info = soundfile.info(clip)
+        assert info.samplerate == 16000 and info.subtype == "PCM_16"
+        assert info.duration >= end - start  # the event, with context around it
+
+
+def test_listening_without_a_microphone_says_what_to_install(model_dir, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_portaudio(name, *args, **kwargs):
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_portaudio)
+    with pytest.raises(PipelineError, match="libportaudio2"):
+        run(model_dir, "--listen=mic")
