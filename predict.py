@@ -40,7 +40,7 @@ BACKGROUND_CLASSES = None      # classes that never form events (comma-separated
 ALL = False                    # print every class's probability
 CSV = None                     # save per-file results (and events) as CSV
 JSON = None                    # save results as JSON (with --evaluate: the metrics)
-TIMELINE = None                # PNG of probabilities over time (first long recording)
+TIMELINE = None                # PNG per long recording: spectrogram, probabilities, events (NAME_<recording>.png when several)
 EVALUATE = None                # labelled folder (one sub-folder per class) to score
 EVALUATE_EVENTS = None         # folder of recordings with Audacity label files (.txt) to score
 ONSET_TOLERANCE_S = 1.0        # --evaluate_events: a detection overlapping a label widened by this is right
@@ -109,6 +109,33 @@ def print_result(result, show_all):
               f"  peak {event['peak_probability']:.2f}  mean {event['mean_probability']:.2f}")
 
 
+def timeline_paths(out_png, recordings):
+    """One PNG per recording: ``out_png`` itself for one, NAME_<stem>.png for several."""
+    out_png = Path(out_png)
+    if len(recordings) == 1:
+        return [out_png]
+    from pipeline.plots import file_name_part
+    return [out_png.with_name(f"{out_png.stem}_{file_name_part(Path(p).stem)}{out_png.suffix}")
+            for p in recordings]
+
+
+def draw_timelines(classifier, results, events, out_png, labelled=None):
+    """The timeline figure of every recording in ``results`` (those longer
+    than a window); ``labelled``: {path: [(start_s, end_s, class)]}."""
+    from pipeline import plots
+    if not results:
+        print(f"note: no recording longer than {events.window_s:g} s, so no timeline was drawn")
+        return
+    for result, png in zip(results, timeline_paths(out_png, [r["path"] for r in results])):
+        centres, smoothed = result["_timeline"]
+        plots.timeline(result["path"], centres, smoothed, classifier.labels,
+                       events=result["events"], thresholds=events.thresholds,
+                       background=events.background,
+                       labelled=(labelled or {}).get(result["path"], ()),
+                       sample_rate=classifier.config.sample_rate, out_png=png)
+        print(f"saved {png}")
+
+
 def write_csv(path, results, labels):
     """One row per file (with an error column) and one per event."""
     header = ["path", "class", "probability", *[f"p_{k}" for k in labels],
@@ -160,14 +187,14 @@ def evaluate(classifier, folder, events, *, report_dir, json_path):
     return 1 if failed else 0
 
 
-def evaluate_events(classifier, folder, events, *, tolerance_s, json_path):
+def evaluate_events(classifier, folder, events, *, tolerance_s, json_path, timeline=None):
     """Event-based precision, recall, F1 and false activations per hour on
     recordings labelled in Audacity (rec.wav + rec.txt). Labels of
     background classes are not events and are ignored."""
     from pipeline.event_metrics import event_scores, match_events
     from pipeline.labels import labelled_recordings, merge_overlapping, within_recording
     recordings = labelled_recordings(folder, classifier.labels)
-    reference, detected, seconds = [], [], 0.0
+    reference, detected, seconds, drawn = [], [], 0.0, []
     for index, (path, labelled) in enumerate(recordings):
         result = classify_file(classifier, path, events)
         if result["error"] in (_ALL_SILENT, "all samples are zero (silence)"):  # no detections
@@ -178,6 +205,9 @@ def evaluate_events(classifier, folder, events, *, tolerance_s, json_path):
         labelled = merge_overlapping(within_recording(labelled, result["duration_s"], path))
         reference += [(e.start_s, e.end_s, (index, e.label)) for e in labelled
                       if e.label not in events.background]
+        if timeline and "_timeline" in result:
+            drawn.append((result, [(e.start_s, e.end_s, e.label) for e in labelled
+                                   if e.label not in events.background]))
         detected += [(e["start_s"], e["end_s"], (index, e["class"]))
                      for e in result.get("events", [])]
     per_recording = match_events(reference, detected, tolerance_s)
@@ -195,6 +225,9 @@ def evaluate_events(classifier, folder, events, *, tolerance_s, json_path):
         print(f"{label:<12}{c['true_positives'] + c['false_negatives']:>9}"
               f"{c['true_positives']:>7}{c['precision']:>11.3f}{c['recall']:>8.3f}"
               f"{c['f1']:>7.3f}{c['false_activations_per_hour']:>9.1f}")
+    if timeline:
+        draw_timelines(classifier, [r for r, _ in drawn], events, timeline,
+                       labelled={r["path"]: spans for r, spans in drawn})
     if json_path:
         files.write_json(json_path, {**scores, "onset_tolerance_s": tolerance_s,
                                      "recordings": [str(p) for p, _ in recordings]})
@@ -352,7 +385,8 @@ def main(argv=None):
                       save_dir=cfg.save_events, context_s=cfg.event_context_s)
     if cfg.evaluate_events:
         return evaluate_events(classifier, cfg.evaluate_events, events,
-                               tolerance_s=cfg.onset_tolerance_s, json_path=cfg.json)
+                               tolerance_s=cfg.onset_tolerance_s, json_path=cfg.json,
+                               timeline=cfg.timeline)
     if not cfg.paths:
         raise PipelineError("no input: give audio files or folders, --evaluate=DIR or "
                             "--evaluate_events=DIR")
@@ -367,13 +401,9 @@ def main(argv=None):
         print_result(result, cfg.all)
         sys.stdout.flush()
         results.append(result)
-    timeline = next((r for r in results if "_timeline" in r), None)
-    if cfg.timeline and timeline:
-        from pipeline import plots
-        plots.timeline(timeline["_timeline"], classifier.labels, timeline["events"],
-                       title=timeline["path"], out_png=cfg.timeline)
-    elif cfg.timeline:
-        print(f"note: no recording longer than {events.window_s:g} s, so no timeline was drawn")
+    if cfg.timeline:
+        draw_timelines(classifier, [r for r in results if "_timeline" in r], events,
+                       cfg.timeline)
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     if cfg.csv:
         write_csv(cfg.csv, public, classifier.labels)

@@ -1,6 +1,7 @@
 """The figures the scripts save under reports/ (all written atomically)."""
 
 import re
+from pathlib import Path
 
 import matplotlib
 
@@ -129,19 +130,74 @@ def training_curves(history, out_png):
     save_figure(fig, out_png)
 
 
-def timeline(centres_and_probs, label_names, events, *, title, out_png):
-    """Smoothed class probabilities over time with detected events shaded."""
-    centres, probs = centres_and_probs
-    fig, ax = plt.subplots(figsize=(10, 3.5))
+def coarse_spectrogram(path, sample_rate, *, hop_s=0.05, n_mels=64):
+    """A log-mel spectrogram of a recording of any length for display,
+    computed block by block (shape (n_mels, frames), dB) and the frame
+    times in seconds."""
+    import librosa
+    n_fft, hop = 1024, max(1, int(hop_s * sample_rate))
+    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    frames, carry = [], np.zeros(0, np.float32)
+    for block in features.stream_audio(path, sample_rate, block_s=30.0):
+        y = np.concatenate([carry, block])
+        usable = (len(y) - n_fft) // hop + 1 if len(y) >= n_fft else 0
+        if usable:
+            spec = np.abs(librosa.stft(y[:(usable - 1) * hop + n_fft], n_fft=n_fft, hop_length=hop,
+                                       center=False)) ** 2
+            frames.append(basis @ spec)
+        carry = y[usable * hop:]
+    mel = np.concatenate(frames, axis=1) if frames else np.zeros((n_mels, 0))
+    times = (np.arange(mel.shape[1]) * hop + n_fft / 2) / sample_rate
+    return librosa.power_to_db(mel + 1e-12, ref=np.max(mel) if mel.size else 1.0, top_db=80), times
+
+
+def timeline(path, centres, probs, label_names, *, events, thresholds, background=(),
+             labelled=(), sample_rate, out_png):
+    """One recording, top to bottom: its spectrogram; the smoothed class
+    probabilities with each event class's threshold; the detected events as
+    bars; and the labelled events, when there are any.
+
+    Parameters
+    ----------
+    centres : np.ndarray, shape (windows,), seconds
+    probs : np.ndarray, shape (windows, classes), smoothed
+    events : list of dict (predict.py's)
+    thresholds : dict class -> threshold
+    labelled : list of (start_s, end_s, class)
+    """
+    spec, times = coarse_spectrogram(path, sample_rate)
+    rows = 4 if labelled else 3
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 2.0 * rows + 1), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 3, 1, 1][:rows]})
+    end = max(float(times[-1]) if times.size else 0.0, float(centres[-1]) if len(centres) else 0.0)
+    axes[0].imshow(spec, origin="lower", aspect="auto", cmap="magma",
+                   extent=[0, end, 0, spec.shape[0]])
+    axes[0].set_ylabel("mel band")
+    axes[0].set_title(f"{Path(path).name}", fontsize=9)
     colours = {}
     for c, name in enumerate(label_names):
-        (line,) = ax.plot(centres, probs[:, c], label=name, marker=".")
+        (line,) = axes[1].plot(centres, probs[:, c], label=name, marker=".", markersize=3)
         colours[name] = line.get_color()
-    for event in events:
-        ax.axvspan(event["start_s"], event["end_s"], color=colours[event["class"]], alpha=0.2)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("smoothed probability")
-    ax.set_title(f"{title}: shaded = detected events", fontsize=9)
-    ax.legend(loc="upper right")
+        if name not in background:
+            axes[1].axhline(thresholds[name], color=colours[name], linestyle="--", linewidth=0.8)
+    axes[1].set_ylim(0, 1.02)
+    axes[1].set_ylabel("probability\n(dashed: threshold)")
+    axes[1].legend(loc="upper right", fontsize=8)
+
+    def bars(ax, spans, title):
+        names = [n for n in label_names if n not in background]
+        for start, stop, name in spans:
+            ax.barh(names.index(name) if name in names else 0, stop - start, left=start,
+                    color=colours.get(name, "grey"), height=0.6)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names, fontsize=8)
+        ax.set_ylim(-0.5, len(names) - 0.5)
+        ax.set_ylabel(title)
+
+    bars(axes[2], [(e["start_s"], e["end_s"], e["class"]) for e in events], "detected")
+    if labelled:
+        bars(axes[3], labelled, "labelled")
+    axes[-1].set_xlabel("time (s)")
+    axes[-1].set_xlim(0, end)
+    fig.tight_layout()
     save_figure(fig, out_png)

@@ -589,3 +589,22 @@ def test_listening_without_a_microphone_says_what_to_install(model_dir, monkeypa
     monkeypatch.setattr(builtins, "__import__", no_portaudio)
     with pytest.raises(PipelineError, match="libportaudio2"):
         run(model_dir, "--listen=mic")
+
+
+def test_one_timeline_per_recording_with_labels_when_evaluating(model_dir, tmp_path):
+    """Spectrogram, probabilities with thresholds and detected events per
+    recording; with --evaluate_events, a fourth row of labelled events."""
+    import matplotlib.image
+    folder = tmp_path / "recs"
+    for name in ("kitchen", "hall"):
+        long_recording(folder / f"{name}.wav")
+        (folder / f"{name}.txt").write_text("12.0\t18.0\ttone\n")
+    png = tmp_path / "figs" / "timeline.png"
+    assert run(model_dir, folder, "--timeline", png, "--background_classes=hiss") == 0
+    plain = {p.name: matplotlib.image.imread(p).shape for p in png.parent.glob("*.png")}
+    assert set(plain) == {"timeline_kitchen.png", "timeline_hall.png"}
+    scored = tmp_path / "scored" / "timeline.png"
+    assert run(model_dir, "--evaluate_events", folder, "--timeline", scored,
+               "--background_classes=hiss") == 0
+    with_labels = matplotlib.image.imread(scored.parent / "timeline_kitchen.png").shape
+    assert with_labels[0] > plain["timeline_kitchen.png"][0]  # the labelled-events row
