@@ -191,7 +191,7 @@ def evaluate_events(classifier, folder, events, *, tolerance_s, json_path, timel
     """Event-based precision, recall, F1 and false activations per hour on
     recordings labelled in Audacity (rec.wav + rec.txt). Labels of
     background classes are not events and are ignored."""
-    from pipeline.event_metrics import event_scores, match_events
+    from pipeline.event_metrics import event_scores, match_events, standard_event_scores
     from pipeline.labels import labelled_recordings, merge_overlapping, within_recording
     recordings = labelled_recordings(folder, classifier.labels)
     reference, detected, seconds, drawn = [], [], 0.0, []
@@ -217,19 +217,29 @@ def evaluate_events(classifier, folder, events, *, tolerance_s, json_path, timel
         for key, value in c.items():
             total[key] += value
     scores = event_scores(counts, seconds / 3600)
+    event_classes = [x for x in classifier.labels if x not in events.background]
+    standard = standard_event_scores(reference, detected, event_classes)
     print(f"event evaluation on {folder}: {len(recordings)} recordings, "
-          f"{seconds / 3600:.2f} h, onset tolerance {tolerance_s:g} s")
+          f"{seconds / 3600:.2f} h")
+    print(f"detector view: a detection overlapping a label widened by {tolerance_s:g} s on "
+          "both sides is right")
     print(f"{'class':<12}{'labelled':>9}{'found':>7}{'precision':>11}{'recall':>8}{'F1':>7}"
           f"{'false/h':>9}")
     for label, c in [*scores["per_class"].items(), ("overall", scores["overall"])]:
         print(f"{label:<12}{c['true_positives'] + c['false_negatives']:>9}"
               f"{c['true_positives']:>7}{c['precision']:>11.3f}{c['recall']:>8.3f}"
               f"{c['f1']:>7.3f}{c['false_activations_per_hour']:>9.1f}")
+    print(f"standard view (sed_eval event-based, as published SED results): onset within "
+          f"{standard['collar_s']:g} s, offset within {standard['collar_s']:g} s or "
+          f"{standard['offset_fraction']:.0%} of the label's length")
+    for label, c in [*standard["per_class"].items(), ("overall", standard["overall"])]:
+        print(f"{label:<12}{'':>16}{c['precision']:>11.3f}{c['recall']:>8.3f}{c['f1']:>7.3f}")
     if timeline:
         draw_timelines(classifier, [r for r, _ in drawn], events, timeline,
                        labelled={r["path"]: spans for r, spans in drawn})
     if json_path:
         files.write_json(json_path, {**scores, "onset_tolerance_s": tolerance_s,
+                                     "standard": standard,
                                      "recordings": [str(p) for p, _ in recordings]})
     return 0
 

@@ -75,3 +75,47 @@ def event_scores(counts, hours):
                "false_activations_per_hour": total["false_positives"] / hours
                if hours > 0 else float("nan")}
     return {"per_class": per_class, "overall": overall, "hours": hours}
+
+
+def standard_event_scores(reference, detected, labels, *, collar_s=0.2, offset_fraction=0.2):
+    """Event-based precision, recall and F1 as published sound-event
+    detection results report them (sed_eval, the DCASE toolbox): an
+    estimated event is right when its onset is within ``collar_s`` of a
+    reference onset and its offset within the larger of ``collar_s`` and
+    ``offset_fraction`` of the reference's length.
+
+    Parameters
+    ----------
+    reference, detected : list of (start_s, end_s, (recording, label))
+    labels : list of str
+        The event classes scored.
+
+    Returns
+    -------
+    dict: ``per_class`` {label: {precision, recall, f1}} and ``overall``
+    (micro-averaged), ``collar_s``, ``offset_fraction``
+    """
+    import dcase_util
+    import sed_eval
+
+    def container(events):
+        return dcase_util.containers.MetaDataContainer([
+            {"filename": str(recording), "event_label": label, "onset": float(start),
+             "offset": float(end)} for start, end, (recording, label) in events])
+
+    metrics = sed_eval.sound_event.EventBasedMetrics(
+        event_label_list=list(labels), t_collar=collar_s, percentage_of_length=offset_fraction)
+    recordings = sorted({e[2][0] for e in reference} | {e[2][0] for e in detected}, key=str)
+    for recording in recordings:
+        metrics.evaluate(
+            reference_event_list=container([e for e in reference if e[2][0] == recording]),
+            estimated_event_list=container([e for e in detected if e[2][0] == recording]))
+
+    def scores(measures):
+        f = measures["f_measure"]
+        return {"precision": f["precision"], "recall": f["recall"], "f1": f["f_measure"]}
+
+    classwise = metrics.results_class_wise_metrics()
+    return {"per_class": {label: scores(classwise[label]) for label in labels},
+            "overall": scores(metrics.results_overall_metrics()),
+            "collar_s": collar_s, "offset_fraction": offset_fraction}

@@ -45,3 +45,17 @@ def test_events_match_one_to_one_when_they_overlap_within_the_tolerance():
     assert scores["overall"]["false_activations_per_hour"] == pytest.approx(4 / 0.5)
     late = match_events([(10.0, 12.0, "alarm")], [(12.8, 14.0, "alarm")], tolerance_s=1.0)
     assert late["alarm"]["true_positives"] == 1  # starts after the end, within the tolerance
+
+
+def test_standard_event_metrics_use_the_collar_and_offset_rule():
+    """sed_eval's event-based F1: onset within 200 ms, offset within 200 ms or
+    20 % of the label's length."""
+    from pipeline.event_metrics import standard_event_scores
+    reference = [(1.0, 6.0, (0, "alarm")), (10.0, 11.0, (0, "alarm")), (3.0, 4.0, (1, "water"))]
+    detected = [(1.15, 6.9, (0, "alarm")),    # onset 0.15 s off, offset 0.9 s <= 20 % of 5 s
+                (10.5, 11.0, (0, "alarm")),   # onset 0.5 s late: wrong
+                (3.0, 4.0, (0, "water"))]     # the right times in the wrong recording
+    scores = standard_event_scores(reference, detected, ["alarm", "water"])
+    assert scores["per_class"]["alarm"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+    assert scores["per_class"]["water"]["recall"] == 0.0
+    assert abs(scores["overall"]["f1"] - 1 / 3) < 1e-9

@@ -373,6 +373,10 @@ def test_evaluate_events_scores_labelled_recordings(model_dir, tmp_path, capsys)
     assert scores["hours"] == pytest.approx(20.0 / 3600, rel=1e-3)
     assert scores["overall"]["false_activations_per_hour"] == pytest.approx(3600 / 20.0,
                                                                              rel=1e-3)
+    # the standard view beside it: sed_eval's 200 ms collar, here stricter than 1 s
+    assert set(scores["standard"]["per_class"]) == {"beep", "tone"}
+    assert scores["standard"]["per_class"]["beep"]["recall"] == 0.0
+    assert "standard view (sed_eval event-based" in capsys.readouterr().out
     (folder / "kitchen.txt").write_text("4\t8\tdog\n")
     with pytest.raises(PipelineError, match=r"kitchen.txt:1: unknown label 'dog'"):
         run(model_dir, "--evaluate_events", folder)
