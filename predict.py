@@ -119,7 +119,7 @@ def timeline_paths(out_png, recordings):
             for p in recordings]
 
 
-def draw_timelines(classifier, results, events, out_png, labelled=None):
+def draw_timelines(classifier, results, events, out_png, *, labelled=None):
     """The timeline figure of every recording in ``results`` (those longer
     than a window); ``labelled``: {path: [(start_s, end_s, class)]}."""
     from pipeline import plots
