@@ -438,3 +438,16 @@ def test_c_library_and_features_py_agree_on_the_feature_version():
     header = (ROOT / "device" / "include" / "af_frontend.h").read_text()
     assert int(re.search(r"#define AF_FEATURE_VERSION (\d+)", header).group(1)) == \
         features.FEATURE_VERSION
+
+
+def test_stream_from_stdin_equals_the_wav_tool(trained, tmp_path):
+    """`arecord -r 16000 -f S16_LE -c 1 | features --stream` works on raw
+    PCM as it arrives: the same windows as the WAV path."""
+    _, _, tool = trained
+    samples = int16_clip(np.concatenate([tone(2600, 2.5, level=0.4), noise(3.2, seed=9)]))
+    wav = write(tmp_path / "rec.wav", samples / 32768.0)
+    piped = subprocess.run([str(tool), "--stream"], input=samples.astype("<i2").tobytes(),
+                           capture_output=True, check=True).stdout.decode()
+    from_file = subprocess.run([str(tool), str(wav)], capture_output=True, text=True,
+                               check=True).stdout
+    assert piped == from_file and len(piped.splitlines()) == 5

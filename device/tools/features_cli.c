@@ -8,6 +8,8 @@
  *                                (lines "centre_s p_0 p_1 ..."), as predict.py finds them
  *   features --memory            bytes of state and scratch for this model
  *   features --time rec.wav      microseconds of front end per window (for bench_device.py)
+ *   features --stream            raw 16 kHz mono s16le PCM from stdin, a line per window as it
+ *                                completes, e.g. arecord -r 16000 -f S16_LE -c 1 | features --stream
  *
  * A window without features (silence) prints an empty line; a clip of a
  * single window without features is an error. Exit status 0 on success,
@@ -85,48 +87,45 @@ static int emit_window(af_stream* stream, const char* path, int mode, int* windo
   return 0;
 }
 
-static int run_features(const char* path, int mode) {
-  wav_reader wav;
-  char message[256];
-  if (wav_open(&wav, path, message, sizeof message) != 0) {
-    fprintf(stderr, "%s\n", message);
-    return 1;
-  }
-  if (wav.sample_rate != af_model_frontend.sample_rate || wav.channels != 1 ||
-      wav.bits_per_sample != 16) {
-    fprintf(stderr, "%s: %d Hz, %d channel(s), %d-bit; the model needs %d Hz mono 16-bit PCM. "
-            "Convert it first, e.g. `sox %s -r %d -c 1 -b 16 out.wav`\n", path, wav.sample_rate,
-            wav.channels, wav.bits_per_sample, af_model_frontend.sample_rate, path,
-            af_model_frontend.sample_rate);
-    wav_close(&wav);
-    return 1;
-  }
+/* Where the samples come from: a WAV file, or raw s16le PCM on stdin. */
+typedef struct {
+  wav_reader* wav;
+  FILE* raw;
+} sample_source;
+
+static size_t read_samples(sample_source* source, int16_t* block, size_t n) {
+  if (source->wav != NULL) return wav_read(source->wav, block, n);
+  return fread(block, sizeof block[0], n, source->raw);  /* s16le on a little-endian host */
+}
+
+/* Push the source through the stream; a line per window as it is ready. */
+static int run_stream(sample_source* source, const char* path, int mode) {
   af_stream stream;
   int status = af_stream_init(&stream, &af_model_frontend, ring, AF_MODEL_WINDOW_SAMPLES);
   if (status == AF_OK) status = af_rfft_init(&fft, af_model_frontend.n_fft);
   if (status != AF_OK) {
     fprintf(stderr, "%s: cannot start the front end: %s\n", path, reason(status));
-    wav_close(&wav);
     return 1;
   }
   int16_t block[1000];  /* an odd block size: windows complete mid-block */
   size_t got;
   int windows = 0, silent = 0, failed = 0;
-  while (!failed && (got = wav_read(&wav, block, 1000)) > 0) {
+  while (!failed && (got = read_samples(source, block, 1000)) > 0) {
     size_t offset = 0;
     while (offset < got && !failed) {
       size_t used;
       status = af_stream_push(&stream, block + offset, got - offset, &used);
       offset += used;
-      if (status == AF_WINDOW_READY)
+      if (status == AF_WINDOW_READY) {
         failed = emit_window(&stream, path, mode, &windows, &silent);
+        fflush(stdout);  /* live: each window as soon as it is computed */
+      }
     }
   }
-  if (!failed && wav.error) {
-    fprintf(stderr, "%s: %s\n", path, wav.error_message);
+  if (!failed && source->wav != NULL && source->wav->error) {
+    fprintf(stderr, "%s: %s\n", path, source->wav->error_message);
     failed = 1;
   }
-  wav_close(&wav);
   if (failed) return 1;
   status = af_stream_finish(&stream);
   if (status == AF_ERR_ARGUMENT) {
@@ -143,6 +142,28 @@ static int run_features(const char* path, int mode) {
     printf("windows %d, front end %.3f s, %.1f us per window\n", windows, seconds_in_front_end,
            1e6 * seconds_in_front_end / (windows ? windows : 1));
   return 0;
+}
+
+static int run_features(const char* path, int mode) {
+  wav_reader wav;
+  char message[256];
+  if (wav_open(&wav, path, message, sizeof message) != 0) {
+    fprintf(stderr, "%s\n", message);
+    return 1;
+  }
+  if (wav.sample_rate != af_model_frontend.sample_rate || wav.channels != 1 ||
+      wav.bits_per_sample != 16) {
+    fprintf(stderr, "%s: %d Hz, %d channel(s), %d-bit; the model needs %d Hz mono 16-bit PCM. "
+            "Convert it first, e.g. `sox %s -r %d -c 1 -b 16 out.wav`\n", path, wav.sample_rate,
+            wav.channels, wav.bits_per_sample, af_model_frontend.sample_rate, path,
+            af_model_frontend.sample_rate);
+    wav_close(&wav);
+    return 1;
+  }
+  sample_source source = {&wav, NULL};
+  const int status = run_stream(&source, path, mode);
+  wav_close(&wav);
+  return status;
 }
 
 static int compare_events(const void* a, const void* b) {  /* by start, then class: predict.py's order */
@@ -228,7 +249,11 @@ int main(int argc, char** argv) {
   if (argc == 3 && strcmp(argv[1], "--float") == 0) return run_features(argv[2], PRINT_FLOAT);
   if (argc == 3 && strcmp(argv[1], "--time") == 0) return run_features(argv[2], PRINT_NOTHING);
   if (argc == 2 && argv[1][0] != '-') return run_features(argv[1], PRINT_INT8);
-  fprintf(stderr, "usage: %s [--float | --time] clip.wav | --events probs.txt | --memory\n",
-          argv[0]);
+  if (argc == 2 && strcmp(argv[1], "--stream") == 0) {
+    sample_source source = {NULL, stdin};
+    return run_stream(&source, "stdin", PRINT_INT8);
+  }
+  fprintf(stderr, "usage: %s [--float | --time] clip.wav | --stream < s16le.raw | "
+          "--events probs.txt | --memory\n", argv[0]);
   return 1;
 }
