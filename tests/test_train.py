@@ -153,7 +153,7 @@ def test_retrain_with_other_labels_keeps_previous_model(trained):
 
 
 @pytest.mark.parametrize("option, message", [
-    ("--epochs=0", "--epochs=0: expected at least 1"),
+    ("--epochs=0", r"--epochs=0: expected a number in \[1, 100000\]"),
     ("--test_fraction=0", r"--test_fraction=0.0: expected a number in \(0, 1\)"),
     ("--test_fraction=1", r"--test_fraction=1.0: expected a number in \(0, 1\)"),
     ("--dropout=1.5", r"--dropout=1.5: expected a number in \[0, 1\)"),
