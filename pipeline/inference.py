@@ -96,35 +96,53 @@ def window_probabilities(classifier, path, *, window_s, hop_s, batch=64):
                                 window_s=window_s, hop_s=hop_s, batch=batch)
 
 
+def classified_windows(classifier, blocks, *, window_s, hop_s, batch=64):
+    """The windows of a stream of float32 sample blocks (at the model's
+    sample rate), classified ``batch`` at a time (1: each as soon as it is
+    complete, for live listening).
+
+    Yields
+    ------
+    (start, n_samples, probs, usable), in order: ``probs`` shape (classes,),
+    all zeros for a window without features (silence), where ``usable`` is
+    False.
+    """
+    rate = classifier.config.sample_rate
+    window, hop = int(window_s * rate), int(hop_s * rate)
+    pending = []  # (start, n_samples, feature row or None), classified together
+
+    def classified():
+        rows = [row for *_, row in pending if row is not None]
+        probs = iter(classifier.probabilities(np.stack(rows)) if rows else ())
+        done = [(start, n, next(probs) if row is not None
+                 else np.zeros(len(classifier.labels), np.float32), row is not None)
+                for start, n, row in pending]
+        pending.clear()
+        return done
+
+    for start, samples in stream_windows(blocks, window, hop):
+        try:
+            row = features.features_from_audio(samples, classifier.config)
+        except features.FeatureError:  # a silent window is "no event", not an error
+            row = None
+        pending.append((start, len(samples), row))
+        if len(pending) >= batch:
+            yield from classified()
+    yield from classified()
+
+
 def stream_probabilities(classifier, blocks, *, window_s, hop_s, batch=64):
     """:func:`window_probabilities` of a stream of float32 sample blocks at
     the model's sample rate; windows are classified ``batch`` at a time."""
-    rate = classifier.config.sample_rate
-    window, hop = int(window_s * rate), int(hop_s * rate)
     starts, probs, usable, total = [], [], [], 0
-    pending = []  # (window index, feature row), classified together
-
-    def classify_pending():
-        if pending:
-            rows = classifier.probabilities(np.stack([row for _, row in pending]))
-            for (index, _), row in zip(pending, rows):
-                probs[index] = row
-            pending.clear()
-
-    for start, samples in stream_windows(blocks, window, hop):
+    for start, n, row, ok in classified_windows(classifier, blocks, window_s=window_s,
+                                                hop_s=hop_s, batch=batch):
         starts.append(start)
-        total = max(total, start + len(samples))
-        probs.append(np.zeros(len(classifier.labels), np.float32))
-        try:
-            pending.append((len(starts) - 1,
-                            features.features_from_audio(samples, classifier.config)))
-            usable.append(True)
-        except features.FeatureError:  # a silent window is "no event", not an error
-            usable.append(False)
-        if len(pending) >= batch:
-            classify_pending()
-    classify_pending()
-    centres = window_centres(starts, window, total, rate)
+        probs.append(row)
+        usable.append(ok)
+        total = max(total, start + n)
+    rate = classifier.config.sample_rate
+    centres = window_centres(starts, int(window_s * rate), total, rate)
     return centres, np.array(probs, np.float32), np.array(usable), total / rate
 
 

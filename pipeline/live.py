@@ -14,7 +14,7 @@ import numpy as np
 
 import features
 from pipeline.errors import PipelineError
-from pipeline.events import find_events, smooth, stream_windows, window_centres
+from pipeline.events import find_events, smooth, window_centres
 
 INSTALL = ("live listening needs sounddevice and the PortAudio library: "
            "pip install sounddevice, and apt-get install libportaudio2 (Debian/Ubuntu) "
@@ -71,7 +71,6 @@ class Listener:
         self.classifier, self.events = classifier, events
         self.rate = classifier.config.sample_rate
         self.window = int(events.window_s * self.rate)
-        self.hop = int(events.hop_s * self.rate)
         self.save_dir = Path(save_dir) if save_dir else None
         self.context = int(context_s * self.rate)
         self.keep = int(keep_s * self.rate)  # audio kept for saving events
@@ -113,16 +112,15 @@ class Listener:
         """Consume ``source`` (blocks of float32 samples) until it ends or
         KeyboardInterrupt; call ``on_window(time_s, probs)`` and
         ``on_event(kind, event)`` ("start" or "end"). Returns the events."""
+        from pipeline.inference import classified_windows
+        windows = classified_windows(self.classifier, self.blocks(source),
+                                     window_s=self.events.window_s, hop_s=self.events.hop_s,
+                                     batch=1)  # each window as soon as it is complete
         try:
-            for start, samples in stream_windows(self.blocks(source), self.window, self.hop):
-                try:
-                    row = self.classifier.probabilities(
-                        features.features_from_audio(samples, self.classifier.config))[0]
-                except features.FeatureError:  # silence: no event, as in predict.py
-                    row = np.zeros(len(self.classifier.labels), np.float32)
+            for start, n_samples, row, _ in windows:
                 self.starts.append(start)
                 self.probs.append(row)
-                now_s = (start + len(samples)) / self.rate
+                now_s = (start + n_samples) / self.rate
                 if on_window:
                     on_window(now_s, row)
                 self._report(self.current_events(), now_s, on_event)
