@@ -46,19 +46,25 @@ static void close_run(af_events* e, int c, af_event* out, size_t max_out, size_t
   *n_out += 1;
 }
 
+/* Class c's moving average at window i, over its neighbours up to ``last``
+ * (all in the ring), summed in numpy's order: row after row. */
+static float smoothed_at(const af_events* e, uint64_t i, uint64_t last, int c) {
+  const uint64_t half = (uint64_t)(e->config->smooth_windows / 2);
+  const uint64_t lo = i > half ? i - half : 0, hi = i + half < last ? i + half : last;
+  float sum = e->probs[lo % AF_EVENTS_MAX_SMOOTH][c];
+  for (uint64_t j = lo + 1; j <= hi; ++j) sum += e->probs[j % AF_EVENTS_MAX_SMOOTH][c];
+  return (float)((double)sum / (double)(hi - lo + 1));
+}
+
 /* Smooth window i (its neighbours up to ``last`` are in the ring) and
  * extend or close each class's run. */
 static void look_at(af_events* e, uint64_t i, uint64_t last, af_event* out, size_t max_out,
                     size_t* n_out) {
   const af_event_config* k = e->config;
-  const uint64_t half = (uint64_t)(k->smooth_windows / 2);
-  const uint64_t lo = i > half ? i - half : 0, hi = i + half < last ? i + half : last;
   const size_t slot = (size_t)(i % AF_EVENTS_MAX_SMOOTH);
   for (int c = 0; c < k->n_classes; ++c) {
-    float sum = e->probs[lo % AF_EVENTS_MAX_SMOOTH][c];  /* numpy's order: row after row */
-    for (uint64_t j = lo + 1; j <= hi; ++j) sum += e->probs[j % AF_EVENTS_MAX_SMOOTH][c];
-    const float smoothed = (float)((double)sum / (double)(hi - lo + 1));
     if (k->background[c]) continue;
+    const float smoothed = smoothed_at(e, i, last, c);
     if (smoothed >= k->thresholds[c]) {
       if (!e->in_run[c]) {
         e->in_run[c] = 1;
@@ -82,7 +88,7 @@ static void look_at(af_events* e, uint64_t i, uint64_t last, af_event* out, size
  * which runs are open, where they started and the last centre matter. */
 static size_t events_to_finish(const af_events* e) {
   const af_event_config* k = e->config;
-  const uint64_t half = (uint64_t)(k->smooth_windows / 2), last = e->pushed - 1;
+  const uint64_t last = e->pushed - 1;
   int open[AF_EVENTS_MAX_CLASSES];
   double first[AF_EVENTS_MAX_CLASSES], last_centre = e->last_centre;
   size_t count = 0;
@@ -93,13 +99,8 @@ static size_t events_to_finish(const af_events* e) {
   for (uint64_t i = e->smoothed; i <= last + 1; ++i) {  /* i = last + 1: the final close */
     const double centre = i <= last ? e->centres[i % AF_EVENTS_MAX_SMOOTH] : 0.0;
     for (int c = 0; c < k->n_classes; ++c) {
-      int above = 0;
-      if (i <= last && !k->background[c]) {
-        const uint64_t lo = i > half ? i - half : 0, hi = i + half < last ? i + half : last;
-        float sum = e->probs[lo % AF_EVENTS_MAX_SMOOTH][c];
-        for (uint64_t j = lo + 1; j <= hi; ++j) sum += e->probs[j % AF_EVENTS_MAX_SMOOTH][c];
-        above = (float)((double)sum / (double)(hi - lo + 1)) >= k->thresholds[c];
-      }
+      const int above = i <= last && !k->background[c] &&
+                        smoothed_at(e, i, last, c) >= k->thresholds[c];
       if (above && !open[c]) {
         open[c] = 1;
         first[c] = centre;
