@@ -61,25 +61,27 @@ def list_clips(cfg):
 
 def check_one_label_per_audio(found):
     """Refuse the same audio (by content) under two labels: one of them is
-    wrong, and the model would learn both."""
-    first_of = {}
-    for clip in found:
-        key = extraction.file_key(clip.path)
+    wrong, and the model would learn both. Returns each clip's content key
+    (for the feature cache, so each file is hashed once)."""
+    first_of, keys = {}, [extraction.file_key(clip.path) for clip in found]
+    for clip, key in zip(found, keys):
         first = first_of.setdefault(key, clip) if key else clip
         if first.label != clip.label:
             raise PipelineError(f"{first.path} and {clip.path} hold the same audio but are "
                                 f"labelled {first.label!r} and {clip.label!r}: remove one, or "
                                 "fix its label")
+    return keys
 
 
-def extract(found, config, cfg):
-    """One Extracted per clip, through the cache when it is on."""
+def extract(found, config, cfg, keys):
+    """One Extracted per clip, through the cache when it is on (``keys``:
+    the clips' content keys)."""
     store = extraction.cache_path(cfg.dataset)
     cache = extraction.load_cache(store, config, cfg.max_clip_s) if cfg.cache else {}
     results, new_cache = extraction.extract_all(
         [c.path for c in found], config, jobs=cfg.jobs, backend=cfg.backend,
         scheduler=cfg.scheduler, cache=cache, task_clips=cfg.task_clips,
-        max_seconds=cfg.max_clip_s)
+        max_seconds=cfg.max_clip_s, keys=keys)
     if cfg.cache and set(new_cache) != set(cache):
         extraction.save_cache(store, config, new_cache, cfg.max_clip_s)
     return results
@@ -152,8 +154,8 @@ def main(argv=None):
         raise PipelineError(f"--features: {err}") from None
     check_outputs(cfg)
     found, source = list_clips(cfg)
-    check_one_label_per_audio(found)
-    results = extract(found, config, cfg)
+    keys = check_one_label_per_audio(found)
+    results = extract(found, config, cfg, keys)
     kept, skipped = keep_usable(found, results, source)
 
     label_names = sorted({c.label for c in found})

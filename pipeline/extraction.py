@@ -132,7 +132,7 @@ def parallel_backend(backend, scheduler, jobs):
 
 
 def extract_all(paths, config, *, jobs=-1, backend="local", scheduler=None, cache=None,
-                task_clips=16, max_seconds=None):
+                task_clips=16, max_seconds=None, keys=None):
     """Features for every path, in order, reusing ``cache`` entries.
 
     Parameters
@@ -150,6 +150,9 @@ def extract_all(paths, config, *, jobs=-1, backend="local", scheduler=None, cach
         worker ahead of the results it has handed back.
     max_seconds : float, optional
         Longer files are skipped with a reason, unread.
+    keys : list of str or None, optional
+        :func:`file_key` of each path, when the caller has them already
+        (each file is then hashed once).
 
     Returns
     -------
@@ -159,7 +162,7 @@ def extract_all(paths, config, *, jobs=-1, backend="local", scheduler=None, cach
     if task_clips < 1:
         raise PipelineError(f"--task_clips must be at least 1, got {task_clips}")
     cache = dict(cache or {})
-    keys = [file_key(p) for p in paths]
+    keys = keys if keys is not None else [file_key(p) for p in paths]
     todo = [i for i, k in enumerate(keys) if k is None or k not in cache]
     results = {}
     if todo:
