@@ -338,12 +338,8 @@ def stream_audio(path, sample_rate, block_s=10.0):
 def _check_regular(path):
     """FeatureError unless ``path`` is a regular file: a device such as
     /dev/zero or a FIFO would hang the decoder, never ending the run."""
-    import stat
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return  # missing or unreadable: the decoder's error names it
-    if not stat.S_ISREG(mode):
+    # (a missing or unreadable file is left to the decoder, whose error names it)
+    if os.path.exists(path) and not os.path.isfile(path):
         raise FeatureError("not a regular file (a device, FIFO or folder); give an audio file",
                            path)
 

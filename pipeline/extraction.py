@@ -32,10 +32,9 @@ def cache_path(dataset):
 def file_key(path):
     """A hash of the file's bytes (BLAKE2b, 128 bits), or None when it
     cannot be read; bench/bench_dataset.py measures its cost."""
-    import stat
+    if not os.path.isfile(path):
+        return None  # missing, or a device or FIFO: never read (the extraction names it)
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None  # a device or FIFO: never read (the extraction names it)
         return file_digest(path, hashlib.blake2b(digest_size=16))
     except OSError:
         return None
