@@ -139,7 +139,7 @@ def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, e
   {standardise},  /* standardisation */
   {float(input_scale):.9e}f, {int(input_zero_point)},  /* int8 input */
   AF_MODEL_WINDOW_SAMPLES, AF_MODEL_HOP_SAMPLES,
-  {config.version}, {features.PATCH_TOLERANCE!r}  /* feature version, patch tolerance */
+  {config.version}, {features.PATCH_TOLERANCE!r}f  /* feature version, patch tolerance */
 }};
 """)
     parts += [f"static const char* const af_model_labels[{len(labels)}] = "

@@ -44,6 +44,21 @@ def compile_api_test(model_dir, out):
     return out
 
 
+def test_front_end_maths_is_single_precision(trained, tmp_path):
+    """The M4F's FPU is single precision: the front end must not promote a
+    float to double anywhere (software double maths cost 58 % of a window)."""
+    _, model_dir, _ = trained
+    device = ROOT / "device"
+    for name in ("af_frontend.c", "af_rfft.c"):
+        subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic",
+                        "-Wdouble-promotion", "-Wconversion", f"-I{device / 'include'}",
+                        f"-I{model_dir}", "-c", str(device / "src" / name), "-o",
+                        str(tmp_path / f"{name}.o")], check=True)
+    source = (device / "src" / "af_frontend.c").read_text()
+    body = source.split("Streaming (pipeline/events.py's stream_windows)")[0]
+    assert "double" not in body.split("*/", 1)[1]  # beyond the opening comment
+
+
 def default_event_settings():
     """The event settings train_16k.py stores with a model by default."""
     stored = inference.default_events(

@@ -70,7 +70,7 @@ typedef struct {
   int input_zero_point;
   int window_samples, hop_samples;  /* the model's windows for long recordings */
   int feature_version;         /* features.py's FEATURE_VERSION the header was made for */
-  double patch_tolerance;      /* features.PATCH_TOLERANCE: runs this close to the loudest tie */
+  float patch_tolerance;       /* features.PATCH_TOLERANCE: runs this close to the loudest tie */
 } af_model;
 
 /* The features.py FEATURE_VERSION this library computes: a model header of
@@ -82,7 +82,7 @@ typedef struct {
  * expression for static buffers (af_scratch_bytes computes the same; the
  * tests check that they agree). */
 #define AF_SCRATCH_BYTES(preset, n_features, n_fft, hop_length, n_mels, max_samples)        \
-  ((1 + (size_t)(max_samples) / (hop_length)) * (8 + 4 * 6 * ((preset) == AF_PRESET_LOGMEL)) + \
+  ((1 + (size_t)(max_samples) / (hop_length)) * (4 + 4 * 6 * ((preset) == AF_PRESET_LOGMEL)) + \
    ((preset) == AF_PRESET_SEED) * ((size_t)(n_fft) / 2 + 1) * 8 + (size_t)(n_fft) * 8 +       \
    (1 + ((preset) == AF_PRESET_LOGMEL)) * ((size_t)(n_fft) / 2 + 1) * 4 +                     \
    ((preset) != AF_PRESET_SEED) * (n_mels) * 4 *                                              \

@@ -1,12 +1,15 @@
 /* The feature pipeline of features.py in C. Each step names the Python
- * function it mirrors; float32 where numpy works in float32, double where
- * features.py sums in float64 or a sum decides a choice. */
+ * function it mirrors. Float32 only (a Cortex-M4F has no double-precision
+ * FPU; -Wdouble-promotion keeps it so): trimming sums squared int16 samples
+ * exactly in integers, and long float sums are compensated (Kahan), so they
+ * stay as close to numpy's float64 or pairwise float32 sums as rounding
+ * allows. */
 #include "af_frontend.h"
 
 #include <math.h>
 #include <string.h>
 
-#define AMIN_POWER 1e-10  /* librosa.amplitude_to_db's amin (1e-5), squared */
+#define AMIN_POWER 1e-10f /* librosa.amplitude_to_db's amin (1e-5), squared */
 #define MEL_FLOOR 1e-12f  /* features.level_normalised_logmel's floor */
 #define SHAPE_EPS 1e-12f  /* features.shape_statistics' eps */
 #define N_SHAPE 6         /* flatness, centroid, bandwidth, rolloff, flux, level */
@@ -19,15 +22,24 @@ typedef struct {
   size_t nb;
 } samples_view;
 
-static float sample_at(const samples_view* v, size_t i) {
-  return (float)(i < v->na ? v->a[i] : v->b[i - v->na]) * (1.0f / 32768.0f);
-}
-
 static int is_power_of_two(int n) { return n > 0 && (n & (n - 1)) == 0; }
+
+/* Compensated float sum: the error stays near one rounding of the total
+ * however many terms there are (a plain float sum of a window's 5,000
+ * log-mel cells would drift by more than an int8 input step). */
+typedef struct {
+  float sum, carry;
+} float_sum;
+
+static void add_to(float_sum* s, float x) {
+  const float y = x - s->carry, t = s->sum + y;
+  s->carry = (t - s->sum) - y;
+  s->sum = t;
+}
 
 static int model_is_usable(const af_model* m) {
   if (m == NULL || m->feature_version != AF_FEATURE_VERSION ||
-      !(m->patch_tolerance >= 0.0 && m->patch_tolerance < 1.0) || m->window == NULL || m->sample_rate <= 0 || m->hop_length <= 0 ||
+      !(m->patch_tolerance >= 0.0f && m->patch_tolerance < 1.0f) || m->window == NULL || m->sample_rate <= 0 || m->hop_length <= 0 ||
       !is_power_of_two(m->n_fft) || m->n_features <= 0 || m->min_samples < 1 ||
       m->trim_frame_length <= 0 || m->trim_hop_length <= 0 || !(m->input_scale > 0.0f))
     return 0;
@@ -42,12 +54,12 @@ static int model_is_usable(const af_model* m) {
   return 0;
 }
 
-/* Scratch layout: doubles first (8-byte alignment), then floats. The
- * features are left in scratch (the patch rows of db, or fft_in and fft_out
- * for the statistics presets), so no buffer of their own is needed. */
+/* Scratch layout, all floats. The features are left in scratch (the patch
+ * rows of db, or fft_in and fft_out for the statistics presets), so no
+ * buffer of their own is needed. */
 typedef struct {
-  double* energy;   /* [frames]: summed power of each frame */
-  double* bins;     /* [n_fft/2 + 1]: seed preset's |STFT| sums */
+  float* energy;    /* [frames]: summed power of each frame */
+  float* bins;      /* [2 * (n_fft/2 + 1)]: seed preset's |STFT| sums and their carries */
   float* fft_in;    /* [n_fft] */
   float* fft_out;   /* [n_fft] */
   float* power;     /* [n_fft/2 + 1]: this frame's power; logmel: also the previous log power */
@@ -61,7 +73,7 @@ static size_t layout(const af_model* m, size_t frames, char* base, scratch_layou
   const size_t rows = mel && frames < (size_t)(m->n_features / m->n_mels)
                           ? (size_t)(m->n_features / m->n_mels) : frames;
   const size_t sizes[7] = {
-      frames * sizeof(double), mel ? 0 : bins * sizeof(double),
+      frames * sizeof(float), mel ? 0 : 2 * bins * sizeof(float),
       (size_t)m->n_fft * sizeof(float), (size_t)m->n_fft * sizeof(float),
       (stats ? 2 : 1) * bins * sizeof(float), mel ? rows * (size_t)m->n_mels * sizeof(float) : 0,
       stats ? frames * N_SHAPE * sizeof(float) : 0};
@@ -86,41 +98,78 @@ size_t af_scratch_bytes(const af_model* model, size_t max_samples) {
 
 /* features.trim_silence: frames of trim_frame_length samples every
  * trim_hop_length (the audio zero-padded by half a frame on both sides);
- * keep from the first to the last frame within trim_top_db of the loudest. */
-static double block_energy(const samples_view* v, size_t n, long long lo, long long hi) {
-  double sum = 0.0;
-  for (long long i = lo < 0 ? 0 : lo; i < hi && i < (long long)n; ++i) {
-    const double x = sample_at(v, (size_t)i);
-    sum += x * x;
-  }
+ * keep from the first to the last frame within trim_top_db of the loudest.
+ * A frame's energy is its sum of squared int16 samples: exact in 64 bits,
+ * the same value features.py's float64 sums reach. */
+static uint64_t squares(const int16_t* x, size_t count) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < count; ++i) sum += (uint32_t)((int32_t)x[i] * x[i]);
   return sum;
 }
 
-static int is_loud(const af_model* m, double power, double loudest) {
-  return 10.0 * log10(power > AMIN_POWER ? power : AMIN_POWER) -
-             10.0 * log10(loudest > AMIN_POWER ? loudest : AMIN_POWER) > -m->trim_top_db;
+static uint64_t block_energy(const samples_view* v, size_t n, long long lo, long long hi) {
+  const size_t a = lo < 0 ? 0 : (size_t)lo;
+  const size_t b = hi < 0 ? 0 : hi < (long long)n ? (size_t)hi : n;
+  if (a >= b) return 0;
+  if (b <= v->na) return squares(v->a + a, b - a);  /* within one piece of the ring */
+  if (a >= v->na) return squares(v->b + (a - v->na), b - a);
+  return squares(v->a + a, v->na - a) + squares(v->b, b - v->na);
 }
 
-/* Every frame's mean square, in order: a running sum of hop-long blocks
- * when frames are whole blocks (the usual 512 / 64), else frame by frame.
- * With loudest < 0 it finds the loudest frame; otherwise the first and
- * last frames loud enough (*first = frames when there is none). */
-static double scan_frames(const af_model* m, const samples_view* v, size_t n, double loudest,
-                          size_t* first, size_t* last) {
+/* Python's test 10 log10(max(p, amin) / max(p_max, amin)) > -top_db on
+ * energies e = p * 2^30 * frame_length. With r = 10^(top_db / 10) a whole
+ * number (top_db a multiple of 10, as the default 20) it is exact: a frame
+ * at or above the floor is loud when e > floor(max(e_max, floor) / r), and
+ * one below it when floor * r > e_max. Otherwise the same test in float. */
+typedef struct {
+  uint64_t floor;      /* smallest energy above amin */
+  uint64_t threshold;  /* an energy at or above floor is loud when greater than this */
+  int quiet_is_loud;   /* whether an energy below the floor is loud */
+} loudness_rule;
+
+static loudness_rule loudness_rule_for(const af_model* m, uint64_t loudest) {
+  const float floor_energy = AMIN_POWER * 1073741824.0f * (float)m->trim_frame_length;
+  const float tens = m->trim_top_db / 10.0f;
+  uint64_t ratio = 0;
+  if (tens >= 1.0f && tens <= 18.0f && tens == floorf(tens)) {
+    ratio = 1;
+    for (int i = 0; i < (int)tens; ++i) ratio *= 10u;
+  }
+  loudness_rule rule;
+  rule.floor = (uint64_t)ceilf(floor_energy);
+  const float reference = (float)loudest > floor_energy ? (float)loudest : floor_energy;
+  rule.quiet_is_loud = floor_energy * powf(10.0f, tens) > reference;
+  if (ratio && loudest >= rule.floor)
+    rule.threshold = loudest / ratio;
+  else
+    rule.threshold = (uint64_t)floorf(reference / powf(10.0f, tens));
+  return rule;
+}
+
+static int is_loud(const loudness_rule* rule, uint64_t energy) {
+  return energy >= rule->floor ? energy > rule->threshold : rule->quiet_is_loud;
+}
+
+/* Every frame's energy, in order: a running sum of hop-long blocks when
+ * frames are whole blocks (the usual 512 / 64), else frame by frame. With
+ * rule NULL it finds the loudest frame's; otherwise the first and last
+ * frames loud enough (*first = frames when there is none). */
+static uint64_t scan_frames(const af_model* m, const samples_view* v, size_t n,
+                            const loudness_rule* rule, size_t* first, size_t* last) {
   const long long hop = m->trim_hop_length, length = m->trim_frame_length;
   const size_t frames = 1 + n / (size_t)hop;
   const int blocks = length % hop == 0 && (length / 2) % hop == 0;
-  double running = blocks ? block_energy(v, n, -length / 2, length / 2) : 0.0, best = 0.0;
+  uint64_t running = blocks ? block_energy(v, n, -length / 2, length / 2) : 0, best = 0;
   *first = frames;
   *last = 0;
   for (size_t f = 0; f < frames; ++f) {
     const long long lo = (long long)f * hop - length / 2;
     if (blocks && f > 0)  /* slide by one block */
       running += block_energy(v, n, lo + length - hop, lo + length) - block_energy(v, n, lo - hop, lo);
-    const double power = (blocks ? running : block_energy(v, n, lo, lo + length)) / (double)length;
-    if (loudest < 0.0) {
-      if (power > best) best = power;
-    } else if (is_loud(m, power, loudest)) {
+    const uint64_t energy = blocks ? running : block_energy(v, n, lo, lo + length);
+    if (rule == NULL) {
+      if (energy > best) best = energy;
+    } else if (is_loud(rule, energy)) {
       if (*first == frames) *first = f;
       *last = f;
     }
@@ -130,8 +179,8 @@ static double scan_frames(const af_model* m, const samples_view* v, size_t n, do
 
 static int trim(const af_model* m, const samples_view* v, size_t n, size_t* first, size_t* end) {
   size_t a, b;
-  const double loudest = scan_frames(m, v, n, -1.0, &a, &b);
-  scan_frames(m, v, n, loudest, &a, &b);
+  const loudness_rule rule = loudness_rule_for(m, scan_frames(m, v, n, NULL, &a, &b));
+  scan_frames(m, v, n, &rule, &a, &b);
   if (a == 1 + n / (size_t)m->trim_hop_length) return AF_ERR_SILENT;
   const size_t hop = (size_t)m->trim_hop_length;
   *first = a * hop;
@@ -143,10 +192,18 @@ static int trim(const af_model* m, const samples_view* v, size_t n, size_t* firs
 static int frame_spectrum(const af_model* m, const samples_view* v, size_t first, size_t len,
                           size_t t, af_rfft_fn rfft, void* ctx, const scratch_layout* s) {
   const long long lo = (long long)t * m->hop_length - m->n_fft / 2;
-  for (int j = 0; j < m->n_fft; ++j) {
-    const long long i = lo + j;
-    s->fft_in[j] = (i >= 0 && i < (long long)len) ? sample_at(v, first + (size_t)i) * m->window[j]
-                                                   : 0.0f;
+  /* samples j in [j0, j1) of the frame lie inside the trimmed audio */
+  const int j0 = lo < 0 ? (int)-lo : 0;
+  const int j1 = lo + m->n_fft <= (long long)len ? m->n_fft : (int)((long long)len - lo);
+  for (int j = 0; j < m->n_fft; ++j) s->fft_in[j] = 0.0f;
+  for (int j = j0; j < j1;) {  /* in runs within one piece of the ring */
+    const size_t i = first + (size_t)(lo + j);
+    const int16_t* x = i < v->na ? v->a + i : v->b + (i - v->na);
+    const size_t left = i < v->na ? v->na - i : v->nb - (i - v->na);
+    const int run = (size_t)(j1 - j) < left ? j1 - j : (int)left;
+    for (int k = 0; k < run; ++k)
+      s->fft_in[j + k] = (float)x[k] * (1.0f / 32768.0f) * m->window[j + k];
+    j += run;
   }
   if (rfft(ctx, s->fft_in, s->fft_out) != 0) return AF_ERR_FFT;
   const int half = m->n_fft / 2;
@@ -162,33 +219,33 @@ static int frame_spectrum(const af_model* m, const samples_view* v, size_t first
 static void frame_shape(const af_model* m, const float* power, float* log_power, size_t t,
                         float* rows) {
   const int bins = m->n_fft / 2 + 1;
-  const double nyquist_khz = m->sample_rate / 2000.0;
-  double total = 0.0, log_sum = 0.0, weighted = 0.0, flux = 0.0;
-  for (int k = 0; k < bins; ++k) total += power[k];
-  total += SHAPE_EPS;
+  const float khz_per_bin = (float)m->sample_rate / 2000.0f / (float)(bins - 1);
+  float_sum total = {0.0f, 0.0f}, log_sum = {0.0f, 0.0f}, weighted = {0.0f, 0.0f},
+            flux = {0.0f, 0.0f};
   for (int k = 0; k < bins; ++k) {
-    const double f = nyquist_khz * k / (bins - 1);
-    log_sum += log((double)power[k] + SHAPE_EPS);
-    weighted += f * power[k];
+    add_to(&total, power[k]);
+    add_to(&log_sum, logf(power[k] + SHAPE_EPS));
+    add_to(&weighted, khz_per_bin * (float)k * power[k]);
     const float log_now = log10f(power[k] + SHAPE_EPS);
-    if (t > 0) flux += fabs((double)log_now - log_power[k]);
+    if (t > 0) add_to(&flux, fabsf(log_now - log_power[k]));
     log_power[k] = log_now;  /* the previous frame's, for the next flux */
   }
-  const double centroid = weighted / total;
-  double spread = 0.0, cumulative = 0.0, rolloff = 0.0;  /* numpy.argmax of all False: bin 0 */
+  const float sum = total.sum + SHAPE_EPS, centroid = weighted.sum / sum;
+  float_sum spread = {0.0f, 0.0f}, cumulative = {0.0f, 0.0f};
+  float rolloff = 0.0f;  /* numpy.argmax of all False: bin 0 */
   int rolled = 0;
   for (int k = 0; k < bins; ++k) {
-    const double f = nyquist_khz * k / (bins - 1);
-    spread += (f - centroid) * (f - centroid) * power[k];
-    cumulative += power[k];
-    if (!rolled && cumulative >= 0.85 * total) rolloff = f, rolled = 1;
+    const float f = khz_per_bin * (float)k;
+    add_to(&spread, (f - centroid) * (f - centroid) * power[k]);
+    add_to(&cumulative, power[k]);
+    if (!rolled && cumulative.sum >= 0.85f * sum) rolloff = f, rolled = 1;
   }
-  rows[0] = (float)(exp(log_sum / bins) / (total / bins));
-  rows[1] = (float)centroid;
-  rows[2] = (float)sqrt(spread / total);
-  rows[3] = (float)rolloff;
-  rows[4] = (float)(t > 0 ? flux / bins : 0.0);
-  rows[5] = (float)(10.0 * log10(total));  /* the level: relative to the loudest frame later */
+  rows[0] = expf(log_sum.sum / (float)bins) / (sum / (float)bins);
+  rows[1] = centroid;
+  rows[2] = sqrtf(spread.sum / sum);
+  rows[3] = rolloff;
+  rows[4] = t > 0 ? flux.sum / (float)bins : 0.0f;
+  rows[5] = 10.0f * log10f(sum);  /* the level: relative to the loudest frame later */
 }
 
 /* features.level_normalised_logmel: floor top_db below the loudest cell,
@@ -199,64 +256,66 @@ static int normalise_levels(const af_model* m, float* db, size_t cells, float* m
     if (db[i] > loudest) loudest = db[i];
   const float floor_db = loudest - m->top_db;
   float lowest = loudest;
-  double sum = 0.0;
+  float_sum sum = {0.0f, 0.0f};
   for (size_t i = 0; i < cells; ++i) {
     if (db[i] < floor_db) db[i] = floor_db;
     if (db[i] < lowest) lowest = db[i];
-    sum += db[i];
+    add_to(&sum, db[i]);
   }
   if (loudest - lowest < 1e-6f) return AF_ERR_CONSTANT;
-  const float mean = (float)(sum / (double)cells);
+  const float mean = sum.sum / (float)cells;
   for (size_t i = 0; i < cells; ++i) db[i] -= mean;
   *minimum = lowest - mean;
   return AF_OK;
 }
 
+/* Summed energy of frames [start, start + patch). Each run is summed
+ * afresh (not slid), so every run's sum carries one rounding, not many. */
+static float run_energy(const float* energy, size_t start, size_t patch) {
+  float_sum run = {0.0f, 0.0f};
+  for (size_t t = start; t < start + patch; ++t) add_to(&run, energy[t]);
+  return run.sum;
+}
+
 /* features.loudest_patch_start */
-static size_t loudest_patch_start(const double* energy, size_t frames, size_t patch,
-                                  double patch_tolerance) {
+static size_t loudest_patch_start(const float* energy, size_t frames, size_t patch,
+                                  float patch_tolerance) {
   if (frames < patch) return 0;
-  double run = 0.0, best = 0.0;
-  for (size_t t = 0; t < patch; ++t) run += energy[t];
-  best = run;
-  for (size_t t = patch; t < frames; ++t) {  /* the largest sum first */
-    run += energy[t] - energy[t - patch];
+  float best = 0.0f;
+  for (size_t t = 0; t + patch <= frames; ++t) {
+    const float run = run_energy(energy, t, patch);
     if (run > best) best = run;
   }
-  const double enough = best * (1.0 - patch_tolerance);
-  run = 0.0;
-  for (size_t t = 0; t < patch; ++t) run += energy[t];
-  if (run >= enough) return 0;
-  for (size_t t = patch; t < frames; ++t) {
-    run += energy[t] - energy[t - patch];
-    if (run >= enough) return t - patch + 1;
-  }
+  const float enough = best * (1.0f - patch_tolerance);
+  for (size_t t = 0; t + patch <= frames; ++t)
+    if (run_energy(energy, t, patch) >= enough) return t;
   return 0;
 }
 
 /* Mean and (population) standard deviation of every stride-th value. */
 static void mean_std(const float* values, size_t count, size_t stride, float* mean, float* std) {
-  double sum = 0.0, squares = 0.0;
-  for (size_t i = 0; i < count; ++i) sum += values[i * stride];
-  const double average = sum / (double)count;
+  float_sum sum = {0.0f, 0.0f}, squares = {0.0f, 0.0f};
+  for (size_t i = 0; i < count; ++i) add_to(&sum, values[i * stride]);
+  const float average = sum.sum / (float)count;
   for (size_t i = 0; i < count; ++i) {
-    const double d = values[i * stride] - average;
-    squares += d * d;
+    const float d = values[i * stride] - average;
+    add_to(&squares, d * d);
   }
-  *mean = (float)average;
-  *std = (float)sqrt(squares / (double)count);
+  *mean = average;
+  *std = sqrtf(squares.sum / (float)count);
 }
 
 /* features.minmax_normalise of the mean |STFT| (seed preset), into out. */
 static int seed_features(const scratch_layout* s, int bins, size_t frames, float* out) {
-  double low = INFINITY, high = -INFINITY;
+  float low = INFINITY, high = -INFINITY;
   for (int k = 0; k < bins; ++k) {
-    out[k] = (float)(s->bins[k] / (double)frames);
+    out[k] = s->bins[k] / (float)frames;
     if (out[k] < low) low = out[k];
     if (out[k] > high) high = out[k];
   }
-  if (!(high - low > 1e-12 * (fabs(high) > 1e-30 ? fabs(high) : 1e-30))) return AF_ERR_CONSTANT;
-  for (int k = 0; k < bins; ++k) out[k] = (float)((out[k] - low) / (high - low));
+  if (!(high - low > 1e-12f * (fabsf(high) > 1e-30f ? fabsf(high) : 1e-30f)))
+    return AF_ERR_CONSTANT;
+  for (int k = 0; k < bins; ++k) out[k] = (out[k] - low) / (high - low);
   return AF_OK;
 }
 
@@ -292,22 +351,27 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
   }
   const size_t len = end - first, frames = stft_frames(m, len);
   scratch_layout s;
-  if (((uintptr_t)scratch & 7u) != 0) return AF_ERR_ARGUMENT;  /* doubles live in it */
+  if (((uintptr_t)scratch & 7u) != 0) return AF_ERR_ARGUMENT;  /* as documented: 8 bytes */
   if (layout(m, frames, NULL, &s) > scratch_bytes) return AF_ERR_BUFFER;
   layout(m, frames, (char*)scratch, &s);
   const int bins = m->n_fft / 2 + 1;
   if (m->preset == AF_PRESET_SEED)
-    for (int k = 0; k < bins; ++k) s.bins[k] = 0.0;
+    for (int k = 0; k < 2 * bins; ++k) s.bins[k] = 0.0f;
   for (size_t t = 0; t < frames; ++t) {
     const int status = frame_spectrum(m, v, first, len, t, rfft, ctx, &s);
     if (status != AF_OK) return status;
     if (m->preset == AF_PRESET_SEED) {
-      for (int k = 0; k < bins; ++k) s.bins[k] += sqrtf(s.power[k]);
+      for (int k = 0; k < bins; ++k) {  /* a float_sum per bin, stored as sum, carry */
+        float_sum bin = {s.bins[k], s.bins[bins + k]};
+        add_to(&bin, sqrtf(s.power[k]));
+        s.bins[k] = bin.sum;
+        s.bins[bins + k] = bin.carry;
+      }
       continue;
     }
-    double energy = 0.0;
-    for (int k = 0; k < bins; ++k) energy += s.power[k];
-    s.energy[t] = energy;
+    float_sum energy = {0.0f, 0.0f};
+    for (int k = 0; k < bins; ++k) add_to(&energy, s.power[k]);
+    s.energy[t] = energy.sum;
     for (int b = 0; b < m->n_mels; ++b) {
       const float* w = m->mel_weights + m->mel_offset[b];
       const float* p = s.power + m->mel_first[b];
