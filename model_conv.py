@@ -77,8 +77,8 @@ def convert(model, calibration, int8):
     # A fixed batch of one clip: with a free batch dimension the CNN's reshape
     # becomes SHAPE/STRIDED_SLICE/PACK ops that a microcontroller does not need.
     # The new model shares the trained layers (and so their weights).
-    one_clip = keras.Sequential([keras.Input(shape=model.input_shape[1:], batch_size=1),
-                                 *model.layers])
+    clip = keras.Input(shape=model.input_shape[1:], batch_size=1)
+    one_clip = keras.Model(clip, model(clip))
     converter = tf.lite.TFLiteConverter.from_keras_model(one_clip)
     if int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

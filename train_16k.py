@@ -30,17 +30,20 @@ MODEL = "auto"                 # "mlp" (the seed's), "cnn" (2-D features), "auto
 HIDDEN_LAYERS = "256,256,128,128"  # units of each hidden Dense layer (the seed's MLP)
 CNN_FILTERS = "16,32,32"       # filters of each 3x3 conv layer of the CNN
 DROPOUT = 0.5                  # dropout after the last hidden layer
-LEARNING_RATE = 0.001          # Adam learning rate
-EPOCHS = 300                   # upper bound; early stopping usually ends sooner
+LEARNING_RATE = 0.001          # Adam learning rate (lowered on plateaus, see LR_PATIENCE)
+EPOCHS = 100                   # upper bound; early stopping usually ends sooner
 BATCH_SIZE = 32                # clips per gradient step
-PATIENCE = 15                  # epochs without a better validation loss before stopping
+PATIENCE = 8                   # epochs without a better validation loss before stopping
+LR_PATIENCE = 3                # epochs without a better validation loss before the rate drops
+LR_FACTOR = 0.3                # ... multiplied by this (LR_PATIENCE = 0: a fixed rate)
 TEST_FRACTION = 0.2            # share of groups held out for the final test
 VAL_FRACTION = 0.2             # share of the remaining groups used for early stopping
 FOLDS = "0"                    # "5": grouped 5-fold CV first; "source": leave one source out; "0": none
 CLASS_WEIGHTS = True           # weight classes by inverse frequency in the training split
 AUGMENT = True                 # add augmented copies of training clips (re-reads their audio once)
-AUGMENT_COPIES = 2             # augmented copies per training clip
-AUGMENT_POOL = 4               # copies made (and cached) per clip; each run draws AUGMENT_COPIES
+AUGMENT_COPIES = 1             # augmented copies of each training clip in every epoch
+AUGMENT_POOL = 4               # copies made (and cached) per clip, which epochs draw from
+REDRAW_COPIES = True           # each epoch draws fresh copies (False: the same ones every epoch)
 IR_DIR = None                  # folder of microphone impulse responses (WAV) to convolve copies with
 IR_PROBABILITY = 0.7           # share of copies heard through a random microphone of IR_DIR
 ROOM_PROBABILITY = 0.0         # share of copies in a synthetic reverberant room
@@ -49,6 +52,8 @@ FREQ_MIXSTYLE = 0.0            # share of copies whose per-band mean and spread 
 MIXSTYLE_ALPHA = 0.3           # Freq-MixStyle: Beta(alpha, alpha) mixing weight
 MIXUP = 0.0                    # mixup: Beta(alpha, alpha) of copies with other training rows; 0 = off
 BATCH_NORM = False             # CNN: batch normalisation after each convolution
+BAND_NORM = False              # CNN: subtract each band's mean over the patch first (a fixed
+                               # microphone or room colouring is a constant per band)
 JOBS = -1                      # processes for augmentation and cross-validation folds (-1 = all cores)
 OPEN_SET_CLASS = None          # unsure event predictions fall back to this class, e.g. "other"
 OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
@@ -123,7 +128,7 @@ def architecture(cfg, config):
 
 
 def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, seed,
-                input_shape=None, batch_norm=False):
+                input_shape=None, batch_norm=False, band_norm=False):
     """The seed's MLP, or a small CNN on log-mel patches.
 
     MLP: Dense+ReLU layers of ``units``, dropout after the last, softmax
@@ -135,13 +140,22 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
     conv (+ batch normalisation with ``batch_norm``, folded into the conv by
     the int8 converter) + ReLU + 2x2 max-pool block per entry of ``units``
     (its filters), global average pooling, dropout, softmax; every operation
-    has an int8 kernel in TensorFlow Lite Micro.
+    has an int8 kernel in TensorFlow Lite Micro. With ``band_norm`` the
+    patch first loses each band's mean over its frames (average pooling
+    over time, subtracted with broadcasting: two int8 TFLM operations), as
+    cepstral mean normalisation does for speech.
     """
     import_tensorflow()
     import keras
-    layers = [keras.Input(shape=(n_inputs,))]
+    inputs = keras.Input(shape=(n_inputs,))
+    layers = []
+    x = inputs
     if kind == "cnn":
-        layers.append(keras.layers.Reshape((*input_shape, 1)))
+        x = keras.layers.Reshape((*input_shape, 1))(x)
+        if band_norm:
+            frames = input_shape[0]
+            means = keras.layers.AveragePooling2D(pool_size=(frames, 1))(x)
+            x = keras.layers.Subtract()([x, means])  # broadcast over the frames
         for filters in units:
             if batch_norm:
                 layers += [keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
@@ -154,7 +168,9 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
         layers += [keras.layers.Dense(u, activation="relu") for u in units]
     layers += [keras.layers.Dropout(dropout, seed=seed),
                keras.layers.Dense(n_classes, activation="softmax")]
-    model = keras.Sequential(layers)
+    for layer in layers:
+        x = layer(x)
+    model = keras.Model(inputs, x)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -174,69 +190,83 @@ def augmentation_pool(data, cfg):
 
 
 def augmented_training_set(data, train, cfg, pool):
-    """The training rows plus up to AUGMENT_COPIES copies of each training
-    clip from ``pool`` (only copies whose background partner is a training
-    clip too), then Freq-MixStyle and mixup as asked.
+    """The training clips' rows, then every usable copy of them from
+    ``pool`` (only copies whose background partner is a training clip too),
+    with Freq-MixStyle as asked. Each epoch trains on the clips plus
+    AUGMENT_COPIES of each clip's copies (:mod:`pipeline.epochs`).
 
     Returns
     -------
     x : np.ndarray, shape (n, n_features)
-    y : np.ndarray, shape (n, classes): one-hot, or mixed by mixup
+    y : np.ndarray, shape (n, classes): one-hot
+    copy_of : np.ndarray of int, shape (n - len(train),): the position in
+        ``train`` of the clip each copy is of
     """
     from pipeline import augment
     x, labels = data["features"][train], data["labels"][train]
-    n_classes = len(data["label_names"])
+    copy_of = np.zeros(0, np.int64)
     if pool is not None:
         from pipeline.copies import training_copies
-        extra, of = training_copies(*pool, train, copies=cfg.augment_copies, seed=cfg.seed)
+        extra, of = training_copies(*pool, train, copies=pool[0].shape[1], seed=cfg.seed)
         rng = np.random.default_rng(cfg.seed + 1)
         if cfg.freq_mixstyle > 0 and data["feature_config"].input_shape:
             extra = augment.freq_mixstyle(extra, data["feature_config"].input_shape, rng,
                                           probability=cfg.freq_mixstyle,
                                           alpha=cfg.mixstyle_alpha)
-        x = np.concatenate([x, extra]).astype(np.float32)
+        x = np.concatenate([x, extra])
         labels = np.concatenate([labels, data["labels"][of]])
-    y = np.eye(n_classes, dtype=np.float32)[labels]
-    if cfg.mixup > 0 and pool is not None:
-        rng = np.random.default_rng(cfg.seed + 2)
-        x, y = augment.mixup(x, y, rng, first=len(train), alpha=cfg.mixup)
-    return x, y
+        position = {int(clip): k for k, clip in enumerate(train)}
+        copy_of = np.array([position[int(clip)] for clip in of], np.int64)
+    y = np.eye(len(data["label_names"]), dtype=np.float32)[labels]
+    return x.astype(np.float32), y, copy_of
 
 
 def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
     """Train a fresh model with early stopping on validation loss (best
-    weights kept) on the training split, augmented (copies from ``pool``,
-    :func:`augmentation_pool`) and standardised.
+    weights kept, learning rate lowered on plateaus) on the training split,
+    augmented (copies from ``pool``, :func:`augmentation_pool`, drawn afresh
+    each epoch) and standardised.
 
     Returns
     -------
     model, history dict, input standardisation (or None)
     """
     import keras
+    from pipeline.epochs import keras_batches
     from pipeline.progress import keras_callback
     config = data["feature_config"]
     n_classes = len(data["label_names"])
     kind, units = architecture(cfg, config)
-    x_train, y_train = augmented_training_set(data, train, cfg, pool)
+    x_train, y_train, copy_of = augmented_training_set(data, train, cfg, pool)
     scaling = fit_standardisation(x_train, config)
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(x_train.shape[1], n_classes, kind, units, dropout=cfg.dropout,
                         learning_rate=cfg.learning_rate, seed=cfg.seed,
-                        input_shape=config.input_shape, batch_norm=cfg.batch_norm)
+                        input_shape=config.input_shape, batch_norm=cfg.batch_norm,
+                        band_norm=cfg.band_norm)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True)]
+    if cfg.lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience))
     if progress_desc:  # none in bench/ workers, which report per fold
         callbacks.append(keras_callback(cfg.epochs, progress_desc))
+    batches, steps = keras_batches(x_train, y_train, copy_of, len(train),
+                                   copies=cfg.augment_copies if pool is not None else 0,
+                                   batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
+                                   redraw=cfg.redraw_copies, mixup=cfg.mixup)
     history = model.fit(
-        x_train, y_train,
+        batches, steps_per_epoch=steps,
         validation_data=(x_val, np.eye(n_classes, dtype=np.float32)[data["labels"][val]]),
-        epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
-        class_weight=class_weights(y_train.argmax(axis=1), n_classes) if cfg.class_weights
+        epochs=cfg.epochs, shuffle=False, verbose=0,  # epoch_plan shuffles
+        class_weight=class_weights(data["labels"][train], n_classes) if cfg.class_weights
         else None,
         callbacks=callbacks)
-    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, scaling
+    history = {k: [float(v) for v in vals] for k, vals in history.history.items()
+               if k != "learning_rate"}
+    return model, history, scaling
 
 
 def predict_proba(model, x):
@@ -319,7 +349,8 @@ def check_settings(cfg):
     """Every numeric setting in range, before the dataset is read."""
     settings.check_settings(
         cfg, epochs=settings.between(1, 100000), batch_size=settings.between(1, 65536),
-        patience=settings.between(0, 100000), augment_pool=settings.between(1, 64),
+        patience=settings.between(0, 100000), lr_patience=settings.between(0, 100000),
+        lr_factor=settings.between(0, 1, True, True), augment_pool=settings.between(1, 64),
         augment_copies=settings.between(0, cfg.augment_pool),
         ir_probability=settings.between(0, 1), room_probability=settings.between(0, 1),
         freq_mixstyle=settings.between(0, 1), mixstyle_alpha=settings.between(0, 100, True),

@@ -52,8 +52,7 @@ CANDIDATES = [
      {"model": "cnn", "patience": 30}),
     ("logmel patch + CNN (batch norm) + augmentation with band EQ and masks", "logmel_patch",
      {"model": "cnn", "batch_norm": True, "spec_augment": True}),
-    ("logmel patch + CNN + augmentation (the default: patience 15)", "logmel_patch",
-     {"model": "cnn"}),
+    ("logmel patch + CNN + augmentation (the default)", "logmel_patch", {"model": "cnn"}),
     ("default + DIR (microphone responses, p 0.7)", "logmel_patch",
      {"model": "cnn", "ir_dir": "IR_DIR"}),
     ("default + Freq-MixStyle (p 0.7)", "logmel_patch", {"model": "cnn", "freq_mixstyle": 0.7}),
@@ -64,6 +63,9 @@ CANDIDATES = [
      {"model": "cnn", "ir_dir": "IR_DIR", "freq_mixstyle": 0.7}),
     ("default + DIR + synthetic rooms", "logmel_patch",
      {"model": "cnn", "ir_dir": "IR_DIR", "room_probability": 0.5}),
+    ("default + per-band mean normalisation", "logmel_patch", {"model": "cnn", "band_norm": True}),
+    ("default + per-band mean normalisation + DIR", "logmel_patch",
+     {"model": "cnn", "band_norm": True, "ir_dir": "IR_DIR"}),
 ]
 
 

@@ -142,24 +142,3 @@ def freq_mixstyle(rows, shape, rng, *, probability, alpha):
     apply = rng.random(len(rows)) < probability
     patches[apply] = mixed[apply]
     return patches.reshape(len(rows), -1)
-
-
-def mixup(x, y, rng, *, first, alpha):
-    """Mixup of the rows from ``first`` on (the augmented copies) with random
-    rows of all of ``x``: inputs and one-hot targets mixed by the same
-    weight, Beta(alpha, alpha) folded so the copy's own class dominates.
-
-    Returns
-    -------
-    x, y : np.ndarray, the same shapes
-    """
-    x, y = x.copy(), y.copy()
-    n = len(x) - first
-    if n <= 0:
-        return x, y
-    partner = rng.integers(0, len(x), size=n)
-    weight = rng.beta(alpha, alpha, size=n).astype(np.float32)
-    weight = np.maximum(weight, 1 - weight)[:, None]
-    x[first:] = weight * x[first:] + (1 - weight) * x[partner]
-    y[first:] = weight * y[first:] + (1 - weight) * y[partner]
-    return x, y

@@ -63,12 +63,14 @@ def test_augmentation_touches_training_clips_only(dataset):
     for row, clip in zip(extra, of):
         j = next(j for j in range(4) if np.array_equal(rows[clip, j], row))
         assert partner[clip, j] not in held_out
-    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1", "--augment_copies=2"])
-    x, y = train_16k.augmented_training_set(dataset, train, cfg, (rows, partner))
-    assert len(x) == len(y) == len(train) + len(of)
+    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1"])
+    x, y, copy_of = train_16k.augmented_training_set(dataset, train, cfg, (rows, partner))
+    every, of_all = copies.training_copies(rows, partner, train, copies=4, seed=cfg.seed)
+    assert len(x) == len(y) == len(train) + len(every) and len(copy_of) == len(every)
     assert np.array_equal(x[:len(train)], dataset["features"][train])
+    assert np.array_equal(np.asarray(train)[copy_of], of_all)
     # each copy keeps its clip's label (and so its place in its group's split)
-    assert np.array_equal(y.argmax(axis=1), np.concatenate([labels[train], labels[of]]))
+    assert np.array_equal(y.argmax(axis=1), np.concatenate([labels[train], labels[of_all]]))
 
 
 def test_copies_are_cached_by_content_and_settings(dataset, tmp_path, monkeypatch):
@@ -126,21 +128,31 @@ def test_freq_mixstyle_mixes_band_statistics():
     assert not np.allclose(mixed.reshape(6, -1), rows)
 
 
-def test_mixup_keeps_the_originals_and_mixes_targets():
+def test_mixup_keeps_the_clips_and_mixes_targets():
+    from pipeline.epochs import epoch_plan, keras_batches
+    copy_of = np.repeat(np.arange(4), 2)
+    rows, partners, weights = epoch_plan(copy_of, 4, copies=1, epochs=3, seed=0, mixup=0.3)
+    assert np.all(weights[rows < 4] == 1) and np.all(weights[rows >= 4] >= 0.5)
+    assert np.any(weights < 1) and np.array_equal(np.sort(rows, axis=1)[:, :4],
+                                                  np.tile(np.arange(4), (3, 1)))
     rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(10, 4)).astype(np.float32), np.eye(2, dtype=np.float32)[[0, 1] * 5]
-    mx, my = augment.mixup(x, y, np.random.default_rng(3), first=4, alpha=0.3)
-    np.testing.assert_array_equal(mx[:4], x[:4])
-    np.testing.assert_allclose(my.sum(axis=1), 1.0, atol=1e-6)
-    assert np.all(my[4:].max(axis=1) >= 0.5)  # the copy's own class dominates
+    x = rng.normal(size=(12, 3)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[[0, 1, 0, 1] + [0, 0, 1, 1, 0, 0, 1, 1]]
+    dataset, steps = keras_batches(x, y, copy_of, 4, copies=1, batch_size=3, epochs=3, seed=0,
+                                   mixup=0.3)
+    batches = list(dataset.as_numpy_iterator())
+    assert steps == 3 and len(batches) == 9
+    targets = np.concatenate([b[1] for b in batches])
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+    assert np.all(targets.max(axis=1) >= 0.5 - 1e-6)  # the copy's own class dominates
 
 
 def test_augmentation_off_and_missing_clips(dataset, tmp_path):
     train = np.arange(6)
     cfg = train_16k.settings.parse_settings(vars(train_16k), ["--augment=false"])
     assert train_16k.augmentation_pool(dataset, cfg) is None
-    x, _ = train_16k.augmented_training_set(dataset, train, cfg, None)
-    assert len(x) == 6
+    x, _, copy_of = train_16k.augmented_training_set(dataset, train, cfg, None)
+    assert len(x) == 6 and len(copy_of) == 0
     moved = dict(dataset, paths=[str(tmp_path / "gone.wav")] * len(dataset["paths"]))
     cfg = train_16k.settings.parse_settings(vars(train_16k), [])
     with pytest.raises(artifacts.PipelineError, match="missing.*--augment=false"):
@@ -191,3 +203,23 @@ def test_batch_norm_cnn_converts_to_the_same_int8_ops():
     ops = {op["op_name"] for op in interp._get_ops_details()}
     assert ops <= {"FULLY_CONNECTED", "SOFTMAX", "RESHAPE", "CONV_2D", "MAX_POOL_2D", "MEAN"}, ops
     assert TFLiteModel(blob).is_int8
+
+
+def test_each_epoch_draws_fresh_copies_of_every_clip():
+    """Every clip once per epoch, plus ``copies`` of its own copies (fewer
+    when it has fewer); other epochs draw other copies; same seed, same draw."""
+    from pipeline.epochs import epoch_rows
+    copy_of = np.repeat(np.arange(5), 4)[:-3]  # clip 4 has one copy
+    seen = set()
+    for epoch in range(6):
+        rows = epoch_rows(copy_of, 5, copies=2, epoch=epoch, seed=3)
+        assert sorted(rows[rows < 5]) == list(range(5))
+        drawn = copy_of[rows[rows >= 5] - 5]
+        assert np.array_equal(np.bincount(drawn, minlength=5), [2, 2, 2, 2, 1])
+        seen |= set(rows[rows >= 5].tolist())
+        np.testing.assert_array_equal(rows, epoch_rows(copy_of, 5, copies=2, epoch=epoch,
+                                                       seed=3))
+    assert len(seen) == len(copy_of)  # over the epochs, every cached copy was used
+    fixed = [sorted(epoch_rows(copy_of, 5, copies=2, epoch=e, seed=3, redraw=False))
+             for e in range(3)]
+    assert fixed[0] == fixed[1] == fixed[2]

@@ -217,3 +217,25 @@ def test_folds_setting_is_checked(tmp_path):
         train(tmp_path, dataset, "x", "--folds=1")
     with pytest.raises(PipelineError, match="at least two sources"):
         train(tmp_path, dataset, "x", "--folds=source")
+
+
+def test_band_norm_ignores_a_fixed_colouring_and_converts_to_int8():
+    """BAND_NORM: a constant added to one band of the patch (a microphone's
+    or room's colouring, in dB) does not change the model's output, and the
+    model still converts to full int8 with TFLM operations only."""
+    import model_conv
+    from pipeline.tflite_model import TFLiteModel
+    frames, bands = 6, 5
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, frames * bands)).astype(np.float32)
+    colouring = np.tile(rng.normal(size=bands) * 4, frames).astype(np.float32)
+    outputs = {}
+    for band_norm in (False, True):
+        model = train_16k.build_model(frames * bands, 3, "cnn", [4], dropout=0.0,
+                                      learning_rate=1e-3, seed=0, input_shape=(frames, bands),
+                                      band_norm=band_norm)
+        outputs[band_norm] = np.abs(model.predict(x, verbose=0)
+                                    - model.predict(x + colouring, verbose=0)).max()
+    assert outputs[True] < 1e-5 < outputs[False]
+    blob = model_conv.convert(model, x, int8=True)
+    assert TFLiteModel(blob).predict_proba(x).shape == (8, 3)
