@@ -34,9 +34,16 @@ static void complex_fft(float* z, int m, const float* twiddle, int n) {
   }
   for (int size = 2; size <= m; size <<= 1) {
     const int half = size / 2, step = n / size;
-    for (int start = 0; start < m; start += size) {
-      for (int j = 0; j < half; ++j) {
-        const float wr = twiddle[2 * j * step], wi = -twiddle[2 * j * step + 1];
+    for (int start = 0; start < m; start += size) {  /* j = 0: the twiddle is 1 */
+      float* a = z + 2 * start;
+      float* b = a + 2 * half;
+      const float tr = b[0], ti = b[1];
+      b[0] = a[0] - tr; b[1] = a[1] - ti;
+      a[0] += tr; a[1] += ti;
+    }
+    for (int j = 1; j < half; ++j) {  /* each twiddle loaded once per stage */
+      const float wr = twiddle[2 * j * step], wi = -twiddle[2 * j * step + 1];
+      for (int start = 0; start < m; start += size) {
         float* a = z + 2 * (start + j);
         float* b = a + 2 * half;
         const float tr = b[0] * wr - b[1] * wi, ti = b[0] * wi + b[1] * wr;
