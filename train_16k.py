@@ -54,6 +54,9 @@ MIXUP = 0.0                    # mixup: Beta(alpha, alpha) of copies with other 
 BATCH_NORM = False             # CNN: batch normalisation after each convolution
 BAND_NORM = False              # CNN: subtract each band's mean over the patch first (a fixed
                                # microphone or room colouring is a constant per band)
+TEACHER_FILTERS = None         # distillation: filters of a wider CNN teacher, e.g. "32,64,64"
+DISTIL_WEIGHT = 0.5            # share of the targets that are the teacher's probabilities
+DISTIL_TEMPERATURE = 2.0       # softening of the teacher's probabilities
 JOBS = -1                      # processes for augmentation and cross-validation folds (-1 = all cores)
 OPEN_SET_CLASS = None          # unsure event predictions fall back to this class, e.g. "other"
 OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
@@ -221,30 +224,37 @@ def augmented_training_set(data, train, cfg, pool):
     return x.astype(np.float32), y, copy_of
 
 
-def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
-    """Train a fresh model with early stopping on validation loss (best
-    weights kept, learning rate lowered on plateaus) on the training split,
-    augmented (copies from ``pool``, :func:`augmentation_pool`, drawn afresh
-    each epoch) and standardised.
+def distilled_targets(y, teacher_probs, *, weight, temperature):
+    """Knowledge distillation targets: ``1 - weight`` of the labels ``y``
+    plus ``weight`` of the teacher's probabilities softened by
+    ``temperature`` (Hinton et al. 2015).
+
+    Parameters
+    ----------
+    y, teacher_probs : np.ndarray, shape (n, classes)
 
     Returns
     -------
-    model, history dict, input standardisation (or None)
+    np.ndarray, shape (n, classes), float32; rows sum to 1
     """
+    logits = np.log(np.clip(teacher_probs, 1e-7, 1.0)) / temperature
+    soft = np.exp(logits - logits.max(axis=1, keepdims=True))
+    soft /= soft.sum(axis=1, keepdims=True)
+    return ((1 - weight) * y + weight * soft).astype(np.float32)
+
+
+def train_network(units, x_train, y_train, copy_of, n_clips, x_val, y_val, cfg, *, kind,
+                  input_shape, class_weight, progress_desc):
+    """Build and train one network on the epochs of :mod:`pipeline.epochs`
+    (early stopping on validation loss, best weights kept, learning rate
+    lowered on plateaus). Returns the model and its Keras history."""
     import keras
     from pipeline.epochs import keras_batches
     from pipeline.progress import keras_callback
-    config = data["feature_config"]
-    n_classes = len(data["label_names"])
-    kind, units = architecture(cfg, config)
-    x_train, y_train, copy_of = augmented_training_set(data, train, cfg, pool)
-    scaling = fit_standardisation(x_train, config)
-    x_train = standardise(x_train, scaling)
-    x_val = standardise(data["features"][val], scaling)
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(x_train.shape[1], n_classes, kind, units, dropout=cfg.dropout,
+    model = build_model(x_train.shape[1], y_train.shape[1], kind, units, dropout=cfg.dropout,
                         learning_rate=cfg.learning_rate, seed=cfg.seed,
-                        input_shape=config.input_shape, batch_norm=cfg.batch_norm,
+                        input_shape=input_shape, batch_norm=cfg.batch_norm,
                         band_norm=cfg.band_norm)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True)]
@@ -253,18 +263,48 @@ def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
             monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience))
     if progress_desc:  # none in bench/ workers, which report per fold
         callbacks.append(keras_callback(cfg.epochs, progress_desc))
-    batches, steps = keras_batches(x_train, y_train, copy_of, len(train),
-                                   copies=cfg.augment_copies if pool is not None else 0,
+    batches, steps = keras_batches(x_train, y_train, copy_of, n_clips, copies=cfg.augment_copies,
                                    batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
                                    redraw=cfg.redraw_copies, mixup=cfg.mixup)
-    history = model.fit(
-        batches, steps_per_epoch=steps,
-        validation_data=(x_val, np.eye(n_classes, dtype=np.float32)[data["labels"][val]]),
-        epochs=cfg.epochs, shuffle=False, verbose=0,  # epoch_plan shuffles
-        class_weight=class_weights(data["labels"][train], n_classes) if cfg.class_weights
-        else None,
-        callbacks=callbacks)
-    history = {k: [float(v) for v in vals] for k, vals in history.history.items()
+    history = model.fit(batches, steps_per_epoch=steps, validation_data=(x_val, y_val),
+                        epochs=cfg.epochs, shuffle=False, verbose=0,  # epoch_plan shuffles
+                        class_weight=class_weight, callbacks=callbacks)
+    return model, history.history
+
+
+def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
+    """Train a fresh model on the training split, augmented (copies from
+    ``pool``, :func:`augmentation_pool`, drawn afresh each epoch) and
+    standardised, with early stopping on the validation split. With
+    TEACHER_FILTERS a wider CNN is trained first on the same epochs, and the
+    model learns from its softened probabilities too (distillation).
+
+    Returns
+    -------
+    model, history dict, input standardisation (or None)
+    """
+    config = data["feature_config"]
+    n_classes = len(data["label_names"])
+    kind, units = architecture(cfg, config)
+    x_train, y_train, copy_of = augmented_training_set(data, train, cfg, pool)
+    scaling = fit_standardisation(x_train, config)
+    x_train = standardise(x_train, scaling)
+    x_val = standardise(data["features"][val], scaling)
+    y_val = np.eye(n_classes, dtype=np.float32)[data["labels"][val]]
+    common = dict(kind=kind, input_shape=config.input_shape,
+                  class_weight=class_weights(data["labels"][train], n_classes)
+                  if cfg.class_weights else None)
+    if cfg.teacher_filters:
+        teacher_units = settings.parse_list(cfg.teacher_filters, int, "teacher_filters")
+        teacher, _ = train_network(teacher_units, x_train, y_train, copy_of, len(train), x_val,
+                                   y_val, cfg, progress_desc=progress_desc and "teacher",
+                                   **common)
+        y_train = distilled_targets(y_train, predict_proba(teacher, x_train),
+                                    weight=cfg.distil_weight,
+                                    temperature=cfg.distil_temperature)
+    model, history = train_network(units, x_train, y_train, copy_of, len(train), x_val, y_val,
+                                   cfg, progress_desc=progress_desc, **common)
+    history = {k: [float(v) for v in vals] for k, vals in history.items()
                if k != "learning_rate"}
     return model, history, scaling
 
@@ -354,13 +394,19 @@ def check_settings(cfg):
         augment_copies=settings.between(0, cfg.augment_pool),
         ir_probability=settings.between(0, 1), room_probability=settings.between(0, 1),
         freq_mixstyle=settings.between(0, 1), mixstyle_alpha=settings.between(0, 100, True),
-        mixup=settings.between(0, 100),
+        mixup=settings.between(0, 100), distil_weight=settings.between(0, 1),
+        distil_temperature=settings.between(0, 100, True),
         test_fraction=settings.between(0, 1, True, True),
         val_fraction=settings.between(0, 1, True, True),
         dropout=settings.between(0, 1, high_open=True),
         learning_rate=(lambda v: 0 < v < float("inf"), "a positive finite number"),
         open_set_keep=settings.between(0, 1, low_open=True),
         jobs=settings.JOBS_RULE)
+    if cfg.teacher_filters:
+        teacher = settings.parse_list(cfg.teacher_filters, int, "teacher_filters")
+        if not teacher or min(teacher) < 1:
+            raise PipelineError(f"--teacher_filters={cfg.teacher_filters!r}: expected positive "
+                                "integers, e.g. 32,64,64")
     if cfg.ir_dir and not Path(cfg.ir_dir).is_dir():
         raise PipelineError(f"--ir_dir={cfg.ir_dir}: no such folder of impulse responses")
     fold_plan(cfg.folds)

@@ -66,6 +66,10 @@ CANDIDATES = [
     ("default + per-band mean normalisation", "logmel_patch", {"model": "cnn", "band_norm": True}),
     ("default + per-band mean normalisation + DIR", "logmel_patch",
      {"model": "cnn", "band_norm": True, "ir_dir": "IR_DIR"}),
+    ("default + distillation from a wider CNN (32,64,64)", "logmel_patch",
+     {"model": "cnn", "teacher_filters": "32,64,64"}),
+    ("wider student CNN (16,48,64; TFLM arena as the default's)", "logmel_patch",
+     {"model": "cnn", "cnn_filters": "16,48,64"}),
 ]
 
 

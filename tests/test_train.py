@@ -239,3 +239,25 @@ def test_band_norm_ignores_a_fixed_colouring_and_converts_to_int8():
     assert outputs[True] < 1e-5 < outputs[False]
     blob = model_conv.convert(model, x, int8=True)
     assert TFLiteModel(blob).predict_proba(x).shape == (8, 3)
+
+
+def test_distillation_targets_and_teacher_run(tmp_path):
+    """Distilled targets mix the labels with the teacher's softened
+    probabilities; a run with a teacher trains and saves a model."""
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2]]
+    teacher = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]], np.float32)
+    mixed = train_16k.distilled_targets(y, teacher, weight=0.5, temperature=2.0)
+    np.testing.assert_allclose(mixed.sum(axis=1), 1.0, atol=1e-6)
+    assert np.all(mixed.argmax(axis=1) == [0, 1, 2]) and np.all(mixed.max(axis=1) < 1)
+    softer = train_16k.distilled_targets(y * 0, teacher, weight=1.0, temperature=4.0)
+    assert np.all(softer.max(axis=1) < teacher.max(axis=1))  # a higher temperature flattens
+    np.testing.assert_allclose(train_16k.distilled_targets(y, teacher, weight=0.0,
+                                                           temperature=2.0), y)
+    path = make_feature_dataset(tmp_path / "ds.npz", preset="logmel_patch")
+    train_16k.main([f"--dataset={path}", f"--model_dir={tmp_path / 'm'}", "--epochs=2",
+                    f"--report_dir={tmp_path / 'r'}", "--teacher_filters=8", "--cnn_filters=4",
+                    "--jobs=1", "--augment=false"])
+    assert (tmp_path / "m" / "model_16k.keras").is_file()
+    with pytest.raises(PipelineError, match="teacher_filters"):
+        train_16k.main([f"--dataset={path}", f"--model_dir={tmp_path / 'm2'}",
+                        "--teacher_filters=0"])
