@@ -28,6 +28,12 @@ per-band mean and standard deviation plus a few spectral-shape statistics
 for the small CNN (train_16k.py picks it with MODEL = "auto"). On dev16k it
 generalised best to recording sources the model had not heard (README).
 
+``"logmel_stream"``: the same patch, computed so that a microcontroller can
+build it as the samples arrive (``logmel_stream``): uncentred STFT frames on
+one grid, trimmed and chosen as whole frames by their exact energies, and
+windows of long recordings that start on that grid. A device then computes
+each frame once and keeps mel rows, not samples.
+
 The log-mel presets give dB values relative to the clip's mean level (not
 a fixed range); models standardise them with the training set's mean and
 std, stored with the model. The log-mel presets need only an FFT, a
@@ -46,7 +52,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-FEATURES = "logmel_patch"     # "seed", "logmel" (stats, MLP) or "logmel_patch" (CNN, recommended)
+FEATURES = "logmel_patch"     # "seed", "logmel" (MLP), "logmel_patch" (CNN, recommended), "logmel_stream"
 SAMPLE_RATE = 16000           # Hz; every clip is resampled to this
 NOISE_REDUCTION = True        # seed preset: spectral gating on/off (Python only, not on a device)
 NOISE_PROFILE_SAMPLES = 25000  # leading samples that define the noise profile
@@ -66,7 +72,8 @@ FEATURE_VERSION = 3           # bump when the code (not a constant) changes the 
 MIN_CLIP_S = 0.1              # shorter clips are refused: too short to describe a sound
 MAX_ABS_SAMPLE = 1000.0       # larger samples are refused: not audio scaled to [-1, 1]
 
-PRESETS = ("seed", "logmel", "logmel_patch")
+PRESETS = ("seed", "logmel", "logmel_patch", "logmel_stream")
+PATCH_PRESETS = ("logmel_patch", "logmel_stream")  # 2-D patches for the CNN
 PATCH_TOLERANCE = 1e-4        # relative: runs this close to the loudest count as equally loud
 SHAPE_STATISTICS = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "level")
 
@@ -133,7 +140,7 @@ class FeatureConfig:
                     "trim_hop_length", "n_fft", "hop_length", "win_length")
         if self.preset != "seed":
             positive += ("n_mels", "top_db")
-        if self.preset == "logmel_patch":
+        if self.preset in PATCH_PRESETS:
             positive += ("patch_frames",)
         bad = [f"{name}={getattr(self, name)!r}" for name in positive
                if not isinstance(getattr(self, name), (int, float))
@@ -154,7 +161,14 @@ class FeatureConfig:
     @property
     def input_shape(self):
         """(frames, bands) for 2-D features, else None."""
-        return (self.patch_frames, self.n_mels) if self.preset == "logmel_patch" else None
+        return (self.patch_frames, self.n_mels) if self.preset in PATCH_PRESETS else None
+
+    @property
+    def window_alignment(self):
+        """Long recordings' windows start at multiples of this many samples
+        (the STFT grid for "logmel_stream", so a device can share frames
+        between overlapping windows; else 1)."""
+        return self.hop_length if self.preset == "logmel_stream" else 1
 
     @property
     def n_features(self):
@@ -225,16 +239,17 @@ def feature_config(preset=None):
     preset = preset or FEATURES
     if preset not in PRESETS:
         raise ValueError(f"unknown feature preset {preset!r}; expected one of {PRESETS}")
-    log_mel = preset != "seed"
+    log_mel, stream = preset != "seed", preset == "logmel_stream"
     return FeatureConfig(
         preset=preset, version=FEATURE_VERSION, sample_rate=SAMPLE_RATE,
         noise_reduction=NOISE_REDUCTION if preset == "seed" else False,
         noise_profile_samples=NOISE_PROFILE_SAMPLES, trim=TRIM, trim_top_db=TRIM_TOP_DB,
-        trim_frame_length=TRIM_FRAME_LENGTH, trim_hop_length=TRIM_HOP_LENGTH,
+        trim_frame_length=N_FFT if stream else TRIM_FRAME_LENGTH,  # trims whole STFT frames
+        trim_hop_length=HOP_LENGTH if stream else TRIM_HOP_LENGTH,
         n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH,
         n_mels=N_MELS if log_mel else None, fmin=MEL_FMIN if log_mel else None,
         fmax=MEL_FMAX if log_mel else None, top_db=MEL_TOP_DB if log_mel else None,
-        patch_frames=PATCH_FRAMES if preset == "logmel_patch" else None)
+        patch_frames=PATCH_FRAMES if preset in PATCH_PRESETS else None)
 
 
 def audio_duration(path):
@@ -415,8 +430,10 @@ def trim_silence(y, top_db, frame_length, hop_length):
     return y[loud[0] * hop_length:min(y.size, (loud[-1] + 1) * hop_length)]
 
 
-def stft_magnitude(y, n_fft, hop_length, win_length):
-    """|STFT|, shape (n_fft // 2 + 1, frames); librosa's centred, Hann-windowed STFT."""
+def stft_magnitude(y, n_fft, hop_length, win_length, center=True):
+    """|STFT|, shape (n_fft // 2 + 1, frames); librosa's Hann-windowed STFT,
+    centred (zero-padded by n_fft // 2) or, with ``center=False``, frames
+    ``t * hop_length .. + n_fft`` of ``y`` itself."""
     import librosa
     if win_length > n_fft:
         raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft})")
@@ -424,7 +441,7 @@ def stft_magnitude(y, n_fft, hop_length, win_length):
         # A clip shorter than n_fft is zero-padded, as the seed does; no need to warn.
         warnings.filterwarnings("ignore", message="n_fft=.*too large")
         return np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_length,
-                                   win_length=win_length))
+                                   win_length=win_length, center=center))
 
 
 def mean_stft_magnitude(y, n_fft, hop_length, win_length):
@@ -536,6 +553,72 @@ def loudest_patch_start(frame_energy, frames):
     return int(np.argmax(energy >= energy.max() * (1.0 - PATCH_TOLERANCE)))
 
 
+def frame_energies(y, n_fft, hop_length):
+    """Energy of each uncentred STFT frame (samples ``t * hop_length`` to
+    ``+ n_fft``): the sum of its squared samples in 16-bit units, so exact
+    integers for 16-bit audio, the same the device computes.
+
+    Returns
+    -------
+    np.ndarray of int64, shape (1 + (len(y) - n_fft) // hop_length,)
+    """
+    q = np.rint(np.asarray(y, np.float64) * 32768.0).astype(np.int64)
+    running = np.concatenate([[0], np.cumsum(q * q)])
+    starts = np.arange(1 + (len(q) - n_fft) // hop_length) * hop_length
+    return running[starts + n_fft] - running[starts]
+
+
+def loud_frames(energy, top_db):
+    """First and last frame within ``top_db`` of the loudest (energy times
+    10^(top_db / 10) above the loudest's; an exact integer test when top_db
+    is a multiple of 10), or None when every frame is silent."""
+    loudest = int(energy.max())
+    if loudest == 0:
+        return None
+    ratio = 10.0 ** (top_db / 10.0)
+    whole = top_db % 10 == 0 and top_db <= 180
+    loud = (energy * int(round(ratio)) > loudest if whole
+            else energy.astype(np.float64) * ratio > loudest)
+    found = np.flatnonzero(loud)
+    return int(found[0]), int(found[-1])
+
+
+def logmel_stream(y, config):
+    """The "logmel_stream" preset: the loudest patch of the level-normalised
+    log-mel spectrogram, built only from whole frames of one uncentred STFT
+    grid (a clip shorter than a frame is zero-padded to one):
+
+    1. frames ``t * hop_length .. + n_fft``; their energies
+       (:func:`frame_energies`);
+    2. trim: keep the frames from the first to the last within
+       ``trim_top_db`` of the loudest (:func:`loud_frames`);
+    3. dB with a floor ``top_db`` below the loudest cell of the kept frames,
+       minus their mean (:func:`level_normalised_logmel`);
+    4. the ``patch_frames`` kept frames with the largest summed energy (the
+       first such run: the sums are exact), padded with the floor.
+    """
+    y = np.asarray(y, np.float32)
+    if y.size < config.n_fft:
+        y = np.pad(y, (0, config.n_fft - y.size))
+    energy = frame_energies(y, config.n_fft, config.hop_length)
+    first, last = 0, len(energy) - 1
+    if config.trim:
+        kept = loud_frames(energy, config.trim_top_db)
+        if kept is None:
+            raise FeatureError("every STFT frame is silent")
+        first, last = kept
+    power = stft_magnitude(y, config.n_fft, config.hop_length, config.win_length,
+                           center=False)[:, first:last + 1] ** 2
+    db = level_normalised_logmel(power, config)
+    frames, energy = config.patch_frames, energy[first:last + 1]
+    if db.shape[1] < frames:
+        return np.pad(db, ((0, 0), (0, frames - db.shape[1])),
+                      constant_values=db.min()).T.ravel()
+    running = np.concatenate([[0], np.cumsum(energy)])
+    start = int(np.argmax(running[frames:] - running[:-frames]))
+    return db[:, start:start + frames].T.ravel()
+
+
 def features_from_audio(y, config):
     """The feature vector of audio already loaded at ``config.sample_rate``.
 
@@ -577,7 +660,7 @@ def features_from_audio(y, config):
                            "file with the wrong scale?)")
     if config.noise_reduction:
         y = reduce_noise(y, config.sample_rate, config.noise_profile_samples)
-    if config.trim:
+    if config.trim and config.preset != "logmel_stream":  # which trims whole STFT frames
         y = trim_silence(y, config.trim_top_db, config.trim_frame_length, config.trim_hop_length)
     if y.size == 0 or not np.any(y):
         raise FeatureError("nothing left after noise reduction and trimming "
@@ -587,6 +670,8 @@ def features_from_audio(y, config):
                                                  config.win_length))
     elif config.preset == "logmel":
         v = logmel_statistics(y, config)
+    elif config.preset == "logmel_stream":
+        v = logmel_stream(y, config)
     else:
         v = logmel_patch(y, config)
     if not np.all(np.isfinite(v)):  # cannot happen with the floors above; never let it through

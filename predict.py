@@ -244,15 +244,17 @@ def evaluate_events(classifier, folder, events, *, tolerance_s, json_path, timel
     return 0
 
 
-def fired_windows(path, result, sample_rate, events):
+def fired_windows(path, result, config, events):
     """(start sample, samples, event) of every window of a long recording
     that lies in one of ``result``'s events: the windows whose centres fall
     inside the event, which are exactly the run that formed it."""
     spans = result.get("events", [])
     if not spans:
         return
+    sample_rate = config.sample_rate
     window, hop = int(events.window_s * sample_rate), int(events.hop_s * sample_rate)
-    for start, samples in stream_windows(features.stream_audio(path, sample_rate), window, hop):
+    for start, samples in stream_windows(features.stream_audio(path, sample_rate), window, hop,
+                                         config.window_alignment):
         centre = (start + len(samples) / 2) / sample_rate
         event = next((e for e in spans if e["start_s"] <= round(centre, 3) <= e["end_s"]), None)
         if event is not None:
@@ -302,7 +304,7 @@ def mine(classifier, folder, events, into):
                 print(f"{path}: skipped: {result['error']}")
                 continue
             tag = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:6]
-            for start, samples, event in fired_windows(path, result, rate, events):
+            for start, samples, event in fired_windows(path, result, classifier.config, events):
                 name = (f"mined_{file_name_part(Path(path).stem)[:80]}_{tag}_"
                         f"{start * 1000 // rate:09d}ms.wav")
                 with files.atomic_path(into / name) as tmp:

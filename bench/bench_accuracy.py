@@ -70,6 +70,8 @@ CANDIDATES = [
      {"model": "cnn", "teacher_filters": "32,64,64"}),
     ("wider student CNN (16,48,64; TFLM arena as the default's)", "logmel_patch",
      {"model": "cnn", "cnn_filters": "16,48,64"}),
+    ("logmel stream (trim and patch on whole frames of one STFT grid) + CNN + augmentation",
+     "logmel_stream", {"model": "cnn"}),
 ]
 
 

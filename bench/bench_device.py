@@ -80,7 +80,7 @@ def main():
     window, hop = int(ev.window_s * config.sample_rate), int(ev.hop_s * config.sample_rate)
 
     windows = [w for _, w in events.stream_windows(features.stream_audio(wav, config.sample_rate),
-                                                   window, hop)]
+                                                   window, hop, config.window_alignment)]
     features.features_from_audio(windows[0], config)  # imports and caches paid before timing
     start = time.perf_counter()
     for w in windows:

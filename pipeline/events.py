@@ -18,49 +18,58 @@ class EventSettings(NamedTuple):
     background: frozenset      # classes that never form events
 
 
-def window_starts(n_samples, window, hop):
-    """Start samples of overlapping windows covering the whole recording
-    (the last one ends at the recording's end)."""
+def window_starts(n_samples, window, hop, align=1):
+    """Start samples of overlapping windows covering the whole recording:
+    every ``hop`` samples, rounded down to a multiple of ``align`` (the
+    feature grid, see ``FeatureConfig.window_alignment``); the last one ends
+    at the recording's end (less than ``align`` samples before it)."""
     if n_samples <= window:
         return [0]
-    starts = list(range(0, n_samples - window + 1, hop))
-    if starts[-1] + window < n_samples:
-        starts.append(n_samples - window)
+    starts = [k * hop // align * align for k in range((n_samples - window) // hop + 1)]
+    starts = [s for s in starts if s + window <= n_samples]
+    last = (n_samples - window) // align * align
+    if starts[-1] + window < n_samples and last > starts[-1]:
+        starts.append(last)
     return starts
 
 
-def stream_windows(blocks, window, hop):
+def stream_windows(blocks, window, hop, align=1):
     """The windows of :func:`window_starts` cut from a stream of sample
     blocks, holding at most one window plus one block in memory.
 
     Parameters
     ----------
     blocks : iterable of np.ndarray
-    window, hop : int
+    window, hop, align : int
         In samples.
 
     Yields
     ------
     (start, samples) : int, np.ndarray
-        The same starts as ``window_starts(total, window, hop)``; when the
-        whole stream is no longer than a window, one window of all of it.
+        The same starts as ``window_starts(total, window, hop, align)``; when
+        the whole stream is no longer than a window, one window of all of it.
     """
     buffer, buffer_start, total = np.zeros(0, np.float32), 0, 0
-    next_start, last_start = 0, None
+    k, last_start = 0, None
+    next_start = 0
     for block in blocks:
         buffer = np.concatenate([buffer, block])
         total += len(block)
         while next_start + window <= total:
             offset = next_start - buffer_start
             yield next_start, buffer[offset:offset + window]
-            last_start, next_start = next_start, next_start + hop
-        keep_from = min(next_start, total - window)  # the last window may end at the end
+            k += 1
+            last_start, next_start = next_start, k * hop // align * align
+        # the last window may end at the end: keep from its earliest start
+        keep_from = min(next_start, (total - window) // align * align)
         if keep_from > buffer_start:
             buffer, buffer_start = buffer[keep_from - buffer_start:], keep_from
     if last_start is None:
         yield 0, buffer
-    elif last_start + window < total:
-        yield total - window, buffer[len(buffer) - window:]
+    else:
+        last = (total - window) // align * align
+        if last_start + window < total and last > last_start:
+            yield last, buffer[last - buffer_start:last - buffer_start + window]
 
 
 def window_centres(starts, window, n_samples, sample_rate):

@@ -12,7 +12,7 @@ import features
 from pipeline.c_export import c_comment, c_int_list, c_string
 
 PRESET_CODES = {"seed": "AF_PRESET_SEED", "logmel": "AF_PRESET_LOGMEL",
-                "logmel_patch": "AF_PRESET_LOGMEL_PATCH"}
+                "logmel_patch": "AF_PRESET_LOGMEL_PATCH", "logmel_stream": "AF_PRESET_LOGMEL_STREAM"}
 
 
 def _floats(values):

@@ -120,7 +120,7 @@ def classified_windows(classifier, blocks, *, window_s, hop_s, batch=64):
         pending.clear()
         return done
 
-    for start, samples in stream_windows(blocks, window, hop):
+    for start, samples in stream_windows(blocks, window, hop, classifier.config.window_alignment):
         try:
             row = features.features_from_audio(samples, classifier.config)
         except features.FeatureError:  # a silent window is "no event", not an error

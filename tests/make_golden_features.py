@@ -33,14 +33,18 @@ def golden_values():
 
 
 def main():
+    presets = golden_values()
     if GOLDEN.is_file():
         old = json.loads(GOLDEN.read_text(encoding="utf-8"))
         if old["feature_version"] == features.FEATURE_VERSION:
-            raise SystemExit(f"{GOLDEN} already pins FEATURE_VERSION "
-                             f"{features.FEATURE_VERSION}. Bump FEATURE_VERSION in features.py "
-                             "when the features change, then run this again.")
-    files.write_json(GOLDEN, {"feature_version": features.FEATURE_VERSION,
-                              "presets": golden_values()})
+            new = {k: v for k, v in presets.items() if k not in old["presets"]}
+            if not new:
+                raise SystemExit(f"{GOLDEN} already pins FEATURE_VERSION "
+                                 f"{features.FEATURE_VERSION}. Bump FEATURE_VERSION in "
+                                 "features.py when the features change, then run this again.")
+            presets = {**old["presets"], **new}  # a new preset: pinned ones stay as they are
+            print(f"added preset(s) {', '.join(new)}")
+    files.write_json(GOLDEN, {"feature_version": features.FEATURE_VERSION, "presets": presets})
     print(f"wrote {GOLDEN} for FEATURE_VERSION {features.FEATURE_VERSION}")
 
 

@@ -139,7 +139,7 @@ def test_each_preset_shape_finite_deterministic(preset):
     assert config.preset == preset and config.standardise == (preset != "seed")
 
 
-@pytest.mark.parametrize("preset", ["logmel", "logmel_patch"])
+@pytest.mark.parametrize("preset", ["logmel", "logmel_patch", "logmel_stream"])
 def test_logmel_presets_ignore_level_and_separate_sounds(preset):
     config = features.feature_config(preset)
     y = tone(1500.0, 1.5) + noise(1.5, level=0.1)
@@ -165,8 +165,9 @@ def mel_band_centres_hz(config):
     return basis.argmax(axis=1) * config.sample_rate / config.n_fft
 
 
-def test_patch_is_the_loudest_second():
-    config = features.feature_config("logmel_patch")
+@pytest.mark.parametrize("preset", features.PATCH_PRESETS)
+def test_patch_is_the_loudest_second(preset):
+    config = features.feature_config(preset)
     y = np.concatenate([noise(2.0, level=0.01, seed=1), tone(2000.0, 1.0), noise(2.0, level=0.01)])
     patch = features.features_from_audio(y, config).reshape(config.input_shape)
     band = int(np.argmax(patch.mean(axis=0)))  # the tone's band dominates the whole patch
@@ -227,3 +228,27 @@ def test_loudest_patch_ignores_rounding_level_differences():
     nearly = np.ones(30)
     nearly[20:] = 1.01  # 1 % louder frames: the run of them wins
     assert features.loudest_patch_start(nearly, 10) == 20
+
+
+def test_stream_preset_trims_and_chooses_whole_frames_exactly():
+    """logmel_stream: frame energies are exact integer sums of squared
+    16-bit samples; silence in front of the sound by whole frame hops, or
+    after it, does not change the features (trimming drops whole frames);
+    windows of long recordings start on the frame grid."""
+    config = features.feature_config("logmel_stream")
+    rng = np.random.default_rng(0)
+    q = rng.integers(-32768, 32768, size=5000)
+    energy = features.frame_energies(q / 32768.0, config.n_fft, config.hop_length)
+    brute = [int(np.sum(q[t:t + config.n_fft] ** 2))
+             for t in range(0, len(q) - config.n_fft + 1, config.hop_length)]
+    assert energy.dtype == np.int64 and energy.tolist() == brute
+    y = np.round((tone(1200.0, 1.3) + noise(1.3, level=0.05)) * 32767) / 32768
+    padded = [np.concatenate([np.zeros(k * config.hop_length), y, np.zeros(300 + k * 1000)])
+              for k in (1, 2, 7)]  # frames of silence only are trimmed away
+    v = features.features_from_audio(padded[0], config)
+    for other in padded[1:]:
+        np.testing.assert_allclose(features.features_from_audio(other, config), v, atol=1e-4)
+    assert config.window_alignment == config.hop_length
+    assert features.feature_config("logmel_patch").window_alignment == 1
+    with pytest.raises(features.FeatureError, match="silent"):
+        features.features_from_audio(np.r_[np.zeros(2000), 1e-6], config)

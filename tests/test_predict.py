@@ -147,6 +147,12 @@ def test_events_and_smoothing_helpers():
                               hop_s=0.5, background={"x"}) == []
     assert events.window_starts(100, 40, 20) == [0, 20, 40, 60]
     assert events.window_starts(110, 40, 20) == [0, 20, 40, 60, 70]
+    # on a grid of 8 samples: every start rounded down to it, the last too
+    assert events.window_starts(110, 40, 20, 8) == [0, 16, 40, 56, 64]
+    assert events.window_starts(100, 40, 20, 8) == [0, 16, 40, 56]
+    y = np.arange(110, dtype=np.float32)
+    cut = [(s, w[0], len(w)) for s, w in events.stream_windows(np.split(y, [7, 50, 51]), 40, 20, 8)]
+    assert cut == [(s, s, 40) for s in (0, 16, 40, 56, 64)]
 
 
 def test_cnn_with_standardisation_round_trips(model_dir, fresh_clips):

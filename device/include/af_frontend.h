@@ -38,7 +38,7 @@ enum {
 };
 
 /* Feature presets of features.py that the device computes. */
-enum { AF_PRESET_SEED = 0, AF_PRESET_LOGMEL = 1, AF_PRESET_LOGMEL_PATCH = 2 };
+enum { AF_PRESET_SEED = 0, AF_PRESET_LOGMEL = 1, AF_PRESET_LOGMEL_PATCH = 2, AF_PRESET_LOGMEL_STREAM = 3 };
 
 /* Real FFT hook: ``in`` holds n_fft real samples (it may be overwritten);
  * ``out`` receives n_fft floats packed as CMSIS-DSP's arm_rfft_fast_f32:
