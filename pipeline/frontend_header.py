@@ -114,7 +114,13 @@ def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, e
              f"#define AF_MODEL_HOP_SAMPLES {hop_samples}  /* the model's hop */",
              f"#define AF_MODEL_SCRATCH_BYTES AF_SCRATCH_BYTES({PRESET_CODES[config.preset]}, "
              f"{n_features}, {config.n_fft}, {config.hop_length}, {config.n_mels or 0}, "
-             f"AF_MODEL_WINDOW_SAMPLES)\n",
+             f"AF_MODEL_WINDOW_SAMPLES)  /* af_features of one window */",
+             f"#define AF_MODEL_STREAM_BYTES AF_STREAM_BYTES({PRESET_CODES[config.preset]}, "
+             f"{config.n_fft}, {config.hop_length}, {config.n_mels or 0}, "
+             f"AF_MODEL_WINDOW_SAMPLES)  /* af_stream_start's memory */",
+             "/* af_stream_window's scratch (logmel_stream computes frames as they arrive) */",
+             "#define AF_MODEL_WINDOW_SCRATCH_BYTES "
+             + ("8" if config.preset == "logmel_stream" else "AF_MODEL_SCRATCH_BYTES") + "\n",
              _array("float", "af_model_window", stft_window(config), _floats)]
     mel = "NULL, NULL, NULL, NULL"
     if config.n_mels:

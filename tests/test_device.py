@@ -109,7 +109,7 @@ def python_windows(path, config, window_s, hop_s):
     if features.audio_duration(path) <= window_s:
         return [features.features_from_audio(features.load_audio(path, SR), config)]
     windows = events.stream_windows(features.stream_audio(path, SR), int(window_s * SR),
-                                    int(hop_s * SR))
+                                    int(hop_s * SR), config.window_alignment)
     return [features.features_from_audio(samples, config) for _, samples in windows]
 
 
@@ -122,7 +122,8 @@ def c_windows(tool, path, as_float=True):
 
 
 @pytest.mark.parametrize("preset, changes", [("logmel_patch", {}), ("logmel", {}),
-                                             ("seed", {"noise_reduction": False})])
+                                             ("seed", {"noise_reduction": False}),
+                                             ("logmel_stream", {})])
 def test_c_features_equal_features_py(tmp_path, preset, changes):
     model_dir, config = header_only(tmp_path, preset, **changes)
     tool = build(model_dir, tmp_path / "build")
@@ -286,9 +287,9 @@ def test_memory_report_and_readme_figure(trained):
     out = subprocess.run([str(tool), "--memory"], capture_output=True, text=True,
                          check=True).stdout
     scratch = [line for line in out.splitlines() if line.startswith("scratch")][0]
-    macro, function = [int(w) for w in scratch.replace("(", " ").replace(")", " ").split()
-                       if w.isdigit()]
-    assert macro == function > 0
+    macro, function, window = [int(w) for w in scratch.replace("(", " ").replace(")", " ")
+                               .split() if w.isdigit()]
+    assert macro == function == window > 0
     total = int(out.split("total:")[1].split()[0])
     readme = (ROOT / "device" / "README.md").read_text()  # the fixture has the default features
     assert f"| scratch (`AF_MODEL_SCRATCH_BYTES`) | {macro:,} |" in readme
@@ -444,6 +445,31 @@ def test_m4_reports_cost_and_memory(trained, m4):
     assert 0 < summary["stack_bytes"] < 16384 and summary["scratch_bytes"] > 0
     sizes = emulation.section_sizes(m4.parent)
     assert sizes["text"] > 1000 and sizes["bss"] == 0  # caller-owned state: no globals
+
+
+@needs_arm
+def test_m4_streaming_preset_computes_each_frame_once_in_little_ram(tmp_path):
+    """logmel_stream on the emulated board: the host tool's int8 input byte
+    for byte (the host's floats equal features.py's, see above), its frames
+    computed while samples are pushed, and far less work per window and
+    memory than the sample-ring presets keep."""
+    recording = int16_clip(np.concatenate([tone(2600, 2.5, level=0.4), noise(2.3, level=0.2,
+                                                                             seed=7)]))
+    boards = {}
+    for preset in ("logmel_stream", "logmel_patch"):
+        model_dir, _ = header_only(tmp_path, preset)
+        tool = build(model_dir, tmp_path / f"host_{preset}")
+        board = emulation.run(emulation.build(model_dir, tmp_path / f"m4_{preset}"), recording)
+        host = c_windows(tool, write(tmp_path / f"{preset}.wav", recording / 32768.0),
+                         as_float=False)
+        assert len(board["inputs"]) == len(host) == 4  # 0, 0.992, 2, 2.78 s (on the grid)
+        for got, want in zip(board["inputs"], host):
+            np.testing.assert_array_equal(got, want)
+        boards[preset] = board["summary"]
+    stream, ring = boards["logmel_stream"], boards["logmel_patch"]
+    assert stream["push_instructions"] > 10 * ring["push_instructions"]  # frames while pushing
+    assert stream["window_instructions"] * 10 < ring["window_instructions"]
+    assert stream["state_bytes"] + stream["scratch_bytes"] < 32 * 1024 < ring["state_bytes"]
 
 
 def test_c_library_and_features_py_agree_on_the_feature_version():

@@ -82,7 +82,8 @@ typedef struct {
  * expression for static buffers (af_scratch_bytes computes the same; the
  * tests check that they agree). */
 #define AF_SCRATCH_BYTES(preset, n_features, n_fft, hop_length, n_mels, max_samples)        \
-  ((1 + (size_t)(max_samples) / (hop_length)) * (4 + 4 * 6 * ((preset) == AF_PRESET_LOGMEL)) + \
+  ((1 + (size_t)(max_samples) / (hop_length)) *                                              \
+       (4 + 4 * 6 * ((preset) == AF_PRESET_LOGMEL) + 8 * ((preset) == AF_PRESET_LOGMEL_STREAM)) + \
    ((preset) == AF_PRESET_SEED) * ((size_t)(n_fft) / 2 + 1) * 8 + (size_t)(n_fft) * 8 +       \
    (1 + ((preset) == AF_PRESET_LOGMEL)) * ((size_t)(n_fft) / 2 + 1) * 4 +                     \
    ((preset) != AF_PRESET_SEED) * (n_mels) * 4 *                                              \
@@ -115,18 +116,55 @@ typedef struct {
   size_t ring_len;
   uint64_t total;        /* samples pushed so far */
   uint64_t next_start;   /* start of the next regular window */
+  uint64_t windows;      /* regular windows handed out */
   uint64_t ready_start;  /* start of the ready window */
   size_t ready_len;      /* its length; 0 when no window is ready */
   int64_t last_start;    /* start of the last window handed out; -1 before the first */
   int finished;
+  /* logmel_stream (af_stream_start): each frame computed once, as its
+   * samples arrive, into a ring of mel rows; all in the caller's memory */
+  af_rfft_fn rfft;
+  void* rfft_context;
+  uint64_t* energy;      /* [slots]: each frame's sum of squared samples */
+  float* rows;           /* [slots * n_mels]: each frame's mel row, dB */
+  float* fft_in;         /* [n_fft] */
+  float* fft_out;        /* [n_fft] */
+  float* power;          /* [n_fft / 2 + 1] */
+  int16_t* pending;      /* [n_fft]: the samples of the next frame so far */
+  size_t slots, pending_len;
+  uint64_t frames;       /* frames computed so far */
 } af_stream;
 
+/* Bytes of the memory af_stream_start needs for a model, as a constant
+ * expression: the ring of window_samples samples, or for logmel_stream the
+ * ring of mel rows (one window's frames plus one), FFT buffers and one
+ * frame of samples. */
+#define AF_STREAM_BYTES(preset, n_fft, hop_length, n_mels, window_samples)                 \
+  ((preset) == AF_PRESET_LOGMEL_STREAM                                                    \
+       ? (2 + ((size_t)(window_samples) - (size_t)(n_fft)) / (size_t)(hop_length)) *      \
+                 (8 + 4 * (size_t)(n_mels)) +                                             \
+             (size_t)(n_fft) * 10 + ((size_t)(n_fft) / 2 + 1) * 4                          \
+       : (size_t)(window_samples) * 2)
+
+size_t af_stream_bytes(const af_model* model);
+
+/* Start a stream for any preset in ``memory`` (af_stream_bytes bytes,
+ * aligned to 8). logmel_stream computes frames while samples are pushed,
+ * with ``rfft``; the other presets keep samples and use the FFT given to
+ * af_stream_window. */
+int af_stream_start(af_stream* stream, const af_model* model, void* memory, size_t memory_bytes,
+                    af_rfft_fn rfft, void* rfft_context);
+
+/* The sample ring of the other presets (logmel_stream: AF_ERR_UNSUPPORTED,
+ * use af_stream_start). */
 int af_stream_init(af_stream* stream, const af_model* model, int16_t* ring, size_t ring_len);
 void af_stream_reset(af_stream* stream);
 
 /* Takes up to n samples, stopping as soon as a window is complete.
  * *used: samples taken. Returns AF_WINDOW_READY (call af_stream_window,
- * then push the rest) or AF_OK. */
+ * then push the rest) or AF_OK. Windows start every hop_samples, rounded
+ * down to the frame grid for logmel_stream (as features.py's
+ * FeatureConfig.window_alignment). */
 int af_stream_push(af_stream* stream, const int16_t* samples, size_t n, size_t* used);
 
 /* End of the stream: AF_WINDOW_READY when a last window (ending at the end)
@@ -135,6 +173,8 @@ int af_stream_finish(af_stream* stream);
 
 /* The ready window: its model input (int8, n_features) and optionally its
  * features (floats, may be NULL), start sample and centre in seconds.
+ * logmel_stream reads the frames already computed: rfft and scratch may be
+ * NULL and 0.
  * Returns AF_OK, or the feature error of a window that has none (silent):
  * predict.py gives such a window probability 0 for every class. Either way
  * the window is consumed. */

@@ -22,8 +22,8 @@
 #define STACK_PROBE_WORDS 4096u /* the front end may use up to 16 KB of stack */
 #define PAINT 0xA5A5A5A5u
 
-static int16_t ring[AF_MODEL_WINDOW_SAMPLES];
-static uint64_t scratch[(AF_MODEL_SCRATCH_BYTES + 7) / 8];
+static uint64_t stream_memory[(AF_MODEL_STREAM_BYTES + 7) / 8];
+static uint64_t scratch[(AF_MODEL_WINDOW_SCRATCH_BYTES + 7) / 8];
 static int8_t input[AF_MODEL_N_FEATURES];
 static af_rfft_instance fft;
 static af_stream stream;
@@ -79,8 +79,9 @@ int main(int argc, char** argv) {
   }
   TIMER0[2] = 0xFFFFFFFFu;
   TIMER0[0] = 1u;
-  if (af_stream_init(&stream, &af_model_frontend, ring, AF_MODEL_WINDOW_SAMPLES) != AF_OK ||
-      af_rfft_init(&fft, af_model_frontend.n_fft) != AF_OK) {
+  if (af_rfft_init(&fft, af_model_frontend.n_fft) != AF_OK ||
+      af_stream_start(&stream, &af_model_frontend, stream_memory, sizeof stream_memory, af_rfft,
+                      &fft) != AF_OK) {
     printf("cannot start the front end\n");
     return 1;
   }
@@ -93,9 +94,12 @@ int main(int argc, char** argv) {
     size_t offset = 0;
     while (offset < got && !failed) {
       size_t used;
+      uint32_t* top = paint_stack();  /* logmel_stream computes frames while pushing */
       const uint32_t start = ticks();
       const int status = af_stream_push(&stream, block + offset, got - offset, &used);
       push_instructions += (uint64_t)(start - ticks()) * INSTRUCTIONS_PER_TICK;
+      const uint32_t depth = stack_used(top);
+      if (depth > max_stack) max_stack = depth;
       offset += used;
       if (status == AF_WINDOW_READY) emit_window(&windows, &failed);
     }
@@ -106,7 +110,7 @@ int main(int argc, char** argv) {
          "stack_bytes=%lu state_bytes=%lu scratch_bytes=%lu\n",
          (unsigned long long)samples, windows, (unsigned long long)window_instructions,
          (unsigned long long)push_instructions, (unsigned long)max_stack,
-         (unsigned long)(sizeof ring + sizeof stream + sizeof fft),
+         (unsigned long)(sizeof stream_memory + sizeof stream + sizeof fft),
          (unsigned long)sizeof scratch);
   return failed;
 }

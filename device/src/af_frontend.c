@@ -49,7 +49,7 @@ static int model_is_usable(const af_model* m) {
     return 0;
   if (m->preset == AF_PRESET_LOGMEL)  /* its features are left in fft_in and fft_out */
     return m->n_features == 2 * m->n_mels + 2 * N_SHAPE && m->n_features <= 2 * m->n_fft;
-  if (m->preset == AF_PRESET_LOGMEL_PATCH)
+  if (m->preset == AF_PRESET_LOGMEL_PATCH || m->preset == AF_PRESET_LOGMEL_STREAM)
     return m->patch_frames > 0 && m->n_features == m->patch_frames * m->n_mels;
   return 0;
 }
@@ -58,6 +58,7 @@ static int model_is_usable(const af_model* m) {
  * rows of db, or fft_in and fft_out for the statistics presets), so no
  * buffer of their own is needed. */
 typedef struct {
+  uint64_t* exact;  /* [frames]: logmel_stream's frame energies (first: 8-byte aligned) */
   float* energy;    /* [frames]: summed power of each frame */
   float* bins;      /* [2 * (n_fft/2 + 1)]: seed preset's |STFT| sums and their carries */
   float* fft_in;    /* [n_fft] */
@@ -72,16 +73,18 @@ static size_t layout(const af_model* m, size_t frames, char* base, scratch_layou
   const int mel = m->preset != AF_PRESET_SEED, stats = m->preset == AF_PRESET_LOGMEL;
   const size_t rows = mel && frames < (size_t)(m->n_features / m->n_mels)
                           ? (size_t)(m->n_features / m->n_mels) : frames;
-  const size_t sizes[7] = {
+  const size_t sizes[8] = {
+      m->preset == AF_PRESET_LOGMEL_STREAM ? frames * sizeof(uint64_t) : 0,
       frames * sizeof(float), mel ? 0 : 2 * bins * sizeof(float),
       (size_t)m->n_fft * sizeof(float), (size_t)m->n_fft * sizeof(float),
       (stats ? 2 : 1) * bins * sizeof(float), mel ? rows * (size_t)m->n_mels * sizeof(float) : 0,
       stats ? frames * N_SHAPE * sizeof(float) : 0};
-  void** slots[7] = {(void**)&out->energy, (void**)&out->bins, (void**)&out->fft_in,
+  void** slots[8] = {(void**)&out->exact, (void**)&out->energy, (void**)&out->bins,
+                     (void**)&out->fft_in,
                      (void**)&out->fft_out, (void**)&out->power, (void**)&out->db,
                      (void**)&out->shape};
   size_t used = 0;
-  for (int i = 0; i < 7; ++i) {
+  for (int i = 0; i < 8; ++i) {
     if (base != NULL) *slots[i] = base + used;
     used += sizes[i];
   }
@@ -127,14 +130,22 @@ typedef struct {
   int quiet_is_loud;   /* whether an energy below the floor is loud */
 } loudness_rule;
 
-static loudness_rule loudness_rule_for(const af_model* m, uint64_t loudest) {
-  const float floor_energy = AMIN_POWER * 1073741824.0f * (float)m->trim_frame_length;
-  const float tens = m->trim_top_db / 10.0f;
+/* 10^(top_db / 10) when that is a whole number that fits (top_db a
+ * multiple of 10 up to 180), else 0. */
+static uint64_t whole_ratio(float top_db) {
+  const float tens = top_db / 10.0f;
   uint64_t ratio = 0;
   if (tens >= 1.0f && tens <= 18.0f && tens == floorf(tens)) {
     ratio = 1;
     for (int i = 0; i < (int)tens; ++i) ratio *= 10u;
   }
+  return ratio;
+}
+
+static loudness_rule loudness_rule_for(const af_model* m, uint64_t loudest) {
+  const float floor_energy = AMIN_POWER * 1073741824.0f * (float)m->trim_frame_length;
+  const float tens = m->trim_top_db / 10.0f;
+  const uint64_t ratio = whole_ratio(m->trim_top_db);
   loudness_rule rule;
   rule.floor = (uint64_t)ceilf(floor_energy);
   const float reference = (float)loudest > floor_energy ? (float)loudest : floor_energy;
@@ -188,10 +199,33 @@ static int trim(const af_model* m, const samples_view* v, size_t n, size_t* firs
   return *end > *first ? AF_OK : AF_ERR_SILENT;
 }
 
-/* One frame of librosa's centred STFT (zero padding): power per bin. */
+/* Power per bin of |FFT(window x)|^2 of fft_in, which holds the frame. */
+static int frame_power(const af_model* m, af_rfft_fn rfft, void* ctx, float* fft_in,
+                       float* fft_out, float* power) {
+  if (rfft(ctx, fft_in, fft_out) != 0) return AF_ERR_FFT;
+  const int half = m->n_fft / 2;
+  power[0] = fft_out[0] * fft_out[0];
+  power[half] = fft_out[1] * fft_out[1];
+  for (int k = 1; k < half; ++k)
+    power[k] = fft_out[2 * k] * fft_out[2 * k] + fft_out[2 * k + 1] * fft_out[2 * k + 1];
+  return AF_OK;
+}
+
+/* One mel row in dB (features.level_normalised_logmel before the floor). */
+static void mel_row(const af_model* m, const float* power, float* row) {
+  for (int b = 0; b < m->n_mels; ++b) {
+    const float* w = m->mel_weights + m->mel_offset[b];
+    const float* p = power + m->mel_first[b];
+    float mel = 0.0f;
+    for (int k = 0; k < m->mel_count[b]; ++k) mel += w[k] * p[k];
+    row[b] = 10.0f * log10f(mel > MEL_FLOOR ? mel : MEL_FLOOR);
+  }
+}
+
+/* The frame of n_fft samples from sample lo of the trimmed audio (zeros
+ * outside it): power per bin. */
 static int frame_spectrum(const af_model* m, const samples_view* v, size_t first, size_t len,
-                          size_t t, af_rfft_fn rfft, void* ctx, const scratch_layout* s) {
-  const long long lo = (long long)t * m->hop_length - m->n_fft / 2;
+                          long long lo, af_rfft_fn rfft, void* ctx, const scratch_layout* s) {
   /* samples j in [j0, j1) of the frame lie inside the trimmed audio */
   const int j0 = lo < 0 ? (int)-lo : 0;
   const int j1 = lo + m->n_fft <= (long long)len ? m->n_fft : (int)((long long)len - lo);
@@ -205,13 +239,7 @@ static int frame_spectrum(const af_model* m, const samples_view* v, size_t first
       s->fft_in[j + k] = (float)x[k] * (1.0f / 32768.0f) * m->window[j + k];
     j += run;
   }
-  if (rfft(ctx, s->fft_in, s->fft_out) != 0) return AF_ERR_FFT;
-  const int half = m->n_fft / 2;
-  s->power[0] = s->fft_out[0] * s->fft_out[0];
-  s->power[half] = s->fft_out[1] * s->fft_out[1];
-  for (int k = 1; k < half; ++k)
-    s->power[k] = s->fft_out[2 * k] * s->fft_out[2 * k] + s->fft_out[2 * k + 1] * s->fft_out[2 * k + 1];
-  return AF_OK;
+  return frame_power(m, rfft, ctx, s->fft_in, s->fft_out, s->power);
 }
 
 /* features.shape_statistics for one frame (all but the level, which needs
@@ -338,12 +366,17 @@ static void logmel_statistics(const af_model* m, const scratch_layout* s, size_t
 }
 
 /* The features of n samples, left in scratch; *result points at them. */
-static int features_of_view(const af_model* m, const samples_view* v, size_t n, af_rfft_fn rfft,
-                            void* ctx, void* scratch, size_t scratch_bytes, const float** result) {
+static int check_clip(const af_model* m, const samples_view* v, size_t n) {
   size_t nonzero = 0;
   for (size_t i = 0; i < n && !nonzero; ++i) nonzero = (i < v->na ? v->a[i] : v->b[i - v->na]) != 0;
   if (!nonzero) return AF_ERR_SILENT;  /* features.py's checks, in its order */
-  if (n < (size_t)m->min_samples) return AF_ERR_TOO_SHORT;
+  return n < (size_t)m->min_samples ? AF_ERR_TOO_SHORT : AF_OK;
+}
+
+static int features_of_view(const af_model* m, const samples_view* v, size_t n, af_rfft_fn rfft,
+                            void* ctx, void* scratch, size_t scratch_bytes, const float** result) {
+  const int checked = check_clip(m, v, n);
+  if (checked != AF_OK) return checked;
   size_t first = 0, end = n;
   if (m->trim) {
     const int status = trim(m, v, n, &first, &end);
@@ -358,7 +391,8 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
   if (m->preset == AF_PRESET_SEED)
     for (int k = 0; k < 2 * bins; ++k) s.bins[k] = 0.0f;
   for (size_t t = 0; t < frames; ++t) {
-    const int status = frame_spectrum(m, v, first, len, t, rfft, ctx, &s);
+    const long long lo = (long long)t * m->hop_length - m->n_fft / 2;  /* centred frames */
+    const int status = frame_spectrum(m, v, first, len, lo, rfft, ctx, &s);
     if (status != AF_OK) return status;
     if (m->preset == AF_PRESET_SEED) {
       for (int k = 0; k < bins; ++k) {  /* a float_sum per bin, stored as sum, carry */
@@ -372,13 +406,7 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
     float_sum energy = {0.0f, 0.0f};
     for (int k = 0; k < bins; ++k) add_to(&energy, s.power[k]);
     s.energy[t] = energy.sum;
-    for (int b = 0; b < m->n_mels; ++b) {
-      const float* w = m->mel_weights + m->mel_offset[b];
-      const float* p = s.power + m->mel_first[b];
-      float mel = 0.0f;
-      for (int k = 0; k < m->mel_count[b]; ++k) mel += w[k] * p[k];
-      s.db[t * (size_t)m->n_mels + (size_t)b] = 10.0f * log10f(mel > MEL_FLOOR ? mel : MEL_FLOOR);
-    }
+    mel_row(m, s.power, s.db + t * (size_t)m->n_mels);
     if (m->preset == AF_PRESET_LOGMEL) frame_shape(m, s.power, s.power + bins, t, s.shape + t * N_SHAPE);
   }
   if (m->preset == AF_PRESET_SEED) {
@@ -402,6 +430,123 @@ static int features_of_view(const af_model* m, const samples_view* v, size_t n, 
   return AF_OK;
 }
 
+/* ------------------------------------------------------------------------
+ * logmel_stream (features.logmel_stream): whole frames of one uncentred
+ * STFT grid, so a stream computes each frame once, as its samples arrive,
+ * and keeps mel rows instead of samples. */
+
+static size_t grid_frames(const af_model* m, size_t n) {
+  const size_t n_fft = (size_t)m->n_fft;
+  return n <= n_fft ? 1 : 1 + (n - n_fft) / (size_t)m->hop_length;
+}
+
+/* Frames [0, count) of a window or clip: frame t is slot (origin + t) % slots. */
+typedef struct {
+  const float* rows;       /* [slots * n_mels]: dB per band */
+  const uint64_t* energy;  /* [slots]: sum of squared samples */
+  size_t slots, origin, count;
+} frame_run;
+
+static const float* row_of(const af_model* m, const frame_run* r, size_t t) {
+  return r->rows + ((r->origin + t) % r->slots) * (size_t)m->n_mels;
+}
+
+static uint64_t energy_of(const frame_run* r, size_t t) {
+  return r->energy[(r->origin + t) % r->slots];
+}
+
+static int8_t quantise_value(const af_model* m, size_t i, float x) {
+  if (m->feature_mean != NULL) x = (x - m->feature_mean[i]) / m->feature_std[i];
+  const float q = rintf(x / m->input_scale) + (float)m->input_zero_point;
+  return (int8_t)(q < -128.0f ? -128 : q > 127.0f ? 127 : (int)q);
+}
+
+/* features.loud_frames: the first and last frame whose energy times
+ * 10^(top_db / 10) exceeds the loudest's (exact for whole tens of dB). */
+static int loud_range(const af_model* m, const frame_run* r, size_t* first, size_t* last) {
+  uint64_t loudest = 0;
+  for (size_t t = 0; t < r->count; ++t)
+    if (energy_of(r, t) > loudest) loudest = energy_of(r, t);
+  if (loudest == 0) return AF_ERR_SILENT;
+  *first = r->count;
+  *last = 0;
+  const uint64_t ratio = m->trim ? whole_ratio(m->trim_top_db) : 0;
+  const float ratio_f = powf(10.0f, m->trim_top_db / 10.0f);
+  for (size_t t = 0; t < r->count; ++t) {
+    const uint64_t e = energy_of(r, t);
+    const int loud = !m->trim || (ratio ? e > loudest / ratio : (float)e * ratio_f > (float)loudest);
+    if (loud && *first == r->count) *first = t;
+    if (loud) *last = t;
+  }
+  return AF_OK;  /* the loudest frame is always loud */
+}
+
+/* features.logmel_stream's steps 2-4 on a run of frames (only read): the
+ * patch as features and/or int8 input (either may be NULL). */
+static int stream_patch(const af_model* m, const frame_run* r, float* features, int8_t* input) {
+  size_t first, last;
+  const int status = loud_range(m, r, &first, &last);
+  if (status != AF_OK) return status;
+  const size_t bands = (size_t)m->n_mels, kept = last - first + 1, patch = (size_t)m->patch_frames;
+  float loudest = -INFINITY;
+  for (size_t t = first; t <= last; ++t)
+    for (size_t b = 0; b < bands; ++b)
+      if (row_of(m, r, t)[b] > loudest) loudest = row_of(m, r, t)[b];
+  const float floor_db = loudest - m->top_db;
+  float lowest = loudest;
+  float_sum sum = {0.0f, 0.0f};
+  for (size_t t = first; t <= last; ++t)
+    for (size_t b = 0; b < bands; ++b) {
+      const float v = row_of(m, r, t)[b] < floor_db ? floor_db : row_of(m, r, t)[b];
+      if (v < lowest) lowest = v;
+      add_to(&sum, v);
+    }
+  if (loudest - lowest < 1e-6f) return AF_ERR_CONSTANT;
+  const float mean = sum.sum / (float)(kept * bands), minimum = lowest - mean;
+  size_t start = first;
+  if (kept >= patch) {  /* the first run with the largest (exact) energy */
+    uint64_t run = 0;
+    for (size_t t = first; t < first + patch; ++t) run += energy_of(r, t);
+    uint64_t best = run;
+    for (size_t t = first + patch; t <= last; ++t) {
+      run = run + energy_of(r, t) - energy_of(r, t - patch);
+      if (run > best) best = run, start = t - patch + 1;
+    }
+  }
+  for (size_t i = 0; i < patch; ++i)
+    for (size_t b = 0; b < bands; ++b) {
+      float v = minimum;  /* past the kept frames: the floor, as features.py pads */
+      if (i < kept) {
+        const float db = row_of(m, r, start + i)[b];
+        v = (db < floor_db ? floor_db : db) - mean;
+      }
+      if (features != NULL) features[i * bands + b] = v;
+      if (input != NULL) input[i * bands + b] = quantise_value(m, i * bands + b, v);
+    }
+  return AF_OK;
+}
+
+/* A whole clip: every frame into scratch, then the patch into out. */
+static int clip_frames(const af_model* m, const samples_view* v, size_t n, af_rfft_fn rfft,
+                       void* ctx, void* scratch, size_t scratch_bytes, float* out) {
+  const int checked = check_clip(m, v, n);
+  if (checked != AF_OK) return checked;
+  const size_t frames = grid_frames(m, n), bands = (size_t)m->n_mels;
+  scratch_layout s;
+  if (((uintptr_t)scratch & 7u) != 0) return AF_ERR_ARGUMENT;
+  if (layout(m, frames, NULL, &s) > scratch_bytes) return AF_ERR_BUFFER;
+  layout(m, frames, (char*)scratch, &s);
+  for (size_t t = 0; t < frames; ++t) {
+    const long long lo = (long long)t * m->hop_length;
+    const int status = frame_spectrum(m, v, 0, n, lo, rfft, ctx, &s);
+    if (status != AF_OK) return status;
+    mel_row(m, s.power, s.db + t * bands);
+    s.exact[t] = block_energy(v, n, lo, lo + m->n_fft);
+  }
+  const frame_run run = {s.db, s.exact, frames, 0, frames};
+  return stream_patch(m, &run, out, NULL);
+}
+
 int af_features(const af_model* model, const int16_t* samples, size_t n, af_rfft_fn rfft,
                 void* rfft_context, void* scratch, size_t scratch_bytes, float* out,
                 size_t out_len) {
@@ -412,6 +557,8 @@ int af_features(const af_model* model, const int16_t* samples, size_t n, af_rfft
   if (out_len < (size_t)model->n_features || scratch_bytes < af_scratch_bytes(model, n))
     return AF_ERR_BUFFER;
   const samples_view view = {samples, n, NULL, 0};
+  if (model->preset == AF_PRESET_LOGMEL_STREAM)
+    return clip_frames(model, &view, n, rfft, rfft_context, scratch, scratch_bytes, out);
   const float* result;
   const int status = features_of_view(model, &view, n, rfft, rfft_context, scratch, scratch_bytes,
                                       &result);
@@ -426,24 +573,41 @@ int af_quantise(const af_model* model, const float* features, size_t n, int8_t* 
   if (out_len < n) return AF_ERR_BUFFER;
   for (size_t i = 0; i < n; ++i)  /* NaN or infinity has no int8 value: refuse, write nothing */
     if (!isfinite(features[i])) return AF_ERR_ARGUMENT;
-  for (size_t i = 0; i < n; ++i) {
-    float x = features[i];
-    if (model->feature_mean != NULL) x = (x - model->feature_mean[i]) / model->feature_std[i];
-    const float q = rintf(x / model->input_scale) + (float)model->input_zero_point;
-    out[i] = (int8_t)(q < -128.0f ? -128 : q > 127.0f ? 127 : (int)q);
-  }
+  for (size_t i = 0; i < n; ++i) out[i] = quantise_value(model, i, features[i]);
   return AF_OK;
 }
 
 /* ------------------------------------------------------------------------
  * Streaming (pipeline/events.py's stream_windows). */
 
+static int stream_model_usable(const af_model* m) {
+  return model_is_usable(m) && m->window_samples > 0 && m->hop_samples > 0 &&
+         m->hop_samples <= m->window_samples &&
+         (m->preset != AF_PRESET_LOGMEL_STREAM ||
+          (m->window_samples >= m->n_fft && m->hop_length <= m->n_fft));
+}
+
+/* Window starts are rounded down to a multiple of this (the frame grid). */
+static uint64_t alignment(const af_model* m) {
+  return m->preset == AF_PRESET_LOGMEL_STREAM ? (uint64_t)m->hop_length : 1u;
+}
+
+static size_t frame_slots(const af_model* m) {
+  return 2 + ((size_t)m->window_samples - (size_t)m->n_fft) / (size_t)m->hop_length;
+}
+
+size_t af_stream_bytes(const af_model* model) {
+  if (!stream_model_usable(model)) return 0;
+  return AF_STREAM_BYTES(model->preset, (size_t)model->n_fft, (size_t)model->hop_length,
+                         (size_t)model->n_mels, (size_t)model->window_samples);
+}
+
 int af_stream_init(af_stream* stream, const af_model* model, int16_t* ring, size_t ring_len) {
   if (stream == NULL || model == NULL || ring == NULL) return AF_ERR_NULL;
-  if (!model_is_usable(model) || model->window_samples <= 0 || model->hop_samples <= 0 ||
-      model->hop_samples > model->window_samples)
+  if (!stream_model_usable(model) || model->preset == AF_PRESET_LOGMEL_STREAM)
     return AF_ERR_UNSUPPORTED;
   if (ring_len < (size_t)model->window_samples) return AF_ERR_BUFFER;
+  memset(stream, 0, sizeof *stream);
   stream->model = model;
   stream->ring = ring;
   stream->ring_len = ring_len;
@@ -451,12 +615,61 @@ int af_stream_init(af_stream* stream, const af_model* model, int16_t* ring, size
   return AF_OK;
 }
 
+int af_stream_start(af_stream* stream, const af_model* model, void* memory, size_t memory_bytes,
+                    af_rfft_fn rfft, void* rfft_context) {
+  if (stream == NULL || model == NULL || memory == NULL || rfft == NULL) return AF_ERR_NULL;
+  if (!stream_model_usable(model)) return AF_ERR_UNSUPPORTED;
+  if (((uintptr_t)memory & 7u) != 0) return AF_ERR_ARGUMENT;
+  if (memory_bytes < af_stream_bytes(model)) return AF_ERR_BUFFER;
+  if (model->preset != AF_PRESET_LOGMEL_STREAM)
+    return af_stream_init(stream, model, (int16_t*)memory, memory_bytes / sizeof(int16_t));
+  memset(stream, 0, sizeof *stream);
+  stream->model = model;
+  stream->rfft = rfft;
+  stream->rfft_context = rfft_context;
+  stream->slots = frame_slots(model);
+  const size_t n_fft = (size_t)model->n_fft;
+  char* at = (char*)memory;  /* 8-byte values first, then floats, then samples */
+  stream->energy = (uint64_t*)(void*)at;
+  at += stream->slots * sizeof(uint64_t);
+  stream->rows = (float*)(void*)at;
+  at += stream->slots * (size_t)model->n_mels * sizeof(float);
+  stream->fft_in = (float*)(void*)at;
+  stream->fft_out = stream->fft_in + n_fft;
+  stream->power = stream->fft_out + n_fft;
+  stream->pending = (int16_t*)(void*)(stream->power + n_fft / 2 + 1);
+  af_stream_reset(stream);
+  return AF_OK;
+}
+
 void af_stream_reset(af_stream* stream) {
   if (stream == NULL) return;
-  stream->total = stream->next_start = stream->ready_start = 0;
+  stream->total = stream->next_start = stream->ready_start = stream->windows = 0;
   stream->ready_len = 0;
   stream->last_start = -1;
   stream->finished = 0;
+  stream->pending_len = 0;
+  stream->frames = 0;
+}
+
+/* The next frame from the pending samples (zero-padded when fewer than
+ * n_fft: a stream shorter than one frame): its mel row and energy. */
+static int compute_frame(af_stream* st) {
+  const af_model* m = st->model;
+  const size_t n_fft = (size_t)m->n_fft, slot = (size_t)(st->frames % st->slots);
+  uint64_t energy = 0;
+  for (size_t j = 0; j < n_fft; ++j) {
+    const int32_t x = j < st->pending_len ? st->pending[j] : 0;
+    energy += (uint32_t)(x * x);
+    st->fft_in[j] = (float)x * (1.0f / 32768.0f) * m->window[j];
+  }
+  const int status = frame_power(m, st->rfft, st->rfft_context, st->fft_in, st->fft_out,
+                                 st->power);
+  if (status != AF_OK) return status;
+  mel_row(m, st->power, st->rows + slot * (size_t)m->n_mels);
+  st->energy[slot] = energy;
+  st->frames += 1;
+  return AF_OK;
 }
 
 int af_stream_push(af_stream* stream, const int16_t* samples, size_t n, size_t* used) {
@@ -464,12 +677,25 @@ int af_stream_push(af_stream* stream, const int16_t* samples, size_t n, size_t* 
   *used = 0;
   if (stream->ready_len > 0 || stream->finished) return AF_ERR_STATE;
   const uint64_t window_end = stream->next_start + (uint64_t)stream->model->window_samples;
-  while (*used < n) {  /* copy in runs: up to the ring's end or the window's end */
-    const size_t at = (size_t)(stream->total % stream->ring_len);
+  const size_t n_fft = (size_t)stream->model->n_fft, hop = (size_t)stream->model->hop_length;
+  while (*used < n) {  /* in runs: up to the ring's (or frame's) end or the window's end */
     size_t run = n - *used;
-    if (run > stream->ring_len - at) run = stream->ring_len - at;
     if (run > window_end - stream->total) run = (size_t)(window_end - stream->total);
-    memcpy(stream->ring + at, samples + *used, run * sizeof(int16_t));
+    if (stream->ring == NULL) {  /* logmel_stream: a frame every hop samples */
+      if (run > n_fft - stream->pending_len) run = n_fft - stream->pending_len;
+      memcpy(stream->pending + stream->pending_len, samples + *used, run * sizeof(int16_t));
+      stream->pending_len += run;
+      if (stream->pending_len == n_fft) {
+        const int status = compute_frame(stream);
+        if (status != AF_OK) return status;
+        memmove(stream->pending, stream->pending + hop, (n_fft - hop) * sizeof(int16_t));
+        stream->pending_len -= hop;
+      }
+    } else {
+      const size_t at = (size_t)(stream->total % stream->ring_len);
+      if (run > stream->ring_len - at) run = stream->ring_len - at;
+      memcpy(stream->ring + at, samples + *used, run * sizeof(int16_t));
+    }
     *used += run;
     stream->total += run;
     if (stream->total == window_end) {
@@ -485,44 +711,70 @@ int af_stream_finish(af_stream* stream) {
   if (stream == NULL) return AF_ERR_NULL;
   if (stream->ready_len > 0 || stream->finished) return AF_ERR_STATE;
   stream->finished = 1;
-  const uint64_t window = (uint64_t)stream->model->window_samples;
+  const uint64_t window = (uint64_t)stream->model->window_samples, align = alignment(stream->model);
   if (stream->total == 0) return AF_ERR_ARGUMENT;
   if (stream->last_start < 0) {  /* no longer than a window: one window of all of it */
+    if (stream->ring == NULL && stream->frames == 0) {  /* shorter than a frame */
+      const int status = compute_frame(stream);
+      if (status != AF_OK) return status;
+    }
     stream->ready_start = 0;
     stream->ready_len = (size_t)stream->total;
     return AF_WINDOW_READY;
   }
-  if ((uint64_t)stream->last_start + window < stream->total) {  /* ends at the end */
-    stream->ready_start = stream->total - window;
+  const uint64_t last = stream->total >= window ? (stream->total - window) / align * align : 0;
+  if ((uint64_t)stream->last_start + window < stream->total &&
+      last > (uint64_t)stream->last_start) {  /* ends at the end (on the grid: just before) */
+    stream->ready_start = last;
     stream->ready_len = (size_t)window;
     return AF_WINDOW_READY;
   }
   return AF_OK;
 }
 
+/* The ready window's features from the frames computed for it. */
+static int stream_window_frames(af_stream* stream, int8_t* input, float* features) {
+  const af_model* m = stream->model;
+  if (stream->ready_len < (size_t)m->min_samples) return AF_ERR_TOO_SHORT;
+  const uint64_t first = stream->ready_start / (uint64_t)m->hop_length;
+  const frame_run run = {stream->rows, stream->energy, stream->slots,
+                         (size_t)(first % stream->slots), grid_frames(m, stream->ready_len)};
+  return stream_patch(m, &run, features, input);
+}
+
 int af_stream_window(af_stream* stream, af_rfft_fn rfft, void* rfft_context, void* scratch,
                      size_t scratch_bytes, int8_t* input, size_t input_len, float* features,
                      uint64_t* start, double* centre_s) {
-  if (stream == NULL || rfft == NULL || scratch == NULL || input == NULL) return AF_ERR_NULL;
+  if (stream == NULL || input == NULL) return AF_ERR_NULL;
+  const int frames = stream->ring == NULL;  /* logmel_stream: rfft and scratch unused */
+  if (!frames && (rfft == NULL || scratch == NULL)) return AF_ERR_NULL;
   if (stream->ready_len == 0) return AF_ERR_STATE;
   const af_model* m = stream->model;
-  if (input_len < (size_t)m->n_features || scratch_bytes < af_scratch_bytes(m, stream->ready_len))
+  if (input_len < (size_t)m->n_features ||
+      (!frames && scratch_bytes < af_scratch_bytes(m, stream->ready_len)))
     return AF_ERR_BUFFER;  /* the window stays ready */
-  const size_t len = stream->ready_len, offset = (size_t)(stream->ready_start % stream->ring_len);
-  const size_t first_piece = offset + len <= stream->ring_len ? len : stream->ring_len - offset;
-  const samples_view view = {stream->ring + offset, first_piece, stream->ring, len - first_piece};
+  const size_t len = stream->ready_len;
   if (start != NULL) *start = stream->ready_start;
   if (centre_s != NULL) *centre_s = ((double)stream->ready_start + (double)len / 2.0) / m->sample_rate;
-  const float* result;
-  int status = features_of_view(m, &view, len, rfft, rfft_context, scratch, scratch_bytes, &result);
-  if (status == AF_OK) {
-    if (features != NULL) memcpy(features, result, sizeof(float) * (size_t)m->n_features);
-    status = af_quantise(m, result, (size_t)m->n_features, input, input_len);
+  int status;
+  if (frames) {
+    status = stream_window_frames(stream, input, features);
+  } else {
+    const size_t offset = (size_t)(stream->ready_start % stream->ring_len);
+    const size_t first_piece = offset + len <= stream->ring_len ? len : stream->ring_len - offset;
+    const samples_view view = {stream->ring + offset, first_piece, stream->ring, len - first_piece};
+    const float* result;
+    status = features_of_view(m, &view, len, rfft, rfft_context, scratch, scratch_bytes, &result);
+    if (status == AF_OK) {
+      if (features != NULL) memcpy(features, result, sizeof(float) * (size_t)m->n_features);
+      status = af_quantise(m, result, (size_t)m->n_features, input, input_len);
+    }
   }
   stream->ready_len = 0;
   if (!stream->finished) {
     stream->last_start = (int64_t)stream->ready_start;
-    stream->next_start += (uint64_t)m->hop_samples;
+    stream->windows += 1;
+    stream->next_start = stream->windows * (uint64_t)m->hop_samples / alignment(m) * alignment(m);
   }
   return status;
 }

@@ -26,8 +26,8 @@
 #include "model_16k_frontend.h"
 #include "wav_reader.h"
 
-static int16_t ring[AF_MODEL_WINDOW_SAMPLES];
-static uint64_t scratch[(AF_MODEL_SCRATCH_BYTES + 7) / 8];
+static uint64_t stream_memory[(AF_MODEL_STREAM_BYTES + 7) / 8];
+static uint64_t scratch[(AF_MODEL_WINDOW_SCRATCH_BYTES + 7) / 8];
 static float features[AF_MODEL_N_FEATURES];
 static int8_t input[AF_MODEL_N_FEATURES];
 static af_rfft_instance fft;
@@ -101,8 +101,10 @@ static size_t read_samples(sample_source* source, int16_t* block, size_t n) {
 /* Push the source through the stream; a line per window as it is ready. */
 static int run_stream(sample_source* source, const char* path, int mode) {
   af_stream stream;
-  int status = af_stream_init(&stream, &af_model_frontend, ring, AF_MODEL_WINDOW_SAMPLES);
-  if (status == AF_OK) status = af_rfft_init(&fft, af_model_frontend.n_fft);
+  int status = af_rfft_init(&fft, af_model_frontend.n_fft);
+  if (status == AF_OK)
+    status = af_stream_start(&stream, &af_model_frontend, stream_memory, sizeof stream_memory,
+                             af_rfft, &fft);
   if (status != AF_OK) {
     fprintf(stderr, "%s: cannot start the front end: %s\n", path, reason(status));
     return 1;
@@ -231,15 +233,20 @@ static int run_events(const char* path) {
 
 static int run_memory(void) {
   printf("stream state (af_stream): %zu bytes\n", sizeof(af_stream));
-  printf("sample ring (%d samples of int16): %zu bytes\n", AF_MODEL_WINDOW_SAMPLES, sizeof ring);
-  printf("scratch: %zu bytes (af_scratch_bytes: %zu)\n", (size_t)AF_MODEL_SCRATCH_BYTES,
-         af_scratch_bytes(&af_model_frontend, AF_MODEL_WINDOW_SAMPLES));
+  printf("stream memory (%s): %zu bytes (af_stream_bytes: %zu)\n",
+         af_model_frontend.preset == AF_PRESET_LOGMEL_STREAM
+             ? "mel rows of a window, FFT buffers, one frame of samples"
+             : "a ring of one window of int16 samples",
+         sizeof stream_memory, af_stream_bytes(&af_model_frontend));
+  printf("scratch: %zu bytes (af_scratch_bytes: %zu); af_stream_window needs %zu of it\n",
+         (size_t)AF_MODEL_SCRATCH_BYTES, af_scratch_bytes(&af_model_frontend, AF_MODEL_WINDOW_SAMPLES),
+         (size_t)AF_MODEL_WINDOW_SCRATCH_BYTES);
   printf("portable FFT (af_rfft_instance): %zu bytes\n", sizeof(af_rfft_instance));
   printf("events (af_events): %zu bytes\n", sizeof(af_events));
   printf("int8 model input: %d bytes\n", AF_MODEL_N_FEATURES);
-  printf("total: %zu bytes\n", sizeof(af_stream) + sizeof ring + (size_t)AF_MODEL_SCRATCH_BYTES +
-                                   sizeof(af_rfft_instance) + sizeof(af_events) +
-                                   AF_MODEL_N_FEATURES);
+  printf("total: %zu bytes (for streams: state, memory, window scratch, FFT, events, input)\n",
+         sizeof(af_stream) + sizeof stream_memory + (size_t)AF_MODEL_WINDOW_SCRATCH_BYTES +
+             sizeof(af_rfft_instance) + sizeof(af_events) + AF_MODEL_N_FEATURES);
   return 0;
 }
 
