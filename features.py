@@ -75,6 +75,7 @@ MAX_ABS_SAMPLE = 1000.0       # larger samples are refused: not audio scaled to 
 PRESETS = ("seed", "logmel", "logmel_patch", "logmel_stream")
 PATCH_PRESETS = ("logmel_patch", "logmel_stream")  # 2-D patches for the CNN
 PATCH_TOLERANCE = 1e-4        # relative: runs this close to the loudest count as equally loud
+LEVEL_FLOOR_DB = 80.0         # logmel preset: frame levels this far below the loudest are floored
 SHAPE_STATISTICS = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "level")
 
 # noisereduce pads each side of the clip with 30000 zeros by default. Frames
@@ -511,7 +512,7 @@ def shape_statistics(power, sample_rate):
     log_power = np.log10(power + eps)
     flux = np.concatenate([[0.0], np.mean(np.abs(np.diff(log_power, axis=1)), axis=0)])
     level = 10 * np.log10(total[0])
-    level = np.maximum(level - level.max(), -80.0)
+    level = np.maximum(level - level.max(), -LEVEL_FLOOR_DB)
     rows = np.stack([flatness, centroid, bandwidth, rolloff, flux, level])
     return np.concatenate([rows.mean(axis=1), rows.std(axis=1)])
 

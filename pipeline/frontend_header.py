@@ -145,7 +145,8 @@ def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, e
   {standardise},  /* standardisation */
   {float(input_scale):.9e}f, {int(input_zero_point)},  /* int8 input */
   AF_MODEL_WINDOW_SAMPLES, AF_MODEL_HOP_SAMPLES,
-  {config.version}, {features.PATCH_TOLERANCE!r}f  /* feature version, patch tolerance */
+  {config.version}, {features.PATCH_TOLERANCE!r}f,  /* feature version, patch tolerance */
+  {features.LEVEL_FLOOR_DB!r}f  /* logmel: frame level floor, dB below the loudest frame */
 }};
 """)
     parts += [f"static const char* const af_model_labels[{len(labels)}] = "

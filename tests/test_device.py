@@ -57,6 +57,8 @@ def test_front_end_maths_is_single_precision(trained, tmp_path):
     source = (device / "src" / "af_frontend.c").read_text()
     body = source.split("Streaming (pipeline/events.py's stream_windows)")[0]
     assert "double" not in body.split("*/", 1)[1]  # beyond the opening comment
+    # feature constants come from the generated header, not from literals here
+    assert "80.0f" not in source and "1e-4" not in source
 
 
 def default_event_settings():

@@ -71,6 +71,7 @@ typedef struct {
   int window_samples, hop_samples;  /* the model's windows for long recordings */
   int feature_version;         /* features.py's FEATURE_VERSION the header was made for */
   float patch_tolerance;       /* features.PATCH_TOLERANCE: runs this close to the loudest tie */
+  float level_floor_db;        /* features.LEVEL_FLOOR_DB: logmel's frame level floor */
 } af_model;
 
 /* The features.py FEATURE_VERSION this library computes: a model header of

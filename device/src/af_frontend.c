@@ -39,7 +39,7 @@ static void add_to(float_sum* s, float x) {
 
 static int model_is_usable(const af_model* m) {
   if (m == NULL || m->feature_version != AF_FEATURE_VERSION ||
-      !(m->patch_tolerance >= 0.0f && m->patch_tolerance < 1.0f) || m->window == NULL || m->sample_rate <= 0 || m->hop_length <= 0 ||
+      !(m->patch_tolerance >= 0.0f && m->patch_tolerance < 1.0f) || !(m->level_floor_db > 0.0f) || m->window == NULL || m->sample_rate <= 0 || m->hop_length <= 0 ||
       !is_power_of_two(m->n_fft) || m->n_features <= 0 || m->min_samples < 1 ||
       m->trim_frame_length <= 0 || m->trim_hop_length <= 0 || !(m->input_scale > 0.0f))
     return 0;
@@ -354,9 +354,9 @@ static void logmel_statistics(const af_model* m, const scratch_layout* s, size_t
   float loudest_level = -INFINITY;
   for (size_t t = 0; t < frames; ++t)
     if (s->shape[t * N_SHAPE + 5] > loudest_level) loudest_level = s->shape[t * N_SHAPE + 5];
-  for (size_t t = 0; t < frames; ++t) {  /* level relative to the loudest frame, floor -80 dB */
+  for (size_t t = 0; t < frames; ++t) {  /* level relative to the loudest frame, floored */
     const float level = s->shape[t * N_SHAPE + 5] - loudest_level;
-    s->shape[t * N_SHAPE + 5] = level > -80.0f ? level : -80.0f;
+    s->shape[t * N_SHAPE + 5] = level > -m->level_floor_db ? level : -m->level_floor_db;
   }
   for (int b = 0; b < m->n_mels; ++b)
     mean_std(s->db + b, frames, (size_t)m->n_mels, &out[b], &out[m->n_mels + b]);
