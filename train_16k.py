@@ -47,6 +47,8 @@ REDRAW_COPIES = True           # each epoch draws fresh copies (False: the same 
 IR_DIR = None                  # folder of microphone impulse responses (WAV) to convolve copies with
 IR_PROBABILITY = 0.7           # share of copies heard through a random microphone of IR_DIR
 ROOM_PROBABILITY = 0.0         # share of copies in a synthetic reverberant room
+MIX_CLASSES = None             # only clips of these classes (e.g. "other") are mixed in as
+                               # background of copies; None: clips of any class
 SPEC_AUGMENT = False           # copies of log-mel patches also get random band EQ and masks
 FREQ_MIXSTYLE = 0.0            # share of copies whose per-band mean and spread mix with another clip's
 MIXSTYLE_ALPHA = 0.3           # Freq-MixStyle: Beta(alpha, alpha) mixing weight
@@ -189,7 +191,20 @@ def augmentation_pool(data, cfg):
     return copies.all_copies(data, pool=cfg.augment_pool, dataset=cfg.dataset,
                              spec=cfg.spec_augment, ir_dir=cfg.ir_dir,
                              ir_probability=cfg.ir_probability,
-                             room_probability=cfg.room_probability, jobs=cfg.jobs)
+                             room_probability=cfg.room_probability,
+                             mix_labels=mix_classes(cfg, data["label_names"]), jobs=cfg.jobs)
+
+
+def mix_classes(cfg, label_names):
+    """MIX_CLASSES as a list of class names (None: any class), checked."""
+    if not cfg.mix_classes:
+        return None
+    names = settings.parse_list(cfg.mix_classes, str, "mix_classes")
+    unknown = [n for n in names if n not in label_names]
+    if unknown:
+        raise PipelineError(f"--mix_classes: no class {', '.join(map(repr, unknown))} in the "
+                            f"dataset (its classes: {', '.join(label_names)})")
+    return names
 
 
 def augmented_training_set(data, train, cfg, pool):

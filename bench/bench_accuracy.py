@@ -72,6 +72,8 @@ CANDIDATES = [
      {"model": "cnn", "cnn_filters": "16,48,64"}),
     ("logmel stream (trim and patch on whole frames of one STFT grid) + CNN + augmentation",
      "logmel_stream", {"model": "cnn"}),
+    ("default, background mixed in only from 'other' clips", "logmel_patch",
+     {"model": "cnn", "mix_classes": "other"}),
 ]
 
 

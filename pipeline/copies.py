@@ -54,26 +54,31 @@ def responses_in(folder, sample_rate):
     return responses, digest.hexdigest()
 
 
-def identity(config, *, spec, ir_digest, ir_probability, room_probability):
+def identity(config, *, spec, ir_digest, ir_probability, room_probability, mix_labels=None):
     """The settings a cached copy depends on, as canonical JSON."""
     constants = {k: v for k, v in vars(augment).items() if k.isupper()}
-    return json.dumps({"version": COPIES_VERSION, "features": config.to_dict(),
-                       "augment": constants, "spec": bool(spec), "ir": ir_digest,
-                       "ir_probability": ir_probability, "room_probability": room_probability},
-                      sort_keys=True, default=list)
+    settings = {"version": COPIES_VERSION, "features": config.to_dict(),
+                "augment": constants, "spec": bool(spec), "ir": ir_digest,
+                "ir_probability": ir_probability, "room_probability": room_probability}
+    if mix_labels is not None:  # (absent by default, so earlier caches stay valid)
+        settings["mix_labels"] = sorted(mix_labels)
+    return json.dumps(settings, sort_keys=True, default=list)
 
 
-def partners(keys, sources, pool):
+def partners(keys, sources, pool, eligible=None):
     """For each clip and copy: the index of the clip mixed in as background
     (odd copies), or -1. Partners come from other sources when there are
-    any, each odd copy from a different one where possible; the choice
+    any, each odd copy from a different one where possible, and only from
+    the ``eligible`` clips (all by default; e.g. only background-class
+    clips, so no target sound is mixed in under another label); the choice
     follows the clips' content keys, so it does not depend on their order.
 
     Returns
     -------
     np.ndarray of int, shape (clips, pool)
     """
-    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    eligible = [True] * len(keys) if eligible is None else list(eligible)
+    order = sorted((i for i in range(len(keys)) if eligible[i]), key=lambda i: keys[i])
     by_source = {}
     for i in order:
         by_source.setdefault(sources[i], []).append(i)
@@ -166,8 +171,9 @@ def save_cache(path, ident, entries):
 
 
 def all_copies(data, *, pool, dataset, spec=False, ir_dir=None, ir_probability=0.0,
-               room_probability=0.0, jobs=-1):
-    """Every clip's ``pool`` copies, from the cache where it has them.
+               room_probability=0.0, mix_labels=None, jobs=-1):
+    """Every clip's ``pool`` copies, from the cache where it has them; with
+    ``mix_labels`` only clips of those classes are mixed in as background.
 
     Parameters
     ----------
@@ -193,9 +199,11 @@ def all_copies(data, *, pool, dataset, spec=False, ir_dir=None, ir_probability=0
     config = data["feature_config"]
     ir_digest = responses_in(ir_dir, config.sample_rate)[1] if ir_dir else None
     ident = identity(config, spec=spec, ir_digest=ir_digest, ir_probability=ir_probability,
-                     room_probability=room_probability)
+                     room_probability=room_probability, mix_labels=mix_labels)
     keys = [file_key(p) for p in paths]
-    partner = partners(keys, data["sources"], pool)
+    eligible = (None if mix_labels is None else
+                [data["label_names"][k] in mix_labels for k in data["labels"]])
+    partner = partners(keys, data["sources"], pool, eligible)
     entry_keys = [[(keys[i], str(j), keys[partner[i, j]] if partner[i, j] >= 0 else "")
                    for j in range(pool)] for i in range(len(paths))]
     cache_file = cache_path(dataset, ident) if dataset else None

@@ -223,3 +223,22 @@ def test_each_epoch_draws_fresh_copies_of_every_clip():
     fixed = [sorted(epoch_rows(copy_of, 5, copies=2, epoch=e, seed=3, redraw=False))
              for e in range(3)]
     assert fixed[0] == fixed[1] == fixed[2]
+
+
+def test_background_partners_only_from_mix_classes(dataset):
+    """MIX_CLASSES: only clips of those classes are mixed in as background
+    (no target sound under another label); an unknown class is refused."""
+    keys = [f"{i:032x}" for i in range(12)]
+    sources = ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    eligible = [i % 4 == 0 for i in range(12)]
+    chosen = copies.partners(keys, sources, pool=4, eligible=eligible)
+    mixed = chosen[:, 1::2].ravel()
+    assert np.all(mixed >= 0) and all(eligible[k] for k in mixed)
+    assert all(sources[chosen[i, j]] != sources[i] for i in range(12) for j in (1, 3))
+    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--mix_classes=hiss", "--jobs=1"])
+    rows, partner = train_16k.augmentation_pool(dataset, cfg)
+    hiss = dataset["label_names"].index("hiss")
+    assert np.all(dataset["labels"][partner[:, 1::2][partner[:, 1::2] >= 0]] == hiss)
+    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--mix_classes=rain"])
+    with pytest.raises(artifacts.PipelineError, match="no class 'rain'"):
+        train_16k.augmentation_pool(dataset, cfg)
