@@ -431,7 +431,7 @@ def trim_silence(y, top_db, frame_length, hop_length):
     return y[loud[0] * hop_length:min(y.size, (loud[-1] + 1) * hop_length)]
 
 
-def stft_magnitude(y, n_fft, hop_length, win_length, center=True):
+def stft_magnitude(y, n_fft, hop_length, win_length, *, center=True):
     """|STFT|, shape (n_fft // 2 + 1, frames); librosa's Hann-windowed STFT,
     centred (zero-padded by n_fft // 2) or, with ``center=False``, frames
     ``t * hop_length .. + n_fft`` of ``y`` itself."""

@@ -258,7 +258,7 @@ def distilled_targets(y, teacher_probs, *, weight, temperature):
     return ((1 - weight) * y + weight * soft).astype(np.float32)
 
 
-def train_network(units, x_train, y_train, copy_of, n_clips, x_val, y_val, cfg, *, kind,
+def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation, kind,
                   input_shape, class_weight, progress_desc):
     """Build and train one network on the epochs of :mod:`pipeline.epochs`
     (early stopping on validation loss, best weights kept, learning rate
@@ -281,7 +281,7 @@ def train_network(units, x_train, y_train, copy_of, n_clips, x_val, y_val, cfg, 
     batches, steps = keras_batches(x_train, y_train, copy_of, n_clips, copies=cfg.augment_copies,
                                    batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
                                    redraw=cfg.redraw_copies, mixup=cfg.mixup)
-    history = model.fit(batches, steps_per_epoch=steps, validation_data=(x_val, y_val),
+    history = model.fit(batches, steps_per_epoch=steps, validation_data=validation,
                         epochs=cfg.epochs, shuffle=False, verbose=0,  # epoch_plan shuffles
                         class_weight=class_weight, callbacks=callbacks)
     return model, history.history
@@ -306,19 +306,19 @@ def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
     y_val = np.eye(n_classes, dtype=np.float32)[data["labels"][val]]
-    common = dict(kind=kind, input_shape=config.input_shape,
+    common = dict(kind=kind, input_shape=config.input_shape, copy_of=copy_of, n_clips=len(train),
+                  validation=(x_val, y_val),
                   class_weight=class_weights(data["labels"][train], n_classes)
                   if cfg.class_weights else None)
     if cfg.teacher_filters:
         teacher_units = settings.parse_list(cfg.teacher_filters, int, "teacher_filters")
-        teacher, _ = train_network(teacher_units, x_train, y_train, copy_of, len(train), x_val,
-                                   y_val, cfg, progress_desc=progress_desc and "teacher",
-                                   **common)
+        teacher, _ = train_network(teacher_units, x_train, y_train, cfg,
+                                   progress_desc=progress_desc and "teacher", **common)
         y_train = distilled_targets(y_train, predict_proba(teacher, x_train),
                                     weight=cfg.distil_weight,
                                     temperature=cfg.distil_temperature)
-    model, history = train_network(units, x_train, y_train, copy_of, len(train), x_val, y_val,
-                                   cfg, progress_desc=progress_desc, **common)
+    model, history = train_network(units, x_train, y_train, cfg, progress_desc=progress_desc,
+                                   **common)
     history = {k: [float(v) for v in vals] for k, vals in history.items()
                if k != "learning_rate"}
     return model, history, scaling
