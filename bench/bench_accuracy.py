@@ -42,6 +42,8 @@ INT8 = True                    # also convert every fold's model to int8 (off: f
 IR_DIR = None                  # microphone impulse responses (WAV folder) for the DIR rows
 CACHE_DIR = "reports/cache"    # features' augmented copies, computed once per setting
 JOBS = -1                      # folds trained side by side, one process each (-1 = one per core)
+SOURCES = ""                   # LOSO: hold out only the sources whose names contain one of these
+                               # (comma-separated; a cheap screen, e.g. the water sources)
 
 # (row name, feature preset, train_16k overrides)
 CANDIDATES = [
@@ -134,10 +136,15 @@ def evaluate_split(data, split, cfg, *, seed, pool, int8):
     return decisions, size, model.count_params(), timing
 
 
-def measure_plan(data, cfg, plan, *, seed, pool, int8, jobs):
+def measure_plan(data, cfg, plan, *, seed, pool, int8, jobs, only=()):
     """train_16k.py's own splits and summaries for ``plan`` (k folds or
-    "source"), float and int8. Returns {kind: summary}, int8 KB, params."""
+    "source"; with ``only``, the held-out sources whose names contain one of
+    those words), float and int8. Returns {kind: summary}, int8 KB, params."""
     planned = list(splits.evaluation_splits(data, plan, val_fraction=cfg.val_fraction, seed=seed))
+    if only:
+        planned = [p for p in planned if any(word in p.name for word in only)]
+        if not planned:
+            raise SystemExit(f"--sources: no source name contains any of {', '.join(only)}")
     kinds = ("int8", "float_argmax") if int8 else ("float_argmax",)
     pooled = {kind: np.zeros(len(data["labels"]), int) for kind in kinds}
     cost = {}
@@ -162,7 +169,7 @@ def measure_plan(data, cfg, plan, *, seed, pool, int8, jobs):
     return summaries, cost["kb"], cost["params"]
 
 
-def measure_row(data, cfg, *, n_folds, seed, loso=True, int8=True, jobs=-1):
+def measure_row(data, cfg, *, n_folds, seed, loso=True, int8=True, jobs=-1, only=()):
     """CV (and LOSO when asked and there are sources) macro-F1, float and
     (when asked) int8; with ``n_folds`` 0, LOSO only. The clips' augmented
     copies are made (or read from the cache) once for all splits."""
@@ -183,7 +190,7 @@ def measure_row(data, cfg, *, n_folds, seed, loso=True, int8=True, jobs=-1):
     if loso and len(set(data["sources"])) > 1:
         started = time.perf_counter()
         by_source, row["int8_kb"], row["params"] = measure_plan(data, cfg, "source",
-                                                                **plan_args)
+                                                                only=only, **plan_args)
         row["loso_s"] = time.perf_counter() - started
         if not n_folds:
             row["per_class"] = {k: v["pooled"]["per_class"] for k, v in by_source.items()}
@@ -253,7 +260,7 @@ def main():
         row = measure_row(data, train_settings(cfg.seed, cache=cache, ir_folder=cfg.ir_dir,
                                                **overrides),
                           n_folds=cfg.folds, seed=cfg.seed, loso=cfg.loso, int8=cfg.int8,
-                          jobs=cfg.jobs)
+                          jobs=cfg.jobs, only=settings.parse_list(cfg.sources, str, "sources"))
         row["feature_ms"] = ms
         results.append((name, row))
         print(f"[{time.perf_counter() - started:.0f} s] {name}: CV "

@@ -135,8 +135,9 @@ def summarise_splits(data, plan, splits, pooled):
                       "test": [data["paths"][i] for i in test]})
     summary = {m: {"mean": float(np.mean([f[m] for f in folds])),
                    "std": float(np.std([f[m] for f in folds]))} for m in ("accuracy", "macro_f1")}
+    tested = np.concatenate([test for *_, test in splits])  # every row, unless only some sources
     return {"kind": "source" if plan == "source" else f"{plan}-fold", "folds": folds, **summary,
-            "pooled": evaluation.classification_metrics(data["labels"], pooled,
+            "pooled": evaluation.classification_metrics(data["labels"][tested], pooled[tested],
                                                         data["label_names"])}
 
 

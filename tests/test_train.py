@@ -261,3 +261,18 @@ def test_distillation_targets_and_teacher_run(tmp_path):
     with pytest.raises(PipelineError, match="teacher_filters"):
         train_16k.main([f"--dataset={path}", f"--model_dir={tmp_path / 'm2'}",
                         "--teacher_filters=0"])
+
+
+def test_pooled_figures_cover_only_the_rows_tested():
+    """A LOSO over some sources only (bench_accuracy.py --sources) pools the
+    predictions of those sources, not zeros for the rest."""
+    labels = np.array([0, 1, 0, 1, 2, 2])
+    data = {"labels": labels, "label_names": ["a", "b", "c"],
+            "paths": [f"{i}.wav" for i in range(6)]}
+    some = [splits.Split("s1", np.arange(2, 6), np.arange(0), np.arange(2))]
+    pooled = np.array([0, 1, 2, 2, 2, 2])  # the untested rows hold anything
+    result = splits.summarise_splits(data, "source", some, pooled)
+    assert result["pooled"]["macro_f1"] == result["folds"][0]["macro_f1"]
+    everything = [splits.Split("s1", np.arange(2, 6), np.arange(0), np.arange(2)),
+                  splits.Split("s2", np.arange(2), np.arange(0), np.arange(2, 6))]
+    assert splits.summarise_splits(data, "source", everything, pooled)["pooled"]["macro_f1"] < 1
