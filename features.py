@@ -23,12 +23,12 @@ model has not heard), trim, log-mel spectrogram made level-independent, then
 per-band mean and standard deviation plus a few spectral-shape statistics
 (``logmel_statistics``), for the MLP.
 
-``"logmel_patch"``, recommended for real recordings: the loudest
+``"logmel_patch"``: the loudest
 ``PATCH_FRAMES`` frames (about 1 s) of that log-mel spectrogram, flattened,
 for the small CNN (train_16k.py picks it with MODEL = "auto"). On dev16k it
 generalised best to recording sources the model had not heard (README).
 
-``"logmel_stream"``: the same patch, computed so that a microcontroller can
+``"logmel_stream"``, the default: the same patch, computed so that a microcontroller can
 build it as the samples arrive (``logmel_stream``): uncentred STFT frames on
 one grid, trimmed and chosen as whole frames by their exact energies, and
 windows of long recordings that start on that grid. A device then computes
@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-FEATURES = "logmel_patch"     # "seed", "logmel" (MLP), "logmel_patch" (CNN, recommended), "logmel_stream"
+FEATURES = "logmel_stream"    # "seed", "logmel" (MLP), "logmel_patch", "logmel_stream" (CNN, recommended)
 SAMPLE_RATE = 16000           # Hz; every clip is resampled to this
 NOISE_REDUCTION = True        # seed preset: spectral gating on/off (Python only, not on a device)
 NOISE_PROFILE_SAMPLES = 25000  # leading samples that define the noise profile

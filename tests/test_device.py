@@ -291,10 +291,11 @@ def test_memory_report_and_readme_figure(trained):
     scratch = [line for line in out.splitlines() if line.startswith("scratch")][0]
     macro, function, window = [int(w) for w in scratch.replace("(", " ").replace(")", " ")
                                .split() if w.isdigit()]
-    assert macro == function == window > 0
+    assert macro == function > 0 and window == (8 if features.FEATURES == "logmel_stream"
+                                                 else macro)
     total = int(out.split("total:")[1].split()[0])
     readme = (ROOT / "device" / "README.md").read_text()  # the fixture has the default features
-    assert f"| scratch (`AF_MODEL_SCRATCH_BYTES`) | {macro:,} |" in readme
+    assert f"`AF_MODEL_SCRATCH_BYTES`: {macro:,} bytes" in readme.replace("\n", " ")
     assert f"**{total:,}**" in readme
 
 

@@ -25,6 +25,7 @@ static uint64_t scratch[(AF_MODEL_SCRATCH_BYTES + 7) / 8];
 static uint64_t roomy_scratch[(AF_MODEL_SCRATCH_BYTES + 15) / 8];  /* room to misalign it */
 static int16_t audio[AF_MODEL_WINDOW_SAMPLES];
 static int16_t ring[AF_MODEL_WINDOW_SAMPLES];
+static uint64_t stream_memory[(AF_MODEL_STREAM_BYTES + 15) / 8];  /* room to misalign it */
 static float features[AF_MODEL_N_FEATURES];
 static int8_t input[AF_MODEL_N_FEATURES];
 
@@ -144,17 +145,27 @@ int main(int argc, char** argv) {
 
   af_stream stream;
   size_t used;
+  const int streaming = m->preset == AF_PRESET_LOGMEL_STREAM;
   expect("stream init: NULL ring", af_stream_init(&stream, m, NULL, 10), AF_ERR_NULL);
-  expect("stream init: ring too small", af_stream_init(&stream, m, ring, AF_MODEL_WINDOW_SAMPLES - 1), AF_ERR_BUFFER);
+  expect("stream init: ring too small (or a preset that needs af_stream_start)",
+         af_stream_init(&stream, m, ring, AF_MODEL_WINDOW_SAMPLES - 1),
+         streaming ? AF_ERR_UNSUPPORTED : AF_ERR_BUFFER);
+  expect("stream start: NULL memory", af_stream_start(&stream, m, NULL, 10, af_rfft, &fft), AF_ERR_NULL);
+  expect("stream start: no FFT", af_stream_start(&stream, m, stream_memory, AF_MODEL_STREAM_BYTES, NULL, &fft), AF_ERR_NULL);
+  expect("stream start: memory too small",
+         af_stream_start(&stream, m, stream_memory, af_stream_bytes(m) - 1, af_rfft, &fft), AF_ERR_BUFFER);
+  expect("stream start: misaligned memory",
+         af_stream_start(&stream, m, (char*)stream_memory + 4, AF_MODEL_STREAM_BYTES, af_rfft, &fft), AF_ERR_ARGUMENT);
+  expect("stream bytes: the macro's", (int)af_stream_bytes(m), (int)AF_MODEL_STREAM_BYTES);
   {
     af_model other_version = *m;
     other_version.feature_version = AF_FEATURE_VERSION + 1;
-    expect("stream init: a header of another feature version",
-           af_stream_init(&stream, &other_version, ring, AF_MODEL_WINDOW_SAMPLES), AF_ERR_UNSUPPORTED);
+    expect("stream start: a header of another feature version",
+           af_stream_start(&stream, &other_version, stream_memory, AF_MODEL_STREAM_BYTES, af_rfft, &fft), AF_ERR_UNSUPPORTED);
     expect("features: a header of another feature version",
            af_features(&other_version, audio, n, af_rfft, &fft, scratch, sizeof scratch, features, AF_MODEL_N_FEATURES), AF_ERR_UNSUPPORTED);
   }
-  expect("stream init", af_stream_init(&stream, m, ring, AF_MODEL_WINDOW_SAMPLES), AF_OK);
+  expect("stream start", af_stream_start(&stream, m, stream_memory, AF_MODEL_STREAM_BYTES, af_rfft, &fft), AF_OK);
   expect("stream: window before one is ready",
          af_stream_window(&stream, af_rfft, &fft, scratch, sizeof scratch, input, sizeof input, NULL, NULL, NULL), AF_ERR_STATE);
   expect("stream: push NULL samples", af_stream_push(&stream, NULL, 5, &used), AF_ERR_NULL);
@@ -167,9 +178,15 @@ int main(int argc, char** argv) {
   expect("stream: a silent window is ready", status, AF_WINDOW_READY);
   expect("stream: its model input: AF_ERR_SILENT",
          af_stream_window(&stream, af_rfft, &fft, scratch, sizeof scratch, input, sizeof input, NULL, NULL, NULL), AF_ERR_SILENT);
-  expect("stream: window scratch too small",
-         (af_stream_push(&stream, audio, AF_MODEL_WINDOW_SAMPLES, &used),
-          af_stream_window(&stream, af_rfft, &fft, scratch, 16, input, sizeof input, NULL, NULL, NULL)), AF_ERR_BUFFER);
+  af_stream_push(&stream, audio, AF_MODEL_WINDOW_SAMPLES, &used);
+  expect("stream: window scratch too small (logmel_stream needs none)",
+         af_stream_window(&stream, af_rfft, &fft, scratch, 16, input, sizeof input, NULL, NULL, NULL),
+         streaming ? AF_ERR_SILENT : AF_ERR_BUFFER);
+  af_stream_reset(&stream);
+  expect("stream: a clip shorter than one frame",
+         (af_stream_push(&stream, audio, 100, &used), af_stream_finish(&stream)), AF_WINDOW_READY);
+  expect("stream: ... is too short for features",
+         af_stream_window(&stream, af_rfft, &fft, scratch, sizeof scratch, input, sizeof input, NULL, NULL, NULL), AF_ERR_TOO_SHORT);
 
   af_events events;
   const float bad_thresholds[AF_MODEL_NUM_LABELS] = {2.0f};
