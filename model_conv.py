@@ -263,6 +263,24 @@ def write_frontend_header(paths, meta, quantisation):
                      frontend_header.model_frontend_header(meta, quantisation))
 
 
+def multiply_adds(model):
+    """Multiply-adds of one inference: every Conv2D (output cells x kernel
+    x input channels) and Dense (inputs x outputs) layer. The model's cost
+    on a microcontroller starts from this (CMSIS-NN does about two int8
+    multiply-adds per Cortex-M4 cycle)."""
+    total = 0
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model
+            total += multiply_adds(layer)
+        elif layer.__class__.__name__ == "Conv2D":
+            _, h, w, c_out = layer.output.shape
+            k_h, k_w, c_in, _ = layer.kernel.shape
+            total += h * w * c_out * k_h * k_w * c_in
+        elif layer.__class__.__name__ == "Dense":
+            total += int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+    return int(total)
+
+
 def record_conversion(paths, quantisation, figures):
     """Store the checksums of everything this run wrote in the model
     metadata, written last: predict.py then accepts exactly these files
@@ -369,7 +387,7 @@ def main(argv=None):
         "int8_macro_f1": result["metrics"]["int8_tflite"]["macro_f1"],
         "keras_macro_f1": result["metrics"]["keras"]["macro_f1"],
         "int8_bytes": len(int8_bytes), "arena_bytes": arena,
-        "parameters": int(model.count_params())})
+        "parameters": int(model.count_params()), "multiply_adds": multiply_adds(model)})
     print(f"wrote {paths['int8_tflite']}, {paths['c_source']}, {paths['golden']}")
     return 0
 

@@ -114,7 +114,8 @@ def model_card(meta):
              f"{events.get('hop_s')} s at {feature.get('sample_rate')} Hz.", "",
              *_data_section(meta), "", *_measured_section(meta), "",
              "## Size", "",
-             f"{meta.get('model_type', '?')} with {figures.get('parameters', '?')} parameters; "
+             f"{meta.get('model_type', '?')} with {figures.get('parameters', '?')} parameters, "
+             f"{figures.get('multiply_adds', 0) / 1e6:.2f} M multiply-adds per window; "
              f"int8 model {figures.get('int8_bytes', 0) / 1024:.1f} KB of flash, TensorFlow "
              f"Lite Micro arena {figures.get('arena_bytes', 0) / 1024:.1f} KB.", "",
              *_limits_section(meta)]

@@ -274,4 +274,18 @@ def test_model_card_says_what_it_is_and_how_it_did(converted):
     assert f"macro-F1 {meta['metrics']['test']['macro_f1']:.3f}" in card
     assert f"{100 * figures['agreement']:.1f} % of {figures['test_clips']} clips" in card
     assert f"arena {figures['arena_bytes'] / 1024:.1f} KB" in card
+    assert figures["multiply_adds"] > 0
+    assert f"{figures['multiply_adds'] / 1e6:.2f} M multiply-adds per window" in card
     assert "Not calibrated" in card and "known limits" in card
+
+
+def test_multiply_adds_count_every_convolution_and_dense_layer():
+    """The model's operation count (recorded with the conversion, in the
+    model card): a 3x3 conv on a (6, 5) patch, 2x2 pooling, and the head."""
+    import train_16k
+    model = train_16k.build_model(30, 3, "cnn", [4, 8], dropout=0.0, learning_rate=1e-3,
+                                  seed=0, input_shape=(6, 5))
+    expected = 6 * 5 * 4 * 9 * 1 + 3 * 2 * 8 * 9 * 4 + 8 * 3
+    assert model_conv.multiply_adds(model) == expected
+    mlp = train_16k.build_model(10, 3, "mlp", [7], dropout=0.0, learning_rate=1e-3, seed=0)
+    assert model_conv.multiply_adds(mlp) == 10 * 7 + 7 * 3
