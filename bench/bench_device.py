@@ -45,9 +45,12 @@ def synthetic_recording(path, minutes, seed):
     return path
 
 
-def operation_count(config, window_samples):
-    """FFTs and multiply-adds of one untrimmed window."""
-    frames = 1 + window_samples // config.hop_length
+def operation_count(config, window_samples, hop_samples):
+    """FFTs and multiply-adds of one untrimmed window, or for logmel_stream
+    (which computes each frame once, as its samples arrive) of one hop."""
+    stream = config.preset == "logmel_stream"
+    frames = (hop_samples / config.hop_length if stream
+              else 1 + window_samples // config.hop_length)
     mel_weights = 0
     if config.n_mels:
         basis = features.mel_basis(config.sample_rate, config.n_fft, n_mels=config.n_mels,
@@ -61,7 +64,12 @@ def operation_count(config, window_samples):
             # two passes of a running sum: each frame adds one hop-long block, drops one
             "trim frame energies (2 passes)": 2 * 2 * trim_frames * config.trim_hop_length,
             "standardise + quantise": config.n_features}
-    return frames, macs
+    if stream:  # each frame's energy is its n_fft squared samples; trimming reads them
+        macs["trim frame energies (2 passes)"] = 0
+        macs = {("frame energies" if k.startswith("trim") else k): int(v) for k, v in macs.items()}
+        macs["frame energies"] = int(frames * config.n_fft)
+    return ("per 1 s hop (frames computed once)" if stream else "per untrimmed window"), \
+        frames, macs
 
 
 def main():
@@ -96,7 +104,7 @@ def main():
                              check=True).stdout
         c_runs.append(float(out.split(",")[-1].split()[0]))
     c_us = min(c_runs)
-    frames, macs = operation_count(config, window)
+    unit, frames, macs = operation_count(config, window, hop)
     memory = subprocess.run([str(tool), "--memory"], capture_output=True, text=True,
                             check=True).stdout
     print(f"recording: {wav} ({len(windows)} windows of {ev.window_s:g} s, hop {ev.hop_s:g} s)")
@@ -105,7 +113,7 @@ def main():
     print(f"device front end (C, -O2, one core): {c_us:8.1f} us per window "
           f"(runs: {', '.join(f'{r:.1f}' for r in c_runs)})")
     print(f"speed-up: {python_us / c_us:.1f}x (aim: >= 10x)")
-    print(f"\nper untrimmed window: {frames} real FFTs of {config.n_fft} points, "
+    print(f"\n{unit}: {frames:g} real FFTs of {config.n_fft} points, "
           f"{sum(macs.values()):,} multiply-adds besides the FFTs:")
     for name, count in macs.items():
         print(f"  {name:<42}{count:>12,}")

@@ -116,7 +116,9 @@ static int run_stream(sample_source* source, const char* path, int mode) {
     size_t offset = 0;
     while (offset < got && !failed) {
       size_t used;
+      const double started = now();  /* logmel_stream computes its frames while pushing */
       status = af_stream_push(&stream, block + offset, got - offset, &used);
+      seconds_in_front_end += now() - started;
       offset += used;
       if (status == AF_WINDOW_READY) {
         failed = emit_window(&stream, path, mode, &windows, &silent);
