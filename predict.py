@@ -348,8 +348,8 @@ def listen(classifier, events, *, source, speed, save_dir, context_s):
 
     def on_event(kind, event):
         verb = "starts" if kind == "start" else "ended "
-        span = (f"at {event['start_s']:.2f} s" if kind == "start"
-                else f"{event['start_s']:.2f}-{event['end_s']:.2f} s")
+        span = (f"at {event['start_s']:.3f} s" if kind == "start"  # as precise as --json
+                else f"{event['start_s']:.3f}-{event['end_s']:.3f} s")
         print(f"{chr(10) if tty else ''}event {event['class']} {verb} {span} "
               f"(peak {event['peak_probability']:.2f})", flush=True)
 

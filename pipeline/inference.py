@@ -134,14 +134,19 @@ def classified_windows(classifier, blocks, *, window_s, hop_s, batch=64):
 def stream_probabilities(classifier, blocks, *, window_s, hop_s, batch=64):
     """:func:`window_probabilities` of a stream of float32 sample blocks at
     the model's sample rate; windows are classified ``batch`` at a time."""
-    starts, probs, usable, total = [], [], [], 0
-    for start, n, row, ok in classified_windows(classifier, blocks, window_s=window_s,
+    starts, probs, usable, counted = [], [], [], [0]
+
+    def counting(blocks):  # the last window may end before the stream (on the frame grid)
+        for block in blocks:
+            counted[0] += len(block)
+            yield block
+
+    for start, n, row, ok in classified_windows(classifier, counting(blocks), window_s=window_s,
                                                 hop_s=hop_s, batch=batch):
         starts.append(start)
         probs.append(row)
         usable.append(ok)
-        total = max(total, start + n)
-    rate = classifier.config.sample_rate
+    total, rate = counted[0], classifier.config.sample_rate
     centres = window_centres(starts, int(window_s * rate), total, rate)
     return centres, np.array(probs, np.float32), np.array(usable), total / rate
 

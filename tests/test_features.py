@@ -188,7 +188,7 @@ def test_extract_or_reason_reports_bad_clips_and_surfaces_bugs(tmp_path, monkeyp
     result = features.extract_or_reason(path, DEFAULT)
     assert result.vector is None and result.duration_s == 0.5 and "zero" in result.reason
     # A bug is not a "skipped clip": it propagates.
-    monkeypatch.setattr(features, "logmel_patch", lambda y, config: 1 / 0)
+    monkeypatch.setattr(features, DEFAULT.preset, lambda y, config: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         features.extract_or_reason(write(tmp_path / "ok.wav", tone(500.0)), DEFAULT)
 

@@ -14,7 +14,7 @@ from pipeline.standardisation import standardise
 from pipeline.tflite_model import TFLiteModel
 
 
-@pytest.fixture(scope="module", params=["logmel_patch", "seed"])
+@pytest.fixture(scope="module", params=["logmel_stream", "seed"])
 def converted(request, tmp_path_factory):
     """A converted model for the CNN preset (standardised) and the seed MLP."""
     tmp = tmp_path_factory.mktemp("conv")

@@ -335,13 +335,13 @@ def test_long_recording_is_streamed_with_the_same_windows(model_dir, tmp_path):
     centres, probs, usable, duration = inference.window_probabilities(classifier, path,
                                                                       window_s=1.0, hop_s=0.5)
     whole = features.load_audio(path, 16000)
-    starts = window_starts(whole.size, 16000, 8000)
+    starts = window_starts(whole.size, 16000, 8000, classifier.config.window_alignment)
     expected = np.stack([classifier.probabilities(features.features_from_audio(
         whole[s:s + 16000], classifier.config))[0] for s in starts])
     assert len(probs) == len(starts) and usable.all()
     np.testing.assert_allclose(probs, expected, atol=1e-6)
     assert abs(duration - whole.size / 16000) < 1e-9
-    assert abs(centres[-1] - (whole.size - 8000) / 16000) < 1e-9
+    assert abs(centres[-1] - (starts[-1] + 8000) / 16000) < 1e-9
 
 
 def test_stored_open_set_rule_decides(model_dir, fresh_clips, tmp_path):
@@ -412,7 +412,7 @@ def test_mined_clips_are_exactly_the_windows_that_fired(model_dir, tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(expected) > 0
     windows = dict(events.stream_windows(predict.features.stream_audio(path, 16000),
-                                         16000, 8000))
+                                         16000, 8000, classifier.config.window_alignment))
     for row in rows:
         start = round(float(row["start_s"]) * 16000)
         clip, rate = soundfile.read(into / row["clip"], dtype="float32")
