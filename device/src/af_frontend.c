@@ -656,18 +656,18 @@ void af_stream_reset(af_stream* stream) {
  * n_fft: a stream shorter than one frame): its mel row and energy. */
 static int compute_frame(af_stream* st) {
   const af_model* m = st->model;
-  const size_t n_fft = (size_t)m->n_fft, slot = (size_t)(st->frames % st->slots);
-  uint64_t energy = 0;
-  for (size_t j = 0; j < n_fft; ++j) {
-    const int32_t x = j < st->pending_len ? st->pending[j] : 0;
-    energy += (uint32_t)(x * x);
-    st->fft_in[j] = (float)x * (1.0f / 32768.0f) * m->window[j];
-  }
-  const int status = frame_power(m, st->rfft, st->rfft_context, st->fft_in, st->fft_out,
-                                 st->power);
+  const size_t slot = (size_t)(st->frames % st->slots);
+  const samples_view pending = {st->pending, st->pending_len, NULL, 0};
+  scratch_layout s;
+  memset(&s, 0, sizeof s);
+  s.fft_in = st->fft_in;
+  s.fft_out = st->fft_out;
+  s.power = st->power;
+  const int status = frame_spectrum(m, &pending, 0, st->pending_len, 0, st->rfft,
+                                    st->rfft_context, &s);
   if (status != AF_OK) return status;
   mel_row(m, st->power, st->rows + slot * (size_t)m->n_mels);
-  st->energy[slot] = energy;
+  st->energy[slot] = squares(st->pending, st->pending_len);
   st->frames += 1;
   return AF_OK;
 }
