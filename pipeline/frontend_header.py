@@ -118,9 +118,8 @@ def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, e
              f"#define AF_MODEL_STREAM_BYTES AF_STREAM_BYTES({PRESET_CODES[config.preset]}, "
              f"{config.n_fft}, {config.hop_length}, {config.n_mels or 0}, "
              f"AF_MODEL_WINDOW_SAMPLES)  /* af_stream_start's memory */",
-             "/* af_stream_window's scratch (logmel_stream computes frames as they arrive) */",
-             "#define AF_MODEL_WINDOW_SCRATCH_BYTES "
-             + ("8" if config.preset == "logmel_stream" else "AF_MODEL_SCRATCH_BYTES") + "\n",
+             f"#define AF_MODEL_WINDOW_SCRATCH_BYTES AF_WINDOW_SCRATCH_BYTES("
+             f"{PRESET_CODES[config.preset]}, AF_MODEL_SCRATCH_BYTES)  /* af_stream_window's */\n",
              _array("float", "af_model_window", stft_window(config), _floats)]
     mel = "NULL, NULL, NULL, NULL"
     if config.n_mels:

@@ -149,6 +149,12 @@ typedef struct {
 
 size_t af_stream_bytes(const af_model* model);
 
+/* Scratch bytes af_stream_window needs, given the model's scratch_bytes
+ * (AF_SCRATCH_BYTES): logmel_stream computes its frames while samples are
+ * pushed and needs none (8: a buffer may not be empty). */
+#define AF_WINDOW_SCRATCH_BYTES(preset, scratch_bytes) \
+  ((preset) == AF_PRESET_LOGMEL_STREAM ? (size_t)8 : (size_t)(scratch_bytes))
+
 /* Start a stream for any preset in ``memory`` (af_stream_bytes bytes,
  * aligned to 8). logmel_stream computes frames while samples are pushed,
  * with ``rfft``; the other presets keep samples and use the FFT given to
