@@ -126,10 +126,15 @@ def architecture(cfg, config):
                             "`python make_dataset_16k.py --features=logmel_patch`")
     option, text = (("cnn_filters", cfg.cnn_filters) if kind == "cnn"
                     else ("hidden_layers", cfg.hidden_layers))
+    return kind, layer_units(text, option)
+
+
+def layer_units(text, option):
+    """Units or filters of each layer from a setting such as "16,32,32"."""
     units = settings.parse_list(text, int, option)
     if not units or min(units) < 1:
         raise PipelineError(f"--{option}={text!r}: expected positive integers, e.g. 16,32,32")
-    return kind, units
+    return units
 
 
 def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, seed,
@@ -311,7 +316,7 @@ def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
                   class_weight=class_weights(data["labels"][train], n_classes)
                   if cfg.class_weights else None)
     if cfg.teacher_filters:
-        teacher_units = settings.parse_list(cfg.teacher_filters, int, "teacher_filters")
+        teacher_units = layer_units(cfg.teacher_filters, "teacher_filters")
         teacher, _ = train_network(teacher_units, x_train, y_train, cfg,
                                    progress_desc=progress_desc and "teacher", **common)
         y_train = distilled_targets(y_train, predict_proba(teacher, x_train),
@@ -418,10 +423,7 @@ def check_settings(cfg):
         open_set_keep=settings.between(0, 1, low_open=True),
         jobs=settings.JOBS_RULE)
     if cfg.teacher_filters:
-        teacher = settings.parse_list(cfg.teacher_filters, int, "teacher_filters")
-        if not teacher or min(teacher) < 1:
-            raise PipelineError(f"--teacher_filters={cfg.teacher_filters!r}: expected positive "
-                                "integers, e.g. 32,64,64")
+        layer_units(cfg.teacher_filters, "teacher_filters")
     if cfg.ir_dir and not Path(cfg.ir_dir).is_dir():
         raise PipelineError(f"--ir_dir={cfg.ir_dir}: no such folder of impulse responses")
     fold_plan(cfg.folds)
