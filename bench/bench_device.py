@@ -58,16 +58,15 @@ def operation_count(config, window_samples, hop_samples):
         first_last = [np.flatnonzero(b) for b in basis]
         mel_weights = sum(int(b[-1] - b[0] + 1) for b in first_last if b.size)
     trim_frames = 1 + window_samples // config.trim_hop_length if config.trim else 0
-    macs = {"window (multiply)": frames * config.n_fft,
-            "power spectrum": frames * (config.n_fft // 2 + 1),
-            "mel filterbank": frames * mel_weights,
-            # two passes of a running sum: each frame adds one hop-long block, drops one
-            "trim frame energies (2 passes)": 2 * 2 * trim_frames * config.trim_hop_length,
+    energies = (("frame energies", int(frames * config.n_fft)) if stream  # n_fft squares each
+                # two passes of a running sum: each frame adds one hop-long block, drops one
+                else ("trim frame energies (2 passes)",
+                      2 * 2 * trim_frames * config.trim_hop_length))
+    macs = {"window (multiply)": int(frames * config.n_fft),
+            "power spectrum": int(frames * (config.n_fft // 2 + 1)),
+            "mel filterbank": int(frames * mel_weights),
+            energies[0]: energies[1],
             "standardise + quantise": config.n_features}
-    if stream:  # each frame's energy is its n_fft squared samples; trimming reads them
-        macs["trim frame energies (2 passes)"] = 0
-        macs = {("frame energies" if k.startswith("trim") else k): int(v) for k, v in macs.items()}
-        macs["frame energies"] = int(frames * config.n_fft)
     return ("per 1 s hop (frames computed once)" if stream else "per untrimmed window"), \
         frames, macs
 
