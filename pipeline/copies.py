@@ -218,7 +218,7 @@ def all_copies(data, *, pool, dataset, spec=False, ir_dir=None, ir_probability=0
             room_probability=room_probability, parent_pid=os.getpid()) for i in todo)
         results = joblib.Parallel(n_jobs=worker_count(jobs, len(todo)),
                                   return_as="generator")(calls)
-        for i, rows in zip(todo, iterate(results, len(todo), "augmenting", "clip")):
+        for rows, i in zip(iterate(results, len(todo), "augmenting", "clip"), todo):
             cache.update(zip(entry_keys[i], rows))
         if cache_file:
             save_cache(cache_file, ident, {k: cache[k] for keys_i in entry_keys
