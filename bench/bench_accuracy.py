@@ -44,6 +44,8 @@ CACHE_DIR = "reports/cache"    # features' augmented copies, computed once per s
 JOBS = -1                      # folds trained side by side, one process each (-1 = one per core)
 SOURCES = ""                   # LOSO: hold out only the sources whose names contain one of these
                                # (comma-separated; a cheap screen, e.g. the water sources)
+TRAIN = ""                     # train_16k settings added to every row, ";"-separated, e.g.
+                               # "class_weights=false;cnn_filters=16,48,64" (a search without new rows)
 
 # (row name, feature preset, train_16k overrides)
 CANDIDATES = [
@@ -80,11 +82,21 @@ CANDIDATES = [
 ]
 
 
-def train_settings(seed, *, cache, ir_folder=None, **overrides):
-    """train_16k.py's defaults, as its main() would see them, plus overrides;
-    ``cache`` stands for the dataset file (augmented copies are cached beside
-    it) and the value "IR_DIR" of an override becomes ``ir_folder``."""
-    cfg = settings.parse_settings(vars(train_16k), [f"--seed={seed}"])
+def train_flags(text):
+    """"key=value;key=value" (--train) -> train_16k command-line flags."""
+    pairs = [p.strip() for p in text.split(";") if p.strip()]
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise SystemExit(f"--train: {bad[0]!r} is not key=value (e.g. class_weights=false)")
+    return ["--" + p for p in pairs]
+
+
+def train_settings(seed, *, cache, ir_folder=None, flags=(), **overrides):
+    """train_16k.py's defaults, as its main() would see them with ``flags``,
+    plus overrides; ``cache`` stands for the dataset file (augmented copies
+    are cached beside it) and the value "IR_DIR" of an override becomes
+    ``ir_folder``."""
+    cfg = settings.parse_settings(vars(train_16k), [f"--seed={seed}", *flags])
     cfg.dataset = str(cache)
     for key, value in overrides.items():
         if value == "IR_DIR":
@@ -109,19 +121,25 @@ def preset_data(found, preset):
     return results, config, ms_per_clip
 
 
-def evaluate_split(data, split, cfg, *, seed, pool, int8):
+def evaluate_split(data, split, cfg, *, seed, pool, int8, windows=None):
     """Train on ``train`` (early stopping and open-set rule on ``val``;
-    augmented copies from ``pool``), decide ``test`` as predict.py would,
-    with Keras, with the int8 model when ``int8``, and with Keras without
-    the open-set rule (the plain argmax). Returns {kind: decisions}, int8
-    size (0 without int8) and parameters."""
+    augmented copies from ``pool``; every window with EVERY_PATCH), decide
+    ``test`` as predict.py would, with Keras, with the int8 model when
+    ``int8``, and with Keras without the open-set rule (the plain argmax);
+    given ``windows``, also by the mean of each clip's windows
+    ("float_windows", as predict.py decides clips longer than a window).
+    Returns {kind: decisions}, int8 size (0 without int8) and parameters."""
     train, val, test = split.train, split.validation, split.test
     started = time.perf_counter()
-    model, history, scaling = train_16k.fit(data, train, val, cfg, pool=pool, progress_desc="")
+    model, history, scaling = train_16k.fit(data, train, val, cfg, pool=pool, windows=windows,
+                                            progress_desc="")
     rule = train_16k.fit_open_set(model, data, val, scaling=scaling, cfg=cfg)
     trained = time.perf_counter()
     decisions = {"float": train_16k.predict_rows(model, data, test, scaling=scaling, rule=rule),
                  "float_argmax": train_16k.predict_rows(model, data, test, scaling=scaling)}
+    if windows is not None:
+        decisions["float_windows"] = train_16k.predict_rows(model, data, test, scaling=scaling,
+                                                            rule=rule, windows=windows)
     size = 0
     if int8:
         x = standardise(data["features"], scaling)
@@ -137,7 +155,7 @@ def evaluate_split(data, split, cfg, *, seed, pool, int8):
     return decisions, size, model.count_params(), timing
 
 
-def measure_plan(data, cfg, plan, *, seed, pool, int8, jobs, only=()):
+def measure_plan(data, cfg, plan, *, seed, pool, int8, jobs, only=(), windows=None):
     """train_16k.py's own splits and summaries for ``plan`` (k folds or
     "source"; with ``only``, the held-out sources whose names contain one of
     those words), float and int8. Returns {kind: summary}, int8 KB, params."""
@@ -147,11 +165,12 @@ def measure_plan(data, cfg, plan, *, seed, pool, int8, jobs, only=()):
         if not planned:
             raise SystemExit(f"--sources: no source name contains any of {', '.join(only)}")
     kinds = ("int8", "float_argmax") if int8 else ("float_argmax",)
+    kinds += ("float_windows",) if windows is not None else ()
     pooled = {kind: np.zeros(len(data["labels"]), int) for kind in kinds}
     cost = {}
 
     def run_split(k, split):
-        return evaluate_split(data, split, cfg, seed=seed, pool=pool, int8=int8)
+        return evaluate_split(data, split, cfg, seed=seed, pool=pool, int8=int8, windows=windows)
 
     pooled["float"] = np.zeros(len(data["labels"]), int)
     for split, (decisions, size, params, timing) in zip(
@@ -177,8 +196,9 @@ def measure_row(data, cfg, *, n_folds, seed, loso=True, int8=True, jobs=-1, only
     row = {}
     started = time.perf_counter()
     pool = train_16k.augmentation_pool(data, cfg)
+    windows = train_16k.clip_windows(data, cfg)
     row["augment_s"] = time.perf_counter() - started
-    plan_args = dict(seed=seed, pool=pool, int8=int8, jobs=jobs)
+    plan_args = dict(seed=seed, pool=pool, int8=int8, jobs=jobs, windows=windows)
     if n_folds:
         started = time.perf_counter()
         cv, row["int8_kb"], row["params"] = measure_plan(data, cfg, n_folds, **plan_args)
@@ -200,6 +220,9 @@ def measure_row(data, cfg, *, n_folds, seed, loso=True, int8=True, jobs=-1, only
         for kind, summary in by_source.items():
             row["loso_" + kind] = summary["pooled"]["macro_f1"]
         row["per_source"] = {f["name"]: f["macro_f1"] for f in by_source["float"]["folds"]}
+        if "float_windows" in by_source:
+            row["per_source_windows"] = {f["name"]: f["macro_f1"]
+                                         for f in by_source["float_windows"]["folds"]}
         print(splits.folds_text(by_source["float"]), end="")
     return row
 
@@ -248,6 +271,7 @@ def main():
     usable = [i for i in range(len(found))
               if all(r[0][i].vector is not None for r in extracted.values())]
     names = sorted({found[i].label for i in usable})
+    flags = train_flags(cfg.train)
     results = []
     started = time.perf_counter()
     for name, preset, overrides in chosen:
@@ -258,8 +282,9 @@ def main():
                 "groups": [found[i].group for i in usable],
                 "sources": [found[i].source for i in usable], "feature_config": config}
         cache = Path(cfg.cache_dir) / f"{preset}.npz"
+        name += "".join(f", {flag[2:]}" for flag in flags)
         row = measure_row(data, train_settings(cfg.seed, cache=cache, ir_folder=cfg.ir_dir,
-                                               **overrides),
+                                               flags=flags, **overrides),
                           n_folds=cfg.folds, seed=cfg.seed, loso=cfg.loso, int8=cfg.int8,
                           jobs=cfg.jobs, only=settings.parse_list(cfg.sources, str, "sources"))
         row["feature_ms"] = ms
@@ -270,7 +295,12 @@ def main():
               f"{row.get('cv_agreement', float('nan')):.3f}), LOSO "
               f"{row.get('loso_float', float('nan')):.3f} (int8 "
               f"{row.get('loso_int8', float('nan')):.3f}, agreement "
-              f"{row.get('loso_agreement', float('nan')):.3f})", flush=True)
+              f"{row.get('loso_agreement', float('nan')):.3f})"
+              + (f"; deciding clips by their windows: CV "
+                 f"{row.get('cv_float_windows', (float('nan'),))[0]:.3f}, LOSO "
+                 f"{row.get('loso_float_windows', float('nan')):.3f}"
+                 if "per_class" in row and "float_windows" in row["per_class"] else ""),
+              flush=True)
     n_sources = len({found[i].source for i in usable}) if cfg.loso else 0
     table = markdown(results, names, n_clips=len(usable), n_sources=n_sources,
                      n_folds=cfg.folds)
