@@ -49,6 +49,10 @@ IR_PROBABILITY = 0.7           # share of copies heard through a random micropho
 ROOM_PROBABILITY = 0.0         # share of copies in a synthetic reverberant room
 MIX_CLASSES = None             # only clips of these classes (e.g. "other") are mixed in as
                                # background of copies; None: clips of any class
+EVERY_PATCH = False            # train on every window of WINDOW_S every HOP_S of a clip (its loudest
+                               # patch each), one drawn per epoch, not only the clip's loudest patch
+EVALUATE_WINDOWS = False       # decide test clips longer than a window as predict.py does: the mean
+                               # of their windows' probabilities (else by their loudest patch)
 SPEC_AUGMENT = False           # copies of log-mel patches also get random band EQ and masks
 FREQ_MIXSTYLE = 0.0            # share of copies whose per-band mean and spread mix with another clip's
 MIXSTYLE_ALPHA = 0.3           # Freq-MixStyle: Beta(alpha, alpha) mixing weight
@@ -212,21 +216,42 @@ def mix_classes(cfg, label_names):
     return names
 
 
-def augmented_training_set(data, train, cfg, pool):
-    """The training clips' rows, then every usable copy of them from
-    ``pool`` (only copies whose background partner is a training clip too),
-    with Freq-MixStyle as asked. Each epoch trains on the clips plus
-    AUGMENT_COPIES of each clip's copies (:mod:`pipeline.epochs`).
+def clip_windows(data, cfg):
+    """Every clip's windows (:func:`pipeline.views.all_windows`, cached
+    beside the dataset) when EVERY_PATCH or EVALUATE_WINDOWS asks for them,
+    else None."""
+    if not (cfg.every_patch or cfg.evaluate_windows):
+        return None
+    from pipeline import views
+    return views.all_windows(data, window_s=cfg.window_s, hop_s=cfg.hop_s, dataset=cfg.dataset,
+                             jobs=cfg.jobs)
+
+
+def augmented_training_set(data, train, cfg, pool, windows=None):
+    """The training clips' rows (with EVERY_PATCH, every window of them
+    from ``windows``), then every usable copy of them from ``pool`` (only
+    copies whose background partner is a training clip too), with
+    Freq-MixStyle as asked. Each epoch trains on the clips (one window of
+    each) plus AUGMENT_COPIES of each clip's copies (:mod:`pipeline.epochs`).
 
     Returns
     -------
     x : np.ndarray, shape (n, n_features)
     y : np.ndarray, shape (n, classes): one-hot
-    copy_of : np.ndarray of int, shape (n - len(train),): the position in
+    copy_of : np.ndarray of int, shape (n_copies,): the position in
         ``train`` of the clip each copy is of
+    view_of : np.ndarray of int, shape (n - n_copies,), or None: with
+        EVERY_PATCH, the position in ``train`` of the clip each window is of
     """
     from pipeline import augment
-    x, labels = data["features"][train], data["labels"][train]
+    position = {int(clip): k for k, clip in enumerate(train)}
+    x, labels, view_of = data["features"][train], data["labels"][train], None
+    if cfg.every_patch:
+        if windows is None:
+            raise ValueError("EVERY_PATCH needs the clips' windows (clip_windows)")
+        mine = np.isin(windows[1], train)
+        x, labels = windows[0][mine], data["labels"][windows[1][mine]]
+        view_of = np.array([position[int(clip)] for clip in windows[1][mine]], np.int64)
     copy_of = np.zeros(0, np.int64)
     if pool is not None:
         from pipeline.copies import training_copies
@@ -238,10 +263,9 @@ def augmented_training_set(data, train, cfg, pool):
                                           alpha=cfg.mixstyle_alpha)
         x = np.concatenate([x, extra])
         labels = np.concatenate([labels, data["labels"][of]])
-        position = {int(clip): k for k, clip in enumerate(train)}
         copy_of = np.array([position[int(clip)] for clip in of], np.int64)
     y = np.eye(len(data["label_names"]), dtype=np.float32)[labels]
-    return x.astype(np.float32), y, copy_of
+    return x.astype(np.float32), y, copy_of, view_of
 
 
 def distilled_targets(y, teacher_probs, *, weight, temperature):
@@ -264,7 +288,7 @@ def distilled_targets(y, teacher_probs, *, weight, temperature):
 
 
 def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation, kind,
-                  input_shape, class_weight, progress_desc):
+                  input_shape, class_weight, progress_desc, view_of=None):
     """Build and train one network on the epochs of :mod:`pipeline.epochs`
     (early stopping on validation loss, best weights kept, learning rate
     lowered on plateaus). Returns the model and its Keras history."""
@@ -285,15 +309,16 @@ def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation,
         callbacks.append(keras_callback(cfg.epochs, progress_desc))
     batches, steps = keras_batches(x_train, y_train, copy_of, n_clips, copies=cfg.augment_copies,
                                    batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
-                                   redraw=cfg.redraw_copies, mixup=cfg.mixup)
+                                   redraw=cfg.redraw_copies, mixup=cfg.mixup, view_of=view_of)
     history = model.fit(batches, steps_per_epoch=steps, validation_data=validation,
                         epochs=cfg.epochs, shuffle=False, verbose=0,  # epoch_plan shuffles
                         class_weight=class_weight, callbacks=callbacks)
     return model, history.history
 
 
-def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
-    """Train a fresh model on the training split, augmented (copies from
+def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="training"):
+    """Train a fresh model on the training split (with EVERY_PATCH, on its
+    clips' ``windows``, :func:`clip_windows`), augmented (copies from
     ``pool``, :func:`augmentation_pool`, drawn afresh each epoch) and
     standardised, with early stopping on the validation split. With
     TEACHER_FILTERS a wider CNN is trained first on the same epochs, and the
@@ -306,12 +331,13 @@ def fit(data, train, val, cfg, *, pool=None, progress_desc="training"):
     config = data["feature_config"]
     n_classes = len(data["label_names"])
     kind, units = architecture(cfg, config)
-    x_train, y_train, copy_of = augmented_training_set(data, train, cfg, pool)
+    x_train, y_train, copy_of, view_of = augmented_training_set(data, train, cfg, pool, windows)
     scaling = fit_standardisation(x_train, config)
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
     y_val = np.eye(n_classes, dtype=np.float32)[data["labels"][val]]
     common = dict(kind=kind, input_shape=config.input_shape, copy_of=copy_of, n_clips=len(train),
+                  view_of=view_of,
                   validation=(x_val, y_val),
                   class_weight=class_weights(data["labels"][train], n_classes)
                   if cfg.class_weights else None)
@@ -342,19 +368,45 @@ def fit_open_set(model, data, val, *, scaling, cfg):
                              background=cfg.open_set_class, keep=cfg.open_set_keep)
 
 
-def predict_rows(model, data, rows, *, scaling, rule=None):
-    """Decisions on dataset ``rows``: standardised as ``model`` was trained,
-    then the open-set ``rule`` (if any) applied to calibrated probabilities."""
-    probs = predict_proba(model, standardise(data["features"][rows], scaling))
+def clip_probabilities(predict, data, rows, *, scaling, windows=None):
+    """Class probabilities of dataset ``rows`` from ``predict`` (standardised
+    inputs -> probabilities): of each clip's loudest patch, or with
+    ``windows`` (:func:`clip_windows`) the mean over its windows, as
+    predict.py decides a clip longer than a window.
+
+    Returns
+    -------
+    np.ndarray, shape (len(rows), classes)
+    """
+    if windows is None:
+        return predict(standardise(data["features"][rows], scaling))
+    from pipeline.views import mean_by_clip
+    mine = np.isin(windows[1], rows)
+    probs = predict(standardise(windows[0][mine], scaling))
+    return mean_by_clip(probs, windows[1][mine], rows)
+
+
+def predict_rows(model, data, rows, *, scaling, rule=None, windows=None):
+    """Decisions on dataset ``rows`` (:func:`clip_probabilities`): standardised
+    as ``model`` was trained, then the open-set ``rule`` (if any) applied to
+    calibrated probabilities."""
+    probs = clip_probabilities(lambda x: predict_proba(model, x), data, rows, scaling=scaling,
+                               windows=windows)
     return open_set.apply_rule(probs, rule, data["label_names"])[1]
 
 
-def evaluate_rows(model, data, rows, *, scaling, rule=None):
+def evaluate_rows(model, data, rows, *, scaling, rule=None, windows=None):
     """Metrics of ``model`` (with ``rule``) on dataset ``rows``."""
     return evaluation.classification_metrics(data["labels"][rows],
                                              predict_rows(model, data, rows, scaling=scaling,
-                                                          rule=rule),
+                                                          rule=rule, windows=windows),
                                              data["label_names"])
+
+
+def decision_windows(windows, cfg):
+    """The windows test clips are decided by: ``windows`` with
+    EVALUATE_WINDOWS, else None (each clip's loudest patch)."""
+    return windows if cfg.evaluate_windows else None
 
 
 def fold_plan(folds):
@@ -369,16 +421,17 @@ def fold_plan(folds):
                         "or 'source' (leave one source out)")
 
 
-def cross_validate(data, cfg, plan, pool):
-    """Train and test on every split of ``plan`` (copies from ``pool``): per
-    split, and pooled over all held-out predictions (one macro-F1, per
-    class)."""
+def cross_validate(data, cfg, plan, pool, windows=None):
+    """Train and test on every split of ``plan`` (copies from ``pool``,
+    ``windows`` from :func:`clip_windows`): per split, and pooled over all
+    held-out predictions (one macro-F1, per class)."""
     splits = list(evaluation_splits(data, plan, val_fraction=cfg.val_fraction, seed=cfg.seed))
 
     def predict_split(k, split):
         model, _, scaling = fit(data, split.train, split.validation, cfg, pool=pool,
-                                progress_desc=f"{split.name} ({k}/{len(splits)})")
+                                windows=windows, progress_desc=f"{split.name} ({k}/{len(splits)})")
         return predict_rows(model, data, split.test, scaling=scaling,
+                            windows=decision_windows(windows, cfg),
                             rule=fit_open_set(model, data, split.validation, scaling=scaling,
                                               cfg=cfg))
 
@@ -522,16 +575,18 @@ def main(argv=None):
 
     plan = fold_plan(cfg.folds)
     pool = augmentation_pool(data, cfg)  # every fold uses the same cached copies
-    cv = cross_validate(data, cfg, plan, pool) if plan else None
+    windows = clip_windows(data, cfg)
+    cv = cross_validate(data, cfg, plan, pool, windows) if plan else None
 
     train, val, test = train_val_test_split(labels, groups, test_fraction=cfg.test_fraction,
                                             val_fraction=cfg.val_fraction, seed=cfg.seed)
     split = {"train": train, "validation": val, "test": test}
     check_split_has_every_class(split, labels, label_names)
-    model, history, scaling = fit(data, train, val, cfg, pool=pool)
+    model, history, scaling = fit(data, train, val, cfg, pool=pool, windows=windows)
     check_finite_weights(model, cfg.learning_rate)
     rule = fit_open_set(model, data, val, scaling=scaling, cfg=cfg)
-    metrics = evaluate_rows(model, data, test, scaling=scaling, rule=rule)
+    metrics = evaluate_rows(model, data, test, scaling=scaling, rule=rule,
+                            windows=decision_windows(windows, cfg))
     paths, meta = save_model(cfg.model_dir, model, data, scaling=scaling, rule=rule,
                              split=split, metrics=metrics, cv=cv, history=history,
                              events=events, cfg=cfg)

@@ -12,9 +12,23 @@ import math
 import numpy as np
 
 
-def epoch_rows(copy_of, n_clips, *, copies, epoch, seed, redraw=True):
+def per_group(of, count, rng):
+    """Positions of up to ``count`` random entries of each value of ``of``
+    (in increasing order of position)."""
+    of = np.asarray(of, dtype=np.int64)
+    rank = np.empty(len(of), np.int64)
+    order = np.lexsort((rng.random(len(of)), of))  # by group, random within
+    starts = np.searchsorted(of[order], of[order], side="left")
+    rank[order] = np.arange(len(of)) - starts
+    return np.flatnonzero(rank < count)
+
+
+def epoch_rows(copy_of, n_clips, *, copies, epoch, seed, redraw=True, view_of=None):
     """Row numbers of one epoch, shuffled: rows ``0..n_clips-1`` are the
-    clips, row ``n_clips + k`` is copy ``k``.
+    clips, row ``n_clips + k`` is copy ``k``. With ``view_of``, the first
+    ``len(view_of)`` rows are views of the clips instead (e.g. every window,
+    :mod:`pipeline.views`) and each epoch takes one view of each clip,
+    drawn afresh; the copies follow them.
 
     Parameters
     ----------
@@ -27,23 +41,25 @@ def epoch_rows(copy_of, n_clips, *, copies, epoch, seed, redraw=True):
     seed : int
     redraw : bool
         False: the same copies every epoch (only the order changes).
+    view_of : np.ndarray of int, shape (n_views,), optional
+        The clip each view is of; every clip has at least one.
 
     Returns
     -------
     np.ndarray of int, shape (n_clips + chosen copies,)
     """
-    copy_of = np.asarray(copy_of, dtype=np.int64)
-    pick = np.random.default_rng([seed, epoch if redraw else 0])
-    rank = np.empty(len(copy_of), np.int64)
-    order = np.lexsort((pick.random(len(copy_of)), copy_of))  # by clip, random within
-    starts = np.searchsorted(copy_of[order], copy_of[order], side="left")
-    rank[order] = np.arange(len(copy_of)) - starts
-    chosen = n_clips + np.flatnonzero(rank < copies)
-    rows = np.concatenate([np.arange(n_clips), chosen])
+    chosen = per_group(copy_of, copies, np.random.default_rng([seed, epoch if redraw else 0]))
+    if view_of is None:
+        clips, first_copy = np.arange(n_clips), n_clips
+    else:
+        clips = per_group(view_of, 1, np.random.default_rng([seed, epoch, 3]))
+        first_copy = len(view_of)
+    rows = np.concatenate([clips, first_copy + chosen])
     return np.random.default_rng([seed, epoch, 1]).permutation(rows)
 
 
-def epoch_plan(copy_of, n_clips, *, copies, epochs, seed, redraw=True, mixup=0.0):
+def epoch_plan(copy_of, n_clips, *, copies, epochs, seed, redraw=True, mixup=0.0,
+               view_of=None):
     """Every epoch's rows (:func:`epoch_rows`), and with ``mixup`` (a Beta
     alpha) each copy's mixing partner (a random row of the same epoch) and
     its own weight (at least one half; 1 for the clips themselves).
@@ -54,29 +70,31 @@ def epoch_plan(copy_of, n_clips, *, copies, epochs, seed, redraw=True, mixup=0.0
     weights : np.ndarray of float32, shape (epochs, rows per epoch)
     """
     rows = np.stack([epoch_rows(copy_of, n_clips, copies=copies, epoch=e, seed=seed,
-                                redraw=redraw) for e in range(epochs)])
+                                redraw=redraw, view_of=view_of) for e in range(epochs)])
     partners, weights = rows.copy(), np.ones(rows.shape, np.float32)
+    first_copy = n_clips if view_of is None else len(view_of)
     if mixup > 0:
         rng = np.random.default_rng([seed, 2])
         partners = np.take_along_axis(rows, rng.integers(0, rows.shape[1], rows.shape), axis=1)
         weight = rng.beta(mixup, mixup, size=rows.shape).astype(np.float32)
-        weights = np.where(rows >= n_clips, np.maximum(weight, 1 - weight), 1.0).astype(
+        weights = np.where(rows >= first_copy, np.maximum(weight, 1 - weight), 1.0).astype(
             np.float32)
     return rows, partners, weights
 
 
 def keras_batches(x, y, copy_of, n_clips, *, copies, batch_size, epochs, seed, redraw=True,
-                  mixup=0.0):
+                  mixup=0.0, view_of=None):
     """A ``tf.data.Dataset`` of every epoch's batches (:func:`epoch_plan`),
     and the batches per epoch: for ``model.fit(dataset, epochs=epochs,
     steps_per_epoch=...)``. The rows are gathered inside TensorFlow, which
     costs no more per epoch than training on fixed arrays.
 
-    ``x`` and ``y`` hold the clips' rows first and then their copies'.
+    ``x`` and ``y`` hold the clips' rows (or their views') first and then
+    their copies'.
     """
     import tensorflow as tf
     rows, partners, weights = epoch_plan(copy_of, n_clips, copies=copies, epochs=epochs,
-                                         seed=seed, redraw=redraw, mixup=mixup)
+                                         seed=seed, redraw=redraw, mixup=mixup, view_of=view_of)
     x, y = tf.constant(x), tf.constant(y)
 
     def batch(index, partner, weight):

@@ -64,7 +64,8 @@ def test_augmentation_touches_training_clips_only(dataset):
         j = next(j for j in range(4) if np.array_equal(rows[clip, j], row))
         assert partner[clip, j] not in held_out
     cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1"])
-    x, y, copy_of = train_16k.augmented_training_set(dataset, train, cfg, (rows, partner))
+    x, y, copy_of, view_of = train_16k.augmented_training_set(dataset, train, cfg, (rows, partner))
+    assert view_of is None  # without EVERY_PATCH, the clips are their own rows
     every, of_all = copies.training_copies(rows, partner, train, copies=4, seed=cfg.seed)
     assert len(x) == len(y) == len(train) + len(every) and len(copy_of) == len(every)
     assert np.array_equal(x[:len(train)], dataset["features"][train])
@@ -151,7 +152,7 @@ def test_augmentation_off_and_missing_clips(dataset, tmp_path):
     train = np.arange(6)
     cfg = train_16k.settings.parse_settings(vars(train_16k), ["--augment=false"])
     assert train_16k.augmentation_pool(dataset, cfg) is None
-    x, _, copy_of = train_16k.augmented_training_set(dataset, train, cfg, None)
+    x, _, copy_of, _ = train_16k.augmented_training_set(dataset, train, cfg, None)
     assert len(x) == 6 and len(copy_of) == 0
     moved = dict(dataset, paths=[str(tmp_path / "gone.wav")] * len(dataset["paths"]))
     cfg = train_16k.settings.parse_settings(vars(train_16k), [])
