@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,3 +277,20 @@ def test_pooled_figures_cover_only_the_rows_tested():
     everything = [splits.Split("s1", np.arange(2, 6), np.arange(0), np.arange(2)),
                   splits.Split("s2", np.arange(2), np.arange(0), np.arange(2, 6))]
     assert splits.summarise_splits(data, "source", everything, pooled)["pooled"]["macro_f1"] < 1
+
+
+def test_bench_train_settings_reach_every_row():
+    """bench_accuracy.py --train: train_16k settings parsed as train_16k
+    parses them (types, names) and added to each row's overrides."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bench_accuracy", Path(__file__).resolve().parents[1] / "bench" / "bench_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    flags = bench.train_flags("class_weights=false; cnn_filters=16,48,64;")
+    cfg = bench.train_settings(1, cache="x.npz", flags=flags, model="cnn")
+    assert (cfg.class_weights, cfg.cnn_filters, cfg.seed, cfg.model) == (False, "16,48,64", 1,
+                                                                         "cnn")
+    assert bench.train_flags("") == []
+    with pytest.raises(SystemExit, match="'mixup' is not key=value"):
+        bench.train_flags("mixup")
