@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 import features
-from pipeline import artifacts, c_export, evaluation, files, frontend_header, open_set, settings
+from pipeline import (artifacts, c_export, c_network, evaluation, files, frontend_header, open_set,
+                      settings)
 from pipeline.errors import PipelineError, run_script
 from pipeline.model_card import card_path, model_card
 from pipeline.quiet import import_tensorflow, silence_native_output
@@ -254,6 +255,10 @@ def export_for_device(paths, meta, data, test, *, int8_model, int8_bytes, golden
         "input_scale": float(scale), "input_zero_point": int(zero_point),
         "labels": meta["labels"], "vectors": golden})
     files.write_text(paths["golden_header"], c_export.golden_header(golden))
+    rule = meta.get("open_set") or {}
+    files.write_text(paths["net_header"], c_network.network_header(
+        int8_bytes, source_name=paths["int8_tflite"].name,
+        temperature=rule.get("temperature", 1.0)))
     write_frontend_header(paths, meta, (float(scale), int(zero_point)))
 
 
@@ -288,7 +293,7 @@ def record_conversion(paths, quantisation, figures):
     with old metadata, or the reverse."""
     raw = files.read_json(paths["meta"], "model metadata", "python train_16k.py")
     written = ("int8_tflite", "float_tflite", "c_header", "c_source", "golden", "golden_header",
-               "frontend_header")
+               "frontend_header", "net_header")
     raw["conversion"] = {"sha256": {key: files.file_sha256(paths[key]) for key in written},
                          "input_quantisation": [float(quantisation[0]), int(quantisation[1])],
                          "figures": figures}

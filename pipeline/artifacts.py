@@ -137,6 +137,7 @@ def model_paths(model_dir):
         "golden": base / f"{MODEL_NAME}_golden.json",
         "golden_header": base / f"{MODEL_NAME}_golden.h",
         "frontend_header": base / f"{MODEL_NAME}_frontend.h",
+        "net_header": base / f"{MODEL_NAME}_net.h",
     }
 
 

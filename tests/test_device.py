@@ -190,14 +190,19 @@ def test_int8_inputs_equal_predict_py_and_tflm_gives_its_class(trained):
     assert same / total >= 0.999, f"{same}/{total} int8 inputs identical"
 
 
+def long_recording(folder):
+    """A recording with quiet and loud hiss, tones, and a silent stretch."""
+    parts = [noise(6.0, level=0.05, seed=1, low_hz=1500), tone(2600, 5.0, level=0.4),
+             noise(4.0, level=0.3, seed=2, low_hz=1500), tone(700, 3.5, level=0.5, seed=4),
+             np.zeros(3 * SR, np.float32), tone(2800, 2.2, level=0.5, seed=6)]
+    return write(folder / "long.wav", int16_clip(np.concatenate(parts)) / 32768.0)
+
+
 def test_c_events_equal_predict_py_events(trained, tmp_path):
     _, model_dir, tool = trained
     classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
     settings = inference.event_settings(classifier.meta)
-    parts = [noise(6.0, level=0.05, seed=1, low_hz=1500), tone(2600, 5.0, level=0.4),
-             noise(4.0, level=0.3, seed=2, low_hz=1500), tone(700, 3.5, level=0.5, seed=4),
-             np.zeros(3 * SR, np.float32), tone(2800, 2.2, level=0.5, seed=6)]
-    path = write(tmp_path / "long.wav", int16_clip(np.concatenate(parts)) / 32768.0)
+    path = long_recording(tmp_path)
     expected = predict.classify_file(classifier, path, settings)["events"]
     centres, probs, _, _ = inference.window_probabilities(classifier, path,
                                                           window_s=settings.window_s,
@@ -495,3 +500,83 @@ def test_stream_from_stdin_equals_the_wav_tool(trained, tmp_path):
     from_file = subprocess.run([str(tool), str(wav)], capture_output=True, text=True,
                                check=True).stdout
     assert piped == from_file and len(piped.splitlines()) == 5
+
+
+def test_c_network_equals_tflite_micro(trained, tmp_path):
+    """features --net: the host tool's int8 interpreter (int8_net.c) gives
+    TFLite Micro's int8 output, exactly, for every window's int8 input."""
+    from tflite_micro.python.tflite_micro import runtime
+    _, model_dir, tool = trained
+    micro = runtime.Interpreter.from_bytes((model_dir / "model_16k_int8.tflite").read_bytes())
+    compared = unsaturated = 0
+    clips = {**write_clips(tmp_path), "long": long_recording(tmp_path)}
+    for name, path in clips.items():
+        inputs = c_windows(tool, path, as_float=False)
+        result = subprocess.run([str(tool), "--net", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        outputs = [line.split() for line in result.stdout.splitlines()]
+        assert len(outputs) == len(inputs), name
+        for x, got in zip(inputs, outputs):
+            if not len(x):
+                assert got == [], name  # a silent window: nothing to classify
+                continue
+            micro.set_input(x.astype(np.int8)[None, :], 0)
+            micro.invoke()
+            expected = micro.get_output(0)[0].astype(int)
+            np.testing.assert_array_equal(np.array(got, int), expected, err_msg=name)
+            compared += 1
+            unsaturated += int(expected.max() < 127)
+    assert compared >= 20 and unsaturated >= 3
+
+
+def test_stream_events_equal_predict_py_events(trained, tmp_path):
+    """`arecord ... | features --stream --events`: raw PCM on stdin through
+    the front end, the int8 network and the event finder, all in C, gives
+    predict.py's windows and events for the same recording."""
+    _, model_dir, tool = trained
+    classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
+    settings = inference.event_settings(classifier.meta)
+    path = long_recording(tmp_path)
+    expected = predict.classify_file(classifier, path, settings)["events"]
+    centres, probs, _, _ = inference.window_probabilities(classifier, path,
+                                                          window_s=settings.window_s,
+                                                          hop_s=settings.hop_s)
+    samples = int16_clip(features.load_audio(path, SR))
+    result = subprocess.run([str(tool), "--stream", "--events"],
+                            input=samples.astype("<i2").tobytes(), capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
+    lines = [line.split() for line in result.stdout.decode().splitlines()]
+    windows = [line for line in lines if line[0] == "window"]
+    assert [float(w[1]) for w in windows] == pytest.approx(list(centres), abs=1e-3)
+    assert np.abs(np.array([w[2:] for w in windows], float) - probs).max() < 0.02
+    got = sorted((line[1], float(line[2]), float(line[3])) for line in lines
+                 if line[0] == "event")
+    assert expected, "the recording should hold events"
+    assert got == sorted((e["class"], e["start_s"], e["end_s"]) for e in expected)
+
+
+def test_host_tool_names_an_operation_it_cannot_run(trained, tmp_path, monkeypatch):
+    """A model whose network the host interpreter lacks still builds (the
+    front end works), and --stream --events says which operation is missing."""
+    from pipeline import c_network
+    _, model_dir, _ = trained
+    other = tmp_path / "models"
+    shutil.copytree(model_dir, other)
+
+    def unsupported(model_bytes):
+        raise c_network.UnsupportedNetwork("operation SQUARED_DIFFERENCE")
+
+    monkeypatch.setattr(c_network, "network_layers", unsupported)
+    (other / "model_16k_net.h").write_text(c_network.network_header(
+        (other / "model_16k_int8.tflite").read_bytes(), source_name="model_16k_int8.tflite"))
+    tool = build(other, tmp_path / "b")
+    samples = int16_clip(tone(2600, 2.5, level=0.4)).astype("<i2").tobytes()
+    result = subprocess.run([str(tool), "--stream", "--events"], input=samples,
+                            capture_output=True)
+    assert result.returncode == 1 and b"SQUARED_DIFFERENCE" in result.stderr
+    assert subprocess.run([str(tool), "--stream"], input=samples,
+                          capture_output=True).returncode == 0
+    (other / "model_16k_net.h").unlink()
+    result = subprocess.run(["make", "-s", "-C", str(ROOT / "device"), f"MODEL_DIR={other}",
+                             f"BUILD_DIR={tmp_path / 'c'}"], capture_output=True, text=True)
+    assert result.returncode != 0 and "no model_16k_net.h" in result.stderr

@@ -4,12 +4,17 @@
  *
  *   features clip.wav            one line per window: the int8 model input
  *   features --float clip.wav    the same windows' features (before standardisation)
+ *   features --net clip.wav      the int8 network's output of every window (int8_net.c, the
+ *                                arithmetic of TensorFlow Lite Micro's reference kernels)
  *   features --events probs.txt  events from per-window probabilities
  *                                (lines "centre_s p_0 p_1 ..."), as predict.py finds them
  *   features --memory            bytes of state and scratch for this model
  *   features --time rec.wav      microseconds of front end per window (for bench_device.py)
  *   features --stream            raw 16 kHz mono s16le PCM from stdin, a line per window as it
  *                                completes, e.g. arecord -r 16000 -f S16_LE -c 1 | features --stream
+ *   features --stream --events   the same, classified by the int8 network (int8_net.c):
+ *                                "window CENTRE_S P_0 P_1 ..." per window and
+ *                                "event CLASS START_S END_S PEAK MEAN" as each event ends
  *
  * A window without features (silence) prints an empty line; a clip of a
  * single window without features is an error. Exit status 0 on success,
@@ -23,7 +28,9 @@
 #include "af_events.h"
 #include "af_frontend.h"
 #include "af_rfft.h"
+#include "int8_net.h"
 #include "model_16k_frontend.h"
+#include "model_16k_net.h"
 #include "wav_reader.h"
 
 static uint64_t stream_memory[(AF_MODEL_STREAM_BYTES + 7) / 8];
@@ -31,6 +38,8 @@ static uint64_t scratch[(AF_MODEL_WINDOW_SCRATCH_BYTES + 7) / 8];
 static float features[AF_MODEL_N_FEATURES];
 static int8_t input[AF_MODEL_N_FEATURES];
 static af_rfft_instance fft;
+static af_events live_events;  /* --stream --events */
+static int8_t net_a[MODEL_NET_MAX_TENSOR], net_b[MODEL_NET_MAX_TENSOR];
 static double seconds_in_front_end;  /* --time */
 
 static double now(void) {
@@ -50,10 +59,52 @@ static const char* reason(int status) {
   }
 }
 
-enum { PRINT_INT8, PRINT_FLOAT, PRINT_NOTHING };
+enum { PRINT_INT8, PRINT_FLOAT, PRINT_NOTHING, PRINT_EVENTS, PRINT_NET };
+
+static void print_events(const af_event* found, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    printf("event %s %.3f %.3f %.6f %.6f\n", af_model_labels[found[i].class_index],
+           found[i].start_s, found[i].end_s, found[i].peak_probability,
+           found[i].mean_probability);
+}
+
+/* --stream --events: classify the window (all zeros when it is silent, as
+ * predict.py), print its probabilities, push them to the event finder and
+ * print the events that ended. Returns 0, or 1 after a message. */
+static int classify_window(int usable, double centre_s) {
+  float probs[AF_MODEL_NUM_LABELS] = {0};
+  if (usable) {
+    int8_t output[AF_MODEL_NUM_LABELS];
+    if (net_run(model_net_layers, MODEL_NET_LAYERS, input, output, net_a, net_b,
+                sizeof net_a) != NET_OK ||
+        af_output_probabilities(output, AF_MODEL_NUM_LABELS, kOutputScale, kOutputZeroPoint,
+                                kNetTemperature, probs) != AF_OK) {
+      fprintf(stderr, "model_16k_net.h: the network does not fit this model's header\n");
+      return 1;
+    }
+  }
+  printf("window %.3f", centre_s);
+  for (int c = 0; c < AF_MODEL_NUM_LABELS; ++c) printf(" %.6f", probs[c]);
+  putchar('\n');
+  af_event found[AF_MODEL_NUM_LABELS];
+  size_t n = 0;
+  if (af_events_push(&live_events, probs, centre_s, found, AF_MODEL_NUM_LABELS, &n) != AF_OK)
+    return 1;
+  print_events(found, n);
+  return 0;
+}
 
 static void print_window(int mode) {
   if (mode == PRINT_NOTHING) return;
+  if (mode == PRINT_NET) {
+    int8_t output[AF_MODEL_NUM_LABELS];
+    if (net_run(model_net_layers, MODEL_NET_LAYERS, input, output, net_a, net_b,
+                sizeof net_a) != NET_OK)
+      return;
+    for (int c = 0; c < AF_MODEL_NUM_LABELS; ++c) printf(c ? " %d" : "%d", output[c]);
+    putchar('\n');
+    return;
+  }
   for (int i = 0; i < AF_MODEL_N_FEATURES; ++i) {
     if (mode == PRINT_FLOAT) printf(i ? " %.9g" : "%.9g", features[i]);
     else printf(i ? " %d" : "%d", input[i]);
@@ -65,12 +116,14 @@ static void print_window(int mode) {
 static int emit_window(af_stream* stream, const char* path, int mode, int* windows,
                        int* silent) {
   const double started = now();
+  double centre_s = 0.0;
   const int status = af_stream_window(stream, af_rfft, &fft, scratch, sizeof scratch, input,
                                       sizeof input, mode == PRINT_FLOAT ? features : NULL,
-                                      NULL, NULL);
+                                      NULL, &centre_s);
   seconds_in_front_end += now() - started;
   *windows += 1;
   if (status == AF_OK) {
+    if (mode == PRINT_EVENTS) return classify_window(1, centre_s);
     print_window(mode);
     return 0;
   }
@@ -83,6 +136,7 @@ static int emit_window(af_stream* stream, const char* path, int mode, int* windo
     return 1;
   }
   *silent += 1;
+  if (mode == PRINT_EVENTS) return classify_window(0, centre_s);
   if (mode != PRINT_NOTHING) putchar('\n');
   return 0;
 }
@@ -141,6 +195,13 @@ static int run_stream(sample_source* source, const char* path, int mode) {
   if (windows > 0 && silent == windows) {  /* as predict.py: nothing in it to classify */
     fprintf(stderr, "%s: every window is silent\n", path);
     return 1;
+  }
+  if (mode == PRINT_EVENTS) {  /* the events still open at the end */
+    static af_event found[AF_MODEL_NUM_LABELS * (AF_EVENTS_MAX_SMOOTH / 2 + 2)];
+    size_t n = 0;
+    if (af_events_finish(&live_events, found, sizeof found / sizeof found[0], &n) != AF_OK)
+      return 1;
+    print_events(found, n);
   }
   if (mode == PRINT_NOTHING)
     printf("windows %d, front end %.3f s, %.1f us per window\n", windows, seconds_in_front_end,
@@ -257,12 +318,28 @@ int main(int argc, char** argv) {
   if (argc == 3 && strcmp(argv[1], "--events") == 0) return run_events(argv[2]);
   if (argc == 3 && strcmp(argv[1], "--float") == 0) return run_features(argv[2], PRINT_FLOAT);
   if (argc == 3 && strcmp(argv[1], "--time") == 0) return run_features(argv[2], PRINT_NOTHING);
+  const int events = argc == 3 && strcmp(argv[1], "--stream") == 0 &&
+                     strcmp(argv[2], "--events") == 0;
+  if (events || (argc == 3 && strcmp(argv[1], "--net") == 0)) {
+#ifdef MODEL_NET_UNSUPPORTED
+    fprintf(stderr, "model_16k_net.h: the host tool cannot run this model's network: %s\n",
+            MODEL_NET_UNSUPPORTED);
+    return 1;
+#endif
+    if (!events) return run_features(argv[2], PRINT_NET);
+    if (af_events_init(&live_events, &af_model_events) != AF_OK) {
+      fprintf(stderr, "model_16k_frontend.h: event settings out of range\n");
+      return 1;
+    }
+    sample_source source = {NULL, stdin};
+    return run_stream(&source, "stdin", PRINT_EVENTS);
+  }
   if (argc == 2 && argv[1][0] != '-') return run_features(argv[1], PRINT_INT8);
   if (argc == 2 && strcmp(argv[1], "--stream") == 0) {
     sample_source source = {NULL, stdin};
     return run_stream(&source, "stdin", PRINT_INT8);
   }
-  fprintf(stderr, "usage: %s [--float | --time] clip.wav | --stream < s16le.raw | "
+  fprintf(stderr, "usage: %s [--float | --time | --net] clip.wav | --stream [--events] < s16le.raw | "
           "--events probs.txt | --memory\n", argv[0]);
   return 1;
 }
