@@ -53,6 +53,8 @@ EVERY_PATCH = False            # train on every window of WINDOW_S every HOP_S o
                                # patch each), one drawn per epoch, not only the clip's loudest patch
 EVALUATE_WINDOWS = False       # decide test clips longer than a window as predict.py does: the mean
                                # of their windows' probabilities (else by their loudest patch)
+NOISE_NEGATIVES = 0.0          # synthetic steady noises trained on as the first BACKGROUND_CLASSES
+                               # class, this share of the training clips (0: none)
 SPEC_AUGMENT = False           # copies of log-mel patches also get random band EQ and masks
 FREQ_MIXSTYLE = 0.0            # share of copies whose per-band mean and spread mix with another clip's
 MIXSTYLE_ALPHA = 0.3           # Freq-MixStyle: Beta(alpha, alpha) mixing weight
@@ -227,6 +229,17 @@ def clip_windows(data, cfg):
                              jobs=cfg.jobs)
 
 
+def background_class(cfg, data):
+    """Index of the first BACKGROUND_CLASSES class (NOISE_NEGATIVES' label)."""
+    names = settings.parse_list(cfg.background_classes, str, "background_classes")
+    found = [n for n in names if n in data["label_names"]]
+    if not found:
+        raise PipelineError(f"--noise_negatives needs a background class (--background_classes="
+                            f"{cfg.background_classes!r}) among the dataset's classes: "
+                            f"{', '.join(data['label_names'])}")
+    return data["label_names"].index(found[0])
+
+
 def augmented_training_set(data, train, cfg, pool, windows=None):
     """The training clips' rows (with EVERY_PATCH, every window of them
     from ``windows``), then every usable copy of them from ``pool`` (only
@@ -242,6 +255,7 @@ def augmented_training_set(data, train, cfg, pool, windows=None):
         ``train`` of the clip each copy is of
     view_of : np.ndarray of int, shape (n - n_copies,), or None: with
         EVERY_PATCH, the position in ``train`` of the clip each window is of
+        (NOISE_NEGATIVES' noises are clips ``len(train)``, ... after them)
     """
     from pipeline import augment
     position = {int(clip): k for k, clip in enumerate(train)}
@@ -252,6 +266,13 @@ def augmented_training_set(data, train, cfg, pool, windows=None):
         mine = np.isin(windows[1], train)
         x, labels = windows[0][mine], data["labels"][windows[1][mine]]
         view_of = np.array([position[int(clip)] for clip in windows[1][mine]], np.int64)
+    if cfg.noise_negatives > 0:
+        noises = augment.noise_rows(int(round(cfg.noise_negatives * len(train))),
+                                    data["feature_config"], cfg.seed)
+        x = np.concatenate([x, noises])
+        labels = np.concatenate([labels, np.full(len(noises), background_class(cfg, data))])
+        if view_of is not None:
+            view_of = np.concatenate([view_of, len(train) + np.arange(len(noises))])
     copy_of = np.zeros(0, np.int64)
     if pool is not None:
         from pipeline.copies import training_copies
@@ -336,7 +357,8 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
     y_val = np.eye(n_classes, dtype=np.float32)[data["labels"][val]]
-    common = dict(kind=kind, input_shape=config.input_shape, copy_of=copy_of, n_clips=len(train),
+    common = dict(kind=kind, input_shape=config.input_shape, copy_of=copy_of,
+                  n_clips=len(x_train) - len(copy_of),  # clips (or views), noises, then copies
                   view_of=view_of,
                   validation=(x_val, y_val),
                   class_weight=class_weights(data["labels"][train], n_classes)
@@ -468,6 +490,7 @@ def check_settings(cfg):
         ir_probability=settings.between(0, 1), room_probability=settings.between(0, 1),
         freq_mixstyle=settings.between(0, 1), mixstyle_alpha=settings.between(0, 100, True),
         mixup=settings.between(0, 100), distil_weight=settings.between(0, 1),
+        noise_negatives=settings.between(0, 10),
         distil_temperature=settings.between(0, 100, True),
         test_fraction=settings.between(0, 1, True, True),
         val_fraction=settings.between(0, 1, True, True),

@@ -142,3 +142,40 @@ def freq_mixstyle(rows, shape, rng, *, probability, alpha):
     apply = rng.random(len(rows)) < probability
     patches[apply] = mixed[apply]
     return patches.reshape(len(rows), -1)
+
+
+def steady_noise(rng, seconds, sample_rate):
+    """A steady, featureless noise: coloured noise with a random spectral
+    tilt, band-limited to a random band, sometimes with mains hum. Training
+    on such noises as background teaches that broadband noise alone is not a
+    target class (unheard fans, engines and air conditioners were called
+    water); real water keeps its droplets and gurgles."""
+    n = int(seconds * sample_rate)
+    y = coloured_noise(n, rng, rng.choice(["white", "pink", "brown"]))
+    y = tilt_eq(y, rng.uniform(-6.0, 6.0), sample_rate)
+    spectrum = np.fft.rfft(y)
+    freqs = np.fft.rfftfreq(n, 1 / sample_rate)
+    low = rng.uniform(20.0, 1000.0)
+    high = rng.uniform(max(2 * low, 1500.0), sample_rate / 2)
+    spectrum[(freqs < low) | (freqs > high)] *= 0.01
+    y = np.fft.irfft(spectrum, n=n)
+    if rng.random() < 0.3:
+        mains = rng.choice([50.0, 60.0])
+        t = np.arange(n) / sample_rate
+        hum = sum(np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 2 * np.pi)) / k
+                  for k in range(1, 6))
+        y = mix_at_snr(y, hum, rng.uniform(0.0, 20.0))
+    return (0.3 * y / (np.max(np.abs(y)) + 1e-12)).astype(np.float32)
+
+
+def noise_rows(count, config, seed, seconds=2.0):
+    """Feature rows of ``count`` :func:`steady_noise` clips (seeded).
+
+    Returns
+    -------
+    np.ndarray, shape (count, config.n_features)
+    """
+    rng = np.random.default_rng([seed, 7])
+    rows = [features.features_from_audio(steady_noise(rng, seconds, config.sample_rate), config)
+            for _ in range(count)]
+    return np.array(rows, np.float32).reshape(count, config.n_features)

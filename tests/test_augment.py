@@ -243,3 +243,31 @@ def test_background_partners_only_from_mix_classes(dataset):
     cfg = train_16k.settings.parse_settings(vars(train_16k), ["--mix_classes=rain"])
     with pytest.raises(artifacts.PipelineError, match="no class 'rain'"):
         train_16k.augmentation_pool(dataset, cfg)
+
+
+def test_noise_negatives_are_steady_noises_labelled_background(dataset):
+    """NOISE_NEGATIVES: seeded synthetic noises, as many as asked, trained on
+    as the background class (after the clips, before the copies)."""
+    config = dataset["feature_config"]
+    rows = augment.noise_rows(4, config, seed=3)
+    assert rows.shape == (4, config.n_features) and np.all(np.isfinite(rows))
+    np.testing.assert_array_equal(rows, augment.noise_rows(4, config, seed=3))
+    assert not np.array_equal(rows, augment.noise_rows(4, config, seed=4))
+    train = np.arange(0, len(dataset["labels"]), 2)
+    cfg = train_16k.settings.parse_settings(
+        vars(train_16k), ["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1"])
+    pool = train_16k.augmentation_pool(dataset, cfg)
+    x, y, copy_of, _ = train_16k.augmented_training_set(dataset, train, cfg, pool)
+    n_noise = round(0.5 * len(train))
+    noise = slice(len(train), len(train) + n_noise)
+    np.testing.assert_array_equal(x[noise], augment.noise_rows(n_noise, config, cfg.seed))
+    assert np.all(y[noise].argmax(axis=1) == dataset["label_names"].index("hiss"))
+    assert len(x) == len(train) + n_noise + len(copy_of)
+    model, history, _ = train_16k.fit(dataset, train, train, train_16k.settings.parse_settings(
+        vars(train_16k), ["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1",
+                          "--epochs=2"]), pool=pool, progress_desc="")
+    assert len(history["loss"]) == 2
+    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--noise_negatives=0.5",
+                                                              "--background_classes=rain"])
+    with pytest.raises(artifacts.PipelineError, match="needs a background class"):
+        train_16k.augmented_training_set(dataset, train, cfg, None)
