@@ -8,7 +8,8 @@ Each run writes its figures as JSON beside its markdown. Rows are matched by
 name (one seed's rows may come from several runs). Per row: macro-F1 mean
 +/- std over seeds of CV (each seed's mean over folds) and of LOSO (each
 seed's pooled figure), float and int8, the lowest int8/float agreement of
-any seed, and per-class and per-source F1 averaged over seeds. Every cell says over how many seeds it was averaged when a row
+any seed, per-class and per-source F1 averaged over seeds, and (runs with
+EVALUATE_WINDOWS) CV and LOSO with clips decided by their windows. Every cell says over how many seeds it was averaged when a row
 lacks a figure in some runs.
 """
 
@@ -34,10 +35,11 @@ def seed_figures(runs, name):
         row = run["rows"].get(name)
         if row is None:
             continue
-        for key in ("cv_float", "cv_int8"):
+        for key in ("cv_float", "cv_int8", "cv_float_windows"):
             if key in row:
                 found.setdefault(key, []).append(row[key][0])
-        for key in ("loso_float", "loso_int8", "cv_agreement", "loso_agreement"):
+        for key in ("loso_float", "loso_int8", "cv_agreement", "loso_agreement",
+                    "loso_float_windows"):
             if key in row:
                 found.setdefault(key, []).append(row[key])
         for label, scores in row.get("per_class", {}).get("float", {}).items():
@@ -67,8 +69,9 @@ def markdown(runs):
     names = list(dict.fromkeys(name for run in runs for name in run["rows"]))
     figures = {name: seed_figures(runs, name) for name in names}
     lines = ["| preset + model | seeds | CV macro-F1 float | CV int8 | LOSO macro-F1 float "
-             "| LOSO int8 | lowest int8/float agreement (CV, LOSO) | per-class F1 (float) |",
-             "|" + "---|" * 8]
+             "| LOSO int8 | lowest int8/float agreement (CV, LOSO) | per-class F1 (float) "
+             "| clips decided by their windows, as predict.py (CV, LOSO) |",
+             "|" + "---|" * 9]
     for name in names:
         f, n = figures[name], len(figures[name]["seeds"])
         classes = ", ".join(f"{k[6:]} {np.mean(v):.2f}" for k, v in f.items()
@@ -77,7 +80,9 @@ def markdown(runs):
                      f"| {cell(f.get('cv_float'), n)} | {cell(f.get('cv_int8'), n)} "
                      f"| {cell(f.get('loso_float'), n)} | {cell(f.get('loso_int8'), n)} "
                      f"| {cell(f.get('cv_agreement'), n, low=True)}, "
-                     f"{cell(f.get('loso_agreement'), n, low=True)} | {classes} |")
+                     f"{cell(f.get('loso_agreement'), n, low=True)} | {classes} "
+                     f"| {cell(f.get('cv_float_windows'), n)}, "
+                     f"{cell(f.get('loso_float_windows'), n)} |")
     sources = sorted({k[7:] for f in figures.values() for k in f if k.startswith("source ")})
     if sources:
         lines += ["", "Macro-F1 (float) on each source when it is left out, mean over seeds:", "",

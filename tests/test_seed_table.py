@@ -45,6 +45,16 @@ def test_means_over_seeds_and_lowest_agreement(tmp_path):
     assert "0.970, 1.000" in row                         # the worse seed's agreement
     assert "alarm 0.85, water 0.65" in row
     assert sources == "| default | 0.60 | 1.00 |"       # b: only one seed has it
+    assert row.endswith("| n/a, n/a |")                 # no run decided clips by windows
+
+
+def test_figures_with_clips_decided_by_windows(tmp_path):
+    runs = [run_figures(1, 0.80, 0.60, 0.99, {}), run_figures(2, 0.90, 0.70, 0.97, {})]
+    runs[0]["rows"]["default"]["loso_float_windows"] = 0.64
+    runs[1]["rows"]["default"]["loso_float_windows"] = 0.68
+    runs[1]["rows"]["default"]["cv_float_windows"] = [0.93, 0.01]
+    row, = table_rows(tmp_path, runs)
+    assert row.endswith("| 0.930 (1 seed), 0.660 ± 0.020 |")
 
 
 def test_one_seed_shows_no_spread(tmp_path):
