@@ -198,15 +198,22 @@ def long_recording(folder):
     return write(folder / "long.wav", int16_clip(np.concatenate(parts)) / 32768.0)
 
 
-def test_c_events_equal_predict_py_events(trained, tmp_path):
-    _, model_dir, tool = trained
+def predict_py_view(model_dir, folder):
+    """:func:`long_recording`, with predict.py's events, window centres and
+    window probabilities for it."""
     classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
     settings = inference.event_settings(classifier.meta)
-    path = long_recording(tmp_path)
+    path = long_recording(folder)
     expected = predict.classify_file(classifier, path, settings)["events"]
     centres, probs, _, _ = inference.window_probabilities(classifier, path,
                                                           window_s=settings.window_s,
                                                           hop_s=settings.hop_s)
+    return path, expected, centres, probs
+
+
+def test_c_events_equal_predict_py_events(trained, tmp_path):
+    _, model_dir, tool = trained
+    path, expected, centres, probs = predict_py_view(model_dir, tmp_path)
     table = tmp_path / "probs.txt"
     table.write_text("".join(f"{float(c)!r} " + " ".join(f"{p:.9g}" for p in row) + "\n"
                              for c, row in zip(centres, probs)))
@@ -534,13 +541,7 @@ def test_stream_events_equal_predict_py_events(trained, tmp_path):
     the front end, the int8 network and the event finder, all in C, gives
     predict.py's windows and events for the same recording."""
     _, model_dir, tool = trained
-    classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
-    settings = inference.event_settings(classifier.meta)
-    path = long_recording(tmp_path)
-    expected = predict.classify_file(classifier, path, settings)["events"]
-    centres, probs, _, _ = inference.window_probabilities(classifier, path,
-                                                          window_s=settings.window_s,
-                                                          hop_s=settings.hop_s)
+    path, expected, centres, probs = predict_py_view(model_dir, tmp_path)
     samples = int16_clip(features.load_audio(path, SR))
     result = subprocess.run([str(tool), "--stream", "--events"],
                             input=samples.astype("<i2").tobytes(), capture_output=True)
