@@ -248,6 +248,11 @@ def markdown(rows, names, *, n_clips, n_sources, n_folds):
                  + (f"; leave-one-source-out over {n_sources} sources" if n_sources > 1 else "")
                  + "; per-class F1 from the pooled " + ("CV" if n_folds else "LOSO")
                  + " predictions")
+    for name, r in rows:
+        if "loso_float_windows" in r or "cv_float_windows" in r:
+            lines.append(f"\n{name}, clips decided by the mean of their windows (as predict.py"
+                         f" decides clips longer than a window): CV {cell(r, 'cv_float_windows')},"
+                         f" LOSO {r.get('loso_float_windows', float('nan')):.3f}")
     with_sources = [(name, r) for name, r in rows if "per_source" in r]
     if with_sources:
         sources = sorted(with_sources[0][1]["per_source"])
