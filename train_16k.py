@@ -49,10 +49,9 @@ IR_PROBABILITY = 0.7           # share of copies heard through a random micropho
 ROOM_PROBABILITY = 0.0         # share of copies in a synthetic reverberant room
 MIX_CLASSES = None             # only clips of these classes (e.g. "other") are mixed in as
                                # background of copies; None: clips of any class
-EVERY_PATCH = False            # train on every window of WINDOW_S every HOP_S of a clip (its loudest
-                               # patch each), one drawn per epoch, not only the clip's loudest patch
-EVALUATE_WINDOWS = False       # decide test clips longer than a window as predict.py does: the mean
-                               # of their windows' probabilities (else by their loudest patch)
+EVERY_PATCH = False            # train on every window (WINDOW_S every HOP_S) of each clip, one drawn
+                               # per epoch, and decide test clips by their windows' mean as predict.py
+                               # does (off: each clip's loudest patch only)
 NOISE_NEGATIVES = 0.0          # synthetic steady noises trained on as the first BACKGROUND_CLASSES
                                # class, this share of the training clips (0: none)
 SPEC_AUGMENT = False           # copies of log-mel patches also get random band EQ and masks
@@ -220,9 +219,8 @@ def mix_classes(cfg, label_names):
 
 def clip_windows(data, cfg):
     """Every clip's windows (:func:`pipeline.views.all_windows`, cached
-    beside the dataset) when EVERY_PATCH or EVALUATE_WINDOWS asks for them,
-    else None."""
-    if not (cfg.every_patch or cfg.evaluate_windows):
+    beside the dataset) with EVERY_PATCH, else None."""
+    if not cfg.every_patch:
         return None
     from pipeline import views
     return views.all_windows(data, window_s=cfg.window_s, hop_s=cfg.hop_s, dataset=cfg.dataset,
@@ -425,11 +423,6 @@ def evaluate_rows(model, data, rows, *, scaling, rule=None, windows=None):
                                              data["label_names"])
 
 
-def decision_windows(windows, cfg):
-    """The windows test clips are decided by: ``windows`` with
-    EVALUATE_WINDOWS, else None (each clip's loudest patch)."""
-    return windows if cfg.evaluate_windows else None
-
 
 def fold_plan(folds):
     """The --folds setting: None (no cross-validation), an int k >= 2, or
@@ -453,7 +446,7 @@ def cross_validate(data, cfg, plan, pool, windows=None):
         model, _, scaling = fit(data, split.train, split.validation, cfg, pool=pool,
                                 windows=windows, progress_desc=f"{split.name} ({k}/{len(splits)})")
         return predict_rows(model, data, split.test, scaling=scaling,
-                            windows=decision_windows(windows, cfg),
+                            windows=windows,
                             rule=fit_open_set(model, data, split.validation, scaling=scaling,
                                               cfg=cfg))
 
@@ -609,7 +602,7 @@ def main(argv=None):
     check_finite_weights(model, cfg.learning_rate)
     rule = fit_open_set(model, data, val, scaling=scaling, cfg=cfg)
     metrics = evaluate_rows(model, data, test, scaling=scaling, rule=rule,
-                            windows=decision_windows(windows, cfg))
+                            windows=windows)
     paths, meta = save_model(cfg.model_dir, model, data, scaling=scaling, rule=rule,
                              split=split, metrics=metrics, cv=cv, history=history,
                              events=events, cfg=cfg)

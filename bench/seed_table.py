@@ -9,7 +9,7 @@ name (one seed's rows may come from several runs). Per row: macro-F1 mean
 +/- std over seeds of CV (each seed's mean over folds) and of LOSO (each
 seed's pooled figure), float and int8, the lowest int8/float agreement of
 any seed, per-class and per-source F1 averaged over seeds, and (runs with
-EVALUATE_WINDOWS) CV and LOSO with clips decided by their windows. Every cell says over how many seeds it was averaged when a row
+EVERY_PATCH) CV and LOSO with clips decided by their windows. Every cell says over how many seeds it was averaged when a row
 lacks a figure in some runs.
 """
 

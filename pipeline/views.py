@@ -3,9 +3,10 @@
 predict.py decides a clip longer than a window by the mean of its windows'
 probabilities (``WINDOW_S`` every ``HOP_S``, each window's own features:
 for the patch presets, the loudest patch within it), and a shorter clip by
-its own features. Training on those same windows (``EVERY_PATCH``) shows the
-model every part of a clip, not only its loudest patch, and deciding test
-clips by their windows (``EVALUATE_WINDOWS``) measures what predict.py does.
+its own features. Training on those same windows (train_16k's
+``EVERY_PATCH``) shows the model every part of a clip, not only its loudest
+patch, and deciding test clips by their windows measures what predict.py
+does.
 
 Rows are computed once and cached beside the dataset by the clips' content
 and the feature and window settings, like the augmented copies.
@@ -85,8 +86,7 @@ def all_windows(data, *, window_s, hop_s, dataset=None, jobs=-1):
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise PipelineError(f"every patch re-reads the clips, but {len(missing)} are missing "
-                            f"(first: {missing[0]}). Restore them, or pass --every_patch=false "
-                            "--evaluate_windows=false")
+                            f"(first: {missing[0]}). Restore them, or pass --every_patch=false")
     config = data["feature_config"]
     ident = json.dumps({"version": VIEWS_VERSION, "features": config.to_dict(),
                         "window_s": window_s, "hop_s": hop_s}, sort_keys=True)

@@ -1,5 +1,5 @@
 """Every patch: the windows of each clip (pipeline/views.py), training on
-them (EVERY_PATCH) and deciding clips by them (EVALUATE_WINDOWS)."""
+them and deciding clips by them (EVERY_PATCH)."""
 
 import numpy as np
 import pytest
@@ -92,7 +92,7 @@ def test_each_epoch_takes_one_view_of_every_clip():
 def test_every_patch_trains_on_windows_and_decides_by_them(long_dataset):
     data, path = long_dataset
     cfg = train_16k.settings.parse_settings(
-        vars(train_16k), [f"--dataset={path}", "--every_patch=true", "--evaluate_windows=true",
+        vars(train_16k), [f"--dataset={path}", "--every_patch=true",
                           "--augment=false", "--epochs=2", "--jobs=1"])
     windows = train_16k.clip_windows(data, cfg)
     train = np.arange(0, len(data["paths"]), 2)
@@ -109,3 +109,11 @@ def test_every_patch_trains_on_windows_and_decides_by_them(long_dataset):
     np.testing.assert_allclose(probs[0], expected, rtol=1e-5, atol=1e-6)
     assert train_16k.clip_windows(data, train_16k.settings.parse_settings(vars(train_16k), [])) \
         is None
+
+
+def test_every_patch_needs_the_audio(long_dataset, tmp_path):
+    data, path = long_dataset
+    moved = {**data, "paths": [str(tmp_path / "gone" / "a.wav")] * len(data["paths"])}
+    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--every_patch=true"])
+    with pytest.raises(artifacts.PipelineError, match="missing.*--every_patch=false"):
+        train_16k.clip_windows(moved, cfg)
