@@ -49,7 +49,7 @@ IR_PROBABILITY = 0.7           # share of copies heard through a random micropho
 ROOM_PROBABILITY = 0.0         # share of copies in a synthetic reverberant room
 MIX_CLASSES = None             # only clips of these classes (e.g. "other") are mixed in as
                                # background of copies; None: clips of any class
-EVERY_PATCH = False            # train on every window (WINDOW_S every HOP_S) of each clip, one drawn
+EVERY_PATCH = True             # train on every window (WINDOW_S every HOP_S) of each clip, one drawn
                                # per epoch, and decide test clips by their windows' mean as predict.py
                                # does (off: each clip's loudest patch only)
 NOISE_NEGATIVES = 0.0          # synthetic steady noises trained on as the first BACKGROUND_CLASSES

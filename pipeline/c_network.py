@@ -191,7 +191,7 @@ def network_header(model_bytes, *, source_name, temperature=1.0):
         return (head + f"#define MODEL_NET_UNSUPPORTED {c_export.c_string(str(err))}\n"
                 "enum { MODEL_NET_LAYERS = 1, MODEL_NET_MAX_TENSOR = 1, kOutputZeroPoint = 0 };\n"
                 "static const float kOutputScale = 1.0f;\n"
-                "static const net_layer model_net_layers[1] = {{NET_SOFTMAX}};\n"
+                "static const net_layer model_net_layers[1];  // never run\n"
                 f"\n#endif  // {guard}\n")
     arrays, entries = [], []
     for k, layer in enumerate(layers):

@@ -195,7 +195,8 @@ def all_copies(data, *, pool, dataset, spec=False, ir_dir=None, ir_probability=0
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise PipelineError(f"augmentation re-reads the clips, but {len(missing)} are missing "
-                            f"(first: {missing[0]}). Restore them, or pass --augment=false")
+                            f"(first: {missing[0]}). Restore them, or pass --augment=false "
+                            "--every_patch=false (training on the dataset's rows alone)")
     config = data["feature_config"]
     ir_digest = responses_in(ir_dir, config.sample_rate)[1] if ir_dir else None
     ident = identity(config, spec=spec, ir_digest=ir_digest, ir_probability=ir_probability,

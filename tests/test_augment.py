@@ -63,7 +63,7 @@ def test_augmentation_touches_training_clips_only(dataset):
     for row, clip in zip(extra, of):
         j = next(j for j in range(4) if np.array_equal(rows[clip, j], row))
         assert partner[clip, j] not in held_out
-    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1"])
+    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1", "--every_patch=false"])
     x, y, copy_of, view_of = train_16k.augmented_training_set(dataset, train, cfg, (rows, partner))
     assert view_of is None  # without EVERY_PATCH, the clips are their own rows
     every, of_all = copies.training_copies(rows, partner, train, copies=4, seed=cfg.seed)
@@ -150,7 +150,8 @@ def test_mixup_keeps_the_clips_and_mixes_targets():
 
 def test_augmentation_off_and_missing_clips(dataset, tmp_path):
     train = np.arange(6)
-    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--augment=false"])
+    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--augment=false",
+                                                              "--every_patch=false"])
     assert train_16k.augmentation_pool(dataset, cfg) is None
     x, _, copy_of, _ = train_16k.augmented_training_set(dataset, train, cfg, None)
     assert len(x) == 6 and len(copy_of) == 0
@@ -255,7 +256,8 @@ def test_noise_negatives_are_steady_noises_labelled_background(dataset):
     assert not np.array_equal(rows, augment.noise_rows(4, config, seed=4))
     train = np.arange(0, len(dataset["labels"]), 2)
     cfg = train_16k.settings.parse_settings(
-        vars(train_16k), ["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1"])
+        vars(train_16k), ["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1",
+                          "--every_patch=false"])
     pool = train_16k.augmentation_pool(dataset, cfg)
     x, y, copy_of, _ = train_16k.augmented_training_set(dataset, train, cfg, pool)
     n_noise = round(0.5 * len(train))
@@ -265,9 +267,10 @@ def test_noise_negatives_are_steady_noises_labelled_background(dataset):
     assert len(x) == len(train) + n_noise + len(copy_of)
     model, history, _ = train_16k.fit(dataset, train, train, train_16k.settings.parse_settings(
         vars(train_16k), ["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1",
-                          "--epochs=2"]), pool=pool, progress_desc="")
+                          "--epochs=2", "--every_patch=false"]), pool=pool, progress_desc="")
     assert len(history["loss"]) == 2
     cfg = train_16k.settings.parse_settings(vars(train_16k), ["--noise_negatives=0.5",
-                                                              "--background_classes=rain"])
+                                                              "--background_classes=rain",
+                                                              "--every_patch=false"])
     with pytest.raises(artifacts.PipelineError, match="needs a background class"):
         train_16k.augmented_training_set(dataset, train, cfg, None)

@@ -21,7 +21,8 @@ def converted(request, tmp_path_factory):
     dataset = make_feature_dataset(tmp / "ds.npz", per_class=(16, 16, 16), preset=request.param)
     args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}",
             f"--report_dir={tmp / 'reports'}"]
-    train_16k.main(args + ["--epochs=60", "--patience=15", "--augment=false"])
+    train_16k.main(args + ["--epochs=60", "--patience=15", "--augment=false",
+                           "--every_patch=false"])
     status = model_conv.main(args)
     return tmp, dataset, args, status
 

@@ -10,7 +10,8 @@ import train_16k
 from pipeline.errors import PipelineError
 from conftest import make_feature_dataset
 
-FAST = ["--epochs=60", "--patience=15", "--augment=false", "--open_set_class=none"]
+FAST = ["--epochs=60", "--patience=15", "--augment=false", "--every_patch=false",
+        "--open_set_class=none"]
 
 
 def train(tmp_path, dataset, name="models", *extra):
@@ -257,7 +258,7 @@ def test_distillation_targets_and_teacher_run(tmp_path):
     path = make_feature_dataset(tmp_path / "ds.npz", preset="logmel_patch")
     train_16k.main([f"--dataset={path}", f"--model_dir={tmp_path / 'm'}", "--epochs=2",
                     f"--report_dir={tmp_path / 'r'}", "--teacher_filters=8", "--cnn_filters=4",
-                    "--jobs=1", "--augment=false"])
+                    "--jobs=1", "--augment=false", "--every_patch=false"])
     assert (tmp_path / "m" / "model_16k.keras").is_file()
     with pytest.raises(PipelineError, match="teacher_filters"):
         train_16k.main([f"--dataset={path}", f"--model_dir={tmp_path / 'm2'}",

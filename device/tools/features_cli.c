@@ -30,8 +30,16 @@
 #include "af_rfft.h"
 #include "int8_net.h"
 #include "model_16k_frontend.h"
-#include "model_16k_net.h"
 #include "wav_reader.h"
+#ifndef AF_NO_NET
+#include "model_16k_net.h"
+#else /* a front-end header without a converted model beside it (the Makefile checks) */
+#define MODEL_NET_UNSUPPORTED "there is no model_16k_net.h beside model_16k_frontend.h " \
+                              "(run `python model_conv.py`)"
+enum { MODEL_NET_LAYERS = 1, MODEL_NET_MAX_TENSOR = 1, kOutputZeroPoint = 0 };
+static const float kOutputScale = 1.0f, kNetTemperature = 1.0f;
+static const net_layer model_net_layers[1];
+#endif
 
 static uint64_t stream_memory[(AF_MODEL_STREAM_BYTES + 7) / 8];
 static uint64_t scratch[(AF_MODEL_WINDOW_SCRATCH_BYTES + 7) / 8];
