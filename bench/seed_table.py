@@ -5,7 +5,8 @@
     python bench/seed_table.py reports/seed1.json reports/seed2.json [--out=reports/seeds.md]
 
 Each run writes its figures as JSON beside its markdown. Rows are matched by
-name (one seed's rows may come from several runs). Per row: macro-F1 mean
+name (one seed's rows, and one row's CV and LOSO, may come from several
+runs). Per row: macro-F1 mean
 +/- std over seeds of CV (each seed's mean over folds) and of LOSO (each
 seed's pooled figure), float and int8, the lowest int8/float agreement of
 any seed, per-class and per-source F1 averaged over seeds, and (runs with
@@ -48,6 +49,32 @@ def seed_figures(runs, name):
             found.setdefault("source " + source, []).append(f1)
         found.setdefault("seeds", []).append(run["seed"])
     return found
+
+
+FIGURES = ("cv_float", "cv_int8", "cv_agreement", "cv_float_windows", "loso_float",
+           "loso_int8", "loso_agreement", "loso_float_windows")
+
+
+def merged(runs):
+    """One run per seed: a row's figures from several runs of the same seed
+    (e.g. its CV in one run, its LOSO in another) are put together; other
+    entries (per-class F1, ...) come from the first run that has them (not
+    empty). The
+    same figure of a row twice for one seed is refused (SystemExit)."""
+    by_seed = {}
+    for run in runs:
+        rows = by_seed.setdefault(run["seed"], {"seed": run["seed"], "rows": {}})["rows"]
+        for name, row in run["rows"].items():
+            mine = rows.setdefault(name, {})
+            twice = [k for k in FIGURES if k in row and k in mine]
+            if twice:
+                raise SystemExit(f"row {name!r} was measured twice with seed {run['seed']} "
+                                 f"({twice[0]}): give each seed of a row once, or the mean "
+                                 "counts it twice")
+            for key, value in row.items():
+                if key not in mine or (not mine[key] and value):  # e.g. per_source of LOSO
+                    mine[key] = value
+    return list(by_seed.values())
 
 
 def cell(values, n_seeds, low=False):
@@ -99,11 +126,7 @@ def main():
     parser.add_argument("runs", nargs="+", help="the JSON files bench_accuracy.py wrote")
     cfg = settings.parse_settings(globals(), parser=parser)
     runs = [files.read_json(path, "bench_accuracy.py figures", MADE_BY) for path in cfg.runs]
-    measured = [(name, run["seed"]) for run in runs for name in run["rows"]]
-    twice = sorted({m for m in measured if measured.count(m) > 1})
-    if twice:
-        raise SystemExit(f"row {twice[0][0]!r} was measured twice with seed {twice[0][1]}: "
-                         "give each seed of a row once, or the mean counts it twice")
+    runs = merged(runs)
     seeds = list(dict.fromkeys(run["seed"] for run in runs))
     table = markdown(runs)
     print(table)

@@ -64,6 +64,18 @@ def test_one_seed_shows_no_spread(tmp_path):
     assert "| 1 | 0.800 | 0.790 | 0.600 | n/a |" in row and "±" not in row
 
 
+def test_cv_and_loso_of_one_seed_may_come_from_two_runs(tmp_path):
+    cv = run_figures(1, 0.8, 0.6, 0.99, {})
+    loso = run_figures(1, 0.7, 0.5, 0.99, {"a": 0.5})
+    for key in ("loso_float", "loso_int8", "loso_agreement"):
+        del cv["rows"]["default"][key]
+    for key in ("cv_float", "cv_int8", "cv_agreement"):
+        del loso["rows"]["default"][key]
+    row, sources = table_rows(tmp_path, [cv, loso])
+    assert row.startswith("| default | 1 | 0.800 | 0.790 | 0.500 | 0.500 |")
+    assert sources == "| default | 0.50 |"
+
+
 def test_refuses_one_row_and_seed_twice(tmp_path):
     run = run_figures(1, 0.8, 0.6, 0.99, {})
     result, out = seed_table(tmp_path, [run, run])
