@@ -52,7 +52,7 @@ def activation_range(kind, scale, zero_point):
     return low, high
 
 
-def _options(schema, op, cls):
+def _options(op, cls):
     table = op.BuiltinOptions()
     options = cls()
     options.Init(table.Bytes, table.Pos)
@@ -119,7 +119,7 @@ def network_layers(model_bytes):
                  "out_scale": float(out["scales"][0]), "act": (-128, 127),
                  "stride": (1, 1), "kernel": (1, 1), "pad": (0, 0)}
         if name in ("CONV_2D", "FULLY_CONNECTED"):
-            options = _options(schema, op, schema.Conv2DOptions if name == "CONV_2D"
+            options = _options(op, schema.Conv2DOptions if name == "CONV_2D"
                                else schema.FullyConnectedOptions)
             act = _ACTIVATIONS.get(options.FusedActivationFunction())
             if act is None:
@@ -145,7 +145,7 @@ def network_layers(model_bytes):
                                      for size, kern, stride in zip(in_shape[:2], (kh, kw),
                                                                    layer["stride"]))
         elif name == "MAX_POOL_2D":
-            options = _options(schema, op, schema.Pool2DOptions)
+            options = _options(op, schema.Pool2DOptions)
             layer["kernel"] = (options.FilterHeight(), options.FilterWidth())
             layer["stride"] = (options.StrideH(), options.StrideW())
             layer["pad"] = tuple(_padding(schema, options.Padding(), size, kern, stride)[1]
@@ -159,7 +159,7 @@ def network_layers(model_bytes):
             m, s = quantize_multiplier(layer["in_scale"] / (cells * layer["out_scale"]))
             layer["multiplier"], layer["shift"] = np.array([m]), np.array([s])
         elif name == "SOFTMAX":
-            if _options(schema, op, schema.SoftmaxOptions).Beta() != 1.0:
+            if _options(op, schema.SoftmaxOptions).Beta() != 1.0:
                 raise UnsupportedNetwork("SOFTMAX with beta other than 1")
         layers.append(layer)
     return layers
