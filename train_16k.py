@@ -238,7 +238,7 @@ def background_class(cfg, data):
     return data["label_names"].index(found[0])
 
 
-def augmented_training_set(data, train, cfg, pool, windows=None):
+def augmented_training_set(data, train, cfg, pool, *, windows=None):
     """The training clips' rows (with EVERY_PATCH, every window of them
     from ``windows``), then every usable copy of them from ``pool`` (only
     copies whose background partner is a training clip too), with
@@ -350,7 +350,8 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     config = data["feature_config"]
     n_classes = len(data["label_names"])
     kind, units = architecture(cfg, config)
-    x_train, y_train, copy_of, view_of = augmented_training_set(data, train, cfg, pool, windows)
+    x_train, y_train, copy_of, view_of = augmented_training_set(data, train, cfg, pool,
+                                                                windows=windows)
     scaling = fit_standardisation(x_train, config)
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
@@ -436,7 +437,7 @@ def fold_plan(folds):
                         "or 'source' (leave one source out)")
 
 
-def cross_validate(data, cfg, plan, pool, windows=None):
+def cross_validate(data, cfg, plan, pool, *, windows=None):
     """Train and test on every split of ``plan`` (copies from ``pool``,
     ``windows`` from :func:`clip_windows`): per split, and pooled over all
     held-out predictions (one macro-F1, per class)."""
@@ -592,7 +593,7 @@ def main(argv=None):
     plan = fold_plan(cfg.folds)
     pool = augmentation_pool(data, cfg)  # every fold uses the same cached copies
     windows = clip_windows(data, cfg)
-    cv = cross_validate(data, cfg, plan, pool, windows) if plan else None
+    cv = cross_validate(data, cfg, plan, pool, windows=windows) if plan else None
 
     train, val, test = train_val_test_split(labels, groups, test_fraction=cfg.test_fraction,
                                             val_fraction=cfg.val_fraction, seed=cfg.seed)

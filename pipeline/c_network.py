@@ -59,12 +59,14 @@ def _options(op, cls):
     return options
 
 
-def _padding(schema, padding, size, kernel, stride):
-    """Output size and the leading padding of one dimension (TFLite's)."""
-    if padding == schema.Padding.SAME:
-        out = (size + stride - 1) // stride
-        return out, max((out - 1) * stride + kernel - size, 0) // 2
-    return (size - kernel + stride) // stride, 0
+def _leading_padding(schema, padding, sizes, kernel, *, stride):
+    """TFLite's leading padding of each dimension: none for VALID, half the
+    total (rounded down) for SAME."""
+    if padding != schema.Padding.SAME:
+        return (0, 0)
+    out = [(size + step - 1) // step for size, step in zip(sizes, stride)]
+    return tuple(max((o - 1) * step + k - size, 0) // 2
+                 for o, step, k, size in zip(out, stride, kernel, sizes))
 
 
 def network_layers(model_bytes):
@@ -141,16 +143,14 @@ def network_layers(model_bytes):
                     raise UnsupportedNetwork("CONV_2D with dilation")
                 kh, kw = int(w["shape"][1]), int(w["shape"][2])
                 layer["kernel"], layer["stride"] = (kh, kw), (options.StrideH(), options.StrideW())
-                layer["pad"] = tuple(_padding(schema, options.Padding(), size, kern, stride)[1]
-                                     for size, kern, stride in zip(in_shape[:2], (kh, kw),
-                                                                   layer["stride"]))
+                layer["pad"] = _leading_padding(schema, options.Padding(), in_shape[:2],
+                                                (kh, kw), stride=layer["stride"])
         elif name == "MAX_POOL_2D":
             options = _options(op, schema.Pool2DOptions)
             layer["kernel"] = (options.FilterHeight(), options.FilterWidth())
             layer["stride"] = (options.StrideH(), options.StrideW())
-            layer["pad"] = tuple(_padding(schema, options.Padding(), size, kern, stride)[1]
-                                 for size, kern, stride in zip(in_shape[:2], layer["kernel"],
-                                                               layer["stride"]))
+            layer["pad"] = _leading_padding(schema, options.Padding(), in_shape[:2],
+                                            layer["kernel"], stride=layer["stride"])
         elif name == "MEAN":
             axes = sorted(int(a) for a in inputs[1]["data"])
             if axes != [1, 2] or len(x["shape"]) != 4:

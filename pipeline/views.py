@@ -55,7 +55,7 @@ def clip_windows(y, config, *, window_s, hop_s):
     return np.array(rows, np.float32).reshape(len(rows), config.n_features)
 
 
-def _clip_task(path, config, window_s, hop_s, parent_pid=None):
+def _clip_task(path, config, *, window_s, hop_s, parent_pid=None):
     if parent_pid is not None:
         exit_with_parent(parent_pid)
     return clip_windows(features.load_audio(path, config.sample_rate), config,
@@ -99,7 +99,8 @@ def all_windows(data, *, window_s, hop_s, dataset=None, jobs=-1):
     todo = sorted({i for i, key in enumerate(keys) if key not in found},
                   key=lambda i: keys[i])
     if todo:
-        calls = (joblib.delayed(_clip_task)(paths[i], config, window_s, hop_s, os.getpid())
+        calls = (joblib.delayed(_clip_task)(paths[i], config, window_s=window_s, hop_s=hop_s,
+                                            parent_pid=os.getpid())
                  for i in todo)
         results = joblib.Parallel(n_jobs=worker_count(jobs, len(todo)),
                                   return_as="generator")(calls)

@@ -96,7 +96,8 @@ def test_every_patch_trains_on_windows_and_decides_by_them(long_dataset):
                           "--augment=false", "--epochs=2", "--jobs=1"])
     windows = train_16k.clip_windows(data, cfg)
     train = np.arange(0, len(data["paths"]), 2)
-    x, y, copy_of, view_of = train_16k.augmented_training_set(data, train, cfg, None, windows)
+    x, y, copy_of, view_of = train_16k.augmented_training_set(data, train, cfg, None,
+                                                              windows=windows)
     assert len(x) == 3 * len(train) and len(copy_of) == 0  # three windows of each 3.5 s clip
     assert np.array_equal(np.asarray(train)[view_of], windows[1][np.isin(windows[1], train)])
     np.testing.assert_array_equal(y.argmax(axis=1), data["labels"][train][view_of])
@@ -107,8 +108,8 @@ def test_every_patch_trains_on_windows_and_decides_by_them(long_dataset):
     one = windows[0][windows[1] == test[0]]
     expected = train_16k.predict_proba(model, train_16k.standardise(one, scaling)).mean(axis=0)
     np.testing.assert_allclose(probs[0], expected, rtol=1e-5, atol=1e-6)
-    assert train_16k.clip_windows(data, train_16k.settings.parse_settings(vars(train_16k), [])) \
-        is None
+    off = train_16k.settings.parse_settings(vars(train_16k), ["--every_patch=false"])
+    assert train_16k.clip_windows(data, off) is None
 
 
 def test_every_patch_needs_the_audio(long_dataset, tmp_path):
