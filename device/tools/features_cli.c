@@ -76,6 +76,16 @@ static void print_events(const af_event* found, size_t n) {
            found[i].mean_probability);
 }
 
+/* The int8 network on the window's input (``input``); 1 after a message when
+ * the generated network does not fit the model's header. */
+static int run_network(int8_t* output) {
+  if (net_run(model_net_layers, MODEL_NET_LAYERS, input, output, net_a, net_b,
+              sizeof net_a) == NET_OK)
+    return 0;
+  fprintf(stderr, "model_16k_net.h: the network does not fit this model's header\n");
+  return 1;
+}
+
 /* --stream --events: classify the window (all zeros when it is silent, as
  * predict.py), print its probabilities, push them to the event finder and
  * print the events that ended. Returns 0, or 1 after a message. */
@@ -83,11 +93,10 @@ static int classify_window(int usable, double centre_s) {
   float probs[AF_MODEL_NUM_LABELS] = {0};
   if (usable) {
     int8_t output[AF_MODEL_NUM_LABELS];
-    if (net_run(model_net_layers, MODEL_NET_LAYERS, input, output, net_a, net_b,
-                sizeof net_a) != NET_OK ||
-        af_output_probabilities(output, AF_MODEL_NUM_LABELS, kOutputScale, kOutputZeroPoint,
+    if (run_network(output) != 0) return 1;
+    if (af_output_probabilities(output, AF_MODEL_NUM_LABELS, kOutputScale, kOutputZeroPoint,
                                 kNetTemperature, probs) != AF_OK) {
-      fprintf(stderr, "model_16k_net.h: the network does not fit this model's header\n");
+      fprintf(stderr, "model_16k_net.h: output quantisation or temperature out of range\n");
       return 1;
     }
   }
@@ -102,22 +111,22 @@ static int classify_window(int usable, double centre_s) {
   return 0;
 }
 
-static void print_window(int mode) {
-  if (mode == PRINT_NOTHING) return;
+/* Returns 0, or 1 after a message (--net: the network did not run). */
+static int print_window(int mode) {
+  if (mode == PRINT_NOTHING) return 0;
   if (mode == PRINT_NET) {
     int8_t output[AF_MODEL_NUM_LABELS];
-    if (net_run(model_net_layers, MODEL_NET_LAYERS, input, output, net_a, net_b,
-                sizeof net_a) != NET_OK)
-      return;
+    if (run_network(output) != 0) return 1;
     for (int c = 0; c < AF_MODEL_NUM_LABELS; ++c) printf(c ? " %d" : "%d", output[c]);
     putchar('\n');
-    return;
+    return 0;
   }
   for (int i = 0; i < AF_MODEL_N_FEATURES; ++i) {
     if (mode == PRINT_FLOAT) printf(i ? " %.9g" : "%.9g", features[i]);
     else printf(i ? " %d" : "%d", input[i]);
   }
   putchar('\n');
+  return 0;
 }
 
 /* Returns 0 (printed), or 1 after a message when the only window has no features. */
@@ -132,8 +141,7 @@ static int emit_window(af_stream* stream, const char* path, int mode, int* windo
   *windows += 1;
   if (status == AF_OK) {
     if (mode == PRINT_EVENTS) return classify_window(1, centre_s);
-    print_window(mode);
-    return 0;
+    return print_window(mode);
   }
   if (status != AF_ERR_SILENT && status != AF_ERR_TOO_SHORT && status != AF_ERR_CONSTANT) {
     fprintf(stderr, "%s: %s (status %d)\n", path, reason(status), status);
@@ -347,7 +355,7 @@ int main(int argc, char** argv) {
     sample_source source = {NULL, stdin};
     return run_stream(&source, "stdin", PRINT_INT8);
   }
-  fprintf(stderr, "usage: %s [--float | --time | --net] clip.wav | --stream [--events] < s16le.raw | "
-          "--events probs.txt | --memory\n", argv[0]);
+  fprintf(stderr, "usage: %s [--float | --time | --net] clip.wav | "
+          "--stream [--events] < s16le.raw | --events probs.txt | --memory\n", argv[0]);
   return 1;
 }
