@@ -97,6 +97,15 @@ def partners(keys, sources, pool, eligible=None):
     return chosen
 
 
+def require_clips(paths, step, options):
+    """PipelineError unless every clip is at its path: ``step`` (e.g.
+    "augmentation") re-reads the audio, ``options`` turn it off."""
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise PipelineError(f"{step} re-reads the clips, but {len(missing)} are missing "
+                            f"(first: {missing[0]}). Restore them, or pass {options}")
+
+
 def copy_seed(key, copy, ident):
     """The seed of one copy: its clip's content, its index, the settings."""
     digest = hashlib.blake2b(f"{key}:{copy}:{ident}".encode(), digest_size=8).digest()
@@ -192,11 +201,8 @@ def all_copies(data, *, pool, dataset, spec=False, ir_dir=None, ir_probability=0
 
     from pipeline.progress import iterate
     paths = data["paths"]
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise PipelineError(f"augmentation re-reads the clips, but {len(missing)} are missing "
-                            f"(first: {missing[0]}). Restore them, or pass --augment=false "
-                            "--every_patch=false (training on the dataset's rows alone)")
+    require_clips(paths, "augmentation", "--augment=false --every_patch=false (training on the "
+                  "dataset's rows alone)")
     config = data["feature_config"]
     ir_digest = responses_in(ir_dir, config.sample_rate)[1] if ir_dir else None
     ident = identity(config, spec=spec, ir_digest=ir_digest, ir_probability=ir_probability,

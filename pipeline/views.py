@@ -19,7 +19,6 @@ import numpy as np
 
 import features
 from pipeline import copies
-from pipeline.errors import PipelineError
 from pipeline.events import window_starts
 from pipeline.extraction import exit_with_parent, file_key, worker_count
 
@@ -83,10 +82,7 @@ def all_windows(data, *, window_s, hop_s, dataset=None, jobs=-1):
 
     from pipeline.progress import iterate
     paths = data["paths"]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise PipelineError(f"every patch re-reads the clips, but {len(missing)} are missing "
-                            f"(first: {missing[0]}). Restore them, or pass --every_patch=false")
+    copies.require_clips(paths, "every patch", "--every_patch=false")
     config = data["feature_config"]
     ident = json.dumps({"version": VIEWS_VERSION, "features": config.to_dict(),
                         "window_s": window_s, "hop_s": hop_s}, sort_keys=True)
