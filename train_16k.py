@@ -424,7 +424,6 @@ def evaluate_rows(model, data, rows, *, scaling, rule=None, windows=None):
                                              data["label_names"])
 
 
-
 def fold_plan(folds):
     """The --folds setting: None (no cross-validation), an int k >= 2, or
     "source" (leave one source out)."""

@@ -10,8 +10,9 @@ runs). Per row: macro-F1 mean
 +/- std over seeds of CV (each seed's mean over folds) and of LOSO (each
 seed's pooled figure), float and int8, the lowest int8/float agreement of
 any seed, per-class and per-source F1 averaged over seeds, and (runs with
-EVERY_PATCH) CV and LOSO with clips decided by their windows. Every cell says over how many seeds it was averaged when a row
-lacks a figure in some runs.
+EVERY_PATCH) CV and LOSO with clips decided by their windows. Every cell
+says over how many seeds it was averaged when a row lacks a figure in some
+runs.
 """
 
 import sys
@@ -29,6 +30,10 @@ OUT = "reports/accuracy_seeds.md"   # the table over seeds, as markdown
 MADE_BY = "python bench/bench_accuracy.py DATA_DIR --seed=N --out=FILE.md"
 
 
+FIGURES = ("cv_float", "cv_int8", "cv_agreement", "cv_float_windows", "loso_float",
+           "loso_int8", "loso_agreement", "loso_float_windows")
+
+
 def seed_figures(runs, name):
     """{figure: [value per seed that has it]} for the row ``name``."""
     found = {}
@@ -36,13 +41,10 @@ def seed_figures(runs, name):
         row = run["rows"].get(name)
         if row is None:
             continue
-        for key in ("cv_float", "cv_int8", "cv_float_windows"):
+        for key in FIGURES:  # CV figures are [mean over folds, std]
             if key in row:
-                found.setdefault(key, []).append(row[key][0])
-        for key in ("loso_float", "loso_int8", "cv_agreement", "loso_agreement",
-                    "loso_float_windows"):
-            if key in row:
-                found.setdefault(key, []).append(row[key])
+                found.setdefault(key, []).append(row[key][0] if isinstance(row[key], list)
+                                                 else row[key])
         for label, scores in row.get("per_class", {}).get("float", {}).items():
             found.setdefault("class " + label, []).append(scores["f1"])
         for source, f1 in row.get("per_source", {}).items():
@@ -51,16 +53,12 @@ def seed_figures(runs, name):
     return found
 
 
-FIGURES = ("cv_float", "cv_int8", "cv_agreement", "cv_float_windows", "loso_float",
-           "loso_int8", "loso_agreement", "loso_float_windows")
-
-
 def merged(runs):
     """One run per seed: a row's figures from several runs of the same seed
     (e.g. its CV in one run, its LOSO in another) are put together; other
     entries (per-class F1, ...) come from the first run that has them (not
-    empty). The
-    same figure of a row twice for one seed is refused (SystemExit)."""
+    empty). The same figure of a row twice for one seed is refused
+    (SystemExit)."""
     by_seed = {}
     for run in runs:
         rows = by_seed.setdefault(run["seed"], {"seed": run["seed"], "rows": {}})["rows"]
