@@ -381,39 +381,61 @@ def predict_proba(model, x):
     return model.predict(x, verbose=0, batch_size=256)
 
 
-def fit_open_set(model, data, val, *, scaling, cfg):
+def fit_open_set(model, data, val, *, scaling, cfg, windows=None):
     """The open-set rule (temperature, minimum probability) from the
-    validation split's predictions."""
-    probs = predict_proba(model, standardise(data["features"][val], scaling))
-    return open_set.fit_rule(probs, data["labels"][val], data["label_names"],
-                             background=cfg.open_set_class, keep=cfg.open_set_keep)
+    validation split's predictions: of each clip's loudest patch, or with
+    ``windows`` (:func:`clip_windows`) of its windows, as
+    :func:`predict_rows` decides."""
+    probs, clip_of = row_probabilities(lambda x: predict_proba(model, x), data, val,
+                                       scaling=scaling, windows=windows)
+    return open_set.fit_rule(probs, data["labels"][clip_of], data["label_names"],
+                             background=cfg.open_set_class, keep=cfg.open_set_keep,
+                             clip_of=None if windows is None else clip_of)
 
 
-def clip_probabilities(predict, data, rows, *, scaling, windows=None):
-    """Class probabilities of dataset ``rows`` from ``predict`` (standardised
-    inputs -> probabilities): of each clip's loudest patch, or with
-    ``windows`` (:func:`clip_windows`) the mean over its windows, as
+def row_probabilities(predict, data, rows, *, scaling, windows=None):
+    """``predict``'s outputs (standardised inputs -> probabilities) for the
+    loudest patch of each of dataset ``rows``, or with ``windows``
+    (:func:`clip_windows`) for each of their windows.
+
+    Returns
+    -------
+    probs : np.ndarray, shape (n, classes)
+    clip_of : np.ndarray of int, shape (n,): the dataset row of each
+    """
+    if windows is None:
+        x, clip_of = data["features"][rows], np.asarray(rows)
+    else:
+        mine = np.isin(windows[1], rows)
+        x, clip_of = windows[0][mine], windows[1][mine]
+    return predict(standardise(x, scaling)), clip_of
+
+
+def clip_probabilities(predict, data, rows, *, scaling, windows=None, rule=None):
+    """Class probabilities of dataset ``rows`` (:func:`row_probabilities`),
+    calibrated by the open-set ``rule`` (if any): of each clip's loudest
+    patch, or with ``windows`` the mean over its calibrated windows, as
     predict.py decides a clip longer than a window.
 
     Returns
     -------
     np.ndarray, shape (len(rows), classes)
     """
+    probs, clip_of = row_probabilities(predict, data, rows, scaling=scaling, windows=windows)
+    probs = open_set.calibrated(probs, rule)
     if windows is None:
-        return predict(standardise(data["features"][rows], scaling))
+        return probs
     from pipeline.views import mean_by_clip
-    mine = np.isin(windows[1], rows)
-    probs = predict(standardise(windows[0][mine], scaling))
-    return mean_by_clip(probs, windows[1][mine], rows)
+    return mean_by_clip(probs, clip_of, rows)
 
 
 def predict_rows(model, data, rows, *, scaling, rule=None, windows=None):
     """Decisions on dataset ``rows`` (:func:`clip_probabilities`): standardised
     as ``model`` was trained, then the open-set ``rule`` (if any) applied to
-    calibrated probabilities."""
+    the calibrated probabilities."""
     probs = clip_probabilities(lambda x: predict_proba(model, x), data, rows, scaling=scaling,
-                               windows=windows)
-    return open_set.apply_rule(probs, rule, data["label_names"])[1]
+                               windows=windows, rule=rule)
+    return open_set.decide(probs, rule, data["label_names"])
 
 
 def evaluate_rows(model, data, rows, *, scaling, rule=None, windows=None):
@@ -448,7 +470,7 @@ def cross_validate(data, cfg, plan, pool, *, windows=None):
         return predict_rows(model, data, split.test, scaling=scaling,
                             windows=windows,
                             rule=fit_open_set(model, data, split.validation, scaling=scaling,
-                                              cfg=cfg))
+                                              cfg=cfg, windows=windows))
 
     pooled = held_out_predictions(len(data["labels"]), splits, predict_split, jobs=cfg.jobs)
     result = summarise_splits(data, plan, splits, pooled)
@@ -600,7 +622,7 @@ def main(argv=None):
     check_split_has_every_class(split, labels, label_names)
     model, history, scaling = fit(data, train, val, cfg, pool=pool, windows=windows)
     check_finite_weights(model, cfg.learning_rate)
-    rule = fit_open_set(model, data, val, scaling=scaling, cfg=cfg)
+    rule = fit_open_set(model, data, val, scaling=scaling, cfg=cfg, windows=windows)
     metrics = evaluate_rows(model, data, test, scaling=scaling, rule=rule,
                             windows=windows)
     paths, meta = save_model(cfg.model_dir, model, data, scaling=scaling, rule=rule,

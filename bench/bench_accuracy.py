@@ -133,7 +133,7 @@ def evaluate_split(data, split, cfg, *, seed, pool, int8, windows=None):
     started = time.perf_counter()
     model, history, scaling = train_16k.fit(data, train, val, cfg, pool=pool, windows=windows,
                                             progress_desc="")
-    rule = train_16k.fit_open_set(model, data, val, scaling=scaling, cfg=cfg)
+    rule = train_16k.fit_open_set(model, data, val, scaling=scaling, cfg=cfg, windows=windows)
     trained = time.perf_counter()
     decisions = {"float": train_16k.predict_rows(model, data, test, scaling=scaling, rule=rule),
                  "float_argmax": train_16k.predict_rows(model, data, test, scaling=scaling)}

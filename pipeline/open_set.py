@@ -46,14 +46,15 @@ def fit_temperature(probs, labels, *, low=0.5, high=8.0, steps=60):
     return float(grid[int(np.argmin(nll))])
 
 
-def fit_rule(probs, labels, label_names, *, background, keep):
+def fit_rule(probs, labels, label_names, *, background, keep, clip_of=None):
     """The open-set rule from validation predictions.
 
     Parameters
     ----------
     probs : np.ndarray, shape (n, classes)
-        Model outputs on the validation split.
-    labels : array of int
+        Model outputs on the validation split: one row per clip, or with
+        ``clip_of`` one per window.
+    labels : array of int, shape (n,)
     label_names : list of str
     background : str or None
         The class unknown sounds fall back to; None (or not a label) turns
@@ -61,6 +62,11 @@ def fit_rule(probs, labels, label_names, *, background, keep):
     keep : float in (0, 1]
         Share of the correctly classified validation clips of event classes
         that the minimum probability must keep.
+    clip_of : array of int, shape (n,), optional
+        The clip of each window. The temperature is then fitted on the
+        windows (predict.py calibrates each window) and the minimum
+        probability on each clip's mean of calibrated windows (what
+        predict.py decides a clip by).
 
     Returns
     -------
@@ -71,8 +77,12 @@ def fit_rule(probs, labels, label_names, *, background, keep):
     rule = {"temperature": temperature, "min_probability": 0.0, "background": None}
     if not background or background not in label_names:
         return rule
-    calibrated = calibrate(probs, temperature)
-    predicted, labels = calibrated.argmax(axis=1), np.asarray(labels)
+    calibrated, labels = calibrate(probs, temperature), np.asarray(labels)
+    if clip_of is not None:
+        from pipeline.views import mean_by_clip
+        clips, first = np.unique(clip_of, return_index=True)
+        calibrated, labels = mean_by_clip(calibrated, clip_of, clips), labels[first]
+    predicted = calibrated.argmax(axis=1)
     back = label_names.index(background)
     right = (predicted == labels) & (labels != back)
     if right.any():

@@ -48,6 +48,25 @@ def test_rule_keeps_the_asked_share_and_falls_back():
     assert open_set.decide(unsure, None, LABELS).tolist() == [0, 2, 0]
 
 
+def test_rule_on_windows_keeps_the_share_of_clips_as_predict_decides():
+    """With ``clip_of`` the minimum probability is set on each clip's mean
+    of calibrated windows (predict.py's decision), not on single windows."""
+    rng = np.random.default_rng(4)
+    clip_labels = np.repeat([0, 1, 2], 60)
+    clip_of = np.repeat(np.arange(180), 4)  # four windows per clip
+    labels = clip_labels[clip_of]
+    probs = softmax(rng.normal(0, 1.5, (720, 3)) + 2 * np.eye(3)[labels])
+    rule = open_set.fit_rule(probs, labels, LABELS, background="other", keep=0.9,
+                             clip_of=clip_of)
+    assert rule["temperature"] == open_set.fit_temperature(probs, labels)
+    clips = open_set.calibrate(probs, rule["temperature"]).reshape(180, 4, 3).mean(axis=1)
+    decided = open_set.decide(clips, rule, LABELS)
+    right_events = (clips.argmax(1) == clip_labels) & (clip_labels != 1)
+    assert 0.9 <= np.mean(decided[right_events] == clip_labels[right_events]) < 0.95
+    by_window = open_set.fit_rule(probs, labels, LABELS, background="other", keep=0.9)
+    assert by_window["min_probability"] != rule["min_probability"]
+
+
 def test_no_background_class_means_no_fallback():
     probs = softmax(np.random.default_rng(3).normal(0, 1, (30, 3)))
     rule = open_set.fit_rule(probs, np.arange(30) % 3, ["a", "b", "c"], background="other",

@@ -108,6 +108,14 @@ def test_every_patch_trains_on_windows_and_decides_by_them(long_dataset):
     one = windows[0][windows[1] == test[0]]
     expected = train_16k.predict_proba(model, train_16k.standardise(one, scaling)).mean(axis=0)
     np.testing.assert_allclose(probs[0], expected, rtol=1e-5, atol=1e-6)
+    rule = {"temperature": 2.0, "min_probability": 0.0, "background": None}
+    calibrated = train_16k.clip_probabilities(lambda rows: train_16k.predict_proba(model, rows),
+                                              data, test, scaling=scaling, windows=windows,
+                                              rule=rule)
+    one_calibrated = train_16k.open_set.calibrate(
+        train_16k.predict_proba(model, train_16k.standardise(one, scaling)), 2.0)
+    # each window calibrated, then the mean: as predict.py decides
+    np.testing.assert_allclose(calibrated[0], one_calibrated.mean(axis=0), rtol=1e-5, atol=1e-6)
     off = train_16k.settings.parse_settings(vars(train_16k), ["--every_patch=false"])
     assert train_16k.clip_windows(data, off) is None
 
