@@ -40,6 +40,8 @@ TEST_FRACTION = 0.2            # share of groups held out for the final test
 VAL_FRACTION = 0.2             # share of the remaining groups used for early stopping
 FOLDS = "0"                    # "5": grouped 5-fold CV first; "source": leave one source out; "0": none
 CLASS_WEIGHTS = True           # weight classes by inverse frequency in the training split
+CLASS_WEIGHT_POWER = 1.0       # ... raised to this power (0.5: milder, between balanced and none)
+LABEL_SMOOTHING = 0.0          # share of each training target spread evenly over the classes
 AUGMENT = True                 # add augmented copies of training clips (re-reads their audio once)
 AUGMENT_COPIES = 1             # augmented copies of each training clip in every epoch
 AUGMENT_POOL = 4               # copies made (and cached) per clip, which epochs draw from
@@ -107,11 +109,12 @@ def check_split_has_every_class(splits, labels, label_names):
                 "groups to stratify. Add clips from more recordings or change --seed")
 
 
-def class_weights(train_labels, n_classes):
-    """Balanced class weights from the training split only."""
+def class_weights(train_labels, n_classes, *, power=1.0):
+    """Balanced class weights from the training split only, raised to
+    ``power`` (1: inverse frequency; 0: all equal)."""
     from sklearn.utils.class_weight import compute_class_weight
     present = np.unique(train_labels)
-    weights = compute_class_weight("balanced", classes=present, y=train_labels)
+    weights = compute_class_weight("balanced", classes=present, y=train_labels) ** power
     result = {c: 1.0 for c in range(n_classes)}
     result.update({int(c): float(w) for c, w in zip(present, weights)})
     return result
@@ -143,7 +146,7 @@ def layer_units(text, option):
 
 
 def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, seed,
-                input_shape=None, batch_norm=False, band_norm=False):
+                input_shape=None, batch_norm=False, band_norm=False, label_smoothing=0.0):
     """The seed's MLP, or a small CNN on log-mel patches.
 
     MLP: Dense+ReLU layers of ``units``, dropout after the last, softmax
@@ -158,7 +161,8 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
     has an int8 kernel in TensorFlow Lite Micro. With ``band_norm`` the
     patch first loses each band's mean over its frames (average pooling
     over time, subtracted with broadcasting: two int8 TFLM operations), as
-    cepstral mean normalisation does for speech.
+    cepstral mean normalisation does for speech. ``label_smoothing``
+    trains on targets with that share spread evenly over the classes.
     """
     import_tensorflow()
     import keras
@@ -187,7 +191,8 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
         x = layer(x)
     model = keras.Model(inputs, x)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                  metrics=["accuracy"])
     return model
 
 
@@ -318,7 +323,7 @@ def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation,
     model = build_model(x_train.shape[1], y_train.shape[1], kind, units, dropout=cfg.dropout,
                         learning_rate=cfg.learning_rate, seed=cfg.seed,
                         input_shape=input_shape, batch_norm=cfg.batch_norm,
-                        band_norm=cfg.band_norm)
+                        band_norm=cfg.band_norm, label_smoothing=cfg.label_smoothing)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True)]
     if cfg.lr_patience:
@@ -360,7 +365,8 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
                   n_clips=len(x_train) - len(copy_of),  # clips (or views), noises, then copies
                   view_of=view_of,
                   validation=(x_val, y_val),
-                  class_weight=class_weights(data["labels"][train], n_classes)
+                  class_weight=class_weights(data["labels"][train], n_classes,
+                                             power=cfg.class_weight_power)
                   if cfg.class_weights else None)
     if cfg.teacher_filters:
         teacher_units = layer_units(cfg.teacher_filters, "teacher_filters")
@@ -505,7 +511,8 @@ def check_settings(cfg):
         ir_probability=settings.between(0, 1), room_probability=settings.between(0, 1),
         freq_mixstyle=settings.between(0, 1), mixstyle_alpha=settings.between(0, 100, True),
         mixup=settings.between(0, 100), distil_weight=settings.between(0, 1),
-        noise_negatives=settings.between(0, 10),
+        noise_negatives=settings.between(0, 10), class_weight_power=settings.between(0, 4),
+        label_smoothing=settings.between(0, 1, high_open=True),
         distil_temperature=settings.between(0, 100, True),
         test_fraction=settings.between(0, 1, True, True),
         val_fraction=settings.between(0, 1, True, True),

@@ -58,6 +58,17 @@ def test_no_group_in_two_splits(trained):
 def test_class_weights_favour_the_rare_class():
     weights = train_16k.class_weights(np.array([0] * 30 + [1] * 5 + [2] * 15), 3)
     assert weights[1] > weights[2] > weights[0]
+    milder = train_16k.class_weights(np.array([0] * 30 + [1] * 5 + [2] * 15), 3, power=0.5)
+    assert weights[1] > milder[1] > milder[2] > milder[0] > weights[0]
+    assert np.isclose(milder[1] / milder[0], np.sqrt(weights[1] / weights[0]))
+
+
+def test_label_smoothing_softens_the_targets_of_the_loss():
+    model = train_16k.build_model(4, 3, "mlp", [5], dropout=0.0, learning_rate=1e-3, seed=0,
+                                  label_smoothing=0.3)
+    y, p = np.array([[1.0, 0.0, 0.0]]), np.array([[0.8, 0.1, 0.1]])
+    smoothed = -np.sum((0.7 * y + 0.1) * np.log(p))
+    assert np.isclose(float(model.loss(y, p)), smoothed, rtol=1e-4)
 
 
 def test_same_seed_same_metrics(trained):
