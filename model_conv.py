@@ -270,7 +270,8 @@ def write_frontend_header(paths, meta, quantisation):
 
 def multiply_adds(model):
     """Multiply-adds of one inference: every Conv2D (output cells x kernel
-    x input channels) and Dense (inputs x outputs) layer. The model's cost
+    x input channels), DepthwiseConv2D (output cells x kernel) and Dense
+    (inputs x outputs) layer. The model's cost
     on a microcontroller starts from this (CMSIS-NN does about two int8
     multiply-adds per Cortex-M4 cycle)."""
     total = 0
@@ -281,6 +282,9 @@ def multiply_adds(model):
             _, h, w, c_out = layer.output.shape
             k_h, k_w, c_in, _ = layer.kernel.shape
             total += h * w * c_out * k_h * k_w * c_in
+        elif layer.__class__.__name__ == "DepthwiseConv2D":
+            _, h, w, c_out = layer.output.shape
+            total += h * w * c_out * int(np.prod(layer.kernel_size))
         elif layer.__class__.__name__ == "Dense":
             total += int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
     return int(total)

@@ -61,6 +61,8 @@ FREQ_MIXSTYLE = 0.0            # share of copies whose per-band mean and spread 
 MIXSTYLE_ALPHA = 0.3           # Freq-MixStyle: Beta(alpha, alpha) mixing weight
 MIXUP = 0.0                    # mixup: Beta(alpha, alpha) of copies with other training rows; 0 = off
 BATCH_NORM = False             # CNN: batch normalisation after each convolution
+SEPARABLE = False              # CNN: depthwise-separable convolutions after the first (cheaper
+                               # per filter, so a wider network fits the same budget)
 BAND_NORM = False              # CNN: subtract each band's mean over the patch first (a fixed
                                # microphone or room colouring is a constant per band)
 TEACHER_FILTERS = None         # distillation: filters of a wider CNN teacher, e.g. "32,64,64"
@@ -146,7 +148,8 @@ def layer_units(text, option):
 
 
 def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, seed,
-                input_shape=None, batch_norm=False, band_norm=False, label_smoothing=0.0):
+                input_shape=None, batch_norm=False, band_norm=False, separable=False,
+                label_smoothing=0.0):
     """The seed's MLP, or a small CNN on log-mel patches.
 
     MLP: Dense+ReLU layers of ``units``, dropout after the last, softmax
@@ -161,7 +164,10 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
     has an int8 kernel in TensorFlow Lite Micro. With ``band_norm`` the
     patch first loses each band's mean over its frames (average pooling
     over time, subtracted with broadcasting: two int8 TFLM operations), as
-    cepstral mean normalisation does for speech. ``label_smoothing``
+    cepstral mean normalisation does for speech. With ``separable`` every
+    conv after the first is depthwise-separable (a 3x3 depthwise conv, then
+    a 1x1 conv to ``units`` filters: both TFLM int8 operations), about 8x
+    fewer multiply-adds per filter. ``label_smoothing``
     trains on targets with that share spread evenly over the classes.
     """
     import_tensorflow()
@@ -175,12 +181,17 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
             frames = input_shape[0]
             means = keras.layers.AveragePooling2D(pool_size=(frames, 1))(x)
             x = keras.layers.Subtract()([x, means])  # broadcast over the frames
-        for filters in units:
-            if batch_norm:
-                layers += [keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
-                           keras.layers.BatchNormalization(), keras.layers.ReLU()]
+        for k, filters in enumerate(units):
+            if separable and k > 0:
+                layers.append(keras.layers.DepthwiseConv2D(3, padding="same"))
+                conv = keras.layers.Conv2D(filters, 1, use_bias=not batch_norm,
+                                           activation=None if batch_norm else "relu")
             else:
-                layers.append(keras.layers.Conv2D(filters, 3, padding="same", activation="relu"))
+                conv = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
+                                           activation=None if batch_norm else "relu")
+            layers.append(conv)
+            if batch_norm:
+                layers += [keras.layers.BatchNormalization(), keras.layers.ReLU()]
             layers.append(keras.layers.MaxPooling2D(2))
         layers.append(keras.layers.GlobalAveragePooling2D())
     else:
@@ -323,6 +334,7 @@ def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation,
     model = build_model(x_train.shape[1], y_train.shape[1], kind, units, dropout=cfg.dropout,
                         learning_rate=cfg.learning_rate, seed=cfg.seed,
                         input_shape=input_shape, batch_norm=cfg.batch_norm,
+                        separable=cfg.separable,
                         band_norm=cfg.band_norm, label_smoothing=cfg.label_smoothing)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True)]
