@@ -16,7 +16,8 @@ import numpy as np
 
 from pipeline import c_export
 
-SUPPORTED = ("RESHAPE", "CONV_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX")
+SUPPORTED = ("RESHAPE", "CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "MEAN", "FULLY_CONNECTED",
+             "SOFTMAX")
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 3: "RELU6"}
 
 
@@ -120,16 +121,17 @@ def network_layers(model_bytes):
                  "out_zp": out["zero_point"], "in_scale": float(x["scales"][0]),
                  "out_scale": float(out["scales"][0]), "act": (-128, 127),
                  "stride": (1, 1), "kernel": (1, 1), "pad": (0, 0)}
-        if name in ("CONV_2D", "FULLY_CONNECTED"):
-            options = _options(op, schema.Conv2DOptions if name == "CONV_2D"
-                               else schema.FullyConnectedOptions)
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            options = _options(op, {"CONV_2D": schema.Conv2DOptions,
+                                    "DEPTHWISE_CONV_2D": schema.DepthwiseConv2DOptions,
+                                    "FULLY_CONNECTED": schema.FullyConnectedOptions}[name])
             act = _ACTIVATIONS.get(options.FusedActivationFunction())
             if act is None:
                 raise UnsupportedNetwork(f"{name} with activation "
                                          f"{options.FusedActivationFunction()}")
             layer["act"] = activation_range(act, layer["out_scale"], layer["out_zp"])
-            w = inputs[1]
-            filters = int(w["shape"][0])
+            w = inputs[1]  # depthwise: (1, kh, kw, channels), else (filters, ...)
+            filters = int(w["shape"][-1 if name == "DEPTHWISE_CONV_2D" else 0])
             scales = np.broadcast_to(w["scales"], (filters,))
             layer["weights"] = w["data"]
             layer["bias"] = (inputs[2]["data"] if len(inputs) > 2 and inputs[2]["data"] is not None
@@ -138,9 +140,12 @@ def network_layers(model_bytes):
                      for s in scales]
             layer["multiplier"] = np.array([m for m, _ in pairs], np.int64)
             layer["shift"] = np.array([s for _, s in pairs], np.int64)
-            if name == "CONV_2D":
+            if name == "DEPTHWISE_CONV_2D" and (options.DepthMultiplier() != 1
+                                                or in_shape[2] != filters):
+                raise UnsupportedNetwork("DEPTHWISE_CONV_2D with a depth multiplier")
+            if name != "FULLY_CONNECTED":
                 if options.DilationHFactor() != 1 or options.DilationWFactor() != 1:
-                    raise UnsupportedNetwork("CONV_2D with dilation")
+                    raise UnsupportedNetwork(f"{name} with dilation")
                 kh, kw = int(w["shape"][1]), int(w["shape"][2])
                 layer["kernel"], layer["stride"] = (kh, kw), (options.StrideH(), options.StrideW())
                 layer["pad"] = _leading_padding(schema, options.Padding(), in_shape[:2],

@@ -509,14 +509,13 @@ def test_stream_from_stdin_equals_the_wav_tool(trained, tmp_path):
     assert piped == from_file and len(piped.splitlines()) == 5
 
 
-def test_c_network_equals_tflite_micro(trained, tmp_path):
-    """features --net: the host tool's int8 interpreter (int8_net.c) gives
-    TFLite Micro's int8 output, exactly, for every window's int8 input."""
+def assert_net_equals_tflite_micro(tool, model_dir, clips):
+    """features --net gives TFLite Micro's int8 output, exactly, for every
+    window's int8 input of ``clips`` ({name: path}); returns how many
+    windows were compared and how many had an unsaturated output."""
     from tflite_micro.python.tflite_micro import runtime
-    _, model_dir, tool = trained
     micro = runtime.Interpreter.from_bytes((model_dir / "model_16k_int8.tflite").read_bytes())
     compared = unsaturated = 0
-    clips = {**write_clips(tmp_path), "long": long_recording(tmp_path)}
     for name, path in clips.items():
         inputs = c_windows(tool, path, as_float=False)
         result = subprocess.run([str(tool), "--net", str(path)], capture_output=True, text=True)
@@ -533,7 +532,30 @@ def test_c_network_equals_tflite_micro(trained, tmp_path):
             np.testing.assert_array_equal(np.array(got, int), expected, err_msg=name)
             compared += 1
             unsaturated += int(expected.max() < 127)
+    return compared, unsaturated
+
+
+def test_c_network_equals_tflite_micro(trained, tmp_path):
+    """features --net: the host tool's int8 interpreter (int8_net.c) gives
+    TFLite Micro's int8 output, exactly, for every window's int8 input."""
+    _, model_dir, tool = trained
+    clips = {**write_clips(tmp_path), "long": long_recording(tmp_path)}
+    compared, unsaturated = assert_net_equals_tflite_micro(tool, model_dir, clips)
     assert compared >= 20 and unsaturated >= 3
+
+
+def test_c_network_runs_a_separable_cnn_as_tflite_micro(trained, tmp_path):
+    """SEPARABLE=true: the depthwise convolutions in C equal TFLite Micro's."""
+    tmp, _, _ = trained
+    args = [f"--dataset={tmp / 'ds.npz'}", f"--model_dir={tmp_path / 'models'}",
+            f"--report_dir={tmp_path / 'r'}"]
+    train_16k.main(args + ["--epochs=4", "--augment=false", "--separable=true",
+                           "--cnn_filters=4,8,8"])
+    model_conv.main(args + ["--min_agreement=0"])
+    tool = build(tmp_path / "models", tmp_path / "build")
+    compared, _ = assert_net_equals_tflite_micro(tool, tmp_path / "models",
+                                                 {"long": long_recording(tmp_path)})
+    assert compared >= 5
 
 
 def test_stream_events_equal_predict_py_events(trained, tmp_path):

@@ -306,5 +306,10 @@ def test_a_separable_cnn_converts_to_int8_tflm_operations():
     probs = TFLiteModel(blob).predict_proba(rows)
     assert probs.shape == (32, 3) and np.allclose(probs.sum(axis=1), 1, atol=0.02)
     from pipeline import c_network
-    with pytest.raises(c_network.UnsupportedNetwork, match="DEPTHWISE_CONV_2D"):
-        c_network.network_layers(blob)  # the host tool says so instead of computing wrongly
+    layers = c_network.network_layers(blob)  # what the host tool's interpreter runs
+    assert [layer["op"] for layer in layers][:5] == ["CONV_2D", "MAX_POOL_2D",
+                                                     "DEPTHWISE_CONV_2D", "CONV_2D",
+                                                     "MAX_POOL_2D"]
+    depthwise = layers[2]
+    assert depthwise["weights"].size == 3 * 3 * 4 and depthwise["kernel"] == (3, 3)
+    assert depthwise["in"] == depthwise["out"] == [3, 2, 4] and len(depthwise["multiplier"]) == 4

@@ -1,6 +1,6 @@
 /* A small int8 interpreter for the host tool: the operations our models
- * use (2-D convolution, max pooling, mean over height and width, fully
- * connected, softmax), with TensorFlow Lite's integer arithmetic. The layers
+ * use (2-D and depthwise convolution, max pooling, mean over height and
+ * width, fully connected, softmax), with TensorFlow Lite's integer arithmetic. The layers
  * come from model_16k_net.h, which model_conv.py generates from the .tflite.
  * Tensors are height x width x channels, channels last. On a board,
  * TensorFlow Lite Micro runs the .tflite instead. */
@@ -15,7 +15,8 @@ typedef enum {
   NET_MAX_POOL_2D,
   NET_MEAN,
   NET_FULLY_CONNECTED,
-  NET_SOFTMAX
+  NET_SOFTMAX,
+  NET_DEPTHWISE_CONV_2D
 } net_op;
 
 typedef struct {
@@ -28,7 +29,8 @@ typedef struct {
   int32_t in_zero_point, out_zero_point;
   int32_t act_min, act_max;   /* the fused activation's int8 clamp */
   float in_scale, out_scale;  /* softmax works on the dequantised input */
-  const int8_t* weights;      /* [out channels][kernel h][kernel w][in channels] */
+  const int8_t* weights;      /* [out channels][kernel h][kernel w][in channels];
+                               * depthwise: [kernel h][kernel w][channels] */
   const int32_t* bias;        /* per output channel */
   const int32_t* multiplier;  /* Q31 requantisation per output channel (MEAN: one) */
   const int32_t* shift;
