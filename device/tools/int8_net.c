@@ -29,7 +29,9 @@ static int8_t clamp(int32_t v, int32_t low, int32_t high) {
   return (int8_t)(v < low ? low : v > high ? high : v);
 }
 
-static void conv_2d(const net_layer* l, const int8_t* in, int8_t* out) {
+/* A 2-D convolution; ``depthwise``: one filter per channel (depth multiplier
+ * 1), each output channel reading only its own input channel. */
+static void conv_2d(const net_layer* l, const int8_t* in, int8_t* out, int depthwise) {
   const int ih = l->in[0], iw = l->in[1], ic = l->in[2];
   const int kh = l->kernel[0], kw = l->kernel[1];
   for (int oy = 0; oy < l->out[0]; ++oy)
@@ -43,36 +45,16 @@ static void conv_2d(const net_layer* l, const int8_t* in, int8_t* out) {
             const int x = ox * l->stride[1] - l->pad[1] + kx;
             if (x < 0 || x >= iw) continue;
             const int8_t* pixel = in + ((size_t)y * iw + x) * ic;
+            if (depthwise) {
+              acc += (pixel[oc] - l->in_zero_point) * l->weights[((size_t)ky * kw + kx) * ic + oc];
+              continue;
+            }
             const int8_t* w = l->weights + (((size_t)oc * kh + ky) * kw + kx) * ic;
             for (int c = 0; c < ic; ++c) acc += (pixel[c] - l->in_zero_point) * w[c];
           }
         }
         acc = net_requantise(acc, l->multiplier[oc], l->shift[oc]) + l->out_zero_point;
         out[((size_t)oy * l->out[1] + ox) * l->out[2] + oc] = clamp(acc, l->act_min, l->act_max);
-      }
-}
-
-/* One 3x3 (or any) filter per channel, depth multiplier 1: as conv_2d, with
- * each output channel reading only its own input channel. */
-static void depthwise_conv_2d(const net_layer* l, const int8_t* in, int8_t* out) {
-  const int ih = l->in[0], iw = l->in[1], c = l->in[2];
-  const int kh = l->kernel[0], kw = l->kernel[1];
-  for (int oy = 0; oy < l->out[0]; ++oy)
-    for (int ox = 0; ox < l->out[1]; ++ox)
-      for (int ch = 0; ch < c; ++ch) {
-        int32_t acc = l->bias ? l->bias[ch] : 0;
-        for (int ky = 0; ky < kh; ++ky) {
-          const int y = oy * l->stride[0] - l->pad[0] + ky;
-          if (y < 0 || y >= ih) continue;
-          for (int kx = 0; kx < kw; ++kx) {
-            const int x = ox * l->stride[1] - l->pad[1] + kx;
-            if (x < 0 || x >= iw) continue;
-            acc += (in[((size_t)y * iw + x) * c + ch] - l->in_zero_point) *
-                   l->weights[((size_t)ky * kw + kx) * c + ch];
-          }
-        }
-        acc = net_requantise(acc, l->multiplier[ch], l->shift[ch]) + l->out_zero_point;
-        out[((size_t)oy * l->out[1] + ox) * c + ch] = clamp(acc, l->act_min, l->act_max);
       }
 }
 
@@ -146,8 +128,8 @@ int net_run(const net_layer* layers, int n_layers, const int8_t* input, int8_t* 
     if (size > buffer_bytes) return NET_ERR_BUFFER;
     int8_t* out = k == n_layers - 1 ? output : (k % 2 == 0 ? buffer_a : buffer_b);
     switch (l->op) {
-      case NET_CONV_2D: conv_2d(l, in, out); break;
-      case NET_DEPTHWISE_CONV_2D: depthwise_conv_2d(l, in, out); break;
+      case NET_CONV_2D: conv_2d(l, in, out, 0); break;
+      case NET_DEPTHWISE_CONV_2D: conv_2d(l, in, out, 1); break;
       case NET_MAX_POOL_2D: max_pool_2d(l, in, out); break;
       case NET_MEAN: mean(l, in, out); break;
       case NET_FULLY_CONNECTED: fully_connected(l, in, out); break;
