@@ -334,8 +334,8 @@ def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation,
     model = build_model(x_train.shape[1], y_train.shape[1], kind, units, dropout=cfg.dropout,
                         learning_rate=cfg.learning_rate, seed=cfg.seed,
                         input_shape=input_shape, batch_norm=cfg.batch_norm,
-                        separable=cfg.separable,
-                        band_norm=cfg.band_norm, label_smoothing=cfg.label_smoothing)
+                        band_norm=cfg.band_norm, separable=cfg.separable,
+                        label_smoothing=cfg.label_smoothing)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True)]
     if cfg.lr_patience:

@@ -1,7 +1,8 @@
 /* A small int8 interpreter for the host tool: the operations our models
  * use (2-D and depthwise convolution, max pooling, mean over height and
- * width, fully connected, softmax), with TensorFlow Lite's integer arithmetic. The layers
- * come from model_16k_net.h, which model_conv.py generates from the .tflite.
+ * width, fully connected, softmax), with TensorFlow Lite's integer
+ * arithmetic. The layers come from model_16k_net.h, which model_conv.py
+ * generates from the .tflite.
  * Tensors are height x width x channels, channels last. On a board,
  * TensorFlow Lite Micro runs the .tflite instead. */
 #ifndef INT8_NET_H_
