@@ -20,7 +20,7 @@ from pipeline.splits import (evaluation_splits, folds_text, held_out_predictions
                              summarise_splits, train_val_test_split)
 from pipeline.errors import PipelineError, run_script
 from pipeline.inference import EVENT_KEYS, default_events
-from pipeline.quiet import import_tensorflow
+from pipeline.quiet import configure_tensorflow, import_keras
 from pipeline.standardisation import fit_standardisation, standardise
 
 DATASET = "data/dataset_16k.npz"  # dataset written by make_dataset_16k.py
@@ -170,8 +170,7 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
     fewer multiply-adds per filter. ``label_smoothing``
     trains on targets with that share spread evenly over the classes.
     """
-    import_tensorflow()
-    import keras
+    keras = import_keras()
     inputs = keras.Input(shape=(n_inputs,))
     layers = []
     x = inputs
@@ -343,12 +342,13 @@ def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation,
             monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience))
     if progress_desc:  # none in bench/ workers, which report per fold
         callbacks.append(keras_callback(cfg.epochs, progress_desc))
-    batches, steps = keras_batches(x_train, y_train, copy_of, n_clips, copies=cfg.augment_copies,
-                                   batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
-                                   redraw=cfg.redraw_copies, mixup=cfg.mixup, view_of=view_of)
-    history = model.fit(batches, steps_per_epoch=steps, validation_data=validation,
-                        epochs=cfg.epochs, shuffle=False, verbose=0,  # epoch_plan shuffles
-                        class_weight=class_weight, callbacks=callbacks)
+    batches = keras_batches(x_train, y_train, copy_of, n_clips, copies=cfg.augment_copies,
+                            batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
+                            redraw=cfg.redraw_copies, mixup=cfg.mixup, view_of=view_of,
+                            class_weight=class_weight)
+    history = model.fit(**batches, validation_data=validation, epochs=cfg.epochs,
+                        shuffle=False, verbose=0,  # epoch_plan shuffles
+                        callbacks=callbacks)
     return model, history.history
 
 
@@ -627,8 +627,7 @@ def main(argv=None):
     files.check_writable("--model_dir", cfg.model_dir)  # before training, not after
     files.check_writable("--report_dir", cfg.report_dir)
     labels, groups, label_names = data["labels"], data["groups"], data["label_names"]
-    tf = import_tensorflow()
-    tf.config.experimental.enable_op_determinism()  # same seed -> same metrics
+    configure_tensorflow()  # deterministic ops: same seed -> same metrics
 
     plan = fold_plan(cfg.folds)
     pool = augmentation_pool(data, cfg)  # every fold uses the same cached copies

@@ -256,9 +256,8 @@ def load_keras_model(path, meta):
     if not path.is_file():
         raise PipelineError(f"{path}: Keras model not found. Run `python train_16k.py` first.")
     check_belongs(path, meta)
-    from pipeline.quiet import import_tensorflow
-    import_tensorflow()
-    import keras
+    from pipeline.quiet import import_keras
+    keras = import_keras()
     try:
         model = keras.models.load_model(path, safe_mode=True)
     except Exception as err:  # zip, HDF5, JSON and Keras' own errors all mean "unusable"

@@ -83,18 +83,29 @@ def epoch_plan(copy_of, n_clips, *, copies, epochs, seed, redraw=True, mixup=0.0
 
 
 def keras_batches(x, y, copy_of, n_clips, *, copies, batch_size, epochs, seed, redraw=True,
-                  mixup=0.0, view_of=None):
-    """A ``tf.data.Dataset`` of every epoch's batches (:func:`epoch_plan`),
-    and the batches per epoch: for ``model.fit(dataset, epochs=epochs,
-    steps_per_epoch=...)``. The rows are gathered inside TensorFlow, which
-    costs no more per epoch than training on fixed arrays.
+                  mixup=0.0, view_of=None, class_weight=None):
+    """The arguments of ``model.fit`` that train on every epoch's batches
+    (:func:`epoch_plan`): ``x`` (the batches), ``steps_per_epoch`` and
+    ``class_weight``; for ``model.fit(**arguments, epochs=epochs, ...)``.
+
+    With TensorFlow, the batches are a ``tf.data.Dataset`` whose rows are
+    gathered inside TensorFlow, which costs no more per epoch than training
+    on fixed arrays. When Keras runs on another backend, they are a
+    generator of NumPy arrays carrying ``class_weight`` as per-row weights
+    (Keras takes class weights with generators on no backend).
 
     ``x`` and ``y`` hold the clips' rows (or their views') first and then
     their copies'.
     """
-    import tensorflow as tf
+    from pipeline.quiet import keras_backend
     rows, partners, weights = epoch_plan(copy_of, n_clips, copies=copies, epochs=epochs,
                                          seed=seed, redraw=redraw, mixup=mixup, view_of=view_of)
+    steps = math.ceil(rows.shape[1] / batch_size)
+    if keras_backend() != "tensorflow":
+        batches = numpy_batches(x, y, (rows, partners, weights), batch_size=batch_size,
+                                mixup=mixup, class_weight=class_weight)
+        return {"x": batches, "steps_per_epoch": steps, "class_weight": None}
+    import tensorflow as tf
     x, y = tf.constant(x), tf.constant(y)
 
     def batch(index, partner, weight):
@@ -107,4 +118,24 @@ def keras_batches(x, y, copy_of, n_clips, *, copies, batch_size, epochs, seed, r
     epochs_data = tf.data.Dataset.from_tensor_slices((rows, partners, weights))
     dataset = epochs_data.flat_map(
         lambda r, p, w: tf.data.Dataset.from_tensor_slices((r, p, w)).batch(batch_size))
-    return dataset.map(batch).prefetch(2), math.ceil(rows.shape[1] / batch_size)
+    return {"x": dataset.map(batch).prefetch(2), "steps_per_epoch": steps,
+            "class_weight": class_weight}
+
+
+def numpy_batches(x, y, plan, *, batch_size, mixup, class_weight=None):
+    """The batches of :func:`keras_batches` as NumPy arrays, epoch after
+    epoch (``plan``: the rows, partners and weights of :func:`epoch_plan`):
+    (x, y), or with ``class_weight`` ({class: weight}) (x, y, the weight of
+    each row's most likely class), as Keras weighs rows by class."""
+    table = None
+    if class_weight:
+        table = np.array([class_weight[c] for c in range(y.shape[1])], np.float32)
+    for order, partner_rows, weight_rows in zip(*plan):
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            xb, yb = x[index], y[index]
+            if mixup > 0:
+                partner = partner_rows[start:start + batch_size]
+                w = weight_rows[start:start + batch_size, None]
+                xb, yb = w * xb + (1 - w) * x[partner], w * yb + (1 - w) * y[partner]
+            yield (xb, yb) if table is None else (xb, yb, table[yb.argmax(axis=1)])

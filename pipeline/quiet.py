@@ -1,8 +1,26 @@
 """Keeping the terminal to what the user needs: TensorFlow's start-up log
-lines and the notices native libraries print go nowhere."""
+lines and the notices native libraries print go nowhere.
+
+Training runs on any Keras 3 backend (``KERAS_BACKEND``, TensorFlow unless
+set; e.g. ``jax`` on a machine without TensorFlow, bench/bench_sweep.py);
+conversion to int8 always needs TensorFlow."""
 
 import contextlib
 import os
+
+
+def keras_backend():
+    """The Keras backend this process trains with: ``KERAS_BACKEND``, else
+    "tensorflow" (Keras' own default)."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def import_keras():
+    """Keras, with TensorFlow imported quietly first when it is the backend."""
+    if keras_backend() == "tensorflow":
+        import_tensorflow()
+    import keras
+    return keras
 
 
 def import_tensorflow():
@@ -25,7 +43,10 @@ def configure_tensorflow(*, threads=None, deterministic=True):
     """TensorFlow as training needs it: deterministic ops (same seed, same
     model) and, in a worker process that shares the machine with others,
     ``threads`` threads. Thread counts can only be set before TensorFlow
-    runs its first op; later calls keep what is set."""
+    runs its first op; later calls keep what is set. Nothing (None) when
+    Keras trains on another backend."""
+    if keras_backend() != "tensorflow":
+        return None
     tf = import_tensorflow()
     if threads:
         try:

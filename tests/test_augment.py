@@ -130,7 +130,7 @@ def test_freq_mixstyle_mixes_band_statistics():
 
 
 def test_mixup_keeps_the_clips_and_mixes_targets():
-    from pipeline.epochs import epoch_plan, keras_batches
+    from pipeline.epochs import epoch_plan, keras_batches, numpy_batches
     copy_of = np.repeat(np.arange(4), 2)
     rows, partners, weights = epoch_plan(copy_of, 4, copies=1, epochs=3, seed=0, mixup=0.3)
     assert np.all(weights[rows < 4] == 1) and np.all(weights[rows >= 4] >= 0.5)
@@ -139,13 +139,21 @@ def test_mixup_keeps_the_clips_and_mixes_targets():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 3)).astype(np.float32)
     y = np.eye(2, dtype=np.float32)[[0, 1, 0, 1] + [0, 0, 1, 1, 0, 0, 1, 1]]
-    dataset, steps = keras_batches(x, y, copy_of, 4, copies=1, batch_size=3, epochs=3, seed=0,
-                                   mixup=0.3)
-    batches = list(dataset.as_numpy_iterator())
-    assert steps == 3 and len(batches) == 9
+    fit = keras_batches(x, y, copy_of, 4, copies=1, batch_size=3, epochs=3, seed=0, mixup=0.3)
+    batches = list(fit["x"].as_numpy_iterator())
+    assert fit["steps_per_epoch"] == 3 and len(batches) == 9
     targets = np.concatenate([b[1] for b in batches])
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
     assert np.all(targets.max(axis=1) >= 0.5 - 1e-6)  # the copy's own class dominates
+    # Keras on another backend: the same batches as NumPy, class weights per row
+    plan = epoch_plan(copy_of, 4, copies=1, epochs=3, seed=0, mixup=0.3)
+    plain = list(numpy_batches(x, y, plan, batch_size=3, mixup=0.3,
+                               class_weight={0: 1.0, 1: 2.0}))
+    assert len(plain) == 9
+    for (xb, yb), (xn, yn, wn) in zip(batches, plain):
+        np.testing.assert_allclose(xn, xb, atol=1e-6)
+        np.testing.assert_allclose(yn, yb, atol=1e-6)
+        np.testing.assert_array_equal(wn, np.where(yn.argmax(axis=1) == 1, 2.0, 1.0))
 
 
 def test_augmentation_off_and_missing_clips(dataset, tmp_path):
