@@ -84,11 +84,7 @@ CANDIDATES = [
 
 def train_flags(text):
     """"key=value;key=value" (--train) -> train_16k command-line flags."""
-    pairs = [p.strip() for p in text.split(";") if p.strip()]
-    bad = [p for p in pairs if "=" not in p]
-    if bad:
-        raise SystemExit(f"--train: {bad[0]!r} is not key=value (e.g. class_weights=false)")
-    return ["--" + p for p in pairs]
+    return settings.key_value_flags(text, "--train")
 
 
 def train_settings(seed, *, cache, ir_folder=None, flags=(), **overrides):
@@ -119,6 +115,17 @@ def preset_data(found, preset):
         features.extract_or_reason(path, config)
     ms_per_clip = 1000 * (time.perf_counter() - start) / len(sample)
     return results, config, ms_per_clip
+
+
+def clip_dataset(found, rows, config, *, usable, names):
+    """The dataset train_16k.py's functions take: the ``usable`` clips of
+    ``found`` (:func:`pipeline.clips.list_clips`) with their feature ``rows``
+    (:func:`preset_data`), classes numbered in the order of ``names``."""
+    return {"features": np.stack([rows[i].vector for i in usable]),
+            "labels": np.array([names.index(found[i].label) for i in usable]),
+            "label_names": names, "paths": [found[i].path for i in usable],
+            "groups": [found[i].group for i in usable],
+            "sources": [found[i].source for i in usable], "feature_config": config}
 
 
 def evaluate_split(data, split, cfg, *, seed, pool, int8, windows=None):
@@ -281,11 +288,7 @@ def main():
     started = time.perf_counter()
     for name, preset, overrides in chosen:
         rows, config, ms = extracted[preset]
-        data = {"features": np.stack([rows[i].vector for i in usable]),
-                "labels": np.array([names.index(found[i].label) for i in usable]),
-                "label_names": names, "paths": [found[i].path for i in usable],
-                "groups": [found[i].group for i in usable],
-                "sources": [found[i].source for i in usable], "feature_config": config}
+        data = clip_dataset(found, rows, config, usable=usable, names=names)
         cache = Path(cfg.cache_dir) / f"{preset}.npz"
         name += "".join(f", {flag[2:]}" for flag in flags)
         row = measure_row(data, train_settings(cfg.seed, cache=cache, ir_folder=cfg.ir_dir,

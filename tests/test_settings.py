@@ -51,7 +51,8 @@ def test_bad_values_are_rejected(script_globals, capsys):
 # no setting constant is read directly (that would ignore its option).
 
 SCRIPTS = ["make_dataset_16k.py", "train_16k.py", "model_conv.py", "predict.py",
-           "calibrate.py", "data/prepare_esc50.py", "bench/bench_device.py", "bench/bench_accuracy.py", "bench/bench_dataset.py",
+           "calibrate.py", "data/prepare_esc50.py", "bench/bench_device.py",
+           "bench/bench_accuracy.py", "bench/bench_sweep.py", "bench/bench_dataset.py",
            "bench/bench_predict.py", "bench/bench_scale.py"]
 
 
