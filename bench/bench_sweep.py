@@ -56,7 +56,7 @@ PACKED_SETTINGS = ("augment", "augment_pool", "ir_dir", "ir_probability", "room_
 
 
 def parse_rows(text):
-    """SETTINGS -> [(name, {setting: value text})], each checked against
+    """SETTINGS -> [(name, ["--setting=value", ...])], each checked against
     train_16k.py's settings (SystemExit naming the bad one)."""
     rows = []
     for part in [p.strip() for p in text.split("|") if p.strip()]:
@@ -100,7 +100,9 @@ def pack(cfg):
                     label_names=np.array(names), groups=np.array(data["groups"]),
                     sources=np.array(data["sources"]), copies=copies.astype(half),
                     partner=partner, windows=windows.astype(half), window_of=window_of,
-                    feature_config=np.asarray(json.dumps(config.to_dict(), sort_keys=True)))
+                    feature_config=np.asarray(json.dumps(config.to_dict(), sort_keys=True)),
+                    made_with=np.asarray(json.dumps(
+                        {k: getattr(train_cfg, k) for k in PACKED_SETTINGS}, sort_keys=True)))
     print(f"wrote {cfg.pack}: {len(usable)} clips, {len(windows)} windows, "
           f"{copies.shape[1]} copies each ({Path(cfg.pack).stat().st_size / 2**20:.0f} MiB)")
 
@@ -109,34 +111,40 @@ def pack(cfg):
 def unpack(path):
     """The packed file -> (data, pool, windows) as train_16k.fit takes them."""
     import features
+    if not Path(path).is_file():
+        raise SystemExit(f"{path}: no packed file. Make it where the audio is: python "
+                         "bench/bench_sweep.py DATA_DIR --manifest=CSV --pack=FILE")
     with np.load(path, allow_pickle=False) as stored:
+        missing = {"features", "copies", "windows", "made_with"} - set(stored.files)
+        if missing:
+            raise SystemExit(f"{path}: not a bench_sweep.py pack (no {', '.join(sorted(missing))})"
+                             "; pack again with --pack")
         data = {"features": stored["features"].astype(np.float32), "labels": stored["labels"],
                 "label_names": [str(n) for n in stored["label_names"]],
                 "groups": [str(g) for g in stored["groups"]],
                 "sources": [str(s) for s in stored["sources"]],
                 "feature_config": features.FeatureConfig.from_dict(
-                    json.loads(str(stored["feature_config"])))}
+                    json.loads(str(stored["feature_config"]))),
+                "made_with": json.loads(str(stored["made_with"]))}
         pool = (stored["copies"].astype(np.float32), stored["partner"])
         windows = (stored["windows"].astype(np.float32), stored["window_of"])
     return data, pool, windows
 
 
-def source_split(data, source, seed):
+def source_split(data, source, cfg):
     """The LOSO split that leaves out ``source`` (train_16k.py's own)."""
-    val_fraction = train_settings(seed, []).val_fraction
-    return next(s for s in splits.evaluation_splits(data, "source", val_fraction=val_fraction,
-                                                    seed=seed) if s.name == source)
+    return next(s for s in splits.evaluation_splits(data, "source", val_fraction=cfg.val_fraction,
+                                                    seed=cfg.seed) if s.name == source)
 
 
 def run_task(k, task):
     """Train one task, (packed file, {row, flags, seed, source, backend}),
     and decide its left-out clips."""
     path, spec = task
-    seed, source = spec["seed"], spec["source"]
     started = time.perf_counter()
     data, pool, windows = unpack(path)
-    cfg = train_settings(seed, spec["flags"])
-    split = source_split(data, source, seed)
+    cfg = train_settings(spec["seed"], spec["flags"])
+    split = source_split(data, spec["source"], cfg)
     model, history, scaling = train_16k.fit(data, split.train, split.validation, cfg, pool=pool,
                                             windows=windows, progress_desc="")
     rule = train_16k.fit_open_set(model, data, split.validation, scaling=scaling, cfg=cfg,
@@ -193,7 +201,7 @@ def group_by(items, key):
     return grouped
 
 
-def markdown(figures, names, backend):
+def markdown(figures, names, *, backend, made_with):
     """Rows: mean +/- std over seeds of the LOSO macro-F1 and per class;
     then per source."""
     lines = ["| setting | seeds | LOSO macro-F1 | per seed | "
@@ -217,7 +225,8 @@ def markdown(figures, names, backend):
             f"{np.mean([fig['per_source'][s] for fig in by_seed.values()]):.2f}"
             for s in sources) + " |")
     lines.append(f"\nKeras backend: {backend}; clips decided by the mean of their calibrated "
-                 "windows and the open-set rule, as predict.py decides them.")
+                 "windows and the open-set rule, as predict.py decides them. Copies and windows "
+                 "made with " + ", ".join(f"{k}={v}" for k, v in made_with.items()) + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -261,7 +270,7 @@ def sweep(cfg):
     wanted = {name for name, _ in rows}
     figures = summary(data, [t for t in finished if t["row"] in wanted and t["seed"] in seeds
                              and t["source"] in sources], sources)
-    table = markdown(figures, data["label_names"], backend)
+    table = markdown(figures, data["label_names"], backend=backend, made_with=data["made_with"])
     print("\n" + table)
     files.write_text(cfg.out, f"# Leave-one-source-out sweep of {cfg.packed}\n\n" + table)
     files.write_json(Path(cfg.out).with_suffix(".json"),

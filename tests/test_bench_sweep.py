@@ -25,6 +25,14 @@ def sweep_module(monkeypatch):
     return module
 
 
+def test_a_missing_or_foreign_pack_is_refused(sweep_module, tmp_path):
+    with pytest.raises(SystemExit, match="no packed file.*--pack"):
+        sweep_module.unpack(str(tmp_path / "none.npz"))
+    np.savez(tmp_path / "other.npz", features=np.zeros(3))
+    with pytest.raises(SystemExit, match="not a bench_sweep.py pack"):
+        sweep_module.unpack(str(tmp_path / "other.npz"))
+
+
 def test_rows_are_checked_before_any_training(sweep_module):
     rows = sweep_module.parse_rows("default=| wide = cnn_filters=16,32,64; dropout=0.3 |")
     assert rows == [("default", []), ("wide", ["--cnn_filters=16,32,64", "--dropout=0.3"])]
@@ -63,6 +71,7 @@ def test_pack_then_sweep_on_the_generator_path(sweep_module, tmp_path, monkeypat
     assert len(data["labels"]) == 12 and sorted(set(data["sources"])) == ["src0", "src1", "src2"]
     assert copies.shape[:2] == partner.shape and copies.dtype == np.float32
     assert set(window_of) == set(range(12)) and windows.shape[1] == data["features"].shape[1]
+    assert data["made_with"]["augment_pool"] == copies.shape[1]  # what made the copies travels
 
     monkeypatch.setattr(quiet, "keras_backend", lambda: "generator")  # NumPy batches, weights
     monkeypatch.setattr(sweep_module, "keras_backend", lambda: "generator")
