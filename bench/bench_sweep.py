@@ -52,7 +52,7 @@ JOBS = -1                    # tasks trained side by side, one process each (-1:
 
 # Settings that change the cached copies or windows: a pack holds one set of them.
 PACKED_SETTINGS = ("augment", "augment_pool", "ir_dir", "ir_probability", "room_probability",
-                   "mix_classes", "spec_augment", "every_patch", "window_s", "hop_s", "jobs")
+                   "mix_classes", "spec_augment", "every_patch", "window_s", "hop_s")
 
 
 def parse_rows(text):
