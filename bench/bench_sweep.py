@@ -47,7 +47,7 @@ PACKED = None                # sweeping: the packed file to read
 SETTINGS = "default="        # "name=k=v;k=v|name=k=v": train_16k settings of each row
 SEEDS = "42"                 # training seeds (comma-separated), each a full LOSO per row
 SOURCES = ""                 # hold out only the sources whose names contain one of these
-OUT = "reports/sweep.md"     # the table; its .json has every figure, its .jsonl every task
+OUT = "reports/sweep.md"     # the table; its .png the seeds, .json every figure, .jsonl every task
 JOBS = -1                    # tasks trained side by side, one process each (-1: one per core)
 
 # Settings that change the cached copies or windows: a pack holds one set of them.
@@ -273,6 +273,12 @@ def sweep(cfg):
     table = markdown(figures, data["label_names"], backend=backend, made_with=data["made_with"])
     print("\n" + table)
     files.write_text(cfg.out, f"# Leave-one-source-out sweep of {cfg.packed}\n\n" + table)
+    if figures:
+        from pipeline import plots
+        plots.seed_spread({row: [fig["macro_f1"] for fig in by_seed.values()]
+                           for row, by_seed in figures.items()},
+                          Path(cfg.out).with_suffix(".png"), baseline=rows[0][0],
+                          xlabel="LOSO macro-F1 (bar: mean; dots: seeds)")
     files.write_json(Path(cfg.out).with_suffix(".json"),
                      {"packed": str(cfg.packed), "backend": backend, "rows": figures,
                       "settings": dict(rows)})

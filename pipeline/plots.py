@@ -201,3 +201,33 @@ def timeline(path, centres, probs, label_names, *, events, thresholds, backgroun
     axes[-1].set_xlim(0, end)
     fig.tight_layout()
     save_figure(fig, out_png)
+
+
+def seed_spread(scores, out_png, *, xlabel, baseline=None):
+    """One row per setting: its mean as a bar, each seed's score as a dot,
+    so a difference can be read against the spread of seeds.
+
+    Parameters
+    ----------
+    scores : dict
+        {setting: [score of each seed]}, drawn top to bottom in this order.
+    out_png : str or Path
+    xlabel : str
+    baseline : str, optional
+        A setting whose mean is drawn as a dashed line across every row.
+    """
+    names = list(scores)
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, [np.mean(scores[n]) for n in names], color="#bcd3ea", height=0.6)
+    for row, name in zip(y, names):
+        ax.plot(scores[name], [row] * len(scores[name]), "o", color="#1f4e79", ms=4)
+    if baseline in scores:
+        ax.axvline(np.mean(scores[baseline]), color="#c0392b", ls="--", lw=1,
+                   label=f"{baseline} (mean)")
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1), fontsize=8, frameon=False)
+    low = min(min(v) for v in scores.values())
+    ax.set_xlim(max(0.0, low - 0.05), min(1.0, max(max(v) for v in scores.values()) + 0.02))
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel(xlabel)
+    save_figure(fig, out_png)

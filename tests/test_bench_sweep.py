@@ -90,6 +90,7 @@ def test_pack_then_sweep_on_the_generator_path(sweep_module, tmp_path, monkeypat
     assert set(figures) == {"tiny"} and 0 <= figures["tiny"]["3"]["macro_f1"] <= 1
     assert set(figures["tiny"]["3"]["per_source"]) == {"src0", "src1", "src2"}
     assert "| tiny | 3 |" in out.read_text()
+    assert out.with_suffix(".png").stat().st_size > 0
 
     before = out.with_suffix(".jsonl").read_text()
     sweep_module.main()  # every task is done: nothing trains again
