@@ -167,10 +167,8 @@ def measure_plan(data, cfg, plan, *, seed, pool, int8, jobs, only=(), windows=No
     "source"; with ``only``, the held-out sources whose names contain one of
     those words), float and int8. Returns {kind: summary}, int8 KB, params."""
     planned = list(splits.evaluation_splits(data, plan, val_fraction=cfg.val_fraction, seed=seed))
-    if only:
-        planned = [p for p in planned if any(word in p.name for word in only)]
-        if not planned:
-            raise SystemExit(f"--sources: no source name contains any of {', '.join(only)}")
+    chosen = splits.chosen_sources([p.name for p in planned], only)
+    planned = [p for p in planned if p.name in chosen]
     kinds = ("int8", "float_argmax") if int8 else ("float_argmax",)
     kinds += ("float_windows",) if windows is not None else ()
     pooled = {kind: np.zeros(len(data["labels"]), int) for kind in kinds}

@@ -236,10 +236,8 @@ def sweep(cfg):
     data, _, _ = unpack(cfg.packed)
     rows = parse_rows(cfg.settings)
     seeds = settings.parse_list(cfg.seeds, int, "seeds")
-    words = settings.parse_list(cfg.sources, str, "sources")
-    sources = [s for s in sorted(set(data["sources"])) if not words or any(w in s for w in words)]
-    if not sources:
-        raise SystemExit(f"--sources: no source name contains any of {', '.join(words)}")
+    sources = splits.chosen_sources(sorted(set(data["sources"])),
+                                    settings.parse_list(cfg.sources, str, "sources"))
     backend = keras_backend()
     log = Path(cfg.out).with_suffix(".jsonl")
     finished = [t for t in done_tasks(log) if t.get("backend") == backend]
@@ -252,9 +250,7 @@ def sweep(cfg):
     started = time.perf_counter()
     log.parent.mkdir(parents=True, exist_ok=True)
     # run_task by its module's name, not as __main__'s: each worker then keeps its unpacked file
-    module = importlib.import_module("bench_sweep") if __name__ == "__main__" else sys.modules[
-        __name__]
-    runner = module.run_task
+    runner = importlib.import_module("bench_sweep").run_task
     calls = (joblib.delayed(splits._in_worker)(runner, k, task, os.getpid())
              for k, task in enumerate(todo))
     from pipeline.extraction import worker_count
@@ -267,8 +263,8 @@ def sweep(cfg):
         print(f"[{time.perf_counter() - started:.0f} s] {n}/{len(todo)} {result['row']} seed "
               f"{result['seed']} {result['source']}: {result['epochs']} epochs, "
               f"{result['seconds']:.0f} s", flush=True)
-    wanted = {name for name, _ in rows}
-    figures = summary(data, [t for t in finished if t["row"] in wanted and t["seed"] in seeds
+    names = {name for name, _ in rows}
+    figures = summary(data, [t for t in finished if t["row"] in names and t["seed"] in seeds
                              and t["source"] in sources], sources)
     table = markdown(figures, data["label_names"], backend=backend, made_with=data["made_with"])
     print("\n" + table)

@@ -71,6 +71,16 @@ def source_splits(labels, groups, sources, *, val_fraction, seed):
         yield Split(str(source), rest[inner_train], rest[inner_val], test)
 
 
+def chosen_sources(names, words):
+    """The source ``names`` that contain one of ``words`` (every name when
+    there are no words): the --sources screen of bench/. SystemExit when
+    none does."""
+    chosen = [n for n in names if not words or any(w in n for w in words)]
+    if not chosen:
+        raise SystemExit(f"--sources: no source name contains any of {', '.join(words)}")
+    return chosen
+
+
 def evaluation_splits(data, plan, *, val_fraction, seed):
     """The splits that --folds asks for."""
     if plan == "source":

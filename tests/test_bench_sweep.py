@@ -95,3 +95,12 @@ def test_pack_then_sweep_on_the_generator_path(sweep_module, tmp_path, monkeypat
     before = out.with_suffix(".jsonl").read_text()
     sweep_module.main()  # every task is done: nothing trains again
     assert out.with_suffix(".jsonl").read_text() == before
+
+
+def test_sources_screen_keeps_matching_names_and_refuses_none():
+    from pipeline import splits
+    names = ["UrbanSound8K", "jt-uiowa", "kitchen20"]
+    assert splits.chosen_sources(names, []) == names
+    assert splits.chosen_sources(names, ["uiowa", "kitchen"]) == ["jt-uiowa", "kitchen20"]
+    with pytest.raises(SystemExit, match="no source name contains any of rain"):
+        splits.chosen_sources(names, ["rain"])
