@@ -63,8 +63,9 @@ MIXUP = 0.0                    # mixup: Beta(alpha, alpha) of copies with other 
 BATCH_NORM = False             # CNN: batch normalisation after each convolution
 SEPARABLE = False              # CNN: depthwise-separable convolutions after the first (cheaper
                                # per filter, so a wider network fits the same budget)
-BAND_NORM = False              # CNN: subtract each band's mean over the patch first (a fixed
-                               # microphone or room colouring is a constant per band)
+BAND_NORM = 0.0                # CNN: share of each band's mean over the patch subtracted first
+                               # (1: all of it, so a fixed microphone or room colouring, a
+                               # constant per band, is gone; 0.5: relaxed, half the shape kept)
 TEACHER_FILTERS = None         # distillation: filters of a wider CNN teacher, e.g. "32,64,64"
 DISTIL_WEIGHT = 0.5            # share of the targets that are the teacher's probabilities
 DISTIL_TEMPERATURE = 2.0       # softening of the teacher's probabilities
@@ -148,7 +149,7 @@ def layer_units(text, option):
 
 
 def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, seed,
-                input_shape=None, batch_norm=False, band_norm=False, separable=False,
+                input_shape=None, batch_norm=False, band_norm=0.0, separable=False,
                 label_smoothing=0.0):
     """The seed's MLP, or a small CNN on log-mel patches.
 
@@ -161,10 +162,13 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
     conv (+ batch normalisation with ``batch_norm``, folded into the conv by
     the int8 converter) + ReLU + 2x2 max-pool block per entry of ``units``
     (its filters), global average pooling, dropout, softmax; every operation
-    has an int8 kernel in TensorFlow Lite Micro. With ``band_norm`` the
-    patch first loses each band's mean over its frames (average pooling
-    over time, subtracted with broadcasting: two int8 TFLM operations), as
-    cepstral mean normalisation does for speech. With ``separable`` every
+    has an int8 kernel in TensorFlow Lite Micro. With ``band_norm`` > 0 the
+    patch first loses that share of each band's mean over its frames
+    (average pooling over time, scaled unless the share is 1, subtracted
+    with broadcasting: int8 TFLM operations); 1 is cepstral mean
+    normalisation as for speech, less than 1 the relaxed form of
+    frequency-wise normalisation (RFN, Kim et al. 2021), which keeps part
+    of the clip's spectral shape. With ``separable`` every
     conv after the first is depthwise-separable (a 3x3 depthwise conv, then
     a 1x1 conv to ``units`` filters: both TFLM int8 operations), about 8x
     fewer multiply-adds per filter. ``label_smoothing``
@@ -179,6 +183,8 @@ def build_model(n_inputs, n_classes, kind, units, *, dropout, learning_rate, see
         if band_norm:
             frames = input_shape[0]
             means = keras.layers.AveragePooling2D(pool_size=(frames, 1))(x)
+            if band_norm != 1:
+                means = keras.layers.Rescaling(band_norm)(means)
             x = keras.layers.Subtract()([x, means])  # broadcast over the frames
         for k, filters in enumerate(units):
             if separable and k > 0:
@@ -521,7 +527,8 @@ def check_settings(cfg):
         lr_factor=settings.between(0, 1, True, True), augment_pool=settings.between(1, 64),
         augment_copies=settings.between(0, cfg.augment_pool),
         ir_probability=settings.between(0, 1), room_probability=settings.between(0, 1),
-        freq_mixstyle=settings.between(0, 1), mixstyle_alpha=settings.between(0, 100, True),
+        freq_mixstyle=settings.between(0, 1), band_norm=settings.between(0, 1),
+        mixstyle_alpha=settings.between(0, 100, True),
         mixup=settings.between(0, 100), distil_weight=settings.between(0, 1),
         noise_negatives=settings.between(0, 10), class_weight_power=settings.between(0, 4),
         label_smoothing=settings.between(0, 1, high_open=True),

@@ -52,7 +52,7 @@ def test_cnn_and_mlp_layers_and_an_unsupported_operation():
     assert [layer["op"] for layer in dense] == ["FULLY_CONNECTED", "FULLY_CONNECTED", "SOFTMAX"]
     assert dense[0]["act"][0] == dense[0]["out_zp"]  # the fused ReLU clamps at zero
     band = train_16k.build_model(30, 3, "cnn", [4], dropout=0.0, learning_rate=1e-3, seed=0,
-                                 input_shape=(6, 5), band_norm=True)
+                                 input_shape=(6, 5), band_norm=1.0)
     blob = model_conv.convert(band, np.zeros((4, 30), np.float32) + 0.5, int8=True)
     with pytest.raises(c_network.UnsupportedNetwork, match="AVERAGE_POOL_2D|SUB"):
         c_network.network_layers(blob)

@@ -233,7 +233,7 @@ def test_folds_setting_is_checked(tmp_path):
 
 
 def test_band_norm_ignores_a_fixed_colouring_and_converts_to_int8():
-    """BAND_NORM: a constant added to one band of the patch (a microphone's
+    """BAND_NORM=1: a constant added to one band of the patch (a microphone's
     or room's colouring, in dB) does not change the model's output, and the
     model still converts to full int8 with TFLM operations only."""
     import model_conv
@@ -243,15 +243,44 @@ def test_band_norm_ignores_a_fixed_colouring_and_converts_to_int8():
     x = rng.normal(size=(8, frames * bands)).astype(np.float32)
     colouring = np.tile(rng.normal(size=bands) * 4, frames).astype(np.float32)
     outputs = {}
-    for band_norm in (False, True):
+    for band_norm in (0.0, 1.0):
         model = train_16k.build_model(frames * bands, 3, "cnn", [4], dropout=0.0,
                                       learning_rate=1e-3, seed=0, input_shape=(frames, bands),
                                       band_norm=band_norm)
         outputs[band_norm] = np.abs(model.predict(x, verbose=0)
                                     - model.predict(x + colouring, verbose=0)).max()
-    assert outputs[True] < 1e-5 < outputs[False]
+    assert outputs[1.0] < 1e-5 < outputs[0.0]
     blob = model_conv.convert(model, x, int8=True)
     assert TFLiteModel(blob).predict_proba(x).shape == (8, 3)
+
+
+def test_relaxed_band_norm_subtracts_that_share_of_each_band_mean():
+    """BAND_NORM=0.3: the network sees the patch less 0.3 x each band's mean
+    over the frames (the same network without it, fed that, agrees), and it
+    still converts to full int8."""
+    import model_conv
+    from pipeline.tflite_model import TFLiteModel
+    frames, bands, share = 6, 5, 0.3
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8, frames * bands)).astype(np.float32)
+    relaxed, plain = (train_16k.build_model(frames * bands, 3, "cnn", [4], dropout=0.0,
+                                            learning_rate=1e-3, seed=0,
+                                            input_shape=(frames, bands), band_norm=b)
+                      for b in (share, 0.0))
+    plain.set_weights(relaxed.get_weights())
+    patches = x.reshape(8, frames, bands)
+    by_hand = (patches - share * patches.mean(axis=1, keepdims=True)).reshape(8, -1)
+    np.testing.assert_allclose(relaxed.predict(x, verbose=0), plain.predict(by_hand, verbose=0),
+                               atol=1e-5)
+    assert np.abs(relaxed.predict(x, verbose=0) - plain.predict(x, verbose=0)).max() > 1e-4
+    blob = model_conv.convert(relaxed, x, int8=True)
+    assert TFLiteModel(blob).predict_proba(x).shape == (8, 3)
+
+
+def test_band_norm_share_is_checked(tmp_path):
+    dataset = make_feature_dataset(tmp_path / "ds.npz")
+    with pytest.raises(PipelineError, match="band_norm"):
+        train(tmp_path, dataset, "x", "--band_norm=1.5")
 
 
 def test_distillation_targets_and_teacher_run(tmp_path):
