@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-FEATURES = "logmel_stream"    # "seed", "logmel" (MLP), "logmel_patch", "logmel_stream" (CNN, recommended)
+FEATURES = "logmel_stream"    # "seed", "logmel" (MLP), "logmel_patch", "logmel_stream" (CNN, recommended), "efficientat" (pretrained tier)
 SAMPLE_RATE = 16000           # Hz; every clip is resampled to this
 NOISE_REDUCTION = True        # seed preset: spectral gating on/off (Python only, not on a device)
 NOISE_PROFILE_SAMPLES = 25000  # leading samples that define the noise profile
@@ -72,8 +72,19 @@ FEATURE_VERSION = 3           # bump when the code (not a constant) changes the 
 MIN_CLIP_S = 0.1              # shorter clips are refused: too short to describe a sound
 MAX_ABS_SAMPLE = 1000.0       # larger samples are refused: not audio scaled to [-1, 1]
 
-PRESETS = ("seed", "logmel", "logmel_patch", "logmel_stream")
-PATCH_PRESETS = ("logmel_patch", "logmel_stream")  # 2-D patches for the CNN
+EFFICIENTAT_SAMPLE_RATE = 32000  # efficientat preset: the AudioSet tagger's own front end (32 kHz,
+EFFICIENTAT_N_FFT = 1024      # ... 1024-point STFT of 800-sample Hann windows every 320 samples,
+EFFICIENTAT_WIN_LENGTH = 800  # ... 128 Kaldi mel bands from 0 to 15 kHz, 100 frames = 1 s);
+EFFICIENTAT_HOP_LENGTH = 320  # ... change them only for a backbone trained with other values
+EFFICIENTAT_N_MELS = 128      # efficientat preset: mel bands
+EFFICIENTAT_FMAX = 15000.0    # efficientat preset: highest mel band edge, Hz
+EFFICIENTAT_PATCH_FRAMES = 100  # efficientat preset: frames per patch (1 s)
+
+PRESETS = ("seed", "logmel", "logmel_patch", "logmel_stream", "efficientat")
+PATCH_PRESETS = ("logmel_patch", "logmel_stream", "efficientat")  # 2-D patches
+DEVICE_PRESETS = ("seed", "logmel", "logmel_patch", "logmel_stream")  # a C front end exists
+PREEMPHASIS = 0.97            # efficientat: y[n] = x[n + 1] - 0.97 x[n], as EfficientAT's front end
+LOG_OFFSET = 1e-5             # efficientat: log(mel + 1e-5), then (x + 4.5) / 5 (EfficientAT's scaling)
 PATCH_TOLERANCE = 1e-4        # relative: runs this close to the loudest count as equally loud
 LEVEL_FLOOR_DB = 80.0         # logmel preset: frame levels this far below the loudest are floored
 SHAPE_STATISTICS = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "level")
@@ -140,7 +151,7 @@ class FeatureConfig:
         positive = ("sample_rate", "noise_profile_samples", "trim_top_db", "trim_frame_length",
                     "trim_hop_length", "n_fft", "hop_length", "win_length")
         if self.preset != "seed":
-            positive += ("n_mels", "top_db")
+            positive += ("n_mels",) + (("top_db",) if self.preset != "efficientat" else ())
         if self.preset in PATCH_PRESETS:
             positive += ("patch_frames",)
         bad = [f"{name}={getattr(self, name)!r}" for name in positive
@@ -156,8 +167,9 @@ class FeatureConfig:
 
     @property
     def standardise(self):
-        """Whether models z-score these features with training statistics."""
-        return self.preset != "seed"
+        """Whether models z-score these features with training statistics
+        (not the seed's, nor a pretrained backbone's: it expects its own scale)."""
+        return self.preset not in ("seed", "efficientat")
 
     @property
     def input_shape(self):
@@ -186,6 +198,9 @@ class FeatureConfig:
         stored = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         if self.preset == "seed":
             stored.update(normalisation="minmax")
+        elif self.preset == "efficientat":
+            stored.update(normalisation="efficientat", preemphasis=PREEMPHASIS,
+                          log_offset=LOG_OFFSET)
         else:
             stored.update(normalisation="level")
         if self.preset == "logmel":
@@ -240,6 +255,15 @@ def feature_config(preset=None):
     preset = preset or FEATURES
     if preset not in PRESETS:
         raise ValueError(f"unknown feature preset {preset!r}; expected one of {PRESETS}")
+    if preset == "efficientat":
+        return FeatureConfig(
+            preset=preset, version=FEATURE_VERSION, sample_rate=EFFICIENTAT_SAMPLE_RATE,
+            noise_reduction=False, noise_profile_samples=NOISE_PROFILE_SAMPLES, trim=TRIM,
+            trim_top_db=TRIM_TOP_DB, trim_frame_length=TRIM_FRAME_LENGTH,
+            trim_hop_length=TRIM_HOP_LENGTH, n_fft=EFFICIENTAT_N_FFT,
+            hop_length=EFFICIENTAT_HOP_LENGTH, win_length=EFFICIENTAT_WIN_LENGTH,
+            n_mels=EFFICIENTAT_N_MELS, fmin=0.0, fmax=EFFICIENTAT_FMAX, top_db=None,
+            patch_frames=EFFICIENTAT_PATCH_FRAMES)
     log_mel, stream = preset != "seed", preset == "logmel_stream"
     return FeatureConfig(
         preset=preset, version=FEATURE_VERSION, sample_rate=SAMPLE_RATE,
@@ -620,6 +644,76 @@ def logmel_stream(y, config):
     return db[:, start:start + frames].T.ravel()
 
 
+@functools.lru_cache(maxsize=4)
+def kaldi_mel_banks(sample_rate, n_fft, *, n_mels, fmin, fmax):
+    """Kaldi's triangular mel filterbank (mel = 1127 ln(1 + f / 700), as
+    torchaudio's ``compliance.kaldi.get_mel_banks``), with a zero column for
+    the Nyquist bin: what EfficientAT's front end multiplies the power
+    spectrum by.
+
+    Returns
+    -------
+    np.ndarray, shape (n_mels, n_fft // 2 + 1), float64
+    """
+    mel = lambda f: 1127.0 * np.log(1.0 + np.asarray(f, np.float64) / 700.0)
+    low, high = mel(fmin), mel(fmax)
+    delta = (high - low) / (n_mels + 1)
+    left = low + np.arange(n_mels)[:, None] * delta
+    centre, right = left + delta, left + 2 * delta
+    bins = mel(sample_rate / n_fft * np.arange(n_fft // 2))[None, :]
+    banks = np.maximum(0.0, np.minimum((bins - left) / (centre - left),
+                                       (right - bins) / (right - centre)))
+    return np.pad(banks, ((0, 0), (0, 1)))
+
+
+def efficientat_logmel(y, config):
+    """EfficientAT's log-mel (``AugmentMelSTFT`` in eval mode), the input its
+    AudioSet taggers were trained on: pre-emphasis, a centred STFT (reflect
+    padding) with a symmetric Hann window of ``win_length`` centred in
+    ``n_fft``, power, Kaldi mel filters, ``(log(mel + 1e-5) + 4.5) / 5``.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n,), n > n_fft // 2 + 1, at ``config.sample_rate``
+
+    Returns
+    -------
+    np.ndarray, shape (n_mels, 1 + (n - 1) // hop_length), float32
+    """
+    x = np.asarray(y, np.float64)
+    x = x[1:] - PREEMPHASIS * x[:-1]
+    pad = config.n_fft // 2
+    x = np.pad(x, pad, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(x, config.n_fft)[::config.hop_length]
+    n = np.arange(config.win_length)
+    window = np.zeros(config.n_fft)
+    start = (config.n_fft - config.win_length) // 2
+    window[start:start + config.win_length] = 0.5 - 0.5 * np.cos(
+        2 * np.pi * n / (config.win_length - 1))
+    spectrum = np.fft.rfft(frames * window, axis=1)
+    power = spectrum.real ** 2 + spectrum.imag ** 2  # (frames, bins)
+    banks = kaldi_mel_banks(config.sample_rate, config.n_fft, n_mels=config.n_mels,
+                            fmin=config.fmin, fmax=config.fmax)
+    mel = np.einsum("mf,tf->mt", banks, power)  # einsum: no thread-dependent sums
+    return ((np.log(mel + LOG_OFFSET) + 4.5) / 5.0).astype(np.float32)
+
+
+def efficientat_patch(y, config):
+    """The "efficientat" preset: the ``patch_frames`` consecutive frames of
+    :func:`efficientat_logmel` with the most energy (a shorter clip is
+    zero-padded to one patch first, as silence), as a flattened
+    (frames, mels) array."""
+    frames, hop = config.patch_frames, config.hop_length
+    y = np.asarray(y, np.float32)
+    needed = (frames - 1) * hop + 1
+    if y.size < needed:
+        y = np.pad(y, (0, needed - y.size))
+    mel = efficientat_logmel(y, config)
+    energy = np.exp(5.0 * mel.astype(np.float64) - 4.5).sum(axis=0)  # mel power per frame
+    start = loudest_patch_start(energy, frames)
+    return mel[:, start:start + frames].T.ravel()
+
+
 def features_from_audio(y, config):
     """The feature vector of audio already loaded at ``config.sample_rate``.
 
@@ -673,6 +767,8 @@ def features_from_audio(y, config):
         v = logmel_statistics(y, config)
     elif config.preset == "logmel_stream":
         v = logmel_stream(y, config)
+    elif config.preset == "efficientat":
+        v = efficientat_patch(y, config)
     else:
         v = logmel_patch(y, config)
     if not np.all(np.isfinite(v)):  # cannot happen with the floors above; never let it through
