@@ -189,11 +189,20 @@ def tflm_check(model_bytes, litert, rows):
             outputs.append(interp.get_output(0)[0].astype(int))
         return outputs
 
-    micro = run(max(len(model_bytes) * 4, 64 * 1024))
+    high = max(len(model_bytes) * 4, 64 * 1024)
+    with silence_native_output():  # TFLM logs each too-small arena
+        while True:  # a pretrained backbone's activations can need more than that
+            try:
+                micro = run(high)
+                break
+            except RuntimeError:
+                if high >= 256 * 1024 * 1024:
+                    raise
+                high *= 2
     expected = [litert.run_raw(litert.quantise_input(row)).astype(int) for row in rows]
     max_diff = int(max(np.abs(m - e).max() for m, e in zip(micro, expected)))
-    low, high = 256, max(len(model_bytes) * 4, 64 * 1024)  # binary search the arena
-    with silence_native_output():  # TFLM logs each too-small arena
+    low = 256  # binary search the arena
+    with silence_native_output():
         while high - low > 256:
             mid = (low + high) // 2
             try:
@@ -234,6 +243,10 @@ def golden_vectors(data, meta, litert, rows, *, max_samples_s):
             entry["samples"] = samples.astype(int).tolist()
         vectors.append(entry)
     return vectors
+
+
+DEVICE_FILES = ("c_header", "c_source", "golden", "golden_header", "frontend_header",
+                "net_header")
 
 
 def export_for_device(paths, meta, data, test, *, int8_model, int8_bytes, golden_clips,
@@ -298,7 +311,8 @@ def record_conversion(paths, quantisation, figures):
     raw = files.read_json(paths["meta"], "model metadata", "python train_16k.py")
     written = ("int8_tflite", "float_tflite", "c_header", "c_source", "golden", "golden_header",
                "frontend_header", "net_header")
-    raw["conversion"] = {"sha256": {key: files.file_sha256(paths[key]) for key in written},
+    raw["conversion"] = {"sha256": {key: files.file_sha256(paths[key]) for key in written
+                                    if paths[key].is_file()},
                          "input_quantisation": [float(quantisation[0]), int(quantisation[1])],
                          "figures": figures}
     files.write_text(card_path(paths["meta"].parent), model_card(raw))
@@ -389,15 +403,21 @@ def main(argv=None):
         return 1
     files.write_bytes(paths["int8_tflite"], int8_bytes)
     files.write_bytes(paths["float_tflite"], float_bytes)
-    export_for_device(paths, meta, data, test, int8_model=int8_model, int8_bytes=int8_bytes,
-                      golden_clips=cfg.golden_clips, golden_samples_s=cfg.golden_samples_s)
+    if meta["feature_config"].preset in features.DEVICE_PRESETS:
+        export_for_device(paths, meta, data, test, int8_model=int8_model, int8_bytes=int8_bytes,
+                          golden_clips=cfg.golden_clips, golden_samples_s=cfg.golden_samples_s)
+    else:  # no C front end computes these features: no device files, and none left over
+        for role in DEVICE_FILES:
+            paths[role].unlink(missing_ok=True)
     record_conversion(paths, (scale, zero_point), {
         "agreement": result["agreement"], "test_clips": int(len(test)),
         "int8_macro_f1": result["metrics"]["int8_tflite"]["macro_f1"],
         "keras_macro_f1": result["metrics"]["keras"]["macro_f1"],
         "int8_bytes": len(int8_bytes), "arena_bytes": arena,
         "parameters": int(model.count_params()), "multiply_adds": multiply_adds(model)})
-    print(f"wrote {paths['int8_tflite']}, {paths['c_source']}, {paths['golden']}")
+    device = f", {paths['c_source']}, {paths['golden']}" if paths["c_source"].is_file() else (
+        " (no device files: no C front end computes these features)")
+    print(f"wrote {paths['int8_tflite']}{device}")
     return 0
 
 

@@ -26,7 +26,9 @@ from pipeline.standardisation import fit_standardisation, standardise
 DATASET = "data/dataset_16k.npz"  # dataset written by make_dataset_16k.py
 MODEL_DIR = "models"           # where the model and its metadata go
 REPORT_DIR = "reports"         # where figures and reports go
-MODEL = "auto"                 # "mlp" (the seed's), "cnn" (2-D features), "auto": cnn if 2-D
+MODEL = "auto"                 # "mlp" (the seed's), "cnn" (2-D features), "auto": cnn if 2-D,
+                               # "pretrained": TEACHER's backbone + a head (--features=efficientat)
+TEACHER = None                 # pretrained tagger folder (.tflite + class list), for --model=pretrained
 HIDDEN_LAYERS = "256,256,128,128"  # units of each hidden Dense layer (the seed's MLP)
 CNN_FILTERS = "16,32,32"       # filters of each 3x3 conv layer of the CNN
 DROPOUT = 0.5                  # dropout after the last hidden layer
@@ -130,8 +132,17 @@ def architecture(cfg, config):
     """The model to build, from the settings: kind ("mlp" or "cnn") and the
     units (MLP) or filters (CNN) of each layer. Checked before any training."""
     kind = cfg.model if cfg.model != "auto" else ("cnn" if config.input_shape else "mlp")
-    if kind not in ("mlp", "cnn"):
-        raise PipelineError(f"--model={cfg.model!r}: expected 'mlp', 'cnn' or 'auto'")
+    if kind not in ("mlp", "cnn", "pretrained"):
+        raise PipelineError(f"--model={cfg.model!r}: expected 'mlp', 'cnn', 'pretrained' or "
+                            "'auto'")
+    if kind == "pretrained":
+        from pipeline import pretrained
+        pretrained.check_preset(config, cfg.dataset)
+        if not cfg.teacher:
+            raise PipelineError("--model=pretrained needs --teacher=FOLDER (a pretrained "
+                                "tagger's .tflite file and class list; README: 'Best model on "
+                                "real recordings')")
+        return kind, []
     if kind == "cnn" and not config.input_shape:
         raise PipelineError("--model=cnn needs 2-D features: build the dataset with "
                             "`python make_dataset_16k.py --features=logmel_patch`")
@@ -386,6 +397,9 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
                   class_weight=class_weights(data["labels"][train], n_classes,
                                              power=cfg.class_weight_power)
                   if cfg.class_weights else None)
+    if kind == "pretrained":
+        return fit_pretrained(data, cfg, x_train, y_train, y_val=y_val, val=val,
+                              common=common, progress_desc=progress_desc)
     if cfg.teacher_filters:
         teacher_units = layer_units(cfg.teacher_filters, "teacher_filters")
         teacher, _ = train_network(teacher_units, x_train, y_train, cfg,
@@ -398,6 +412,30 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     history = {k: [float(v) for v in vals] for k, vals in history.items()
                if k != "learning_rate"}
     return model, history, scaling
+
+
+def fit_pretrained(data, cfg, x_train, y_train, *, y_val, val, common, progress_desc):
+    """The pretrained tier: a head (dropout, softmax) trained on the frozen
+    backbone's embeddings of the training rows (cached by content beside
+    the dataset), then put on the Keras backbone (:mod:`pipeline.pretrained`).
+    Returns as :func:`fit`; the model reads the features themselves."""
+    from pipeline import pretrained, teacher
+    from pipeline.standardisation import standardise as scale
+    tutor = teacher.Teacher(cfg.teacher)
+    cache = teacher.PatchCache(tutor, pretrained.cache_path(cfg.dataset, tutor))
+    e_train = cache.outputs(x_train, progress_desc=progress_desc and "backbone embeddings")[1]
+    e_val = cache.outputs(data["features"][val])[1]
+    cache.save()
+    mean, std = pretrained.embedding_scaling(e_train)
+    scaling = {"mean": mean, "std": std}
+    common = dict(common, kind="mlp", input_shape=None,
+                  validation=(scale(e_val, scaling), y_val))
+    head, history = train_network([], scale(e_train, scaling), y_train, cfg,
+                                  progress_desc=progress_desc, **common)
+    model = pretrained.compose(tutor.model_path, data["feature_config"], head, mean, std)
+    history = {k: [float(v) for v in vals] for k, vals in history.items()
+               if k != "learning_rate"}
+    return model, history, None
 
 
 def predict_proba(model, x):
@@ -589,6 +627,7 @@ def save_model(model_dir, model, data, *, scaling, rule, split, metrics, cv, his
         "open_set": rule,
         "events": events,
         "model_type": architecture(cfg, data["feature_config"])[0],
+        "teacher": teacher_record(cfg),
         "n_inputs": int(data["features"].shape[1]),
         "settings": settings_used,
         "dataset": {"path": str(cfg.dataset), "sha256": data["sha256"],
@@ -605,6 +644,14 @@ def save_model(model_dir, model, data, *, scaling, rule, split, metrics, cv, his
     }
     files.write_json(paths["meta"], meta)
     return paths, meta
+
+
+def teacher_record(cfg):
+    """The backbone a pretrained-tier model was built from (None otherwise)."""
+    if cfg.model != "pretrained":
+        return None
+    from pipeline import pretrained, teacher
+    return pretrained.teacher_digest(teacher.Teacher(cfg.teacher))
 
 
 def save_reports(report_dir, metrics, *, history, label_names, cv):
