@@ -67,7 +67,7 @@ def compose(model_path, config, head, mean, std, *, freeze=True):
 
     Returns
     -------
-    keras.Model, compiled as the head was
+    keras.Model (not compiled: it is saved, converted and run, not trained)
     """
     from pipeline import tflite_keras
     from pipeline.quiet import import_keras
@@ -94,10 +94,7 @@ def compose(model_path, config, head, mean, std, *, freeze=True):
             weights = list(fold_scaling(weights[0], weights[1], mean, std))
             first = False
         copy.set_weights(weights)
-    model = keras.Model(inputs, x, name="pretrained")
-    model.compile(optimizer=keras.optimizers.Adam(float(head.optimizer.learning_rate.numpy())),
-                  loss=head.loss, metrics=["accuracy"])
-    return model
+    return keras.Model(inputs, x, name="pretrained")
 
 
 def teacher_digest(tutor):

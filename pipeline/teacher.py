@@ -305,7 +305,7 @@ class PatchCache:
         from pipeline.progress import Progress
         keys = [row_key(r) for r in rows]
         missing = sorted({k: i for i, k in enumerate(keys) if k not in self.stored}.items())
-        bar = Progress(len(missing), progress_desc, "patch") if progress_desc and missing else None
+        bar = Progress(len(missing), progress_desc, "window") if progress_desc and missing else None
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
             scores, embedding = self.teacher.patch_outputs(rows[[i for _, i in part]])

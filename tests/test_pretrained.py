@@ -1,0 +1,189 @@
+"""The teacher and the pretrained tier, on a tiny tagger built here
+(tests/tiny_teacher.py): never on the real models in ../shared."""
+
+import numpy as np
+import pytest
+
+import features
+from conftest import make_class_folder
+from pipeline import pretrained, teacher, tflite_keras
+from pipeline.errors import PipelineError
+from tiny_teacher import NAMES, make_teacher
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    return make_teacher(tmp_path_factory.mktemp("teacher"))
+
+
+def test_keras_backbone_equals_the_tflite_file(teacher_dir):
+    tutor = teacher.Teacher(teacher_dir)
+    assert tutor.kind == "mel" and tutor.sample_rate == 32000
+    model = tflite_keras.keras_model(tutor.model_path, (1, 128, 100))
+    mel = np.random.default_rng(3).normal(0, 1, (4, 1, 128, 100)).astype(np.float32)
+    ours, theirs = model.predict(mel, verbose=0), tutor._runner(mel=mel)
+    assert set(ours) == {"logits", "embedding", "hidden"}
+    for key in ours:
+        assert np.abs(ours[key] - theirs[key]).max() < 1e-4 * max(1, np.abs(theirs[key]).max())
+    # and the weights are the file's, not fresh ones: another seed differs
+    assert np.abs(ours["logits"] - theirs["logits"]).max() < np.abs(theirs["logits"]).max() / 100
+
+
+def test_an_unknown_operator_is_refused_by_name(tmp_path):
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    def serve(x):
+        return tf.nn.softmax(tf.concat([x, x * x], axis=1))
+
+    path = tmp_path / "odd.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], serve).convert())
+    with pytest.raises(PipelineError, match="CONCATENATION|SOFTMAX"):
+        tflite_keras.keras_model(path, (4,))
+
+
+def test_not_a_teacher_folder_names_the_fix(tmp_path):
+    with pytest.raises(PipelineError, match="--teacher=FOLDER"):
+        teacher.Teacher(tmp_path / "missing")
+    (tmp_path / "a.tflite").write_bytes(b"not a flatbuffer")
+    with pytest.raises(PipelineError, match="class list"):
+        teacher.Teacher(tmp_path)
+
+
+def test_class_map_is_checked_by_name():
+    labels = ["alarm", "other", "water"]
+    indices, background = teacher.class_indices(
+        {"water": ["Water tap, faucet", "Rain"], "alarm": ["Alarm"]}, NAMES, labels)
+    assert indices == {"water": [1, 4], "alarm": [2]} and background == "other"
+    with pytest.raises(PipelineError, match="'Rian' \\(closest: Rain"):
+        teacher.class_indices({"water": ["Rian"], "alarm": ["Alarm"]}, NAMES, labels)
+    with pytest.raises(PipelineError, match="not among the labels"):
+        teacher.class_indices({"fire": ["Alarm"], "water": ["Rain"]}, NAMES, labels)
+    with pytest.raises(PipelineError, match="exactly one background"):
+        teacher.class_indices({"water": ["Rain"]}, NAMES, labels)
+
+
+def test_the_shipped_class_map_names_audioset_classes():
+    # Every name must be a real AudioSet display name; a few that EfficientAT's
+    # and YAMNet's lists share, spelled as they spell them.
+    names = {n for names in teacher.CLASS_MAP.values() for n in names}
+    assert {"Water tap, faucet", "Smoke detector, smoke alarm", "Toilet flush"} <= names
+    assert all(n == n.strip() and n for n in names)
+
+
+def test_zero_shot_follows_the_mapped_scores():
+    labels = ["alarm", "other", "water"]
+    indices = {"water": [1, 4], "alarm": [2]}
+    scores = np.array([[0.1, 0.9, 0.05, 0.0, 0.2],    # a tap: water
+                       [0.9, 0.05, 0.8, 0.0, 0.0],    # speech and an alarm: alarm
+                       [0.9, 0.05, 0.05, 0.9, 0.1]])  # speech and music: other
+    probs = teacher.zero_shot(scores, indices, "other", labels)
+    assert probs.argmax(axis=1).tolist() == [2, 0, 1]
+    assert np.allclose(probs.sum(axis=1), 1)
+
+
+def test_efficientat_front_end():
+    config = features.feature_config("efficientat")
+    banks = features.kaldi_mel_banks(32000, 1024, n_mels=128, fmin=0.0, fmax=15000.0)
+    assert banks.shape == (128, 513) and not banks[:, -1].any()
+    assert np.all(banks.max(axis=1) > 0) and banks.min() >= 0  # every band sees a bin
+    sr = config.sample_rate
+    t = np.arange(2 * sr) / sr
+    y = np.where(t >= 1.0, 0.5 * np.sin(2 * np.pi * 3000 * t), 0.001 * np.sin(2 * np.pi * 50 * t))
+    mel = features.efficientat_logmel(y.astype(np.float32), config)
+    assert mel.shape == (128, 1 + (y.size - 1) // config.hop_length)
+    loud = mel[:, 150]
+    band = np.argmax(loud)
+    assert banks[band, round(3000 / (sr / 1024))] > 0  # the tone's own band
+    patch = features.features_from_audio(y.astype(np.float32), config).reshape(100, 128)
+    assert patch[:, band].mean() > mel[band, :90].mean() + 1  # the loud second was chosen
+    short = features.features_from_audio(y[-sr // 4:].astype(np.float32), config)
+    assert short.shape == (config.n_features,)  # a short clip is padded to one patch
+
+
+def test_teacher_runs_once_per_row_and_clip(teacher_dir, tmp_path, monkeypatch):
+    tutor = teacher.Teacher(teacher_dir)
+    rows = np.random.default_rng(0).normal(0, 1, (6, 12800)).astype(np.float32)
+    cache = teacher.PatchCache(tutor, tmp_path / "patches.npz")
+    scores, embedding = cache.outputs(rows)
+    direct = tutor.patch_outputs(rows)
+    assert np.allclose(scores, direct[0]) and np.allclose(embedding, direct[1])
+    cache.save()
+    calls = []
+    monkeypatch.setattr(tutor, "patch_outputs", lambda r: calls.append(len(r)))
+    again = teacher.PatchCache(tutor, tmp_path / "patches.npz").outputs(rows[::-1])
+    assert calls == [] and np.allclose(again[1], embedding[::-1])
+
+    folder = make_class_folder(tmp_path / "clips", per_class=2)
+    paths = sorted(str(p) for p in folder.rglob("*.wav"))
+    first = teacher.clip_outputs(tutor, paths, cache=tmp_path / "clips.npz")
+    monkeypatch.setattr(tutor, "clip_outputs", lambda y: 1 / 0)  # must not run again
+    second = teacher.clip_outputs(tutor, paths, cache=tmp_path / "clips.npz")
+    assert np.array_equal(first[0], second[0]) and first[1].shape == (len(paths), 16)
+
+
+def test_folded_standardisation_equals_the_standardised_head():
+    rng = np.random.default_rng(1)
+    kernel, bias = rng.normal(size=(5, 3)), rng.normal(size=3)
+    e = rng.normal(2, 3, (10, 5))
+    mean, std = pretrained.embedding_scaling(e)
+    folded_k, folded_b = pretrained.fold_scaling(kernel, bias, mean, std)
+    assert np.allclose(e @ folded_k + folded_b, ((e - mean) / std) @ kernel + bias, atol=1e-5)
+
+
+def test_pretrained_needs_its_features_and_a_teacher(tmp_path):
+    import train_16k
+    from conftest import make_feature_dataset
+    dataset = make_feature_dataset(tmp_path / "ds.npz")
+    with pytest.raises(PipelineError, match="--features=efficientat"):
+        train_16k.main([f"--dataset={dataset}", "--model=pretrained", "--teacher=x",
+                        f"--model_dir={tmp_path / 'm'}"])
+    dataset = make_feature_dataset(tmp_path / "eat.npz", preset="efficientat")
+    with pytest.raises(PipelineError, match="--teacher=FOLDER"):
+        train_16k.main([f"--dataset={dataset}", "--model=pretrained",
+                        f"--model_dir={tmp_path / 'm'}"])
+
+
+@pytest.mark.slow
+def test_pretrained_tier_end_to_end(teacher_dir, tmp_path, capsys):
+    """make_dataset (efficientat) -> train (--model=pretrained) -> model_conv
+    -> predict, as the README's recipe runs them."""
+    import make_dataset_16k
+    import model_conv
+    import predict
+    import train_16k
+    from pipeline import artifacts
+    folder = make_class_folder(tmp_path / "clips", per_class=6, seconds=1.5,
+                               classes=("hiss", "tone", "beep"))
+    dataset, models = tmp_path / "ds.npz", tmp_path / "models"
+    assert make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={dataset}", "--jobs=1",
+                                  "--features=efficientat"]) == 0
+    common = [f"--dataset={dataset}", f"--model_dir={models}", f"--report_dir={tmp_path / 'r'}"]
+    assert train_16k.main([*common, "--model=pretrained", f"--teacher={teacher_dir}",
+                           "--epochs=30", "--augment=false", "--jobs=1"]) == 0
+    meta = artifacts.load_model_metadata(models)
+    assert meta["model_type"] == "pretrained"
+    assert meta["teacher"]["sha256"] == teacher.Teacher(teacher_dir).sha256
+    assert meta["input_standardisation"] is None
+
+    # The saved model (Keras backbone + head with the standardisation folded
+    # in) computes what the head computes on the teacher file's embeddings.
+    data = artifacts.load_dataset(dataset)
+    model = artifacts.load_keras_model(models / "model_16k.keras", meta)
+    tutor = teacher.Teacher(teacher_dir)
+    embedding = tutor.patch_outputs(data["features"][:5])[1]
+    head = model.layers[-1]
+    logits = embedding @ head.kernel.numpy() + head.bias.numpy()
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.abs(model.predict(data["features"][:5], verbose=0) - expected).max() < 2e-3
+
+    assert model_conv.main([*common, "--min_agreement=0", "--calibration_tries=1",
+                            "--retry_tries=0", "--tflm_clips=1"]) == 0
+    paths = artifacts.model_paths(models)
+    assert paths["int8_tflite"].is_file() and not paths["frontend_header"].exists()
+    capsys.readouterr()
+    assert predict.main([f"--model_dir={models}", str(folder / "tone")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("tone_") == 6
