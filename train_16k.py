@@ -432,7 +432,8 @@ def fit_pretrained(data, cfg, x_train, y_train, *, y_val, val, common, progress_
                   validation=(scale(e_val, scaling), y_val))
     head, history = train_network([], scale(e_train, scaling), y_train, cfg,
                                   progress_desc=progress_desc, **common)
-    model = pretrained.compose(tutor.model_path, data["feature_config"], head, mean, std)
+    model = pretrained.compose(tutor.model_path, data["feature_config"], head, mean=mean,
+                               std=std)
     history = {k: [float(v) for v in vals] for k, vals in history.items()
                if k != "learning_rate"}
     return model, history, None

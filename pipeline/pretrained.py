@@ -53,7 +53,7 @@ def fold_scaling(kernel, bias, mean, std):
     return folded.astype(np.float32), (bias - mean @ folded).astype(np.float32)
 
 
-def compose(model_path, config, head, mean, std, *, freeze=True):
+def compose(model_path, config, head, *, mean, std, freeze=True):
     """The whole model: flat ``efficientat`` patch (frames * mels) ->
     backbone embedding -> ``head``'s layers (its first Dense layer reading
     raw embeddings through :func:`fold_scaling`).

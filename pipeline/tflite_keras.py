@@ -102,8 +102,8 @@ def keras_model(path, input_shape, *, name="backbone"):
     values = {input_index: inputs}
     for k, (op, ins, outs, options) in enumerate(graph["ops"]):
         try:
-            values[outs[0]] = _layer(keras, op, ins, options, graph["tensors"], values,
-                                     f"{name}_{k}_{op.lower()}")
+            values[outs[0]] = _layer(keras, op, ins, options, tensors=graph["tensors"],
+                                     values=values, name=f"{name}_{k}_{op.lower()}")
         except KeyError:
             raise PipelineError(f"{path}: operator {k} ({op}) reads a tensor that nothing "
                                 "computed (a graph with several subgraphs?)") from None
@@ -118,7 +118,7 @@ def _constant(tensors, index, what):
     return value
 
 
-def _layer(keras, op, ins, options, tensors, values, name):
+def _layer(keras, op, ins, options, *, tensors, values, name):
     """One operator applied to its Keras inputs; returns the output tensor."""
     L = keras.layers
     x = values.get(ins[0]) if tensors[ins[0]][1] is None else None

@@ -136,7 +136,8 @@ def test_each_preset_shape_finite_deterministic(preset):
         assert v.shape == (config.n_features,) and v.dtype == np.float32
         assert np.all(np.isfinite(v))
         assert np.array_equal(v, features.features_from_audio(y.copy(), config))
-    assert config.preset == preset and config.standardise == (preset != "seed")
+    assert config.preset == preset
+    assert config.standardise == (preset not in ("seed", "efficientat"))  # a backbone's own scale
 
 
 @pytest.mark.parametrize("preset", ["logmel", "logmel_patch", "logmel_stream"])
@@ -160,15 +161,18 @@ def test_logmel_presets_ignore_level_and_separate_sounds(preset):
 
 
 def mel_band_centres_hz(config):
-    basis = features.mel_basis(config.sample_rate, config.n_fft, n_mels=config.n_mels,
-                               fmin=config.fmin, fmax=config.fmax)
+    bank = features.kaldi_mel_banks if config.preset == "efficientat" else features.mel_basis
+    basis = bank(config.sample_rate, config.n_fft, n_mels=config.n_mels, fmin=config.fmin,
+                 fmax=config.fmax)
     return basis.argmax(axis=1) * config.sample_rate / config.n_fft
 
 
 @pytest.mark.parametrize("preset", features.PATCH_PRESETS)
 def test_patch_is_the_loudest_second(preset):
     config = features.feature_config(preset)
-    y = np.concatenate([noise(2.0, level=0.01, seed=1), tone(2000.0, 1.0), noise(2.0, level=0.01)])
+    sr = config.sample_rate  # audio at the preset's own rate
+    y = np.concatenate([noise(2.0, sr, level=0.01, seed=1), tone(2000.0, 1.0, sr),
+                        noise(2.0, sr, level=0.01)])
     patch = features.features_from_audio(y, config).reshape(config.input_shape)
     band = int(np.argmax(patch.mean(axis=0)))  # the tone's band dominates the whole patch
     assert abs(mel_band_centres_hz(config)[band] - 2000.0) < 300
