@@ -68,6 +68,10 @@ SEPARABLE = False              # CNN: depthwise-separable convolutions after the
 BAND_NORM = 0.0                # CNN: share of each band's mean over the patch subtracted first
                                # (1: all of it, so a fixed microphone or room colouring, a
                                # constant per band, is gone; 0.5: relaxed, half the shape kept)
+DISTIL_FROM = None             # distillation: a pretrained tagger folder whose probabilities
+                               # (a head fitted on the training clips) the model also learns
+UNLABELLED = None              # with DISTIL_FROM: folder or manifest of unlabelled audio the
+                               # teacher labels for the model (clips of held-out groups skipped)
 TEACHER_FILTERS = None         # distillation: filters of a wider CNN teacher, e.g. "32,64,64"
 DISTIL_WEIGHT = 0.5            # share of the targets that are the teacher's probabilities
 DISTIL_TEMPERATURE = 2.0       # softening of the teacher's probabilities
@@ -386,6 +390,9 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     kind, units = architecture(cfg, config)
     x_train, y_train, copy_of, view_of = augmented_training_set(data, train, cfg, pool,
                                                                 windows=windows)
+    if cfg.distil_from:
+        x_train, y_train, view_of = pretrained_distillation(data, train, cfg, x_train, y_train,
+                                                            copy_of=copy_of, view_of=view_of)
     scaling = fit_standardisation(x_train, config)
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
@@ -412,6 +419,40 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     history = {k: [float(v) for v in vals] for k, vals in history.items()
                if k != "learning_rate"}
     return model, history, scaling
+
+
+def pretrained_distillation(data, train, cfg, x, y, *, copy_of, view_of):
+    """DISTIL_FROM: the targets of the training rows become DISTIL_WEIGHT of
+    the teacher's probabilities of their clip (softened by DISTIL_TEMPERATURE),
+    and with UNLABELLED the windows of unlabelled clips join the clips, with
+    the teacher's softened probabilities as their only targets
+    (:mod:`pipeline.distillation`). Returns x, y and view_of (copies stay
+    last, as :mod:`pipeline.epochs` expects)."""
+    from pipeline import distillation, teacher
+    tutor = teacher.Teacher(cfg.distil_from)
+    probs, head = distillation.teacher_targets(tutor, data, train, dataset=cfg.dataset,
+                                               seed=cfg.seed)
+    n_first = len(x) - len(copy_of)  # clips (or views), noises; then copies
+    first_of = view_of if view_of is not None else np.arange(n_first)
+    clip_probs = probs[np.asarray(train)]
+    soft = y.copy()
+    real = first_of < len(train)  # noise negatives keep their labels
+    soft[:n_first][real] = clip_probs[first_of[real]]
+    soft[n_first:] = clip_probs[copy_of]
+    y = distilled_targets(y, soft, weight=cfg.distil_weight, temperature=cfg.distil_temperature)
+    if not cfg.unlabelled:
+        return x, y, view_of
+    pool = distillation.unlabelled_clips(cfg.unlabelled)
+    chosen = distillation.usable_unlabelled(pool, data, train)
+    ux, uprobs, uof = distillation.unlabelled_rows(
+        tutor, head, pool, chosen, data["feature_config"], dataset=cfg.dataset,
+        window_s=cfg.window_s, hop_s=cfg.hop_s, every_patch=cfg.every_patch, jobs=cfg.jobs)
+    uy = distilled_targets(uprobs, uprobs, weight=1.0, temperature=cfg.distil_temperature)
+    x = np.concatenate([x[:n_first], ux, x[n_first:]]).astype(np.float32)
+    y = np.concatenate([y[:n_first], uy, y[n_first:]]).astype(np.float32)
+    if view_of is not None:  # unlabelled clips are clips after all others
+        view_of = np.concatenate([view_of, view_of.max() + 1 + uof])
+    return x, y, view_of
 
 
 def fit_pretrained(data, cfg, x_train, y_train, *, y_val, val, common, progress_desc):
@@ -580,6 +621,12 @@ def check_settings(cfg):
         jobs=settings.JOBS_RULE)
     if cfg.teacher_filters:
         layer_units(cfg.teacher_filters, "teacher_filters")
+    if cfg.teacher_filters and cfg.distil_from:
+        raise PipelineError("--teacher_filters and --distil_from each set the distillation "
+                            "teacher: give one")
+    if cfg.unlabelled and not cfg.distil_from:
+        raise PipelineError("--unlabelled needs --distil_from=FOLDER: a teacher labels that "
+                            "audio")
     if cfg.ir_dir and not Path(cfg.ir_dir).is_dir():
         raise PipelineError(f"--ir_dir={cfg.ir_dir}: no such folder of impulse responses")
     fold_plan(cfg.folds)

@@ -187,3 +187,90 @@ def test_pretrained_tier_end_to_end(teacher_dir, tmp_path, capsys):
     assert predict.main([f"--model_dir={models}", str(folder / "tone")]) == 0
     out = capsys.readouterr().out
     assert out.count("tone_") == 6
+
+
+def test_unlabelled_audio_from_a_folder_or_a_manifest(tmp_path):
+    from pipeline import distillation
+    folder = make_class_folder(tmp_path / "pool", per_class=2)
+    found = distillation.unlabelled_clips(folder)
+    assert len(found.paths) == 4 and found.groups == found.paths and set(found.sources) == {""}
+    manifest = tmp_path / "pool.csv"
+    manifest.write_text("path,group,source\npool/tone/tone_0.wav,g1,s1\n"
+                        "pool/hiss/hiss_0.wav,,s2\n", encoding="utf-8")
+    listed = distillation.unlabelled_clips(manifest)
+    assert listed.groups[0] == "g1" and listed.groups[1] == listed.paths[1]
+    assert listed.sources == ["s1", "s2"]
+    with pytest.raises(PipelineError, match="--unlabelled"):
+        distillation.unlabelled_clips(tmp_path / "nowhere")
+    (tmp_path / "bad.csv").write_text("file\nx.wav\n", encoding="utf-8")
+    with pytest.raises(PipelineError, match="'path' column"):
+        distillation.unlabelled_clips(tmp_path / "bad.csv")
+
+
+def test_unlabelled_clips_of_held_out_recordings_and_sources_never_teach():
+    from pipeline import distillation
+    data = {"paths": ["a", "b", "c", "d"], "groups": ["g1", "g2", "g3", "g4"],
+            "sources": ["s1", "s1", "s2", "s3"]}
+    pool = distillation.Unlabelled(["p1", "p2", "p3", "p4", "p5"],
+                                   ["g1", "g2", "g9", "g8", "g7"], ["s1", "s1", "s2", "s3", ""])
+    # training on a, b and c: d (group g4, source s3) is held out
+    assert distillation.usable_unlabelled(pool, data, np.array([0, 1, 2])).tolist() == [0, 1, 2, 4]
+    # training on a and d: b (g2) and source s2 (c only) are held out
+    assert distillation.usable_unlabelled(pool, data, np.array([0, 3])).tolist() == [0, 3, 4]
+
+
+def test_the_teacher_head_learns_only_from_training_clips():
+    from pipeline import distillation
+    rng = np.random.default_rng(0)
+    e = np.concatenate([rng.normal(0, 1, (20, 4)), rng.normal(3, 1, (20, 4))])
+    labels = np.repeat([0, 1], 20)
+    head = distillation.fit_head(e, labels, 2, seed=0)
+    assert (head(e).argmax(axis=1) == labels).mean() > 0.9
+    with pytest.raises(PipelineError, match="every class"):
+        distillation.fit_head(e[:20], labels[:20], 2, seed=0)
+
+
+@pytest.mark.slow
+def test_distilled_device_model_learns_from_teacher_and_unlabelled_audio(teacher_dir, tmp_path,
+                                                                        capsys):
+    import make_dataset_16k
+    import train_16k
+    from pipeline import artifacts
+    folder = make_class_folder(tmp_path / "clips", per_class=6, seconds=1.5,
+                               classes=("hiss", "tone", "beep"))
+    pool = make_class_folder(tmp_path / "pool", per_class=2, seconds=2.5,
+                             classes=("tone", "beep"))
+    dataset, models = tmp_path / "ds.npz", tmp_path / "models"
+    make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={dataset}", "--jobs=1"])
+    common = [f"--dataset={dataset}", f"--model_dir={models}", f"--report_dir={tmp_path / 'r'}",
+              "--epochs=5", "--augment=false", "--jobs=1"]
+    with pytest.raises(PipelineError, match="--distil_from"):
+        train_16k.main([*common, f"--unlabelled={pool}"])
+    assert train_16k.main([*common, f"--distil_from={teacher_dir}",
+                           f"--unlabelled={pool}"]) == 0
+    err = capsys.readouterr().err
+    assert "teacher (unlabelled): 4/4 clips done" in err
+    meta = artifacts.load_model_metadata(models)
+    assert meta["settings"]["distil_from"] == str(teacher_dir)
+    assert meta["model_type"] == "cnn"  # the device model, with its usual features
+
+
+def test_each_training_row_takes_its_own_clips_teacher_probabilities(monkeypatch):
+    import train_16k
+    from types import SimpleNamespace
+    from pipeline import distillation
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]],
+                     np.float32)  # per dataset clip
+    monkeypatch.setattr(teacher, "Teacher", lambda path: None)
+    monkeypatch.setattr(distillation, "teacher_targets", lambda *a, **k: (probs, None))
+    train = np.array([1, 3])  # dataset clips 1 and 3 are training clips 0 and 1
+    view_of = np.array([0, 0, 1, 2])  # two windows of clip 1, one of clip 3, a noise
+    copy_of = np.array([1, 0])  # a copy of clip 3, then of clip 1
+    y = np.eye(3, dtype=np.float32)[[1, 1, 2, 0, 2, 1]]
+    x = np.arange(6, dtype=np.float32)[:, None]
+    cfg = SimpleNamespace(distil_from="t", unlabelled=None, distil_weight=1.0, dataset="d",
+                          distil_temperature=1.0, seed=0)
+    _, soft, _ = train_16k.pretrained_distillation({}, train, cfg, x, y, copy_of=copy_of,
+                                                   view_of=view_of)
+    np.testing.assert_allclose(soft, np.stack([probs[1], probs[1], probs[3], y[3],
+                                               probs[3], probs[1]]), atol=1e-6)
