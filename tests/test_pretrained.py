@@ -274,3 +274,62 @@ def test_each_training_row_takes_its_own_clips_teacher_probabilities(monkeypatch
                                                    view_of=view_of)
     np.testing.assert_allclose(soft, np.stack([probs[1], probs[1], probs[3], y[3],
                                                probs[3], probs[1]]), atol=1e-6)
+
+
+# What each stage gets on top of the README's recipe, so the test stays short.
+QUICK = {"train_16k.py": ["--epochs=3", "--augment=false", "--jobs=1"],
+         "model_conv.py": ["--min_agreement=0", "--calibration_tries=1", "--retry_tries=0",
+                           "--tflm_clips=1"],
+         "make_dataset_16k.py": ["--jobs=1"]}
+
+
+def readme_recipe():
+    """The bash lines of the README's 'Best model on real recordings' block."""
+    import re
+    from conftest import ROOT
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Best model on real recordings", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1).splitlines()
+
+
+@pytest.mark.slow
+def test_the_readme_recipe_builds_both_models(teacher_dir, tmp_path, monkeypatch, capsys):
+    """The README's recipe, line by line (each stage's main in this
+    process), on a tiny teacher and tiny clips: two model folders that
+    predict.py accepts."""
+    import os
+    import shlex
+    import shutil
+    import importlib
+    import predict
+    teachers = tmp_path / "teachers"
+    shutil.copytree(teacher_dir, teachers / "efficientat_mn04_as")
+    clips_dir = make_class_folder(tmp_path / "clips", per_class=6, seconds=1.5,
+                                  classes=("hiss", "tone", "beep"))
+    manifest = tmp_path / "clips.csv"
+    rows = [f"{p.relative_to(tmp_path)},{p.parent.name},{p.stem}"
+            for p in sorted(clips_dir.rglob("*.wav"))]
+    manifest.write_text("path,label,group\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    unlabelled = make_class_folder(tmp_path / "unlabelled", per_class=1, classes=("tone",))
+    env = {"TEACHERS": str(teachers), "MANIFEST": str(manifest), "SEED": "3",
+           "OUT": str(tmp_path / "out"), "UNLABELLED": str(unlabelled)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ran = []
+    for line in readme_recipe():
+        if "=" in line.split()[0]:  # T=...
+            name, value = line.split("=", 1)
+            monkeypatch.setenv(name, os.path.expandvars(value))
+            continue
+        words = shlex.split(os.path.expandvars(line))
+        assert words[0] == "python", line
+        module = importlib.import_module(words[1][:-3])
+        assert module.main(words[2:] + QUICK.get(words[1], [])) == 0, line
+        ran.append(words[1])
+    assert ran.count("train_16k.py") == 2 and ran.count("model_conv.py") == 2
+    for name in ("pretrained", "device"):
+        capsys.readouterr()
+        assert predict.main([f"--model_dir={tmp_path / 'out' / name}",
+                             str(clips_dir / "beep")]) == 0
+        assert capsys.readouterr().out.count("beep_") == 6
+    assert (tmp_path / "out" / "device" / "model_16k_frontend.h").is_file()
