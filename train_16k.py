@@ -391,8 +391,9 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     x_train, y_train, copy_of, view_of = augmented_training_set(data, train, cfg, pool,
                                                                 windows=windows)
     if cfg.distil_from:
-        x_train, y_train, view_of = pretrained_distillation(data, train, cfg, x_train, y_train,
-                                                            copy_of=copy_of, view_of=view_of)
+        x_train, y_train, view_of = pretrained_distillation(data, train, cfg, x_train,
+                                                            y=y_train, copy_of=copy_of,
+                                                            view_of=view_of)
     scaling = fit_standardisation(x_train, config)
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
@@ -421,7 +422,7 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     return model, history, scaling
 
 
-def pretrained_distillation(data, train, cfg, x, y, *, copy_of, view_of):
+def pretrained_distillation(data, train, cfg, x, *, y, copy_of, view_of):
     """DISTIL_FROM: the targets of the training rows become DISTIL_WEIGHT of
     the teacher's probabilities of their clip (softened by DISTIL_TEMPERATURE),
     and with UNLABELLED the windows of unlabelled clips join the clips, with
@@ -445,7 +446,7 @@ def pretrained_distillation(data, train, cfg, x, y, *, copy_of, view_of):
     pool = distillation.unlabelled_clips(cfg.unlabelled)
     chosen = distillation.usable_unlabelled(pool, data, train)
     ux, uprobs, uof = distillation.unlabelled_rows(
-        tutor, head, pool, chosen, data["feature_config"], dataset=cfg.dataset,
+        tutor, head, pool, chosen, config=data["feature_config"], dataset=cfg.dataset,
         window_s=cfg.window_s, hop_s=cfg.hop_s, every_patch=cfg.every_patch, jobs=cfg.jobs)
     uy = distilled_targets(uprobs, uprobs, weight=1.0, temperature=cfg.distil_temperature)
     x = np.concatenate([x[:n_first], ux, x[n_first:]]).astype(np.float32)

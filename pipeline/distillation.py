@@ -118,8 +118,8 @@ def teacher_targets(tutor, data, train, *, dataset, seed, progress=True):
     return head(embedding), head
 
 
-def unlabelled_rows(tutor, head, pool, chosen, config, *, dataset, window_s, hop_s, every_patch,
-                    jobs=-1):
+def unlabelled_rows(tutor, head, pool, chosen, *, config, dataset, window_s, hop_s,
+                    every_patch, jobs=-1):
     """The student's rows of the ``chosen`` unlabelled clips (every window,
     or each clip's own features) and the teacher's probabilities for them.
 

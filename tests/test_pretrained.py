@@ -270,7 +270,7 @@ def test_each_training_row_takes_its_own_clips_teacher_probabilities(monkeypatch
     x = np.arange(6, dtype=np.float32)[:, None]
     cfg = SimpleNamespace(distil_from="t", unlabelled=None, distil_weight=1.0, dataset="d",
                           distil_temperature=1.0, seed=0)
-    _, soft, _ = train_16k.pretrained_distillation({}, train, cfg, x, y, copy_of=copy_of,
+    _, soft, _ = train_16k.pretrained_distillation({}, train, cfg, x, y=y, copy_of=copy_of,
                                                    view_of=view_of)
     np.testing.assert_allclose(soft, np.stack([probs[1], probs[1], probs[3], y[3],
                                                probs[3], probs[1]]), atol=1e-6)
