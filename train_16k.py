@@ -29,6 +29,8 @@ REPORT_DIR = "reports"         # where figures and reports go
 MODEL = "auto"                 # "mlp" (the seed's), "cnn" (2-D features), "auto": cnn if 2-D,
                                # "pretrained": TEACHER's backbone + a head (--features=efficientat)
 TEACHER = None                 # pretrained tagger folder (.tflite + class list), for --model=pretrained
+HEAD_INPUT = "logits"          # pretrained: the backbone output the head reads ("logits", "embedding")
+HEAD_C = 0.003                 # pretrained: inverse L2 strength of the logistic-regression head
 HIDDEN_LAYERS = "256,256,128,128"  # units of each hidden Dense layer (the seed's MLP)
 CNN_FILTERS = "16,32,32"       # filters of each 3x3 conv layer of the CNN
 DROPOUT = 0.5                  # dropout after the last hidden layer
@@ -406,8 +408,8 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
                                              power=cfg.class_weight_power)
                   if cfg.class_weights else None)
     if kind == "pretrained":
-        return fit_pretrained(data, cfg, x_train, y_train, y_val=y_val, val=val,
-                              common=common, progress_desc=progress_desc)
+        return fit_pretrained(data, cfg, x_train, y_train, train=train, val=val,
+                              progress_desc=progress_desc)
     if cfg.teacher_filters:
         teacher_units = layer_units(cfg.teacher_filters, "teacher_filters")
         teacher, _ = train_network(teacher_units, x_train, y_train, cfg,
@@ -456,28 +458,36 @@ def pretrained_distillation(data, train, cfg, x, *, y, copy_of, view_of):
     return x, y, view_of
 
 
-def fit_pretrained(data, cfg, x_train, y_train, *, y_val, val, common, progress_desc):
-    """The pretrained tier: a head (dropout, softmax) trained on the frozen
-    backbone's embeddings of the training rows (cached by content beside
-    the dataset), then put on the Keras backbone (:mod:`pipeline.pretrained`).
+def fit_pretrained(data, cfg, x_train, y_train, *, train, val, progress_desc):
+    """The pretrained tier: a softmax head fitted as a regularised logistic
+    regression (HEAD_C) on the frozen backbone's HEAD_INPUT of every training
+    row (computed by the teacher file once per row content, cached beside the
+    dataset), then put on the Keras backbone (:mod:`pipeline.pretrained`).
     Returns as :func:`fit`; the model reads the features themselves."""
     from pipeline import pretrained, teacher
-    from pipeline.standardisation import standardise as scale
     tutor = teacher.Teacher(cfg.teacher)
     cache = teacher.PatchCache(tutor, pretrained.cache_path(cfg.dataset, tutor))
-    e_train = cache.outputs(x_train, progress_desc=progress_desc and "backbone embeddings")[1]
-    e_val = cache.outputs(data["features"][val])[1]
+    train_out = pretrained.head_features(cache.outputs(x_train, progress_desc=progress_desc
+                                                       and "backbone outputs"), cfg.head_input)
+    val_out = pretrained.head_features(cache.outputs(data["features"][val]), cfg.head_input)
     cache.save()
-    mean, std = pretrained.embedding_scaling(e_train)
-    scaling = {"mean": mean, "std": std}
-    common = dict(common, kind="mlp", input_shape=None,
-                  validation=(scale(e_val, scaling), y_val))
-    head, history = train_network([], scale(e_train, scaling), y_train, cfg,
-                                  progress_desc=progress_desc, **common)
-    model = pretrained.compose(tutor.model_path, data["feature_config"], head, mean=mean,
-                               std=std)
-    history = {k: [float(v) for v in vals] for k, vals in history.items()
-               if k != "learning_rate"}
+    mean, std = pretrained.embedding_scaling(train_out)
+    n_classes = len(data["label_names"])
+    labels = y_train.argmax(axis=1)
+    weights = (class_weights(data["labels"][train], n_classes, power=cfg.class_weight_power)
+               if cfg.class_weights else None)
+    kernel, bias = pretrained.fit_head((train_out - mean) / std, labels, n_classes,
+                                       c=cfg.head_c, class_weight=weights)
+    history = {}
+    for name, out, truth in (("", train_out, labels), ("val_", val_out, data["labels"][val])):
+        logits = ((out - mean) / std) @ kernel + bias
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        history[f"{name}loss"] = [float(-np.mean(np.log(probs[np.arange(len(truth)), truth]
+                                                        + 1e-12)))]
+        history[f"{name}accuracy"] = [float(np.mean(probs.argmax(axis=1) == truth))]
+    model = pretrained.compose(tutor.model_path, data["feature_config"], kernel=kernel,
+                               bias=bias, mean=mean, std=std, head_input=cfg.head_input)
     return model, history, None
 
 

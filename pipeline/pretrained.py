@@ -22,7 +22,7 @@ from pipeline.errors import PipelineError
 def cache_path(dataset, tutor):
     """The teacher-output cache of a dataset file, one per teacher."""
     dataset = Path(dataset)
-    return dataset.with_name(f"{dataset.stem}_teacher_{tutor.sha256[:12]}.npz")
+    return dataset.with_name(f"{dataset.stem}_teacher_{tutor.sha256[:12]}_v2.npz")
 
 
 def check_preset(config, source):
@@ -31,6 +31,16 @@ def check_preset(config, source):
         raise PipelineError(f"{source}: --model=pretrained needs the backbone's own features; "
                             "build the dataset with `python make_dataset_16k.py "
                             "--features=efficientat`")
+
+
+def head_features(outputs, head_input):
+    """The backbone output the head reads, from a cache's (logits, embedding)."""
+    logits, embedding = outputs
+    if head_input == "embedding":
+        return embedding
+    if head_input == "logits":
+        return logits
+    raise PipelineError(f"--head_input={head_input!r}: expected 'logits' or 'embedding'")
 
 
 def embedding_scaling(embedding):
@@ -53,16 +63,50 @@ def fold_scaling(kernel, bias, mean, std):
     return folded.astype(np.float32), (bias - mean @ folded).astype(np.float32)
 
 
-def compose(model_path, config, head, *, mean, std, freeze=True):
+def fit_head(x, labels, n_classes, *, c, class_weight=None):
+    """A softmax layer fitted as an L2-regularised logistic regression (the
+    "linear probe": on dev16k v4 its LOSO beat a head trained by gradient
+    descent with early stopping, 0.87 against 0.83, because it is regularised
+    this strongly), on standardised inputs.
+
+    Parameters
+    ----------
+    x : np.ndarray, shape (n, d): standardised backbone outputs
+    labels : np.ndarray of int, shape (n,)
+    c : float > 0, inverse regularisation strength (scikit-learn's C)
+    class_weight : dict or None
+
+    Returns
+    -------
+    kernel : np.ndarray, shape (d, n_classes); bias : shape (n_classes,)
+    """
+    from sklearn.linear_model import LogisticRegression
+    present = np.unique(labels)
+    if len(present) != n_classes:
+        raise PipelineError(f"the head needs training rows of every class; found only "
+                            f"{len(present)} of {n_classes}")
+    model = LogisticRegression(C=c, class_weight=class_weight, max_iter=5000)
+    model.fit(x, labels)
+    kernel, bias = model.coef_.T, model.intercept_
+    if n_classes == 2:  # scikit-learn keeps one column for two classes: softmax(-z/2, z/2)
+        kernel, bias = np.hstack([-kernel / 2, kernel / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def compose(model_path, config, *, kernel, bias, mean, std, head_input="logits",
+            freeze=True):
     """The whole model: flat ``efficientat`` patch (frames * mels) ->
-    backbone embedding -> ``head``'s layers (its first Dense layer reading
-    raw embeddings through :func:`fold_scaling`).
+    backbone output ``head_input`` -> softmax layer with ``kernel`` and
+    ``bias`` fitted on standardised outputs (``mean``, ``std`` folded in by
+    :func:`fold_scaling`).
 
     Parameters
     ----------
     model_path : Path of the teacher's float TFLite file
     config : features.FeatureConfig of the ``efficientat`` preset
-    head : keras.Model trained on standardised embeddings (Dropout, Dense)
+    kernel, bias : the head's weights (:func:`fit_head`)
+    mean, std : np.ndarray, shape (d,)
+    head_input : "logits" or "embedding" (an output of the teacher)
     freeze : bool, the backbone's weights are not trained further
 
     Returns
@@ -74,27 +118,19 @@ def compose(model_path, config, head, *, mean, std, freeze=True):
     keras = import_keras()
     frames, mels = config.input_shape
     full = tflite_keras.keras_model(model_path, (1, mels, frames))
-    if "embedding" not in full.output:
-        raise PipelineError(f"{model_path}: the teacher has no 'embedding' output")
-    backbone = keras.Model(full.input, full.output["embedding"], name="backbone")
+    if head_input not in full.output:
+        raise PipelineError(f"{model_path}: the teacher has no {head_input!r} output (it has "
+                            f"{', '.join(sorted(full.output))})")
+    backbone = keras.Model(full.input, full.output[head_input], name="backbone")
     backbone.trainable = not freeze
     inputs = keras.Input(shape=(frames * mels,))
     x = keras.layers.Reshape((frames, mels))(inputs)
     x = keras.layers.Permute((2, 1))(x)  # (mels, frames), as the tagger reads a log-mel
     x = keras.layers.Reshape((1, mels, frames))(x)
-    x = backbone(x)
-    first = True
-    for layer in head.layers[1:]:  # skip the head's Input
-        config_ = layer.get_config()
-        config_.pop("name", None)
-        copy = layer.__class__.from_config(config_)
-        x = copy(x)
-        weights = layer.get_weights()
-        if first and layer.__class__.__name__ == "Dense":
-            weights = list(fold_scaling(weights[0], weights[1], mean, std))
-            first = False
-        copy.set_weights(weights)
-    return keras.Model(inputs, x, name="pretrained")
+    head = keras.layers.Dense(kernel.shape[1], activation="softmax", name="head")
+    outputs = head(backbone(x))
+    head.set_weights(list(fold_scaling(kernel, bias, mean, std)))
+    return keras.Model(inputs, outputs, name="pretrained")
 
 
 def teacher_digest(tutor):

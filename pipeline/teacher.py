@@ -175,7 +175,7 @@ class Teacher:
 
         Returns
         -------
-        scores : np.ndarray, shape (n, audioset_classes), in [0, 1]
+        logits : np.ndarray, shape (n, audioset_classes): the scores' log-odds
         embedding : np.ndarray, shape (n, embedding size)
         """
         if self.kind != "mel":
@@ -191,7 +191,7 @@ class Teacher:
             embedding.append(out["embedding"])
         if not logits:
             return np.zeros((0, len(self.class_names)), np.float32), np.zeros((0, 0), np.float32)
-        return _sigmoid(np.concatenate(logits)), np.concatenate(embedding)
+        return np.concatenate(logits), np.concatenate(embedding)
 
     def clip_outputs(self, y):
         """Scores and embedding of a whole clip (mono float32 at
@@ -287,7 +287,7 @@ def row_key(row):
 
 
 class PatchCache:
-    """Teacher outputs of ``efficientat`` feature rows, computed once per row
+    """Teacher outputs (logits, embedding) of ``efficientat`` feature rows, computed once per row
     content and kept in an .npz file (beside the dataset), so that every
     fold, seed and retraining reuses them."""
 
@@ -297,10 +297,10 @@ class PatchCache:
             with np.load(path, allow_pickle=False) as saved:
                 if str(saved["teacher"]) == teacher.sha256:
                     self.stored = {str(k): (s, e) for k, s, e in
-                                   zip(saved["keys"], saved["scores"], saved["embedding"])}
+                                   zip(saved["keys"], saved["logits"], saved["embedding"])}
 
     def outputs(self, rows, *, progress_desc=None, chunk=512):
-        """(scores, embedding) of ``rows``, shape (n, ...) each; with
+        """(logits, embedding) of ``rows``, shape (n, ...) each; with
         ``progress_desc``, progress lines while new rows are computed."""
         from pipeline.progress import Progress
         keys = [row_key(r) for r in rows]
@@ -308,8 +308,8 @@ class PatchCache:
         bar = Progress(len(missing), progress_desc, "window") if progress_desc and missing else None
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
-            scores, embedding = self.teacher.patch_outputs(rows[[i for _, i in part]])
-            for (key, _), s, e in zip(part, scores, embedding):
+            logits, embedding = self.teacher.patch_outputs(rows[[i for _, i in part]])
+            for (key, _), s, e in zip(part, logits, embedding):
                 self.stored[key] = (s, e)
             self.fresh += len(part)
             if bar:
@@ -325,6 +325,6 @@ class PatchCache:
             return
         ordered = sorted(self.stored)
         write_npz(self.path, teacher=np.array(self.teacher.sha256), keys=np.array(ordered),
-                  scores=np.stack([self.stored[k][0] for k in ordered]),
+                  logits=np.stack([self.stored[k][0] for k in ordered]),
                   embedding=np.stack([self.stored[k][1] for k in ordered]))
         self.fresh = 0

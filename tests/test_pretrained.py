@@ -106,9 +106,9 @@ def test_teacher_runs_once_per_row_and_clip(teacher_dir, tmp_path, monkeypatch):
     tutor = teacher.Teacher(teacher_dir)
     rows = np.random.default_rng(0).normal(0, 1, (6, 12800)).astype(np.float32)
     cache = teacher.PatchCache(tutor, tmp_path / "patches.npz")
-    scores, embedding = cache.outputs(rows)
+    logits, embedding = cache.outputs(rows)
     direct = tutor.patch_outputs(rows)
-    assert np.allclose(scores, direct[0]) and np.allclose(embedding, direct[1])
+    assert np.allclose(logits, direct[0]) and np.allclose(embedding, direct[1])
     cache.save()
     calls = []
     monkeypatch.setattr(tutor, "patch_outputs", lambda r: calls.append(len(r)))
@@ -121,6 +121,20 @@ def test_teacher_runs_once_per_row_and_clip(teacher_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(tutor, "clip_outputs", lambda y: 1 / 0)  # must not run again
     second = teacher.clip_outputs(tutor, paths, cache=tmp_path / "clips.npz")
     assert np.array_equal(first[0], second[0]) and first[1].shape == (len(paths), 16)
+
+
+def test_the_head_is_a_regularised_logistic_regression():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(0, 1, (30, 4)), rng.normal(2, 1, (30, 4))])
+    labels = np.repeat([0, 1], 30)
+    kernel, bias = pretrained.fit_head(x, labels, 2, c=1.0)
+    assert kernel.shape == (4, 2) and ((x @ kernel + bias).argmax(axis=1) == labels).mean() > 0.9
+    weak, _ = pretrained.fit_head(x, labels, 2, c=1e-4)
+    assert np.abs(weak).max() < np.abs(kernel).max() / 10  # C regularises
+    with pytest.raises(PipelineError, match="every class"):
+        pretrained.fit_head(x[:30], labels[:30], 2, c=1.0)
+    with pytest.raises(PipelineError, match="--head_input"):
+        pretrained.head_features((x, x), "hidden")
 
 
 def test_folded_standardisation_equals_the_standardised_head():
@@ -168,13 +182,14 @@ def test_pretrained_tier_end_to_end(teacher_dir, tmp_path, capsys):
     assert meta["input_standardisation"] is None
 
     # The saved model (Keras backbone + head with the standardisation folded
-    # in) computes what the head computes on the teacher file's embeddings.
+    # in) computes what the head computes on the teacher file's logits.
     data = artifacts.load_dataset(dataset)
     model = artifacts.load_keras_model(models / "model_16k.keras", meta)
     tutor = teacher.Teacher(teacher_dir)
-    embedding = tutor.patch_outputs(data["features"][:5])[1]
+    read = pretrained.head_features(tutor.patch_outputs(data["features"][:5]), "logits")
     head = model.layers[-1]
-    logits = embedding @ head.kernel.numpy() + head.bias.numpy()
+    assert head.name == "head" and head.kernel.shape == (len(NAMES), 3)
+    logits = read @ head.kernel.numpy() + head.bias.numpy()
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
     assert np.abs(model.predict(data["features"][:5], verbose=0) - expected).max() < 2e-3
