@@ -38,6 +38,9 @@ GOLDEN_CLIPS = 5               # test clips saved as golden vectors for firmware
 GOLDEN_SAMPLES_S = 2.0         # golden clips up to this long also carry their raw samples
 TFLM_CLIPS = 5                 # test clips run through the TFLite Micro interpreter
 LATENCY_CLIPS = 50             # test clips timed one at a time for the latency figures
+RANGE_PERCENTILES = "auto"     # int8 activation ranges tried: percentiles of calibration values
+                               # ("100": min-max; "auto": 100, and 99.99 too for a pretrained tier)
+PERCENTILE_CLIPS = 200         # calibration rows whose values set a percentile range
 SEED = 42                      # which training clips calibrate
 
 
@@ -70,9 +73,11 @@ def load_inputs(model_dir, dataset):
     return meta, data, x, rows
 
 
-def convert(model, calibration, int8):
+def convert(model, calibration, int8, percentile=100.0):
     """TFLite flatbuffer bytes: full-int8 (int8 input/output, builtin int8
-    ops only) calibrated on ``calibration``, or plain float32."""
+    ops only) calibrated on ``calibration``, or plain float32. Below 100,
+    ``percentile`` narrows every activation range to that percentile of the
+    calibration values (:mod:`pipeline.int8_ranges`) instead of min-max."""
     tf = import_tensorflow()
     import keras
     # A fixed batch of one clip: with a free batch dimension the CNN's reshape
@@ -91,10 +96,19 @@ def convert(model, calibration, int8):
     # notes to stderr. "Statistics for quantized inputs were expected" is a
     # Python warning about int8 *inputs*, whose range comes from the
     # representative data anyway.
+    narrow = int8 and percentile < 100
+    if narrow:
+        converter._experimental_calibrate_only = True  # ranges first; quantised below
     with contextlib.redirect_stdout(io.StringIO()), silence_native_output(), \
             warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        return converter.convert()
+        blob = converter.convert()
+        if narrow:
+            from pipeline import int8_ranges
+            ranges = int8_ranges.tensor_percentiles(blob, calibration[:PERCENTILE_CLIPS],
+                                                    percentile)
+            blob = int8_ranges.quantise(blob, ranges)
+    return blob
 
 
 def calibration_sets(train, validation, *, n_clips, tries, seed):
@@ -109,7 +123,21 @@ def calibration_sets(train, validation, *, n_clips, tries, seed):
     return sets[:tries]
 
 
-def best_int8(model, x, train, validation, *, n_clips, tries, seed, rule, labels, check=None):
+def range_percentiles(text, config):
+    """RANGE_PERCENTILES as numbers: "auto" is min-max for the device presets,
+    and min-max or the 99.99th percentile for a pretrained backbone, whose
+    hard-swish activations have long tails."""
+    if text == "auto":
+        return [100.0] if config.preset in features.DEVICE_PRESETS else [100.0, 99.99]
+    values = settings.parse_list(text, float, "range_percentiles")
+    if not values or not all(50 < v <= 100 for v in values):
+        raise PipelineError(f"--range_percentiles={text!r}: expected percentiles above 50 "
+                            "and at most 100, e.g. 100,99.99, or auto")
+    return values
+
+
+def best_int8(model, x, train, validation, *, n_clips, tries, seed, rule, labels, check=None,
+              percentiles=(100.0,)):
     """Full-int8 flatbuffer bytes from the calibration set whose model is
     closest to Keras on the validation rows: most equal decisions (as
     predict.py makes them, with the open-set ``rule``), then the smallest mean
@@ -127,13 +155,15 @@ def best_int8(model, x, train, validation, *, n_clips, tries, seed, rule, labels
     keras_probs, keras_decisions = open_set.apply_rule(
         model.predict(x[check_rows], verbose=0), rule, labels)
     tried, best = [], None
-    for rows in calibration_sets(train, validation, n_clips=n_clips, tries=tries, seed=seed):
-        blob = convert(model, x[rows], int8=True)
+    sets = calibration_sets(train, validation, n_clips=n_clips, tries=tries, seed=seed)
+    for rows, percentile in ((r, p) for r in sets for p in percentiles):
+        blob = convert(model, x[rows], int8=True, percentile=percentile)
         probs, decisions = open_set.apply_rule(TFLiteModel(blob).predict_proba(x[check_rows]),
                                                rule, labels)
         score = (float(np.mean(decisions == keras_decisions)),
                  float(np.mean(np.abs(probs - keras_probs))))
-        tried.append({"clips": int(len(rows)), "agreement": score[0], "prob_abs_diff": score[1]})
+        tried.append({"clips": int(len(rows)), "percentile": percentile,
+                      "agreement": score[0], "prob_abs_diff": score[1]})
         if best is None or (score[0], -score[1]) > (best[0][0], -best[0][1]):
             best = (score, blob, len(tried) - 1)
     return best[1], {"tries": tried, "chosen": best[2]}
@@ -348,11 +378,12 @@ def main(argv=None):
     model = artifacts.load_keras_model(paths["keras"], meta)
     files.check_writable("--model_dir", cfg.model_dir)
     files.check_writable("--report_dir", cfg.report_dir)
+    percentiles = range_percentiles(cfg.range_percentiles, meta["feature_config"])
 
     int8_bytes, calibration = best_int8(
         model, x, rows["train"], rows["validation"], n_clips=cfg.representative_clips,
         tries=cfg.calibration_tries, seed=cfg.seed, rule=meta.get("open_set"),
-        labels=meta["labels"])
+        labels=meta["labels"], percentiles=percentiles)
     float_bytes = convert(model, None, int8=False)
     int8_model, float_model = TFLiteModel(int8_bytes), TFLiteModel(float_bytes)
     compare_args = dict(y_true=data["labels"][test], labels=meta["labels"],
@@ -368,7 +399,7 @@ def main(argv=None):
             model, x, rows["train"], rows["validation"], n_clips=cfg.representative_clips,
             tries=cfg.calibration_tries + cfg.retry_tries, seed=cfg.seed + 1,
             rule=meta.get("open_set"), labels=meta["labels"],
-            check=np.concatenate([rows["validation"], test]))
+            check=np.concatenate([rows["validation"], test]), percentiles=percentiles)
         calibration["chosen_on"] = "validation and test (retry after a failed gate)"
         int8_model = TFLiteModel(int8_bytes)
         result = compare(model, float_model, int8_model, x[test], **compare_args)
@@ -436,7 +467,9 @@ def report_table(report):
         f"(gate {report['min_agreement']:.0%})",
         f"int8 calibration sets tried (agreement on "
         f"{report['calibration'].get('chosen_on', 'validation')}): " + ", ".join(
-            f"{t['clips']} clips {t['agreement']:.1%}" + (" (chosen)" if k == chosen else "")
+            f"{t['clips']} clips" + (f" at the {t['percentile']:g}th percentile"
+                                     if t.get("percentile", 100) < 100 else "")
+            + f" {t['agreement']:.1%}" + (" (chosen)" if k == chosen else "")
             for k, t in enumerate(report["calibration"]["tries"])),
         f"|p_keras - p_int8|: mean {report['prob_abs_diff']['mean']:.4f}, "
         f"max {report['prob_abs_diff']['max']:.4f}",
