@@ -333,6 +333,16 @@ def multiply_adds(model):
     return int(total)
 
 
+def machine_name():
+    """The processor the speed figures were measured on, in words."""
+    import os
+    import platform
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "") if Path("/proc/cpuinfo").is_file() else ""
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 def record_conversion(paths, quantisation, figures):
     """Store the checksums of everything this run wrote in the model
     metadata, written last: predict.py then accepts exactly these files
@@ -445,7 +455,9 @@ def main(argv=None):
         "int8_macro_f1": result["metrics"]["int8_tflite"]["macro_f1"],
         "keras_macro_f1": result["metrics"]["keras"]["macro_f1"],
         "int8_bytes": len(int8_bytes), "arena_bytes": arena,
-        "parameters": int(model.count_params()), "multiply_adds": multiply_adds(model)})
+        "parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
+        "int8_ms_per_window": float(result["latency_ms_per_clip"]["int8_tflite"]),
+        "machine": machine_name()})
     device = f", {paths['c_source']}, {paths['golden']}" if paths["c_source"].is_file() else (
         " (no device files: no C front end computes these features)")
     print(f"wrote {paths['int8_tflite']}{device}")

@@ -75,8 +75,10 @@ def _measured_section(meta):
 
 
 def _limits_section(meta):
+    rate = meta.get("feature_config", {}).get("sample_rate", "?")
     lines = ["## Intended use and known limits", "",
-             "For detecting the classes above in 16 kHz audio, window by window, on a "
+             f"For detecting the classes above in audio at {rate} Hz (other rates are "
+             "resampled), window by window, on a "
              "device or a computer. It is not a safety device: a missed alarm is possible.",
              "- Sounds it has never heard are forced into one of its classes unless the "
              "open-set rule is on (`--open_set_class`).",
@@ -88,6 +90,17 @@ def _limits_section(meta):
         lines.append("- Weakest when left out of training: " + ", ".join(
             f"{f['name']} (macro-F1 {_f1(f['macro_f1'])})" for f in weak) + ".")
     return lines
+
+
+def _backbone_lines(meta):
+    """Where a pretrained-tier model's backbone comes from."""
+    teacher = meta.get("teacher")
+    if not teacher:
+        return []
+    return ["", f"Backbone: the pretrained tagger `{teacher.get('file')}` (sha256 "
+                f"`{str(teacher.get('sha256'))[:12]}…`), rebuilt in Keras with its weights; "
+                "only the head was trained here. Its licence and training data (AudioSet) "
+                "come with it: see the folder it was taken from."]
 
 
 def model_card(meta):
@@ -117,7 +130,11 @@ def model_card(meta):
              f"{meta.get('model_type', '?')} with {figures.get('parameters', '?')} parameters, "
              f"{figures.get('multiply_adds', 0) / 1e6:.2f} M multiply-adds per window; "
              f"int8 model {figures.get('int8_bytes', 0) / 1024:.1f} KB of flash, TensorFlow "
-             f"Lite Micro arena {figures.get('arena_bytes', 0) / 1024:.1f} KB.", "",
+             f"Lite Micro arena {figures.get('arena_bytes', 0) / 1024:.1f} KB."
+             + (f" Speed: {figures['int8_ms_per_window']:.2f} ms per window for the int8 model "
+                f"(LiteRT, one clip at a time, on {figures.get('machine', '?')})."
+                if "int8_ms_per_window" in figures else ""),
+             *_backbone_lines(meta), "",
              *_limits_section(meta)]
     return "\n".join(lines) + "\n"
 

@@ -198,6 +198,9 @@ def test_pretrained_tier_end_to_end(teacher_dir, tmp_path, capsys):
                             "--retry_tries=0", "--tflm_clips=1"]) == 0
     paths = artifacts.model_paths(models)
     assert paths["int8_tflite"].is_file() and not paths["frontend_header"].exists()
+    card = (models / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Backbone: the pretrained tagger `tiny.tflite`" in card
+    assert "multiply-adds per window" in card and "ms per window for the int8 model" in card
     capsys.readouterr()
     assert predict.main([f"--model_dir={models}", str(folder / "tone")]) == 0
     out = capsys.readouterr().out
