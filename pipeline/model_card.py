@@ -2,9 +2,19 @@
 it did and where it is weak, written from the model metadata alone
 (model_conv.py writes it; calibrate.py rewrites it with its figures)."""
 
+import html
+import re
 from pathlib import Path
 
 CARD_NAME = "MODEL_CARD.md"
+
+
+def _text(value):
+    """Free text from the user's data (source names, paths) as inert
+    markdown: one line, HTML escaped, markdown's markup characters escaped,
+    so a name can neither start a heading nor carry a tag or a link."""
+    flat = " ".join(str(value).split())
+    return re.sub(r"([\\`*_\[\]{}()#+!|~>-])", r"\\\1", html.escape(flat, quote=False))
 
 
 def _pct(value):
@@ -18,7 +28,7 @@ def _f1(value):
 def _data_section(meta):
     data = meta.get("dataset", {})
     lines = ["## Data", "",
-             f"Trained on `{data.get('path', '?')}` ({data.get('clips', '?')} clips; "
+             f"Trained on {_text(data.get('path', '?'))} ({data.get('clips', '?')} clips; "
              f"sha256 `{str(data.get('sha256', '?'))[:12]}…`)."]
     per_class = data.get("per_class")
     if per_class:
@@ -30,7 +40,7 @@ def _data_section(meta):
     sources = data.get("sources") or {}
     if len(sources) > 1:
         lines.append(f"{len(sources)} sources: " + ", ".join(
-            f"{name} ({count})" for name, count in sorted(sources.items())) + ".")
+            f"{_text(name)} ({count})" for name, count in sorted(sources.items())) + ".")
     split = meta.get("split", {})
     lines.append(f"\nSplit: {len(split.get('train', []))} training, "
                  f"{len(split.get('validation', []))} validation (early stopping), "
@@ -49,7 +59,7 @@ def _measured_section(meta):
         kind = "leave-one-source-out" if cv.get("kind") == "source" else f"{cv.get('kind')} CV"
         lines.append(f"- {kind}: pooled macro-F1 {_f1(cv['pooled']['macro_f1'])}; per "
                      + ("source" if cv.get("kind") == "source" else "fold") + ": " + ", ".join(
-                         f"{f['name']} {_f1(f['macro_f1'])}" for f in cv["folds"]))
+                         f"{_text(f['name'])} {_f1(f['macro_f1'])}" for f in cv["folds"]))
     figures = meta.get("conversion", {}).get("figures")
     if figures:
         lines.append(f"- int8 model on the test split: macro-F1 {_f1(figures['int8_macro_f1'])}"
@@ -88,7 +98,7 @@ def _limits_section(meta):
     if cv and cv.get("kind") == "source":
         weak = sorted(cv["folds"], key=lambda f: f["macro_f1"])[:3]
         lines.append("- Weakest when left out of training: " + ", ".join(
-            f"{f['name']} (macro-F1 {_f1(f['macro_f1'])})" for f in weak) + ".")
+            f"{_text(f['name'])} (macro-F1 {_f1(f['macro_f1'])})" for f in weak) + ".")
     return lines
 
 

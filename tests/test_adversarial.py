@@ -173,3 +173,20 @@ def test_label_files_must_be_regular_and_small(tmp_path, monkeypatch):
     monkeypatch.setattr(labels, "MAX_LABEL_BYTES", 50)
     with pytest.raises(PipelineError, match="too large for a label file"):
         labels.read_audacity_labels(big, ["alarm"])
+
+
+def test_model_card_escapes_names_from_the_data():
+    """Round three, security: a manifest's free-text source names (and the
+    dataset path) reach MODEL_CARD.md as inert text: no new heading, no HTML."""
+    from pipeline.model_card import model_card
+    evil = "kitchen\n# Free model <script>alert(1)</script> [click](http://x)"
+    meta = {"labels": ["alarm", "other"], "events": {"background": ["other"]},
+            "feature_config": {"preset": "logmel_stream", "sample_rate": 16000},
+            "dataset": {"path": "data/<b>x</b>.npz", "clips": 2, "sources": {evil: 1, "b": 1}},
+            "metrics": {"test": {}, "cross_validation": {
+                "kind": "source", "pooled": {"macro_f1": 0.5},
+                "folds": [{"name": evil, "macro_f1": 0.4}, {"name": "b", "macro_f1": 0.6}]}}}
+    card = model_card(meta)
+    assert not any(line.startswith("# Free") for line in card.splitlines())
+    assert "<script>" not in card and "<b>" not in card and "](http" not in card
+    assert "kitchen \\# Free model &lt;script&gt;" in card  # still readable
