@@ -343,11 +343,24 @@ def machine_name():
     return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def record_conversion(paths, quantisation, figures):
+def model_state(paths):
+    """Checksums of the Keras model and its metadata: what a conversion
+    converted, compared again before it is recorded."""
+    return {role: files.file_sha256(paths[role]) if paths[role].is_file() else None
+            for role in ("keras", "meta")}
+
+
+def record_conversion(paths, quantisation, figures, *, loaded):
     """Store the checksums of everything this run wrote in the model
     metadata, written last: predict.py then accepts exactly these files
     beside this metadata, so a run killed half-way never pairs a new .tflite
-    with old metadata, or the reverse."""
+    with old metadata, or the reverse. ``loaded`` (:func:`model_state` when
+    the run began) must still hold: metadata of a model trained meanwhile
+    never vouches for files converted from the one before."""
+    if model_state(paths) != loaded:
+        raise PipelineError(f"{paths['meta'].parent}: the model changed while it was being "
+                            "converted (train_16k.py ran meanwhile?); nothing was recorded. "
+                            "Run `python model_conv.py` again.")
     raw = files.read_json(paths["meta"], "model metadata", "python train_16k.py")
     written = ("int8_tflite", "float_tflite", "c_header", "c_source", "golden", "golden_header",
                "frontend_header", "net_header")
@@ -383,6 +396,7 @@ def main(argv=None):
                             tflm_clips=settings.between(1, 1000),
                             latency_clips=settings.between(1, 10 ** 5))
     paths = artifacts.model_paths(cfg.model_dir)
+    loaded = model_state(paths)
     meta, data, x, rows = load_inputs(cfg.model_dir, cfg.dataset)
     test = rows["test"]
     model = artifacts.load_keras_model(paths["keras"], meta)
@@ -457,7 +471,7 @@ def main(argv=None):
         "int8_bytes": len(int8_bytes), "arena_bytes": arena,
         "parameters": int(model.count_params()), "multiply_adds": multiply_adds(model),
         "int8_ms_per_window": float(result["latency_ms_per_clip"]["int8_tflite"]),
-        "machine": machine_name()})
+        "machine": machine_name()}, loaded=loaded)
     device = f", {paths['c_source']}, {paths['golden']}" if paths["c_source"].is_file() else (
         " (no device files: no C front end computes these features)")
     print(f"wrote {paths['int8_tflite']}{device}")

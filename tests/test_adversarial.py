@@ -190,3 +190,30 @@ def test_model_card_escapes_names_from_the_data():
     assert not any(line.startswith("# Free") for line in card.splitlines())
     assert "<script>" not in card and "<b>" not in card and "](http" not in card
     assert "kitchen \\# Free model &lt;script&gt;" in card  # still readable
+
+
+def test_a_conversion_is_not_recorded_for_a_model_trained_meanwhile(tmp_path, monkeypatch):
+    """Round three, security 3: when train_16k.py rewrites the model while
+    model_conv.py converts it, the new metadata must not vouch for files
+    converted from the old model."""
+    import json
+    import model_conv
+    import train_16k
+    from conftest import make_feature_dataset
+    from pipeline.errors import PipelineError
+    dataset = make_feature_dataset(tmp_path / "ds.npz", preset="seed")
+    common = [f"--dataset={dataset}", f"--model_dir={tmp_path / 'm'}",
+              f"--report_dir={tmp_path / 'r'}"]
+    train_16k.main([*common, "--epochs=3", "--augment=false", "--every_patch=false"])
+    export = model_conv.export_for_device
+
+    def export_then_retrain(paths, *args, **kwargs):
+        export(paths, *args, **kwargs)
+        meta = json.loads(paths["meta"].read_text())
+        meta["epochs_run"] += 1  # what a retraining writes, at this worst moment
+        paths["meta"].write_text(json.dumps(meta))
+
+    monkeypatch.setattr(model_conv, "export_for_device", export_then_retrain)
+    with pytest.raises(PipelineError, match="changed while it was being converted"):
+        model_conv.main([*common, "--min_agreement=0", "--calibration_tries=1"])
+    assert "conversion" not in json.loads((tmp_path / "m" / "model_16k.json").read_text())
