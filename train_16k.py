@@ -31,6 +31,8 @@ MODEL = "auto"                 # "mlp" (the seed's), "cnn" (2-D features), "auto
 TEACHER = None                 # pretrained tagger folder (.tflite + class list), for --model=pretrained
 HEAD_INPUT = "logits"          # pretrained: the backbone output the head reads ("logits", "embedding")
 HEAD_C = 0.003                 # pretrained: inverse L2 strength of the logistic-regression head
+FINE_TUNE_EPOCHS = 0           # pretrained: then train backbone and head together this many epochs
+FINE_TUNE_RATE = 1e-5          # pretrained: Adam learning rate of that fine-tuning
 HIDDEN_LAYERS = "256,256,128,128"  # units of each hidden Dense layer (the seed's MLP)
 CNN_FILTERS = "16,32,32"       # filters of each 3x3 conv layer of the CNN
 DROPOUT = 0.5                  # dropout after the last hidden layer
@@ -409,7 +411,7 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
                   if cfg.class_weights else None)
     if kind == "pretrained":
         return fit_pretrained(data, cfg, x_train, y_train, train=train, val=val,
-                              progress_desc=progress_desc)
+                              progress_desc=progress_desc, common=common)
     if cfg.teacher_filters:
         teacher_units = layer_units(cfg.teacher_filters, "teacher_filters")
         teacher, _ = train_network(teacher_units, x_train, y_train, cfg,
@@ -458,7 +460,7 @@ def pretrained_distillation(data, train, cfg, x, *, y, copy_of, view_of):
     return x, y, view_of
 
 
-def fit_pretrained(data, cfg, x_train, y_train, *, train, val, progress_desc):
+def fit_pretrained(data, cfg, x_train, y_train, *, train, val, progress_desc, common):
     """The pretrained tier: a softmax head fitted as a regularised logistic
     regression (HEAD_C) on the frozen backbone's HEAD_INPUT of every training
     row (computed by the teacher file once per row content, cached beside the
@@ -487,8 +489,39 @@ def fit_pretrained(data, cfg, x_train, y_train, *, train, val, progress_desc):
                                                         + 1e-12)))]
         history[f"{name}accuracy"] = [float(np.mean(probs.argmax(axis=1) == truth))]
     model = pretrained.compose(tutor.model_path, data["feature_config"], kernel=kernel,
-                               bias=bias, mean=mean, std=std, head_input=cfg.head_input)
+                               bias=bias, mean=mean, std=std, head_input=cfg.head_input,
+                               freeze=not cfg.fine_tune_epochs)
+    if cfg.fine_tune_epochs:
+        history = fine_tune(model, x_train, y_train, cfg, common=common,
+                            progress_desc=progress_desc)
     return model, history, None
+
+
+def fine_tune(model, x_train, y_train, cfg, *, common, progress_desc):
+    """FINE_TUNE_EPOCHS of training the whole pretrained model (backbone and
+    head) at FINE_TUNE_RATE on the epochs of :mod:`pipeline.epochs`, early
+    stopping on the validation loss with the best weights kept. Returns the
+    Keras history."""
+    import keras
+    from pipeline.epochs import keras_batches
+    from pipeline.progress import keras_callback
+    keras.utils.set_random_seed(cfg.seed)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.fine_tune_rate),
+                  loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                               restore_best_weights=True)]
+    if progress_desc:
+        callbacks.append(keras_callback(cfg.fine_tune_epochs, "fine-tuning"))
+    batches = keras_batches(x_train, y_train, common["copy_of"], common["n_clips"],
+                            copies=cfg.augment_copies, batch_size=cfg.batch_size,
+                            epochs=cfg.fine_tune_epochs, seed=cfg.seed,
+                            redraw=cfg.redraw_copies, view_of=common["view_of"],
+                            class_weight=common["class_weight"])
+    history = model.fit(**batches, validation_data=common["validation"],
+                        epochs=cfg.fine_tune_epochs, shuffle=False, verbose=0,
+                        callbacks=callbacks)
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()
+            if k != "learning_rate"}
 
 
 def predict_proba(model, x):
@@ -629,6 +662,8 @@ def check_settings(cfg):
         dropout=settings.between(0, 1, high_open=True),
         learning_rate=(lambda v: 0 < v < float("inf"), "a positive finite number"),
         open_set_keep=settings.between(0, 1, low_open=True),
+        fine_tune_epochs=settings.between(0, 100000), head_c=settings.between(0, 1e9, True),
+        fine_tune_rate=(lambda v: 0 < v < float("inf"), "a positive finite number"),
         jobs=settings.JOBS_RULE)
     if cfg.teacher_filters:
         layer_units(cfg.teacher_filters, "teacher_filters")

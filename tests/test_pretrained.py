@@ -351,3 +351,28 @@ def test_the_readme_recipe_builds_both_models(teacher_dir, tmp_path, monkeypatch
                              str(clips_dir / "beep")]) == 0
         assert capsys.readouterr().out.count("beep_") == 6
     assert (tmp_path / "out" / "device" / "model_16k_frontend.h").is_file()
+
+
+@pytest.mark.slow
+def test_fine_tuning_trains_the_backbone_too(teacher_dir, tmp_path):
+    import make_dataset_16k
+    import train_16k
+    from pipeline import artifacts
+    folder = make_class_folder(tmp_path / "clips", per_class=5, seconds=1.5,
+                               classes=("hiss", "tone", "beep"))
+    dataset, models = tmp_path / "ds.npz", tmp_path / "models"
+    make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={dataset}", "--jobs=1",
+                           "--features=efficientat"])
+    assert train_16k.main([f"--dataset={dataset}", f"--model_dir={models}",
+                           f"--report_dir={tmp_path / 'r'}", "--model=pretrained",
+                           f"--teacher={teacher_dir}", "--augment=false", "--jobs=1",
+                           "--fine_tune_epochs=2", "--fine_tune_rate=0.01"]) == 0
+    meta = artifacts.load_model_metadata(models)
+    assert meta["epochs_run"] == 2
+    model = artifacts.load_keras_model(models / "model_16k.keras", meta)
+    backbone = model.get_layer("backbone")
+    tutor = teacher.Teacher(teacher_dir)
+    original = tflite_keras.keras_model(tutor.model_path, (1, 128, 100))
+    moved = [np.abs(a - b).max() for a, b in zip(backbone.get_weights(), original.get_weights())
+             if a.shape == b.shape]
+    assert moved and max(moved) > 1e-4  # the backbone learned, not only the head
