@@ -163,7 +163,7 @@ def load_cache(path, ident, width):
             if str(npz["identity"]) != ident:
                 return {}
             keys, rows = npz["keys"], npz["rows"]
-            if rows.ndim != 2 or rows.shape != (len(keys), width):
+            if rows.ndim != 2 or rows.shape != (len(keys), width) or not np.isfinite(rows).all():
                 return {}  # tampered or damaged: compute again rather than trust it
             return {tuple(str(k).split("|")): row for k, row in zip(keys, rows)}
     except Exception:

@@ -22,6 +22,7 @@ from pipeline.events import EventSettings, stream_windows, window_centres
 from pipeline.standardisation import standardise
 
 EVENT_KEYS = ("window_s", "hop_s", "smooth_windows", "threshold", "min_event_s", "background")
+MIN_HOP_S = 0.001  # shorter hops (under one sample, at most rates) would never advance
 
 
 class Classifier:
@@ -179,8 +180,8 @@ def _check_events(events, source, option_names=False):
 
     if not (number("window_s") and 0 < events["window_s"] <= 3600):
         fail("window_s", "a window length in (0, 3600] seconds")
-    if not (number("hop_s") and 0 < events["hop_s"] <= events["window_s"]):
-        fail("hop_s", "a step in (0, window_s] seconds")
+    if not (number("hop_s") and MIN_HOP_S <= events["hop_s"] <= events["window_s"]):
+        fail("hop_s", f"a step in [{MIN_HOP_S:g}, window_s] seconds")
     if not (isinstance(events.get("smooth_windows"), int) and 1 <= events["smooth_windows"] <= 1000):
         fail("smooth_windows", "a whole number of windows in [1, 1000]")
     if "threshold" in events and not (number("threshold") and 0 <= events["threshold"] <= 1):

@@ -217,3 +217,25 @@ def test_a_conversion_is_not_recorded_for_a_model_trained_meanwhile(tmp_path, mo
     with pytest.raises(PipelineError, match="changed while it was being converted"):
         model_conv.main([*common, "--min_agreement=0", "--calibration_tries=1"])
     assert "conversion" not in json.loads((tmp_path / "m" / "model_16k.json").read_text())
+
+
+@pytest.mark.parametrize("hop", ["1e-9", "0.0005"])
+def test_a_hop_under_a_millisecond_is_refused_before_work(tmp_path, hop):
+    """Round three, 12: a hop shorter than one sample never advanced."""
+    from pipeline.inference import default_events
+    with pytest.raises(PipelineError, match=r"--hop_s=.*expected a step in \[0.001"):
+        train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", f"--hop_s={hop}"])
+    with pytest.raises(PipelineError, match="--hop_s"):
+        default_events(window_s=2.0, hop_s=float(hop), smooth_windows=3, threshold=0.5,
+                       min_event_s=1.0, background="other")
+
+
+def test_a_nan_poisoned_windows_cache_is_not_trusted(tmp_path):
+    """Round three, 15: a views (or copies) cache with NaN rows is computed
+    again, not trained on."""
+    from pipeline import copies
+    path = tmp_path / "c.npz"
+    copies.save_cache(path, "ident", {("k", "0", ""): np.ones(4, np.float32)})
+    assert copies.load_cache(path, "ident", 4)
+    copies.save_cache(path, "ident", {("k", "0", ""): np.full(4, np.nan, np.float32)})
+    assert copies.load_cache(path, "ident", 4) == {}
