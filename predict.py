@@ -334,7 +334,15 @@ def listen(classifier, events, *, source, speed, save_dir, context_s):
     if source == "mic":
         blocks = live.microphone_blocks(rate)
     else:
-        features.audio_duration(source)  # a clear error for a missing or unreadable file
+        try:  # a clear error for a missing, unreadable or special file, or a typo for mic
+            if not Path(source).is_file():
+                raise features.FeatureError("no such recording (--listen takes mic, or an "
+                                            "audio file)" if not Path(source).exists() else
+                                            "not a regular file; give mic or an audio file",
+                                            source)
+            features.audio_duration(source)
+        except features.FeatureError as err:
+            raise PipelineError(f"--listen={source}: {err.reason}") from None
         blocks = live.file_blocks(source, rate, speed=speed)
     listener = live.Listener(classifier, events, save_dir=save_dir, context_s=context_s)
     tty = sys.stdout.isatty()
@@ -364,6 +372,9 @@ def listen(classifier, events, *, source, speed, save_dir, context_s):
     print(f"\nlistened {minutes:.2f} min; events: "
           + ", ".join(f"{k} {v}" for k, v in counts.items()) + latency
           + (f"; event audio in {save_dir}/" if save_dir and found else ""))
+    if listener.error is not None:
+        print(f"error: --listen={source}: stopped early: {listener.error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -389,7 +400,8 @@ def main(argv=None):
         files.check_writable("--into", cfg.into)
         return mine(classifier, cfg.mine, events, cfg.into)
     if cfg.listen:
-        settings.check_settings(cfg, speed=settings.between(0, 10000),
+        settings.check_settings(cfg, speed=(lambda v: v == 0 or 0.01 <= v <= 10000,
+                                            "0 (as fast as possible) or in [0.01, 10000]"),
                                 event_context_s=settings.between(0, 60))
         if cfg.save_events:
             files.check_writable("--save_events", cfg.save_events)

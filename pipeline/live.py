@@ -78,6 +78,7 @@ class Listener:
         self.reported, self.ended = set(), []
         self.audio, self.audio_start, self.total = np.zeros(0, np.float32), 0, 0
         self.latencies = []  # stream seconds from an event's onset to its first report
+        self.error = None  # why the source stopped early (a FeatureError), if it did
 
     def _keep_audio(self, block):
         self.audio = np.concatenate([self.audio, block])
@@ -126,6 +127,8 @@ class Listener:
                 self._report(self.current_events(), now_s, on_event)
         except KeyboardInterrupt:
             pass
+        except (features.FeatureError, OSError) as err:  # e.g. a file corrupt half-way
+            self.error = err  # the events so far are still closed, saved and returned
         final = self.current_events(final=True)
         self._report(final, self.total / self.rate, on_event, final=True)
         return final

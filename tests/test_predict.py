@@ -618,3 +618,42 @@ def test_one_timeline_per_recording_with_labels_when_evaluating(model_dir, tmp_p
                "--background_classes=hiss") == 0
     with_labels = matplotlib.image.imread(scored.parent / "timeline_kitchen.png").shape
     assert with_labels[0] > plain["timeline_kitchen.png"][0]  # the labelled-events row
+
+
+def test_listen_refuses_what_is_not_a_recording_in_one_line(model_dir, tmp_path):
+    """Round three, 4 and 6: a typo for mic, a folder, a FIFO or a speed too
+    small to wait for are one-line errors, not tracebacks."""
+    import os
+    os.mkfifo(tmp_path / "fifo")
+    for source, message in (("MIC", "no such recording"), (tmp_path, "not a regular file"),
+                            (tmp_path / "fifo", "not a regular file")):
+        with pytest.raises(PipelineError, match=f"--listen=.*{message}"):
+            run(model_dir, f"--listen={source}")
+    recording = write(tmp_path / "rec.wav", tone(650.0, 3.0))
+    with pytest.raises(PipelineError, match="--speed=1e-300: expected 0"):
+        run(model_dir, f"--listen={recording}", "--speed=1e-300")
+
+
+def test_listen_closes_and_reports_events_when_the_stream_breaks(model_dir, tmp_path, capsys,
+                                                                 monkeypatch):
+    """Round three, 4: a recording that turns unreadable half-way still gets
+    its events closed and the summary, then a one-line error and exit 1."""
+    import features
+    from pipeline import live
+    recording = long_recording(tmp_path / "rec.wav")
+    real = live.file_blocks
+
+    def breaks_after_30_s(path, rate, **kwargs):
+        fed = 0
+        for block in real(path, rate, **kwargs):
+            yield block
+            fed += len(block)
+            if fed >= 30 * rate:
+                raise features.FeatureError("cannot read audio (corrupt block)", path)
+
+    monkeypatch.setattr(live, "file_blocks", breaks_after_30_s)
+    assert run(model_dir, f"--listen={recording}", "--speed=0",
+               "--background_classes=hiss") == 1
+    captured = capsys.readouterr()
+    assert "event tone ended" in captured.out and "listened 0.50 min" in captured.out
+    assert "stopped early" in captured.err and "corrupt block" in captured.err
