@@ -55,7 +55,10 @@ class Classifier:
         else:
             from pipeline.tflite_model import TFLiteModel
             artifacts.check_belongs(path, self.meta)
-            tflite = TFLiteModel(path)
+            # A model the device runs is run with the kernels TFLite Micro
+            # has, so predict.py, calibrate.py and the board decide alike.
+            device = self.config.preset in features.DEVICE_PRESETS
+            tflite = TFLiteModel(path, reference=device)
             artifacts.check_model_shape(int(np.prod(tflite.input_shape[1:])),
                                         int(tflite.output["shape"][-1]), self.meta, path)
             self._run = tflite.predict_proba

@@ -17,10 +17,14 @@ class TFLiteModel:
         The .tflite file, or its contents.
     threads : int
         Interpreter threads; 1 keeps per-clip latency comparable.
+    reference : bool
+        LiteRT's reference kernels instead of its optimised ones: slower, but
+        the same integers as TensorFlow Lite Micro on a device (the optimised
+        kernels round differently, a step or two at the output).
     """
 
-    def __init__(self, path, threads=1):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path, threads=1, *, reference=False):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         from pipeline.errors import PipelineError
         from pipeline.quiet import silence_native_output
@@ -29,7 +33,10 @@ class TFLiteModel:
         self.path = source.get("model_path", "<in-memory model>")
         try:
             with silence_native_output():  # LiteRT's "Created XNNPACK delegate" notice
-                self.interpreter = Interpreter(**source, num_threads=threads)
+                self.interpreter = Interpreter(
+                    **source, num_threads=threads,
+                    experimental_op_resolver_type=(OpResolverType.BUILTIN_REF if reference
+                                                   else OpResolverType.AUTO))
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:  # LiteRT's words for a bad flatbuffer
             raise PipelineError(f"{self.path}: not a usable .tflite model ({str(err)[:200]}). "

@@ -657,3 +657,29 @@ def test_listen_closes_and_reports_events_when_the_stream_breaks(model_dir, tmp_
     captured = capsys.readouterr()
     assert "event tone ended" in captured.out and "listened 0.50 min" in captured.out
     assert "stopped early" in captured.err and "corrupt block" in captured.err
+
+
+def test_predict_runs_the_int8_model_with_the_devices_integers(model_dir, tmp_path):
+    """Round three, 11: predict.py (and calibrate.py, through the same
+    Classifier) get exactly TFLite Micro's int8 outputs on every window of a
+    recording, not LiteRT's optimised kernels' (a step or two apart)."""
+    from tflite_micro.python.tflite_micro import runtime
+    import features
+    from pipeline import views
+    from pipeline.inference import Classifier
+    from pipeline.tflite_model import TFLiteModel
+    from pipeline.standardisation import standardise
+    path = model_dir / "model_16k_int8.tflite"
+    classifier = Classifier(path)
+    y = features.load_audio(long_recording(tmp_path / "rec.wav"), 16000)
+    rows = views.clip_windows(y, classifier.config, window_s=1.0, hop_s=0.25)
+    x = standardise(rows, classifier.meta["input_standardisation"])
+    ours = classifier._run(x)
+    micro = runtime.Interpreter.from_bytes(path.read_bytes(), arena_size=256 * 1024)
+    litert = TFLiteModel(path)
+    expected = []
+    for row in x:
+        micro.set_input(litert.quantise_input(row)[None], 0)
+        micro.invoke()
+        expected.append(litert.dequantise_output(micro.get_output(0)[0]))
+    assert len(rows) > 200 and np.array_equal(ours, np.array(expected))
