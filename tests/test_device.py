@@ -509,6 +509,25 @@ def test_stream_from_stdin_equals_the_wav_tool(trained, tmp_path):
     assert piped == from_file and len(piped.splitlines()) == 5
 
 
+def test_stream_refuses_file_headers_and_lost_output(trained, tmp_path):
+    """Round three, 7 and 8: a WAV, FLAC or Ogg file on stdin is not read as
+    samples, and output lost to a full disk is not a success."""
+    _, _, tool = trained
+    samples = int16_clip(tone(2600, 2.5, level=0.4))
+    for fmt, name in (("WAV", "WAV"), ("FLAC", "FLAC"), ("OGG", "Ogg")):
+        path = write(tmp_path / f"rec.{fmt.lower()}", samples / 32768.0, fmt=fmt,
+                     subtype="VORBIS" if fmt == "OGG" else "PCM_16")
+        for args in (["--stream"], ["--stream", "--events"]):
+            result = subprocess.run([str(tool), *args], input=path.read_bytes(),
+                                    capture_output=True, text=False)
+            assert result.returncode == 1 and not result.stdout
+            assert f"a {name} file header".encode() in result.stderr
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([str(tool), "--stream"], input=samples.astype("<i2").tobytes(),
+                                stdout=full, stderr=subprocess.PIPE)
+    assert result.returncode == 1 and b"write error" in result.stderr
+
+
 def assert_net_equals_tflite_micro(tool, model_dir, clips):
     """features --net gives TFLite Micro's int8 output, exactly, for every
     window's int8 input of ``clips`` ({name: path}); returns how many

@@ -157,15 +157,50 @@ static int emit_window(af_stream* stream, const char* path, int mode, int* windo
   return 0;
 }
 
-/* Where the samples come from: a WAV file, or raw s16le PCM on stdin. */
+/* Where the samples come from: a WAV file, or raw s16le PCM on stdin (whose
+   first bytes were read to look for a file header, and are its first samples). */
 typedef struct {
   wav_reader* wav;
   FILE* raw;
+  int16_t first[2];
+  size_t n_first;
 } sample_source;
 
 static size_t read_samples(sample_source* source, int16_t* block, size_t n) {
   if (source->wav != NULL) return wav_read(source->wav, block, n);
-  return fread(block, sizeof block[0], n, source->raw);  /* s16le on a little-endian host */
+  size_t got = 0;
+  while (source->n_first > 0 && got < n) {  /* the peeked samples come first */
+    block[got++] = source->first[2 - source->n_first];
+    source->n_first--;
+  }
+  return got + fread(block + got, sizeof block[0], n - got, source->raw);  /* s16le host */
+}
+
+/* Raw PCM has no header; refuse a stream that starts with a file header
+   (arecord writes a WAV header unless given -t raw), instead of reading the
+   file's bytes as samples. Returns 0 and keeps the bytes as samples, or 1. */
+static int open_raw(sample_source* source, FILE* raw) {
+  unsigned char head[4] = {0, 0, 0, 0};
+  source->wav = NULL;
+  source->raw = raw;
+  const size_t got = fread(head, 1, sizeof head, raw);
+  static const char* const headers[][2] = {{"RIFF", "WAV"}, {"RIFX", "WAV"}, {"fLaC", "FLAC"},
+                                           {"OggS", "Ogg"}, {"ID3", "MP3"}, {"FORM", "AIFF"}};
+  for (size_t k = 0; k < sizeof headers / sizeof headers[0]; k++) {
+    if (got >= strlen(headers[k][0]) && memcmp(head, headers[k][0], strlen(headers[k][0])) == 0) {
+      fprintf(stderr, "stdin: a %s file header, but --stream reads raw 16 kHz mono s16le PCM: "
+              "record with `arecord -t raw -r 16000 -f S16_LE -c 1`, or give the file as an "
+              "argument instead of on stdin\n", headers[k][1]);
+      return 1;
+    }
+  }
+  source->n_first = got / 2;
+  memcpy(source->first, head, 2 * source->n_first);
+  if (got % 2) {
+    fprintf(stderr, "stdin: %zu byte(s): not a whole 16-bit sample\n", got);
+    return 1;
+  }
+  return 0;
 }
 
 /* Push the source through the stream; a line per window as it is ready. */
@@ -198,6 +233,10 @@ static int run_stream(sample_source* source, const char* path, int mode) {
   }
   if (!failed && source->wav != NULL && source->wav->error) {
     fprintf(stderr, "%s: %s\n", path, source->wav->error_message);
+    failed = 1;
+  }
+  if (!failed && source->raw != NULL && ferror(source->raw)) {  /* not the end: an error */
+    fprintf(stderr, "%s: read error; the stream stopped before its end\n", path);
     failed = 1;
   }
   if (failed) return 1;
@@ -241,7 +280,7 @@ static int run_features(const char* path, int mode) {
     wav_close(&wav);
     return 1;
   }
-  sample_source source = {&wav, NULL};
+  sample_source source = {&wav, NULL, {0, 0}, 0};
   const int status = run_stream(&source, path, mode);
   wav_close(&wav);
   return status;
@@ -329,6 +368,15 @@ static int run_memory(void) {
   return 0;
 }
 
+/* A full disk or a closed pipe must not pass for success: the output is lost. */
+static int finish_output(int status) {
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "stdout: write error; the output is incomplete\n");
+    return 1;
+  }
+  return status;
+}
+
 int main(int argc, char** argv) {
   if (argc == 2 && strcmp(argv[1], "--memory") == 0) return run_memory();
   if (argc == 3 && strcmp(argv[1], "--events") == 0) return run_events(argv[2]);
@@ -347,13 +395,15 @@ int main(int argc, char** argv) {
       fprintf(stderr, "model_16k_frontend.h: event settings out of range\n");
       return 1;
     }
-    sample_source source = {NULL, stdin};
-    return run_stream(&source, "stdin", PRINT_EVENTS);
+    sample_source source;
+    if (open_raw(&source, stdin) != 0) return 1;
+    return finish_output(run_stream(&source, "stdin", PRINT_EVENTS));
   }
   if (argc == 2 && argv[1][0] != '-') return run_features(argv[1], PRINT_INT8);
   if (argc == 2 && strcmp(argv[1], "--stream") == 0) {
-    sample_source source = {NULL, stdin};
-    return run_stream(&source, "stdin", PRINT_INT8);
+    sample_source source;
+    if (open_raw(&source, stdin) != 0) return 1;
+    return finish_output(run_stream(&source, "stdin", PRINT_INT8));
   }
   fprintf(stderr, "usage: %s [--float | --time | --net] clip.wav | "
           "--stream [--events] < s16le.raw | --events probs.txt | --memory\n", argv[0]);
