@@ -623,3 +623,21 @@ def test_host_tool_names_an_operation_it_cannot_run(trained, tmp_path, monkeypat
     result = subprocess.run([str(tool), "--stream", "--events"], input=samples,
                             capture_output=True)
     assert result.returncode == 1 and b"run `python model_conv.py`" in result.stderr
+
+
+@pytest.mark.parametrize("rows", [
+    "0.5 0.1 0.2 0.7\n1.5 nan 0.2 0.7\n",     # a NaN probability
+    "0.5 0.1 0.2 0.7\n1.5 -0.1 0.2 0.7\n",    # a negative one
+    "0.5 0.1 0.2 0.7\n1.5 0.1 1.2 0.7\n",     # one above 1
+    "0.5 0.1 0.2 0.7\ninf 0.1 0.2 0.7\n",     # an infinite centre
+    "1.5 0.1 0.2 0.7\n0.5 0.1 0.2 0.7\n",     # centres going back
+])
+def test_events_tool_refuses_impossible_windows(trained, tmp_path, rows):
+    """Round three, 9: the events of impossible windows are an error naming
+    the line, not 'too many events', `alarm inf inf` or events dropped."""
+    _, _, tool = trained
+    path = tmp_path / "probs.txt"
+    path.write_text(rows)
+    result = subprocess.run([str(tool), "--events", str(path)], capture_output=True, text=True)
+    assert result.returncode == 1 and not result.stdout
+    assert "line 2: probabilities must be in [0, 1] and centres finite" in result.stderr

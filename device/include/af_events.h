@@ -56,10 +56,12 @@ void af_events_reset(af_events* events);
 
 /* One window's class probabilities (all 0 for a window without features,
  * as predict.py does; each in [0, 1], else AF_ERR_ARGUMENT) and its centre
- * in seconds. Events that ended are written to ``out``; *n_out: how many.
+ * in seconds (in [0, AF_EVENTS_MAX_CENTRE_S] and above the previous window's,
+ * else AF_ERR_ARGUMENT). Events that ended are written to ``out``; *n_out: how many.
  * ``max_out`` must be at least n_classes (one window ends at most one event
  * per class); with less, AF_ERR_BUFFER, *n_out = the room needed, and
  * nothing is consumed: push the same window again. No event is ever lost. */
+#define AF_EVENTS_MAX_CENTRE_S 1e9  /* about 32 years of audio */
 int af_events_push(af_events* events, const float* probs, double centre_s, af_event* out,
                    size_t max_out, size_t* n_out);
 

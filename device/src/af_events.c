@@ -124,6 +124,11 @@ int af_events_push(af_events* events, const float* probs, double centre_s, af_ev
   *n_out = 0;
   for (int c = 0; c < events->config->n_classes; ++c)
     if (!(probs[c] >= 0.0f && probs[c] <= 1.0f)) return AF_ERR_ARGUMENT;  /* NaN too */
+  /* Centres are finite and increase: an event's times come from them. */
+  if (!(centre_s >= 0.0 && centre_s <= AF_EVENTS_MAX_CENTRE_S)) return AF_ERR_ARGUMENT;
+  if (events->pushed > 0 &&
+      !(centre_s > events->centres[(size_t)((events->pushed - 1) % AF_EVENTS_MAX_SMOOTH)]))
+    return AF_ERR_ARGUMENT;
   /* One window closes at most one run per class: with less room than
    * that, nothing is consumed (the caller pushes the window again). */
   if (max_out < (size_t)events->config->n_classes) {

@@ -331,6 +331,12 @@ static int run_events(const char* path) {
     status = af_events_push(&events, probs, centre, found + n_found,
                             sizeof found / sizeof found[0] - n_found, &n_new);
     if (status == AF_OK) n_found += n_new;  /* on an error, n_new is the room needed */
+    if (status == AF_ERR_ARGUMENT) {
+      fprintf(stderr, "%s: line %d: probabilities must be in [0, 1] and centres finite, "
+              "non-negative and increasing\n", path, line);
+      fclose(file);
+      return 1;
+    }
   }
   fclose(file);
   if (status == AF_OK) {
