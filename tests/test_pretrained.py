@@ -159,54 +159,6 @@ def test_pretrained_needs_its_features_and_a_teacher(tmp_path):
                         f"--model_dir={tmp_path / 'm'}"])
 
 
-@pytest.mark.slow
-def test_pretrained_tier_end_to_end(teacher_dir, tmp_path, capsys):
-    """make_dataset (efficientat) -> train (--model=pretrained) -> model_conv
-    -> predict, as the README's recipe runs them."""
-    import make_dataset_16k
-    import model_conv
-    import predict
-    import train_16k
-    from pipeline import artifacts
-    folder = make_class_folder(tmp_path / "clips", per_class=6, seconds=1.5,
-                               classes=("hiss", "tone", "beep"))
-    dataset, models = tmp_path / "ds.npz", tmp_path / "models"
-    assert make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={dataset}", "--jobs=1",
-                                  "--features=efficientat"]) == 0
-    common = [f"--dataset={dataset}", f"--model_dir={models}", f"--report_dir={tmp_path / 'r'}"]
-    assert train_16k.main([*common, "--model=pretrained", f"--teacher={teacher_dir}",
-                           "--epochs=30", "--augment=false", "--jobs=1"]) == 0
-    meta = artifacts.load_model_metadata(models)
-    assert meta["model_type"] == "pretrained"
-    assert meta["teacher"]["sha256"] == teacher.Teacher(teacher_dir).sha256
-    assert meta["input_standardisation"] is None
-
-    # The saved model (Keras backbone + head with the standardisation folded
-    # in) computes what the head computes on the teacher file's logits.
-    data = artifacts.load_dataset(dataset)
-    model = artifacts.load_keras_model(models / "model_16k.keras", meta)
-    tutor = teacher.Teacher(teacher_dir)
-    read = pretrained.head_features(tutor.patch_outputs(data["features"][:5]), "logits")
-    head = model.layers[-1]
-    assert head.name == "head" and head.kernel.shape == (len(NAMES), 3)
-    logits = read @ head.kernel.numpy() + head.bias.numpy()
-    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
-    expected /= expected.sum(axis=1, keepdims=True)
-    assert np.abs(model.predict(data["features"][:5], verbose=0) - expected).max() < 2e-3
-
-    assert model_conv.main([*common, "--min_agreement=0", "--calibration_tries=1",
-                            "--retry_tries=0", "--tflm_clips=1"]) == 0
-    paths = artifacts.model_paths(models)
-    assert paths["int8_tflite"].is_file() and not paths["frontend_header"].exists()
-    card = (models / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "Backbone: the pretrained tagger `tiny.tflite`" in card
-    assert "multiply-adds per window" in card and "ms per window for the int8 model" in card
-    capsys.readouterr()
-    assert predict.main([f"--model_dir={models}", str(folder / "tone")]) == 0
-    out = capsys.readouterr().out
-    assert out.count("tone_") == 6
-
-
 def test_unlabelled_audio_from_a_folder_or_a_manifest(tmp_path):
     from pipeline import distillation
     folder = make_class_folder(tmp_path / "pool", per_class=2)
@@ -248,29 +200,10 @@ def test_the_teacher_head_learns_only_from_training_clips():
         distillation.fit_head(e[:20], labels[:20], 2, seed=0)
 
 
-@pytest.mark.slow
-def test_distilled_device_model_learns_from_teacher_and_unlabelled_audio(teacher_dir, tmp_path,
-                                                                        capsys):
-    import make_dataset_16k
+def test_unlabelled_audio_needs_a_teacher(tmp_path):
     import train_16k
-    from pipeline import artifacts
-    folder = make_class_folder(tmp_path / "clips", per_class=6, seconds=1.5,
-                               classes=("hiss", "tone", "beep"))
-    pool = make_class_folder(tmp_path / "pool", per_class=2, seconds=2.5,
-                             classes=("tone", "beep"))
-    dataset, models = tmp_path / "ds.npz", tmp_path / "models"
-    make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={dataset}", "--jobs=1"])
-    common = [f"--dataset={dataset}", f"--model_dir={models}", f"--report_dir={tmp_path / 'r'}",
-              "--epochs=5", "--augment=false", "--jobs=1"]
-    with pytest.raises(PipelineError, match="--distil_from"):
-        train_16k.main([*common, f"--unlabelled={pool}"])
-    assert train_16k.main([*common, f"--distil_from={teacher_dir}",
-                           f"--unlabelled={pool}"]) == 0
-    err = capsys.readouterr().err
-    assert "teacher (unlabelled): 4/4 clips done" in err
-    meta = artifacts.load_model_metadata(models)
-    assert meta["settings"]["distil_from"] == str(teacher_dir)
-    assert meta["model_type"] == "cnn"  # the device model, with its usual features
+    with pytest.raises(PipelineError, match="--unlabelled needs --distil_from"):
+        train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", f"--unlabelled={tmp_path}"])
 
 
 def test_each_training_row_takes_its_own_clips_teacher_probabilities(monkeypatch):
@@ -320,6 +253,7 @@ def test_the_readme_recipe_builds_both_models(teacher_dir, tmp_path, monkeypatch
     import shutil
     import importlib
     import predict
+    from pipeline import artifacts
     teachers = tmp_path / "teachers"
     shutil.copytree(teacher_dir, teachers / "efficientat_mn04_as")
     clips_dir = make_class_folder(tmp_path / "clips", per_class=6, seconds=1.5,
@@ -345,12 +279,36 @@ def test_the_readme_recipe_builds_both_models(teacher_dir, tmp_path, monkeypatch
         assert module.main(words[2:] + QUICK.get(words[1], [])) == 0, line
         ran.append(words[1])
     assert ran.count("train_16k.py") == 2 and ran.count("model_conv.py") == 2
+    assert "teacher (unlabelled): 1/1 clips done" in capsys.readouterr().err
     for name in ("pretrained", "device"):
-        capsys.readouterr()
         assert predict.main([f"--model_dir={tmp_path / 'out' / name}",
                              str(clips_dir / "beep")]) == 0
         assert capsys.readouterr().out.count("beep_") == 6
-    assert (tmp_path / "out" / "device" / "model_16k_frontend.h").is_file()
+    out = tmp_path / "out"
+    assert (out / "device" / "model_16k_frontend.h").is_file()
+    device = artifacts.load_model_metadata(out / "device")
+    assert device["model_type"] == "cnn"  # the device model, with its usual features
+    assert device["settings"]["distil_from"] == str(teachers / "efficientat_mn04_as")
+
+    meta = artifacts.load_model_metadata(out / "pretrained")
+    assert meta["model_type"] == "pretrained" and meta["input_standardisation"] is None
+    tutor = teacher.Teacher(teacher_dir)
+    assert meta["teacher"]["sha256"] == tutor.sha256
+    assert not (out / "pretrained" / "model_16k_frontend.h").exists()  # no device files
+    card = (out / "pretrained" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Backbone: the pretrained tagger `tiny.tflite`" in card
+    assert "multiply-adds per window" in card and "ms per window for the int8 model" in card
+    # The saved model (Keras backbone + head with the standardisation folded
+    # in) computes what the head computes on the teacher file's logits.
+    data = artifacts.load_dataset(out / "pretrained.npz")
+    model = artifacts.load_keras_model(out / "pretrained" / "model_16k.keras", meta)
+    read = pretrained.head_features(tutor.patch_outputs(data["features"][:5]), "logits")
+    head = model.layers[-1]
+    assert head.name == "head" and head.kernel.shape == (len(NAMES), 3)
+    logits = read @ head.kernel.numpy() + head.bias.numpy()
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.abs(model.predict(data["features"][:5], verbose=0) - expected).max() < 2e-3
 
 
 @pytest.mark.slow
