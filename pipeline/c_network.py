@@ -194,7 +194,8 @@ def network_header(model_bytes, *, source_name, temperature=1.0):
         layers = network_layers(model_bytes)
     except UnsupportedNetwork as err:
         return (head + f"#define MODEL_NET_UNSUPPORTED {c_export.c_string(str(err))}\n"
-                "enum { MODEL_NET_LAYERS = 1, MODEL_NET_MAX_TENSOR = 1, kOutputZeroPoint = 0 };\n"
+                "enum { MODEL_NET_LAYERS = 1, MODEL_NET_MAX_TENSOR = 1, MODEL_NET_INPUTS = 1,\n"
+                "       MODEL_NET_OUTPUTS = 1, kOutputZeroPoint = 0 };\n"
                 "static const float kOutputScale = 1.0f;\n"
                 "static const net_layer model_net_layers[1];  // never run\n"
                 f"\n#endif  // {guard}\n")
@@ -218,7 +219,9 @@ def network_header(model_bytes, *, source_name, temperature=1.0):
     largest = max(int(np.prod(layer[side])) for layer in layers for side in ("in", "out"))
     last = layers[-1]
     return (head + "".join(arrays)
-            + f"\nenum {{ MODEL_NET_LAYERS = {len(layers)}, MODEL_NET_MAX_TENSOR = {largest} }};\n"
+            + f"\nenum {{ MODEL_NET_LAYERS = {len(layers)}, MODEL_NET_MAX_TENSOR = {largest},\n"
+            f"       MODEL_NET_INPUTS = {int(np.prod(layers[0]['in']))}, "
+            f"MODEL_NET_OUTPUTS = {int(np.prod(last['out']))} }};\n"
             f"// The output tensor's quantisation (what af_output_probabilities needs).\n"
             f"static const float kOutputScale = {last['out_scale']!r}f;\n"
             f"enum {{ kOutputZeroPoint = {last['out_zp']} }};\n"

@@ -641,3 +641,60 @@ def test_events_tool_refuses_impossible_windows(trained, tmp_path, rows):
     result = subprocess.run([str(tool), "--events", str(path)], capture_output=True, text=True)
     assert result.returncode == 1 and not result.stdout
     assert "line 2: probabilities must be in [0, 1] and centres finite" in result.stderr
+
+
+def edited_model_dir(model_dir, tmp_path, edit):
+    """A copy of ``model_dir`` whose network header ``edit`` changed, with
+    the metadata vouching for the edited header (a consistent forgery)."""
+    import hashlib
+    other = tmp_path / "forged"
+    shutil.copytree(model_dir, other)
+    net = other / "model_16k_net.h"
+    old_sum = hashlib.sha256(net.read_bytes()).hexdigest()
+    net.write_text(edit(net.read_text()))
+    meta = other / "model_16k.json"
+    meta.write_text(meta.read_text().replace(old_sum,
+                                             hashlib.sha256(net.read_bytes()).hexdigest()))
+    return other
+
+
+def make_tool(model_dir, build_dir):
+    return subprocess.run(["make", "-s", "-C", str(ROOT / "device"), f"MODEL_DIR={model_dir}",
+                           f"BUILD_DIR={build_dir}"], capture_output=True, text=True)
+
+
+def test_build_refuses_a_network_header_the_metadata_does_not_vouch_for(trained, tmp_path):
+    """Round three, security 1: make checks model_16k_net.h too."""
+    _, model_dir, _ = trained
+    other = tmp_path / "models"
+    shutil.copytree(model_dir, other)
+    with open(other / "model_16k_net.h", "a") as fh:
+        fh.write("/* edited */\n")
+    result = make_tool(other, tmp_path / "b")
+    assert result.returncode != 0 and "model_16k_net.h is not the header" in result.stderr
+
+
+def test_a_network_of_another_size_does_not_build_or_run(trained, tmp_path):
+    """Round three, security 1: a net header with another number of outputs
+    fails to compile (it overflowed the caller's buffer), and layers that do
+    not chain are refused by net_run before anything is read or written."""
+    import re
+    _, model_dir, _ = trained
+    nine = edited_model_dir(model_dir, tmp_path / "nine",
+                            lambda text: re.sub(r"MODEL_NET_OUTPUTS = \d+", "MODEL_NET_OUTPUTS = 9",
+                                                text))
+    result = make_tool(nine, tmp_path / "b9")
+    assert result.returncode != 0 and "net_writes_one_value_per_label" in result.stderr
+
+    def widen_second_layer(text):  # the second layer claims a larger input than the first wrote
+        rows = text.split("\n    {NET_")
+        rows[2] = re.sub(r"^(\w+, \{)(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) + 1}",
+                         rows[2])
+        return "\n    {NET_".join(rows)
+
+    broken = edited_model_dir(model_dir, tmp_path / "chain", widen_second_layer)
+    assert make_tool(broken, tmp_path / "bc").returncode == 0
+    wav = write(tmp_path / "clip.wav", tone(2600, 2.0, level=0.4))
+    result = subprocess.run([str(tmp_path / "bc" / "features"), "--net", str(wav)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "does not fit this model's header" in result.stderr

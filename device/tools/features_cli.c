@@ -40,6 +40,12 @@ enum { MODEL_NET_LAYERS = 1, MODEL_NET_MAX_TENSOR = 1, kOutputZeroPoint = 0 };
 static const float kOutputScale = 1.0f, kNetTemperature = 1.0f;
 static const net_layer model_net_layers[1];
 #endif
+#ifndef MODEL_NET_UNSUPPORTED
+/* A network header from another model must not build (C99's static check:
+ * an array of negative size); net_run checks every layer at run time too. */
+typedef char net_reads_the_front_ends_features[MODEL_NET_INPUTS == AF_MODEL_N_FEATURES ? 1 : -1];
+typedef char net_writes_one_value_per_label[MODEL_NET_OUTPUTS == AF_MODEL_NUM_LABELS ? 1 : -1];
+#endif
 
 static uint64_t stream_memory[(AF_MODEL_STREAM_BYTES + 7) / 8];
 static uint64_t scratch[(AF_MODEL_WINDOW_SCRATCH_BYTES + 7) / 8];
@@ -79,8 +85,8 @@ static void print_events(const af_event* found, size_t n) {
 /* The int8 network on the window's input (``input``); 1 after a message when
  * the generated network does not fit the model's header. */
 static int run_network(int8_t* output) {
-  if (net_run(model_net_layers, MODEL_NET_LAYERS, input, output, net_a, net_b,
-              sizeof net_a) == NET_OK)
+  if (net_run(model_net_layers, MODEL_NET_LAYERS, input, AF_MODEL_N_FEATURES, output,
+              AF_MODEL_NUM_LABELS, net_a, net_b, sizeof net_a) == NET_OK)
     return 0;
   fprintf(stderr, "model_16k_net.h: the network does not fit this model's header\n");
   return 1;

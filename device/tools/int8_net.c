@@ -116,16 +116,30 @@ static void softmax(const net_layer* l, const int8_t* in, int8_t* out) {
   }
 }
 
-int net_run(const net_layer* layers, int n_layers, const int8_t* input, int8_t* output,
-            int8_t* buffer_a, int8_t* buffer_b, size_t buffer_bytes) {
+static size_t tensor_size(const int dims[3]) {
+  if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1) return 0;
+  return (size_t)dims[0] * (size_t)dims[1] * (size_t)dims[2];
+}
+
+int net_run(const net_layer* layers, int n_layers, const int8_t* input, size_t input_size,
+            int8_t* output, size_t output_size, int8_t* buffer_a, int8_t* buffer_b,
+            size_t buffer_bytes) {
   if (layers == NULL || n_layers < 1 || input == NULL || output == NULL || buffer_a == NULL ||
       buffer_b == NULL)
     return NET_ERR_ARGUMENT;
+  /* The layers are data from a generated header: check that they chain
+   * before any of them reads or writes memory. */
+  size_t flowing = input_size;
+  for (int k = 0; k < n_layers; ++k) {
+    const size_t in_size = tensor_size(layers[k].in), out_size = tensor_size(layers[k].out);
+    if (in_size == 0 || out_size == 0 || in_size != flowing) return NET_ERR_ARGUMENT;
+    if (k < n_layers - 1 && out_size > buffer_bytes) return NET_ERR_BUFFER;
+    flowing = out_size;
+  }
+  if (flowing != output_size) return NET_ERR_ARGUMENT;
   const int8_t* in = input;
   for (int k = 0; k < n_layers; ++k) {
     const net_layer* l = &layers[k];
-    const size_t size = (size_t)l->out[0] * (size_t)l->out[1] * (size_t)l->out[2];
-    if (size > buffer_bytes) return NET_ERR_BUFFER;
     int8_t* out = k == n_layers - 1 ? output : (k % 2 == 0 ? buffer_a : buffer_b);
     switch (l->op) {
       case NET_CONV_2D: conv_2d(l, in, out, 0); break;

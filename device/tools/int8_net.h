@@ -39,11 +39,15 @@ typedef struct {
 
 enum { NET_OK = 0, NET_ERR_ARGUMENT = -1, NET_ERR_BUFFER = -2 };
 
-/* Run ``n_layers`` layers on ``input`` into ``output`` (the last layer's
- * size), using two caller-owned buffers of ``buffer_bytes`` each (the
- * largest tensor). NET_ERR_BUFFER when they are too small. */
-int net_run(const net_layer* layers, int n_layers, const int8_t* input, int8_t* output,
-            int8_t* buffer_a, int8_t* buffer_b, size_t buffer_bytes);
+/* Run ``n_layers`` layers on ``input`` (``input_size`` values) into
+ * ``output`` (room for ``output_size``), using two caller-owned buffers of
+ * ``buffer_bytes`` each (the largest tensor). Before anything runs, every
+ * layer is checked: the first reads ``input_size`` values, each reads what
+ * the one before wrote, the last writes ``output_size``; else
+ * NET_ERR_ARGUMENT. NET_ERR_BUFFER when the buffers are too small. */
+int net_run(const net_layer* layers, int n_layers, const int8_t* input, size_t input_size,
+            int8_t* output, size_t output_size, int8_t* buffer_a, int8_t* buffer_b,
+            size_t buffer_bytes);
 
 /* TensorFlow Lite's MultiplyByQuantizedMultiplier: round(x * m * 2^(shift - 31))
  * with its two roundings. */
