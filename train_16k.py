@@ -736,6 +736,10 @@ def save_model(model_dir, model, data, *, scaling, rule, split, metrics, cv, his
         "metrics": {"test": metrics, "cross_validation": cv},
         "keras_sha256": files.file_sha256(paths["keras"]),
     }
+    # The card describes this model from now on (the previous model's card,
+    # figures and all, would be wrong); model_conv.py adds the int8 figures.
+    from pipeline.model_card import card_path, model_card
+    files.write_text(card_path(model_dir), model_card(meta))
     files.write_json(paths["meta"], meta)
     return paths, meta
 

@@ -239,3 +239,26 @@ def test_a_nan_poisoned_windows_cache_is_not_trusted(tmp_path):
     assert copies.load_cache(path, "ident", 4)
     copies.save_cache(path, "ident", {("k", "0", ""): np.full(4, np.nan, np.float32)})
     assert copies.load_cache(path, "ident", 4) == {}
+
+
+def test_the_model_card_never_describes_the_previous_model(tmp_path, monkeypatch):
+    """Round three, 14: after a retrain, and while its conversion fails the
+    gate, MODEL_CARD.md describes the new model, not the converted old one."""
+    import model_conv
+    from conftest import make_feature_dataset
+    dataset = make_feature_dataset(tmp_path / "ds.npz", preset="seed")
+    common = [f"--dataset={dataset}", f"--model_dir={tmp_path / 'm'}",
+              f"--report_dir={tmp_path / 'r'}"]
+    train = [*common, "--augment=false", "--every_patch=false"]
+    train_16k.main([*train, "--epochs=3"])
+    assert model_conv.main([*common, "--min_agreement=0", "--calibration_tries=1"]) == 0
+    card = tmp_path / "m" / "MODEL_CARD.md"
+    assert "KB of flash" in card.read_text()
+    train_16k.main([*train, "--epochs=4", "--seed=7"])
+    text = card.read_text()
+    assert "not converted yet" in text and "KB of flash" not in text
+    compare = model_conv.compare
+    monkeypatch.setattr(model_conv, "compare",  # int8 that disagrees: the gate fails
+                        lambda *a, **k: dict(compare(*a, **k), agreement=0.5))
+    assert model_conv.main([*common, "--retry_tries=0", "--calibration_tries=1"]) == 1
+    assert "not converted yet" in card.read_text()
