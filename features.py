@@ -113,8 +113,18 @@ class FeatureError(ValueError):
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
     def for_file(self, path):
-        """The same error, naming ``path``."""
-        return FeatureError(self.reason, path)
+        """The same error (of the same type), naming ``path``."""
+        return type(self)(self.reason, path)
+
+
+class SilentAudio(FeatureError):
+    """Audio with nothing to describe: all zeros, every frame below the
+    trimming threshold, or a constant spectrum. For a window of a long
+    recording this means "no event"; every other FeatureError is a fault."""
+
+
+class TooShort(FeatureError):
+    """Audio shorter than ``MIN_CLIP_S``."""
 
 
 @dataclass(frozen=True)
@@ -479,7 +489,7 @@ def minmax_normalise(v):
     v = np.asarray(v, dtype=np.float64)
     low, high = v.min(), v.max()
     if not high - low > 1e-12 * max(abs(high), 1e-30):
-        raise FeatureError("spectrum is constant, so it cannot be normalised")
+        raise SilentAudio("spectrum is constant, so it cannot be normalised")
     return (v - low) / (high - low)
 
 
@@ -513,7 +523,7 @@ def level_normalised_logmel(power, config):
     db = 10.0 * np.log10(np.maximum(mel, 1e-12))
     db = np.maximum(db, db.max() - config.top_db)
     if db.max() - db.min() < 1e-6:
-        raise FeatureError("log-mel spectrogram is constant")
+        raise SilentAudio("log-mel spectrogram is constant")
     return db - db.mean()
 
 
@@ -630,7 +640,7 @@ def logmel_stream(y, config):
     if config.trim:
         kept = loud_frames(energy, config.trim_top_db)
         if kept is None:
-            raise FeatureError("every STFT frame is silent")
+            raise SilentAudio("every STFT frame is silent")
         first, last = kept
     power = stft_magnitude(y, config.n_fft, config.hop_length, config.win_length,
                            center=False)[:, first:last + 1] ** 2
@@ -745,9 +755,9 @@ def features_from_audio(y, config):
     if not np.all(np.isfinite(y)):
         raise FeatureError("audio contains NaN or infinite samples")
     if not np.any(y):
-        raise FeatureError("all samples are zero (silence)")
+        raise SilentAudio("all samples are zero (silence)")
     if y.size < MIN_CLIP_S * config.sample_rate:
-        raise FeatureError(f"too short: {y.size} samples ({1000 * y.size / config.sample_rate:.0f} "
+        raise TooShort(f"too short: {y.size} samples ({1000 * y.size / config.sample_rate:.0f} "
                            f"ms), at least {MIN_CLIP_S:g} s needed")
     peak = float(np.max(np.abs(y)))
     if peak > MAX_ABS_SAMPLE:
@@ -758,7 +768,7 @@ def features_from_audio(y, config):
     if config.trim and config.preset != "logmel_stream":  # which trims whole STFT frames
         y = trim_silence(y, config.trim_top_db, config.trim_frame_length, config.trim_hop_length)
     if y.size == 0 or not np.any(y):
-        raise FeatureError("nothing left after noise reduction and trimming "
+        raise SilentAudio("nothing left after noise reduction and trimming "
                            "(the clip is silent or pure noise)")
     if config.preset == "seed":
         v = minmax_normalise(mean_stft_magnitude(y, config.n_fft, config.hop_length,

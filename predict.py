@@ -80,7 +80,7 @@ def classify_file(classifier, path, events):
                 classifier, path, window_s=events.window_s, hop_s=events.hop_s)
             result["duration_s"] = round(duration, 3)
             if not usable.any():
-                raise features.FeatureError(_ALL_SILENT)
+                raise features.SilentAudio(_ALL_SILENT)
             smoothed = smooth(window_probs, events.smooth_windows)
             probs = window_probs[usable].mean(axis=0)
             result["events"] = find_events(centres, smoothed, classifier.labels,
@@ -89,6 +89,7 @@ def classify_file(classifier, path, events):
             result["_timeline"] = (centres, smoothed)
     except features.FeatureError as err:
         result["error"] = err.reason
+        result["_silent"] = isinstance(err, features.SilentAudio)  # no sound: no event
         return result
     best = classifier.decide(probs)
     result.update({"class": classifier.labels[best], "probability": float(probs[best]),
@@ -197,7 +198,7 @@ def evaluate_events(classifier, folder, events, *, tolerance_s, json_path, timel
     reference, detected, seconds, drawn = [], [], 0.0, []
     for index, (path, labelled) in enumerate(recordings):
         result = classify_file(classifier, path, events)
-        if result["error"] in (_ALL_SILENT, "all samples are zero (silence)"):  # no detections
+        if result.get("_silent"):  # a silent recording: no detections
             result = {"duration_s": features.audio_duration(path), "events": []}
         elif result["error"]:
             raise PipelineError(f"{path}: {result['error']}")

@@ -127,8 +127,15 @@ def classified_windows(classifier, blocks, *, window_s, hop_s, batch=64):
     for start, samples in stream_windows(blocks, window, hop, classifier.config.window_alignment):
         try:
             row = features.features_from_audio(samples, classifier.config)
-        except features.FeatureError:  # a silent window is "no event", not an error
+        except features.SilentAudio:  # a silent window is "no event", not an error
             row = None
+        except features.TooShort:
+            if start == 0:  # the whole recording is too short to describe
+                raise
+            row = None  # a last, partial window: nothing more to classify
+        except features.FeatureError as err:  # NaN or out-of-range samples: a fault
+            raise features.FeatureError(f"{err.reason} (the window at {start / rate:.2f} s)",
+                                        err.path) from None
         pending.append((start, len(samples), row))
         if len(pending) >= batch:
             yield from classified()

@@ -683,3 +683,24 @@ def test_predict_runs_the_int8_model_with_the_devices_integers(model_dir, tmp_pa
         micro.invoke()
         expected.append(litert.dequantise_output(micro.get_output(0)[0]))
     assert len(rows) > 200 and np.array_equal(ours, np.array(expected))
+
+
+def test_only_true_silence_is_no_event(model_dir, tmp_path, capsys):
+    """Round three, 10: NaN or out-of-range samples in a window of a long
+    recording are a fault named with its time, not "silence": predict.py
+    fails that file, and --evaluate_events refuses it; a silent stretch is
+    still just no event."""
+    y = np.concatenate([tone(650.0, 4.0), np.zeros(16000 * 3, np.float32), tone(650.0, 4.0)])
+    write(tmp_path / "quiet" / "rec.wav", y)  # true silence inside: fine
+    assert run(model_dir, tmp_path / "quiet" / "rec.wav") == 0
+    for name, bad in (("nan", np.nan), ("loud", 5000.0)):
+        z = y.copy()
+        z[5 * 16000:5 * 16000 + 100] = bad
+        path = write(tmp_path / name / "rec.wav", z, subtype="FLOAT")
+        capsys.readouterr()
+        assert run(model_dir, path) == 1
+        out = capsys.readouterr().out
+        assert "error:" in out and "the window at" in out and "silent" not in out
+        (tmp_path / name / "rec.txt").write_text("0.5\t3.5\ttone\n")
+        with pytest.raises(PipelineError, match="the window at"):
+            run(model_dir, "--evaluate_events", tmp_path / name)
