@@ -274,7 +274,9 @@ def mined_rows(table):
     except (UnicodeDecodeError, csv.Error) as err:
         raise PipelineError(f"{table}: not a mined.csv this script wrote ({err}). Move it "
                             "away, or choose another --into") from None
-    return {row[0]: row for row in rows if row}
+    # A row is written before its clip: a run killed between the two left a
+    # row without a clip, dropped here.
+    return {row[0]: row for row in rows if row and (table.parent / row[0]).is_file()}
 
 
 def mine(classifier, folder, events, into):
@@ -296,7 +298,9 @@ def mine(classifier, folder, events, into):
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
     table = into / "mined.csv"
+    files.remove_stale_temporaries_in(into)  # of a run that was killed
     rows = mined_rows(table)
+    header = ["clip", "recording", "start_s", "end_s", "event_class", "event_peak"]
     rate, saved = classifier.config.sample_rate, 0
     try:
         for path in recordings:
@@ -308,15 +312,18 @@ def mine(classifier, folder, events, into):
             for start, samples, event in fired_windows(path, result, classifier.config, events):
                 name = (f"mined_{file_name_part(Path(path).stem)[:80]}_{tag}_"
                         f"{start * 1000 // rate:09d}ms.wav")
-                with files.atomic_path(into / name) as tmp:
-                    soundfile.write(tmp, samples, rate, subtype="PCM_16", format="WAV")
                 rows[name] = [name, str(path), f"{start / rate:.3f}",
                               f"{(start + len(samples)) / rate:.3f}", event["class"],
                               f"{event['peak_probability']:.3f}"]
+                # The row first, then the clip: even a SIGKILL between the
+                # two leaves no clip that mined.csv does not list.
+                files.write_csv(table, [header, *rows.values()])
+                with files.atomic_path(into / name) as tmp:
+                    soundfile.write(tmp, samples, rate, subtype="PCM_16", format="WAV")
                 saved += 1
             print(f"{path}: {len(result.get('events', []))} false activation(s)")
     finally:
-        header = ["clip", "recording", "start_s", "end_s", "event_class", "event_peak"]
+        rows = {k: r for k, r in rows.items() if (into / k).is_file()}
         files.write_csv(table, [header, *rows.values()])
     print(f"saved {saved} window(s) that fired to {into}/ (listed in {table}); retrain "
           "with them: python make_dataset_16k.py && python train_16k.py && "

@@ -113,6 +113,20 @@ def remove_stale_temporaries(path):
     return removed
 
 
+def remove_stale_temporaries_in(folder):
+    """:func:`remove_stale_temporaries` for every file of ``folder``: the
+    temporary files of killed writers, whatever they were writing."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp*"):
+        stem, _, rest = tmp.name[1:].partition(".tmp")
+        target = Path(folder) / (stem.split(".")[0] + rest)
+        parts = stem.split(".")
+        if len(parts) >= 3 and parts[-2].isdigit():  # .{stem}.{pid}.{random}.tmp{suffix}
+            target = Path(folder) / (".".join(parts[:-2]) + rest)
+            removed += remove_stale_temporaries(target)
+    return removed
+
+
 def _process_exists(pid):
     try:
         os.kill(pid, 0)

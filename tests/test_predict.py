@@ -704,3 +704,34 @@ def test_only_true_silence_is_no_event(model_dir, tmp_path, capsys):
         (tmp_path / name / "rec.txt").write_text("0.5\t3.5\ttone\n")
         with pytest.raises(PipelineError, match="the window at"):
             run(model_dir, "--evaluate_events", tmp_path / name)
+
+
+def test_a_killed_mining_run_leaves_no_unlisted_clip_nor_temporary(model_dir, tmp_path,
+                                                                     monkeypatch):
+    """Round three, 17: each clip is listed in mined.csv before it is
+    written, so a SIGKILL at any moment leaves no clip the table misses; the
+    next run removes what a killed writer left and the rows whose clip never
+    came."""
+    import soundfile
+    household = tmp_path / "household"
+    write(household / "day.wav", np.concatenate([noise(3.0, seed=1, low_hz=1500),
+                                                 tone(2700.0, 3.0, seed=2)]))
+    into = tmp_path / "mined"
+    into.mkdir()
+    stale = into / ".mined_day_000000000ms.999999999.abc.tmp.wav"  # a dead writer's
+    stale.write_bytes(b"half a clip")
+    (into / "mined.csv").write_text("clip,recording,start_s,end_s,event_class,event_peak\n"
+                                    "mined_gone.wav,x.wav,0,1,tone,0.9\n")
+    real_write, listed_first = soundfile.write, []
+
+    def checking_write(target, *args, **kwargs):
+        name = Path(target).name.split(".")[1] + ".wav"  # .{name}.{pid}.{random}.tmp.wav
+        listed_first.append(name in (into / "mined.csv").read_text())
+        return real_write(target, *args, **kwargs)
+
+    from pathlib import Path
+    monkeypatch.setattr(soundfile, "write", checking_write)
+    assert run(model_dir, "--mine", household, "--into", into, "--window_s=1.0",
+               "--hop_s=0.5", "--background_classes=hiss") == 0
+    assert listed_first and all(listed_first)
+    assert not stale.exists() and "mined_gone" not in (into / "mined.csv").read_text()
