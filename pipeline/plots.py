@@ -130,11 +130,14 @@ def training_curves(history, out_png):
     save_figure(fig, out_png)
 
 
-def coarse_spectrogram(path, sample_rate, *, hop_s=0.05, n_mels=64):
+def coarse_spectrogram(path, sample_rate, *, hop_s=0.05, n_mels=64, max_frames=4000):
     """A log-mel spectrogram of a recording of any length for display,
     computed block by block (shape (n_mels, frames), dB) and the frame
-    times in seconds."""
+    times in seconds. Frames are ``hop_s`` apart, or farther for a long
+    recording, so there are at most about ``max_frames`` (a figure shows no
+    more): memory stays flat however long the recording is."""
     import librosa
+    hop_s = max(hop_s, features.audio_duration(path) / max_frames)
     n_fft, hop = 1024, max(1, int(hop_s * sample_rate))
     basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
     frames, carry = [], np.zeros(0, np.float32)
@@ -144,7 +147,7 @@ def coarse_spectrogram(path, sample_rate, *, hop_s=0.05, n_mels=64):
         if usable:
             spec = np.abs(librosa.stft(y[:(usable - 1) * hop + n_fft], n_fft=n_fft, hop_length=hop,
                                        center=False)) ** 2
-            frames.append(basis @ spec)
+            frames.append((basis @ spec).astype(np.float32))
         carry = y[usable * hop:]
     mel = np.concatenate(frames, axis=1) if frames else np.zeros((n_mels, 0))
     times = (np.arange(mel.shape[1]) * hop + n_fft / 2) / sample_rate

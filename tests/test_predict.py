@@ -735,3 +735,16 @@ def test_a_killed_mining_run_leaves_no_unlisted_clip_nor_temporary(model_dir, tm
                "--hop_s=0.5", "--background_classes=hiss") == 0
     assert listed_first and all(listed_first)
     assert not stale.exists() and "mined_gone" not in (into / "mined.csv").read_text()
+
+
+def test_timeline_spectrogram_is_bounded_however_long_the_recording(tmp_path):
+    """Round three, 18: the timeline's spectrogram has at most about
+    max_frames frames (it grew by 236 MB per hour of recording)."""
+    from pipeline import plots
+    short = write(tmp_path / "short.wav", tone(650.0, 20.0))
+    long = write(tmp_path / "long.wav", np.tile(tone(650.0, 20.0), 30))  # 10 minutes
+    spec_short, _ = plots.coarse_spectrogram(short, 16000, max_frames=500)
+    spec_long, times = plots.coarse_spectrogram(long, 16000, max_frames=500)
+    assert spec_short.shape[1] == 20 / 0.05 - 1  # short recordings keep their 50 ms frames
+    assert 450 <= spec_long.shape[1] <= 500 and times[-1] > 590
+    assert spec_long.dtype == np.float32 or spec_long.nbytes <= 64 * 500 * 8
