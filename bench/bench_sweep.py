@@ -157,16 +157,31 @@ def run_task(k, task):
 
 
 def done_tasks(log):
-    """Tasks finished by an earlier sweep into the same ``log``."""
+    """Tasks finished by an earlier sweep into the same ``log``; a line cut
+    short (a sweep killed while writing it) is skipped, and trained again."""
     if not Path(log).is_file():
         return []
-    return [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
+    done, broken = [], 0
+    for line in Path(log).read_text().splitlines():
+        try:
+            task = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            task = None
+            broken += 1
+        if isinstance(task, dict):
+            done.append(task)
+    if broken:
+        print(f"note: {broken} unreadable line(s) in {log} (a sweep cut short); their tasks "
+              "run again", flush=True)
+    return done
 
 
 def task_key(task):
-    """What makes two tasks the same: row, settings, seed, source and backend."""
-    return json.dumps([task[k] if k != "flags" else list(task[k])
-                       for k in ("row", "flags", "seed", "source", "backend")])
+    """What makes two tasks the same: the pack, row, settings, seed, source
+    and backend (a task of another pack swept into the same file is not one
+    of this pack's, even with the same names)."""
+    return json.dumps([task.get(k) if k != "flags" else list(task[k])
+                       for k in ("pack", "row", "flags", "seed", "source", "backend")])
 
 
 def summary(data, tasks, sources):
@@ -240,9 +255,12 @@ def sweep(cfg):
                                     settings.parse_list(cfg.sources, str, "sources"))
     backend = keras_backend()
     log = Path(cfg.out).with_suffix(".jsonl")
-    finished = [t for t in done_tasks(log) if t.get("backend") == backend]
+    pack_id = files.file_sha256(cfg.packed)
+    finished = [t for t in done_tasks(log)
+                if t.get("backend") == backend and t.get("pack") == pack_id]
     known = {task_key(t) for t in finished}
-    wanted = [{"row": name, "flags": flags, "seed": seed, "source": source, "backend": backend}
+    wanted = [{"pack": pack_id, "row": name, "flags": flags, "seed": seed, "source": source,
+               "backend": backend}
               for seed in seeds for name, flags in rows for source in sources]
     todo = [(str(cfg.packed), w) for w in wanted if task_key(w) not in known]
     print(f"{len(todo)} tasks ({len(rows)} rows x {len(seeds)} seeds x {len(sources)} sources, "

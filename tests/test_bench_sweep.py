@@ -104,3 +104,18 @@ def test_sources_screen_keeps_matching_names_and_refuses_none():
     assert splits.chosen_sources(names, ["uiowa", "kitchen"]) == ["jt-uiowa", "kitchen20"]
     with pytest.raises(SystemExit, match="no source name contains any of rain"):
         splits.chosen_sources(names, ["rain"])
+
+
+def test_finished_tasks_are_this_packs_and_survive_a_cut_line(sweep_module, tmp_path, capsys):
+    """Round three, 16: a task of another pack swept into the same output is
+    not reused (its figures appeared under the second pack's title), and one
+    truncated line no longer breaks every later sweep."""
+    task = {"pack": "aaa", "row": "r", "flags": ["--x=1"], "seed": 1, "source": "s",
+            "backend": "tensorflow"}
+    other = dict(task, pack="bbb")
+    assert sweep_module.task_key(task) != sweep_module.task_key(other)
+    assert sweep_module.task_key(task) == sweep_module.task_key(dict(task, flags=("--x=1",)))
+    log = tmp_path / "sweep.jsonl"
+    log.write_text(json.dumps(task) + "\n" + json.dumps(other)[:25] + "\n")
+    assert sweep_module.done_tasks(log) == [task]
+    assert "1 unreadable line(s)" in capsys.readouterr().out
