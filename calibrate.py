@@ -27,8 +27,8 @@ from pipeline import artifacts, clips, files, settings
 from pipeline.errors import PipelineError, run_script
 from pipeline.event_metrics import onset_delays
 from pipeline.events import find_events, smooth
-from pipeline.inference import (Classifier, event_settings, model_path, stream_probabilities,
-                                window_probabilities)
+from pipeline.inference import (Classifier, check_device_smoothing, event_settings, model_path,
+                                stream_probabilities, window_probabilities)
 
 MODEL_DIR = "models"           # the model folder that train_16k.py and model_conv.py wrote
 MODEL = None                   # the model to calibrate (.tflite or .keras); default: MODEL_DIR's int8 model
@@ -295,6 +295,11 @@ def store(model_file, calibration):
     raw["calibration"] = calibration
     meta = artifacts.load_model_metadata(paths["meta"].parent)
     meta["calibration"] = calibration
+    # Calibrated for other windows than the model's (--window_s, --hop_s):
+    # the model listens with those from now on, so the choice applies.
+    for store_in in (raw, meta):
+        store_in["events"] = dict(store_in["events"], window_s=calibration["window_s"],
+                                  hop_s=calibration["hop_s"])
     if paths["frontend_header"].is_file() and "conversion" in raw:
         quantisation = raw["conversion"].get("input_quantisation")
         if quantisation is None:
@@ -340,6 +345,8 @@ def main(argv=None):
     model = model_path(cfg.model, cfg.model_dir)
     classifier = Classifier(model)
     labels = classifier.labels
+    check_device_smoothing(smooth_choices, classifier.config,
+                           f"--smooth_choices={cfg.smooth_choices}")
     events = event_settings(classifier.meta, window_s=cfg.window_s, hop_s=cfg.hop_s,
                             background=cfg.background, use_calibration=False, source=model)
     event_classes = [x for x in labels if x not in events.background]

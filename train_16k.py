@@ -19,7 +19,7 @@ from pipeline import artifacts, evaluation, files, open_set, settings
 from pipeline.splits import (evaluation_splits, folds_text, held_out_predictions,
                              summarise_splits, train_val_test_split)
 from pipeline.errors import PipelineError, run_script
-from pipeline.inference import EVENT_KEYS, default_events
+from pipeline.inference import EVENT_KEYS, check_device_smoothing, default_events
 from pipeline.quiet import configure_tensorflow, import_keras
 from pipeline.standardisation import fit_standardisation, standardise
 
@@ -776,6 +776,8 @@ def main(argv=None):
                             smooth_windows=cfg.smooth_windows, threshold=cfg.threshold,
                             min_event_s=cfg.min_event_s, background=cfg.background_classes)
     data = load_checked_dataset(cfg)
+    check_device_smoothing([cfg.smooth_windows], data["feature_config"],
+                           f"--smooth_windows={cfg.smooth_windows}")
     files.check_writable("--model_dir", cfg.model_dir)  # before training, not after
     files.check_writable("--report_dir", cfg.report_dir)
     labels, groups, label_names = data["labels"], data["groups"], data["label_names"]

@@ -23,6 +23,17 @@ from pipeline.standardisation import standardise
 
 EVENT_KEYS = ("window_s", "hop_s", "smooth_windows", "threshold", "min_event_s", "background")
 MIN_HOP_S = 0.001  # shorter hops (under one sample, at most rates) would never advance
+DEVICE_MAX_SMOOTH = 15  # AF_EVENTS_MAX_SMOOTH of device/include/af_events.h (a test checks)
+
+
+def check_device_smoothing(widths, config, option):
+    """PipelineError, before any work, when a device model would be given a
+    moving average wider than the device's event code keeps."""
+    if config.preset in features.DEVICE_PRESETS and max(widths) > DEVICE_MAX_SMOOTH:
+        raise PipelineError(f"{option}: the device's event code smooths over at most "
+                            f"{DEVICE_MAX_SMOOTH} windows (AF_EVENTS_MAX_SMOOTH), and this "
+                            "model's events run on the device too; choose at most "
+                            f"{DEVICE_MAX_SMOOTH}")
 
 
 class Classifier:

@@ -262,3 +262,13 @@ def test_the_model_card_never_describes_the_previous_model(tmp_path, monkeypatch
                         lambda *a, **k: dict(compare(*a, **k), agreement=0.5))
     assert model_conv.main([*common, "--retry_tries=0", "--calibration_tries=1"]) == 1
     assert "not converted yet" in card.read_text()
+
+
+def test_training_refuses_a_smoothing_the_device_cannot_run(tmp_path):
+    """Round three, 13: a device model is refused a moving average wider than
+    the C event code keeps, before training (it failed on the device)."""
+    from conftest import make_feature_dataset
+    dataset = make_feature_dataset(tmp_path / "ds.npz")
+    with pytest.raises(PipelineError, match="--smooth_windows=20: the device's event code"):
+        train_16k.main([f"--dataset={dataset}", "--smooth_windows=20",
+                        f"--model_dir={tmp_path / 'm'}"])

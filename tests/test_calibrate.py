@@ -145,6 +145,35 @@ def test_thresholds_for_another_window_are_refused(model, tmp_path):
     calibrate.store(tflite, choice(0.4))
 
 
+def test_a_calibration_for_other_windows_is_stored_and_used(model, tmp_path):
+    """Round three, 13: calibrating with --window_s=3 stores (it could never
+    store before): the model then listens with 3 s windows by default, and
+    the device header says so."""
+    tmp, _, tflite = model
+    meta_path = tflite.parent / "model_16k.json"
+    before = meta_path.read_text()
+    try:
+        calibrate.store(tflite, choice(0.4, window_s=3.0))
+        meta = json.loads(meta_path.read_text())
+        assert meta["events"]["window_s"] == 3.0 and meta["calibration"]["window_s"] == 3.0
+        header = (tflite.parent / "model_16k_frontend.h").read_text()
+        assert "#define AF_MODEL_WINDOW_SAMPLES 48000" in header
+        recording = write(tmp_path / "rec.wav", tone(2600, 8.0))
+        assert predict.main([f"--model={tflite}", str(recording)]) == 0
+    finally:
+        meta_path.write_text(before)
+        calibrate.store(tflite, choice(0.4))
+
+
+def test_device_event_code_limit_is_pythons():
+    import re
+    from conftest import ROOT
+    from pipeline.inference import DEVICE_MAX_SMOOTH
+    header = (ROOT / "device" / "include" / "af_events.h").read_text()
+    assert int(re.search(r"#define AF_EVENTS_MAX_SMOOTH (\d+)", header).group(1)) == \
+        DEVICE_MAX_SMOOTH
+
+
 @pytest.mark.parametrize("tamper, message", [
     (lambda c: c.update(thresholds={"alarm": "high"}), "are not probabilities"),
     (lambda c: c.update(thresholds=[0.5]), "are not probabilities"),
@@ -210,6 +239,8 @@ def test_event_free_recordings_store_nothing_and_no_nan(model, tmp_path, capsys)
     (["--smooth_choices=0"], r"--smooth_choices='0'"),
     (["--store=maybe"], r"--store='maybe': expected true, false or force"),
     (["--window_s=2", "--hop_s=3"], r"--hop_s=3.0"),
+    (["--smooth_choices=1,20"], r"--smooth_choices=1,20: the device's event code smooths over "
+                                r"at most 15"),
 ])
 def test_settings_out_of_range_are_refused_before_work(model, tmp_path, args, message):
     _, _, tflite = model
