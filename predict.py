@@ -390,6 +390,10 @@ def main(argv=None):
     parser = settings.parser_from_constants(globals())
     parser.add_argument("paths", nargs="*", help="audio files or folders (searched recursively)")
     cfg = settings.parse_settings(globals(), argv, parser)
+    modes = [f"--{name}" for name in ("evaluate", "mine", "listen", "evaluate_events")
+             if getattr(cfg, name)] + (["audio paths"] if cfg.paths else [])
+    if len(modes) > 1:  # one would silently win over the others
+        raise PipelineError(f"{' and '.join(modes)}: give one of them per run")
     settings.check_settings(cfg, onset_tolerance_s=settings.between(0, 3600))
     classifier = Classifier(model_path(cfg.model, cfg.model_dir))
     events = event_settings(classifier.meta, window_s=cfg.window_s, hop_s=cfg.hop_s,

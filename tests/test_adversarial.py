@@ -272,3 +272,11 @@ def test_training_refuses_a_smoothing_the_device_cannot_run(tmp_path):
     with pytest.raises(PipelineError, match="--smooth_windows=20: the device's event code"):
         train_16k.main([f"--dataset={dataset}", "--smooth_windows=20",
                         f"--model_dir={tmp_path / 'm'}"])
+
+
+@pytest.mark.parametrize("args", [["--evaluate=a", "--mine=b"], ["--listen=mic", "clip.wav"],
+                                  ["--evaluate_events=a", "--evaluate=b"]])
+def test_predict_modes_do_not_override_each_other_silently(tmp_path, args):
+    import predict
+    with pytest.raises(PipelineError, match="give one of them per run"):
+        predict.main([f"--model_dir={tmp_path}", *args])
