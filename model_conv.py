@@ -73,7 +73,7 @@ def load_inputs(model_dir, dataset):
     return meta, data, x, rows
 
 
-def convert(model, calibration, int8, percentile=100.0):
+def convert(model, calibration, int8, percentile=100.0, *, percentile_clips=200):
     """TFLite flatbuffer bytes: full-int8 (int8 input/output, builtin int8
     ops only) calibrated on ``calibration``, or plain float32. Below 100,
     ``percentile`` narrows every activation range to that percentile of the
@@ -105,7 +105,7 @@ def convert(model, calibration, int8, percentile=100.0):
         blob = converter.convert()
         if narrow:
             from pipeline import int8_ranges
-            ranges = int8_ranges.tensor_percentiles(blob, calibration[:PERCENTILE_CLIPS],
+            ranges = int8_ranges.tensor_percentiles(blob, calibration[:percentile_clips],
                                                     percentile)
             blob = int8_ranges.quantise(blob, ranges)
     return blob
@@ -137,7 +137,7 @@ def range_percentiles(text, config):
 
 
 def best_int8(model, x, train, validation, *, n_clips, tries, seed, rule, labels, check=None,
-              percentiles=(100.0,)):
+              percentiles=(100.0,), percentile_clips=200):
     """Full-int8 flatbuffer bytes from the calibration set whose model is
     closest to Keras on the validation rows: most equal decisions (as
     predict.py makes them, with the open-set ``rule``), then the smallest mean
@@ -157,7 +157,8 @@ def best_int8(model, x, train, validation, *, n_clips, tries, seed, rule, labels
     tried, best = [], None
     sets = calibration_sets(train, validation, n_clips=n_clips, tries=tries, seed=seed)
     for rows, percentile in ((r, p) for r in sets for p in percentiles):
-        blob = convert(model, x[rows], int8=True, percentile=percentile)
+        blob = convert(model, x[rows], int8=True, percentile=percentile,
+                       percentile_clips=percentile_clips)
         probs, decisions = open_set.apply_rule(TFLiteModel(blob).predict_proba(x[check_rows]),
                                                rule, labels)
         score = (float(np.mean(decisions == keras_decisions)),
@@ -394,7 +395,8 @@ def main(argv=None):
                             golden_clips=settings.between(1, 1000),
                             golden_samples_s=settings.between(0, 60),
                             tflm_clips=settings.between(1, 1000),
-                            latency_clips=settings.between(1, 10 ** 5))
+                            latency_clips=settings.between(1, 10 ** 5),
+                            percentile_clips=settings.between(1, 10 ** 5))
     paths = artifacts.model_paths(cfg.model_dir)
     loaded = model_state(paths)
     meta, data, x, rows = load_inputs(cfg.model_dir, cfg.dataset)
@@ -407,7 +409,7 @@ def main(argv=None):
     int8_bytes, calibration = best_int8(
         model, x, rows["train"], rows["validation"], n_clips=cfg.representative_clips,
         tries=cfg.calibration_tries, seed=cfg.seed, rule=meta.get("open_set"),
-        labels=meta["labels"], percentiles=percentiles)
+        labels=meta["labels"], percentiles=percentiles, percentile_clips=cfg.percentile_clips)
     float_bytes = convert(model, None, int8=False)
     int8_model, float_model = TFLiteModel(int8_bytes), TFLiteModel(float_bytes)
     compare_args = dict(y_true=data["labels"][test], labels=meta["labels"],
@@ -423,7 +425,8 @@ def main(argv=None):
             model, x, rows["train"], rows["validation"], n_clips=cfg.representative_clips,
             tries=cfg.calibration_tries + cfg.retry_tries, seed=cfg.seed + 1,
             rule=meta.get("open_set"), labels=meta["labels"],
-            check=np.concatenate([rows["validation"], test]), percentiles=percentiles)
+            check=np.concatenate([rows["validation"], test]), percentiles=percentiles,
+            percentile_clips=cfg.percentile_clips)
         calibration["chosen_on"] = "validation and test (retry after a failed gate)"
         int8_model = TFLiteModel(int8_bytes)
         result = compare(model, float_model, int8_model, x[test], **compare_args)

@@ -602,15 +602,13 @@ def test_host_tool_names_an_operation_it_cannot_run(trained, tmp_path, monkeypat
     front end works), and --stream --events says which operation is missing."""
     from pipeline import c_network
     _, model_dir, _ = trained
-    other = tmp_path / "models"
-    shutil.copytree(model_dir, other)
 
     def unsupported(model_bytes):
         raise c_network.UnsupportedNetwork("operation SQUARED_DIFFERENCE")
 
     monkeypatch.setattr(c_network, "network_layers", unsupported)
-    (other / "model_16k_net.h").write_text(c_network.network_header(
-        (other / "model_16k_int8.tflite").read_bytes(), source_name="model_16k_int8.tflite"))
+    other = edited_model_dir(model_dir, tmp_path, lambda _: c_network.network_header(
+        (model_dir / "model_16k_int8.tflite").read_bytes(), source_name="model_16k_int8.tflite"))
     tool = build(other, tmp_path / "b")
     samples = int16_clip(tone(2600, 2.5, level=0.4)).astype("<i2").tobytes()
     result = subprocess.run([str(tool), "--stream", "--events"], input=samples,
