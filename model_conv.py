@@ -363,8 +363,7 @@ def record_conversion(paths, quantisation, figures, *, loaded):
                             "converted (train_16k.py ran meanwhile?); nothing was recorded. "
                             "Run `python model_conv.py` again.")
     raw = files.read_json(paths["meta"], "model metadata", "python train_16k.py")
-    written = ("int8_tflite", "float_tflite", "c_header", "c_source", "golden", "golden_header",
-               "frontend_header", "net_header")
+    written = ("int8_tflite", "float_tflite", *DEVICE_FILES)
     raw["conversion"] = {"sha256": {key: files.file_sha256(paths[key]) for key in written
                                     if paths[key].is_file()},
                          "input_quantisation": [float(quantisation[0]), int(quantisation[1])],

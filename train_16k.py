@@ -19,6 +19,7 @@ from pipeline import artifacts, evaluation, files, open_set, settings
 from pipeline.splits import (evaluation_splits, folds_text, held_out_predictions,
                              summarise_splits, train_val_test_split)
 from pipeline.errors import PipelineError, run_script
+from pipeline.distillation import distilled_targets
 from pipeline.inference import EVENT_KEYS, check_device_smoothing, default_events
 from pipeline.quiet import configure_tensorflow, import_keras
 from pipeline.standardisation import fit_standardisation, standardise
@@ -327,54 +328,49 @@ def augmented_training_set(data, train, cfg, pool, *, windows=None):
     return x.astype(np.float32), y, copy_of, view_of
 
 
-def distilled_targets(y, teacher_probs, *, weight, temperature):
-    """Knowledge distillation targets: ``1 - weight`` of the labels ``y``
-    plus ``weight`` of the teacher's probabilities softened by
-    ``temperature`` (Hinton et al. 2015).
-
-    Parameters
-    ----------
-    y, teacher_probs : np.ndarray, shape (n, classes)
-
-    Returns
-    -------
-    np.ndarray, shape (n, classes), float32; rows sum to 1
-    """
-    logits = np.log(np.clip(teacher_probs, 1e-7, 1.0)) / temperature
-    soft = np.exp(logits - logits.max(axis=1, keepdims=True))
-    soft /= soft.sum(axis=1, keepdims=True)
-    return ((1 - weight) * y + weight * soft).astype(np.float32)
-
-
 def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation, kind,
                   input_shape, class_weight, progress_desc, view_of=None):
     """Build and train one network on the epochs of :mod:`pipeline.epochs`
     (early stopping on validation loss, best weights kept, learning rate
     lowered on plateaus). Returns the model and its Keras history."""
     import keras
-    from pipeline.epochs import keras_batches
-    from pipeline.progress import keras_callback
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(x_train.shape[1], y_train.shape[1], kind, units, dropout=cfg.dropout,
                         learning_rate=cfg.learning_rate, seed=cfg.seed,
                         input_shape=input_shape, batch_norm=cfg.batch_norm,
                         band_norm=cfg.band_norm, separable=cfg.separable,
                         label_smoothing=cfg.label_smoothing)
+    history = fit_epochs(model, x_train, y_train, cfg, epochs=cfg.epochs, mixup=cfg.mixup,
+                         lower_rate=True, copy_of=copy_of, n_clips=n_clips, view_of=view_of,
+                         validation=validation, class_weight=class_weight,
+                         progress_desc=progress_desc)
+    return model, history
+
+
+def fit_epochs(model, x_train, y_train, cfg, *, epochs, mixup, lower_rate, copy_of, n_clips,
+               view_of, validation, class_weight, progress_desc):
+    """Train a compiled ``model`` for up to ``epochs`` on the epochs of
+    :mod:`pipeline.epochs` (early stopping on validation loss, best weights
+    kept; with ``lower_rate``, the learning rate lowered on plateaus).
+    Returns the Keras history dict."""
+    import keras
+    from pipeline.epochs import keras_batches
+    from pipeline.progress import keras_callback
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                                restore_best_weights=True)]
-    if cfg.lr_patience:
+    if lower_rate and cfg.lr_patience:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience))
     if progress_desc:  # none in bench/ workers, which report per fold
-        callbacks.append(keras_callback(cfg.epochs, progress_desc))
+        callbacks.append(keras_callback(epochs, progress_desc))
     batches = keras_batches(x_train, y_train, copy_of, n_clips, copies=cfg.augment_copies,
-                            batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
-                            redraw=cfg.redraw_copies, mixup=cfg.mixup, view_of=view_of,
+                            batch_size=cfg.batch_size, epochs=epochs, seed=cfg.seed,
+                            redraw=cfg.redraw_copies, mixup=mixup, view_of=view_of,
                             class_weight=class_weight)
-    history = model.fit(**batches, validation_data=validation, epochs=cfg.epochs,
+    history = model.fit(**batches, validation_data=validation, epochs=epochs,
                         shuffle=False, verbose=0,  # epoch_plan shuffles
                         callbacks=callbacks)
-    return model, history.history
+    return history.history
 
 
 def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="training"):
@@ -395,9 +391,10 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     x_train, y_train, copy_of, view_of = augmented_training_set(data, train, cfg, pool,
                                                                 windows=windows)
     if cfg.distil_from:
-        x_train, y_train, view_of = pretrained_distillation(data, train, cfg, x_train,
-                                                            y=y_train, copy_of=copy_of,
-                                                            view_of=view_of)
+        from pipeline import distillation
+        x_train, y_train, view_of = distillation.training_targets(data, train, cfg, x_train,
+                                                                  y=y_train, copy_of=copy_of,
+                                                                  view_of=view_of)
     scaling = fit_standardisation(x_train, config)
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)
@@ -424,40 +421,6 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     history = {k: [float(v) for v in vals] for k, vals in history.items()
                if k != "learning_rate"}
     return model, history, scaling
-
-
-def pretrained_distillation(data, train, cfg, x, *, y, copy_of, view_of):
-    """DISTIL_FROM: the targets of the training rows become DISTIL_WEIGHT of
-    the teacher's probabilities of their clip (softened by DISTIL_TEMPERATURE),
-    and with UNLABELLED the windows of unlabelled clips join the clips, with
-    the teacher's softened probabilities as their only targets
-    (:mod:`pipeline.distillation`). Returns x, y and view_of (copies stay
-    last, as :mod:`pipeline.epochs` expects)."""
-    from pipeline import distillation, teacher
-    tutor = teacher.Teacher(cfg.distil_from)
-    probs, head = distillation.teacher_targets(tutor, data, train, dataset=cfg.dataset,
-                                               seed=cfg.seed)
-    n_first = len(x) - len(copy_of)  # clips (or views), noises; then copies
-    first_of = view_of if view_of is not None else np.arange(n_first)
-    clip_probs = probs[np.asarray(train)]
-    soft = y.copy()
-    real = first_of < len(train)  # noise negatives keep their labels
-    soft[:n_first][real] = clip_probs[first_of[real]]
-    soft[n_first:] = clip_probs[copy_of]
-    y = distilled_targets(y, soft, weight=cfg.distil_weight, temperature=cfg.distil_temperature)
-    if not cfg.unlabelled:
-        return x, y, view_of
-    pool = distillation.unlabelled_clips(cfg.unlabelled)
-    chosen = distillation.usable_unlabelled(pool, data, train)
-    ux, uprobs, uof = distillation.unlabelled_rows(
-        tutor, head, pool, chosen, config=data["feature_config"], dataset=cfg.dataset,
-        window_s=cfg.window_s, hop_s=cfg.hop_s, every_patch=cfg.every_patch, jobs=cfg.jobs)
-    uy = distilled_targets(uprobs, uprobs, weight=1.0, temperature=cfg.distil_temperature)
-    x = np.concatenate([x[:n_first], ux, x[n_first:]]).astype(np.float32)
-    y = np.concatenate([y[:n_first], uy, y[n_first:]]).astype(np.float32)
-    if view_of is not None:  # unlabelled clips are clips after all others
-        view_of = np.concatenate([view_of, view_of.max() + 1 + uof])
-    return x, y, view_of
 
 
 def fit_pretrained(data, cfg, x_train, y_train, *, train, val, progress_desc, common):
@@ -503,25 +466,15 @@ def fine_tune(model, x_train, y_train, cfg, *, common, progress_desc):
     stopping on the validation loss with the best weights kept. Returns the
     Keras history."""
     import keras
-    from pipeline.epochs import keras_batches
-    from pipeline.progress import keras_callback
     keras.utils.set_random_seed(cfg.seed)
     model.compile(optimizer=keras.optimizers.Adam(cfg.fine_tune_rate),
                   loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
-    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                               restore_best_weights=True)]
-    if progress_desc:
-        callbacks.append(keras_callback(cfg.fine_tune_epochs, "fine-tuning"))
-    batches = keras_batches(x_train, y_train, common["copy_of"], common["n_clips"],
-                            copies=cfg.augment_copies, batch_size=cfg.batch_size,
-                            epochs=cfg.fine_tune_epochs, seed=cfg.seed,
-                            redraw=cfg.redraw_copies, view_of=common["view_of"],
-                            class_weight=common["class_weight"])
-    history = model.fit(**batches, validation_data=common["validation"],
-                        epochs=cfg.fine_tune_epochs, shuffle=False, verbose=0,
-                        callbacks=callbacks)
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()
-            if k != "learning_rate"}
+    history = fit_epochs(model, x_train, y_train, cfg, epochs=cfg.fine_tune_epochs, mixup=0.0,
+                         lower_rate=False, copy_of=common["copy_of"],
+                         n_clips=common["n_clips"], view_of=common["view_of"],
+                         validation=common["validation"], class_weight=common["class_weight"],
+                         progress_desc=progress_desc and "fine-tuning")
+    return {k: [float(v) for v in vals] for k, vals in history.items() if k != "learning_rate"}
 
 
 def predict_proba(model, x):

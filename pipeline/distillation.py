@@ -155,6 +155,56 @@ def unlabelled_rows(tutor, head, pool, chosen, *, config, dataset, window_s, hop
     return x, probs[of], np.asarray(usable, np.int64)[of]
 
 
+def distilled_targets(y, teacher_probs, *, weight, temperature):
+    """Knowledge distillation targets: ``1 - weight`` of the labels ``y``
+    plus ``weight`` of the teacher's probabilities softened by
+    ``temperature`` (Hinton et al. 2015).
+
+    Parameters
+    ----------
+    y, teacher_probs : np.ndarray, shape (n, classes)
+
+    Returns
+    -------
+    np.ndarray, shape (n, classes), float32; rows sum to 1
+    """
+    logits = np.log(np.clip(teacher_probs, 1e-7, 1.0)) / temperature
+    soft = np.exp(logits - logits.max(axis=1, keepdims=True))
+    soft /= soft.sum(axis=1, keepdims=True)
+    return ((1 - weight) * y + weight * soft).astype(np.float32)
+
+
+def training_targets(data, train, cfg, x, *, y, copy_of, view_of):
+    """DISTIL_FROM: the targets of the training rows become DISTIL_WEIGHT of
+    the teacher's probabilities of their clip (softened by DISTIL_TEMPERATURE),
+    and with UNLABELLED the windows of unlabelled clips join the clips, with
+    the teacher's softened probabilities as their only targets. Returns x, y
+    and view_of (copies stay last, as :mod:`pipeline.epochs` expects)."""
+    tutor = teachers.Teacher(cfg.distil_from)
+    probs, head = teacher_targets(tutor, data, train, dataset=cfg.dataset, seed=cfg.seed)
+    n_first = len(x) - len(copy_of)  # clips (or views), noises; then copies
+    first_of = view_of if view_of is not None else np.arange(n_first)
+    clip_probs = probs[np.asarray(train)]
+    soft = y.copy()
+    real = first_of < len(train)  # noise negatives keep their labels
+    soft[:n_first][real] = clip_probs[first_of[real]]
+    soft[n_first:] = clip_probs[copy_of]
+    y = distilled_targets(y, soft, weight=cfg.distil_weight, temperature=cfg.distil_temperature)
+    if not cfg.unlabelled:
+        return x, y, view_of
+    pool = unlabelled_clips(cfg.unlabelled)
+    chosen = usable_unlabelled(pool, data, train)
+    ux, uprobs, uof = unlabelled_rows(
+        tutor, head, pool, chosen, config=data["feature_config"], dataset=cfg.dataset,
+        window_s=cfg.window_s, hop_s=cfg.hop_s, every_patch=cfg.every_patch, jobs=cfg.jobs)
+    uy = distilled_targets(uprobs, uprobs, weight=1.0, temperature=cfg.distil_temperature)
+    x = np.concatenate([x[:n_first], ux, x[n_first:]]).astype(np.float32)
+    y = np.concatenate([y[:n_first], uy, y[n_first:]]).astype(np.float32)
+    if view_of is not None:  # unlabelled clips are clips after all others
+        view_of = np.concatenate([view_of, view_of.max() + 1 + uof])
+    return x, y, view_of
+
+
 class _Nothing:
     def __enter__(self):
         return None

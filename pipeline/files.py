@@ -119,7 +119,6 @@ def remove_stale_temporaries_in(folder):
     removed = []
     for tmp in Path(folder).glob(".*.tmp*"):
         stem, _, rest = tmp.name[1:].partition(".tmp")
-        target = Path(folder) / (stem.split(".")[0] + rest)
         parts = stem.split(".")
         if len(parts) >= 3 and parts[-2].isdigit():  # .{stem}.{pid}.{random}.tmp{suffix}
             target = Path(folder) / (".".join(parts[:-2]) + rest)

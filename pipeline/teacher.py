@@ -253,12 +253,7 @@ def clip_outputs(teacher, paths, *, cache=None, progress=None):
     embedding : np.ndarray, shape (len(paths), embedding size)
     """
     from pipeline.extraction import file_key
-    stored = {}
-    if cache is not None and Path(cache).is_file():
-        with np.load(cache, allow_pickle=False) as saved:
-            if str(saved["teacher"]) == teacher.sha256:
-                stored = {str(k): (s, e) for k, s, e in
-                          zip(saved["keys"], saved["scores"], saved["embedding"])}
+    stored = _load_outputs(cache, teacher, "scores")
     keys = [file_key(p) for p in paths]
     fresh = 0
     for path, key in zip(paths, keys):
@@ -272,12 +267,29 @@ def clip_outputs(teacher, paths, *, cache=None, progress=None):
         if progress is not None:
             progress.update(1)
     if cache is not None and fresh:
-        ordered = sorted(stored)
-        write_npz(cache, teacher=np.array(teacher.sha256), keys=np.array(ordered),
-                  scores=np.stack([stored[k][0] for k in ordered]),
-                  embedding=np.stack([stored[k][1] for k in ordered]))
+        _save_outputs(cache, teacher, stored, "scores")
     return (np.stack([stored[k][0] for k in keys]).astype(np.float32),
             np.stack([stored[k][1] for k in keys]).astype(np.float32))
+
+
+def _load_outputs(path, teacher, first):
+    """{content key: (``first`` output, embedding)} of a cache file of this
+    teacher; empty when there is none, or it is another teacher's."""
+    if path is None or not Path(path).is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as saved:
+        if str(saved["teacher"]) != teacher.sha256:
+            return {}
+        return {str(k): (a, e) for k, a, e in zip(saved["keys"], saved[first],
+                                                  saved["embedding"])}
+
+
+def _save_outputs(path, teacher, stored, first):
+    """Write :func:`_load_outputs`' dict back, atomically."""
+    ordered = sorted(stored)
+    write_npz(path, teacher=np.array(teacher.sha256), keys=np.array(ordered),
+              **{first: np.stack([stored[k][0] for k in ordered])},
+              embedding=np.stack([stored[k][1] for k in ordered]))
 
 
 def row_key(row):
@@ -292,12 +304,8 @@ class PatchCache:
     fold, seed and retraining reuses them."""
 
     def __init__(self, teacher, path=None):
-        self.teacher, self.path, self.stored, self.fresh = teacher, path, {}, 0
-        if path is not None and Path(path).is_file():
-            with np.load(path, allow_pickle=False) as saved:
-                if str(saved["teacher"]) == teacher.sha256:
-                    self.stored = {str(k): (s, e) for k, s, e in
-                                   zip(saved["keys"], saved["logits"], saved["embedding"])}
+        self.teacher, self.path, self.fresh = teacher, path, 0
+        self.stored = _load_outputs(path, teacher, "logits")
 
     def outputs(self, rows, *, progress_desc=None, chunk=512):
         """(logits, embedding) of ``rows``, shape (n, ...) each; with
@@ -323,8 +331,5 @@ class PatchCache:
         """Write what was computed since loading (nothing when nothing was)."""
         if self.path is None or not self.fresh:
             return
-        ordered = sorted(self.stored)
-        write_npz(self.path, teacher=np.array(self.teacher.sha256), keys=np.array(ordered),
-                  logits=np.stack([self.stored[k][0] for k in ordered]),
-                  embedding=np.stack([self.stored[k][1] for k in ordered]))
+        _save_outputs(self.path, self.teacher, self.stored, "logits")
         self.fresh = 0

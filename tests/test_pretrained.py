@@ -1,5 +1,5 @@
 """The teacher and the pretrained tier, on a tiny tagger built here
-(tests/tiny_teacher.py): never on the real models in ../shared."""
+(tests/tiny_teacher.py), never on the real, downloaded ones."""
 
 import numpy as np
 import pytest
@@ -207,7 +207,6 @@ def test_unlabelled_audio_needs_a_teacher(tmp_path):
 
 
 def test_each_training_row_takes_its_own_clips_teacher_probabilities(monkeypatch):
-    import train_16k
     from types import SimpleNamespace
     from pipeline import distillation
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]],
@@ -221,8 +220,8 @@ def test_each_training_row_takes_its_own_clips_teacher_probabilities(monkeypatch
     x = np.arange(6, dtype=np.float32)[:, None]
     cfg = SimpleNamespace(distil_from="t", unlabelled=None, distil_weight=1.0, dataset="d",
                           distil_temperature=1.0, seed=0)
-    _, soft, _ = train_16k.pretrained_distillation({}, train, cfg, x, y=y, copy_of=copy_of,
-                                                   view_of=view_of)
+    _, soft, _ = distillation.training_targets({}, train, cfg, x, y=y, copy_of=copy_of,
+                                               view_of=view_of)
     np.testing.assert_allclose(soft, np.stack([probs[1], probs[1], probs[3], y[3],
                                                probs[3], probs[1]]), atol=1e-6)
 
