@@ -2,6 +2,7 @@
 (runs of windows where a class stays above its threshold). predict.py uses
 these, and so will calibration and the device front end's tests."""
 
+from collections import deque
 from typing import NamedTuple
 
 import numpy as np
@@ -112,3 +113,144 @@ def find_events(centres, probs, labels, thresholds, *, min_duration, hop_s, back
                                "peak_probability": float(run.max()),
                                "mean_probability": float(run.mean())})
     return sorted(events, key=lambda e: e["start_s"])
+
+
+class EventTracker:
+    """:func:`find_events` over :func:`smooth`'s probabilities, one window at
+    a time, in constant time and memory per window (as the device's
+    af_events.c does): live listening can run all day.
+
+    A window's smoothed value is final once ``smooth_windows // 2`` later
+    windows have arrived; runs over final values are kept as summaries
+    (first and last centre, peak, sum), never as lists of windows. Each push
+    also smooths the pending windows as though the stream ended there (as
+    :func:`smooth` does at a recording's end), so an event is announced as
+    soon as it would be found; its onset may still move back by up to the
+    smoothing's half width.
+
+    Parameters
+    ----------
+    labels : sequence of str
+    settings : EventSettings
+
+    Notes
+    -----
+    :meth:`push` and :meth:`finish` return ``(kind, event)`` pairs: "start"
+    (an event first found; its ``end_s`` is where it has reached) or "end"
+    (the event as :func:`find_events` gives it over the whole stream, with
+    ``mean_probability`` summed in float64). Every ended event was started
+    first; a start whose smoothed values later fall short never ends.
+    """
+
+    def __init__(self, labels, settings):
+        self.labels, self.settings = list(labels), settings
+        self.classes = [c for c, label in enumerate(self.labels)
+                        if label not in settings.background]
+        self.half = max(int(settings.smooth_windows), 1) // 2
+        self.rows = deque(maxlen=2 * self.half + 1)  # the last windows' probabilities
+        self.pending = deque()  # centres of the windows whose smoothing is not final
+        self.pushed = 0
+        self.runs = {c: None for c in self.classes}  # the open run over final values
+        self.announced = {c: [] for c in self.classes}  # [first, last] window of each start
+
+    @property
+    def settled(self):
+        """How many windows have their final smoothed value."""
+        return self.pushed - len(self.pending)
+
+    def push(self, centre_s, probs):
+        """Add the next window (centre in seconds, probabilities shape
+        (classes,)); returns the (kind, event) pairs it causes."""
+        self.rows.append(np.asarray(probs, np.float32))
+        self.pending.append(float(centre_s))
+        self.pushed += 1
+        found = []
+        if len(self.pending) > self.half:  # the oldest pending window has all its neighbours
+            found += self._settle(np.stack(self.rows).mean(axis=0))
+        return found + self._announce_pending()
+
+    def finish(self):
+        """The stream ended: settle the pending windows (fewer neighbours, as
+        :func:`smooth` at a recording's end) and close every run."""
+        found = []
+        while self.pending:
+            found += self._settle(self._mean_if_ended(self.settled))
+        for c in self.classes:
+            found += self._close(c)
+        return found
+
+    def _mean_if_ended(self, index):
+        """Window ``index``'s smoothed value as though the stream ended now."""
+        return np.stack(list(self.rows)[-(self.pushed - index + self.half):]).mean(axis=0)
+
+    def _extend(self, run, index, centre, value):
+        if run is None:
+            run = {"first": index, "start": centre, "peak": -np.inf, "sum": 0.0, "count": 0}
+        run.update(last=index, end=centre, peak=max(run["peak"], value),
+                   sum=run["sum"] + value, count=run["count"] + 1)
+        return run
+
+    def _event(self, c, run):
+        """find_events' event for a run, or None when it is too short."""
+        hop = self.settings.hop_s
+        start, end = max(0.0, run["start"] - hop / 2), run["end"] + hop / 2
+        if end - start < self.settings.min_event_s:
+            return None
+        return {"class": self.labels[c], "start_s": round(float(start), 3),
+                "end_s": round(float(end), 3), "peak_probability": float(run["peak"]),
+                "mean_probability": float(run["sum"] / run["count"])}
+
+    def _settle(self, value):
+        index, centre = self.settled, self.pending.popleft()
+        found = []
+        for c in self.classes:
+            if value[c] >= self.settings.thresholds[self.labels[c]]:
+                self.runs[c] = self._extend(self.runs[c], index, centre, float(value[c]))
+            else:
+                found += self._close(c)
+        # a start whose run never settled (its values fell short) is forgotten
+        for c in self.classes:
+            open_first = self.runs[c]["first"] if self.runs[c] else self.settled
+            self.announced[c] = [s for s in self.announced[c]
+                                 if s[1] + self.half >= min(open_first, self.settled)]
+        return found
+
+    def _overlapping(self, c, run):
+        """Announced spans within the smoothing's half width of ``run``."""
+        return [s for s in self.announced[c]
+                if s[0] <= run["last"] + self.half and run["first"] <= s[1] + self.half]
+
+    def _close(self, c):
+        run, self.runs[c] = self.runs[c], None
+        event = self._event(c, run) if run else None
+        if event is None:
+            return []
+        started = self._overlapping(c, run)
+        self.announced[c] = [s for s in self.announced[c] if s not in started]
+        return ([] if started else [("start", event)]) + [("end", event)]
+
+    def _announce_pending(self):
+        """Start every run of the open run plus the pending windows (smoothed
+        as though the stream ended now) that is long enough and new."""
+        first = self.settled
+        values = [self._mean_if_ended(first + k) for k in range(len(self.pending))]
+        found = []
+        for c in self.classes:
+            threshold = self.settings.thresholds[self.labels[c]]
+            run, runs = (dict(self.runs[c]) if self.runs[c] else None), []
+            for k, (centre, value) in enumerate(zip(self.pending, values)):
+                if value[c] >= threshold:
+                    run = self._extend(run, first + k, centre, float(value[c]))
+                elif run is not None:
+                    runs, run = runs + [run], None
+            for run in runs + ([run] if run else []):
+                event = self._event(c, run)
+                if event is None:
+                    continue
+                spans = self._overlapping(c, run)
+                if spans:
+                    spans[-1][1] = max(spans[-1][1], run["last"])
+                else:
+                    self.announced[c].append([run["first"], run["last"]])
+                    found.append(("start", event))
+        return found

@@ -2,9 +2,11 @@
 a recording at real-time pace, through exactly the windows, features,
 model, smoothing and events that predict.py applies to files.
 
-Events are found as predict.py finds them, over every window so far: an
-event is reported when it first appears (its onset may still move back by
-the smoothing's half width) and when it has ended for good.
+Events are predict.py's events, found window by window
+(:class:`pipeline.events.EventTracker`): an event is reported when it first
+appears (its onset may still move back by the smoothing's half width) and
+when it has ended for good. Time and memory per hop stay constant however
+long it listens (bench/bench_listen.py runs a day of audio).
 """
 
 import time
@@ -14,7 +16,7 @@ import numpy as np
 
 import features
 from pipeline.errors import PipelineError
-from pipeline.events import find_events, smooth, window_centres
+from pipeline.events import EventTracker
 
 INSTALL = ("live listening needs sounddevice and the PortAudio library: "
            "pip install sounddevice, and apt-get install libportaudio2 (Debian/Ubuntu) "
@@ -64,91 +66,69 @@ class Listener:
     events : pipeline.events.EventSettings
     save_dir : str or Path or None
         Each finished event's audio, with ``context_s`` before and after, as
-        16-bit WAV (``<class>_<start>ms.wav``), kept while it is in memory.
+        16-bit WAV (``<class>_<start>ms.wav``), as far as the last
+        ``keep_s`` seconds (a ring buffer) still hold it.
     """
 
     def __init__(self, classifier, events, *, save_dir=None, context_s=1.0, keep_s=600.0):
         self.classifier, self.events = classifier, events
         self.rate = classifier.config.sample_rate
-        self.window = int(events.window_s * self.rate)
         self.save_dir = Path(save_dir) if save_dir else None
         self.context = int(context_s * self.rate)
-        self.keep = int(keep_s * self.rate)  # audio kept for saving events
-        self.starts, self.probs = [], []
-        self.reported, self.ended = set(), []
-        self.audio, self.audio_start, self.total = np.zeros(0, np.float32), 0, 0
+        self.ring = np.zeros(max(int(keep_s * self.rate), 1), np.float32)
+        self.total = 0  # samples heard; sample t lives at ring[t % len(ring)]
+        self.tracker = EventTracker(classifier.labels, events)
+        self.ended = []
         self.latencies = []  # stream seconds from an event's onset to its first report
         self.error = None  # why the source stopped early (a FeatureError), if it did
 
     def _keep_audio(self, block):
-        self.audio = np.concatenate([self.audio, block])
         self.total += len(block)
-        if len(self.audio) > self.keep:
-            drop = len(self.audio) - self.keep
-            self.audio, self.audio_start = self.audio[drop:], self.audio_start + drop
+        block = block[-len(self.ring):]  # a block longer than the ring: its end
+        at = (self.total - len(block)) % len(self.ring)
+        first = min(len(block), len(self.ring) - at)
+        self.ring[at:at + first] = block[:first]
+        self.ring[:len(block) - first] = block[first:]
 
     def blocks(self, source):
         """Pass ``source``'s blocks on, keeping the recent audio."""
         for block in source:
-            self._keep_audio(np.asarray(block, np.float32))
+            block = np.asarray(block, np.float32)
+            self._keep_audio(block)
             yield block
-
-    def current_events(self, final=False):
-        """predict.py's events over the windows so far."""
-        if not self.probs:
-            return []
-        probs = np.array(self.probs, np.float32)
-        centres = window_centres(self.starts, self.window, self.total, self.rate)
-        found = find_events(centres, smooth(probs, self.events.smooth_windows),
-                            self.classifier.labels, self.events.thresholds,
-                            min_duration=self.events.min_event_s, hop_s=self.events.hop_s,
-                            background=self.events.background)
-        if not final:  # the last windows' smoothing is not complete yet: they may still change
-            settled = len(centres) - 2 - self.events.smooth_windows // 2
-            limit = centres[settled] + self.events.hop_s / 2 if settled >= 0 else -1.0
-            found = [dict(e, open=e["end_s"] > round(limit, 3)) for e in found]
-        return found
 
     def run(self, source, *, on_window=None, on_event=None):
         """Consume ``source`` (blocks of float32 samples) until it ends or
         KeyboardInterrupt; call ``on_window(time_s, probs)`` and
-        ``on_event(kind, event)`` ("start" or "end"). Returns the events."""
+        ``on_event(kind, event)`` ("start" or "end"). Returns the ended
+        events."""
         from pipeline.inference import classified_windows
         windows = classified_windows(self.classifier, self.blocks(source),
                                      window_s=self.events.window_s, hop_s=self.events.hop_s,
                                      batch=1)  # each window as soon as it is complete
         try:
             for start, n_samples, row, _ in windows:
-                self.starts.append(start)
-                self.probs.append(row)
                 now_s = (start + n_samples) / self.rate
                 if on_window:
                     on_window(now_s, row)
-                self._report(self.current_events(), now_s, on_event)
+                centre = (start + n_samples / 2) / self.rate  # as events.window_centres
+                self._report(self.tracker.push(centre, row), now_s, on_event)
         except KeyboardInterrupt:
             pass
         except (features.FeatureError, OSError) as err:  # e.g. a file corrupt half-way
             self.error = err  # the events so far are still closed, saved and returned
-        final = self.current_events(final=True)
-        self._report(final, self.total / self.rate, on_event, final=True)
-        return final
+        self._report(self.tracker.finish(), self.total / self.rate, on_event)
+        return self.ended
 
-    def _report(self, found, now_s, on_event, final=False):
-        for event in found:
-            key = (event["class"], event["start_s"])
-            if key not in self.reported and not any(
-                    k[0] == key[0] and abs(k[1] - key[1]) <= self.events.window_s
-                    for k in self.reported):
-                self.reported.add(key)
+    def _report(self, found, now_s, on_event):
+        for kind, event in found:
+            if kind == "start":
                 self.latencies.append(now_s - event["start_s"])
-                if on_event:
-                    on_event("start", event)
-            if (final or not event.get("open")) and key not in {
-                    (e["class"], e["start_s"]) for e in self.ended}:
+            else:
                 self.ended.append(event)
                 self._save(event)
-                if on_event:
-                    on_event("end", event)
+            if on_event:
+                on_event(kind, event)
 
     def _save(self, event):
         if self.save_dir is None:
@@ -156,11 +136,11 @@ class Listener:
         import soundfile
 
         from pipeline.files import atomic_path
-        lo = max(int(event["start_s"] * self.rate) - self.context, self.audio_start)
+        lo = max(int(event["start_s"] * self.rate) - self.context, self.total - len(self.ring), 0)
         hi = min(int(event["end_s"] * self.rate) + self.context, self.total)
         if hi <= lo:
             return
-        clip = self.audio[lo - self.audio_start:hi - self.audio_start]
+        clip = self.ring[np.arange(lo, hi) % len(self.ring)]
         name = f"{event['class']}_{int(round(event['start_s'] * 1000)):09d}ms.wav"
         with atomic_path(self.save_dir / name) as tmp:
             soundfile.write(tmp, clip, self.rate, subtype="PCM_16", format="WAV")
