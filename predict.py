@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 import features
-from pipeline import clips, files, settings
+from pipeline import clips, files, inference, settings
 from pipeline.errors import PipelineError, run_script
-from pipeline.events import find_events, smooth, stream_windows
-from pipeline.inference import Classifier, event_settings, model_path, window_probabilities
+from pipeline.events import stream_windows
+from pipeline.inference import Classifier, event_settings, model_path
 
 MODEL_DIR = "models"           # the model folder that train_16k.py and model_conv.py wrote
 MODEL = None                   # a .tflite (LiteRT, no TensorFlow) or .keras file; default: MODEL_DIR's int8 model
@@ -51,50 +51,6 @@ LISTEN = None                  # "mic": listen to the default microphone; or a r
 SPEED = 1.0                    # --listen=RECORDING: this many times real time (0: as fast as possible)
 SAVE_EVENTS = None             # --listen: folder where each event's audio is saved as 16-bit WAV
 EVENT_CONTEXT_S = 1.0          # --save_events: seconds of audio kept before and after each event
-
-_ALL_SILENT = "every window is silent"  # the error of a recording with no sound to classify
-
-
-# ----------------------------------------------------------------------------
-# One file -> one result dict.
-
-def classify_file(classifier, path, events):
-    """Predicted class and probabilities of one file, plus events and the
-    per-window timeline for a recording longer than a window.
-
-    Parameters
-    ----------
-    classifier : Classifier
-    path : str or Path
-    events : EventSettings
-    """
-    result = {"path": str(path), "class": None, "probability": None, "error": ""}
-    rate = classifier.config.sample_rate
-    try:
-        if features.audio_duration(path) <= events.window_s:
-            y = features.load_audio(path, rate)
-            result["duration_s"] = round(y.size / rate, 3)
-            probs = classifier.probabilities(features.features_from_audio(y, classifier.config))[0]
-        else:
-            centres, window_probs, usable, duration = window_probabilities(
-                classifier, path, window_s=events.window_s, hop_s=events.hop_s)
-            result["duration_s"] = round(duration, 3)
-            if not usable.any():
-                raise features.SilentAudio(_ALL_SILENT)
-            smoothed = smooth(window_probs, events.smooth_windows)
-            probs = window_probs[usable].mean(axis=0)
-            result["events"] = find_events(centres, smoothed, classifier.labels,
-                                           events.thresholds, min_duration=events.min_event_s,
-                                           hop_s=events.hop_s, background=events.background)
-            result["_timeline"] = (centres, smoothed)
-    except features.FeatureError as err:
-        result["error"] = err.reason
-        result["_silent"] = isinstance(err, features.SilentAudio)  # no sound: no event
-        return result
-    best = classifier.decide(probs)
-    result.update({"class": classifier.labels[best], "probability": float(probs[best]),
-                   "probabilities": {k: float(p) for k, p in zip(classifier.labels, probs)}})
-    return result
 
 
 def print_result(result, show_all):
@@ -164,7 +120,7 @@ def evaluate(classifier, folder, events, *, report_dir, json_path):
                             f"({classifier.labels}); rename or remove them")
     y_true, y_pred, failed = [], [], []
     for clip in found:
-        result = classify_file(classifier, clip.path, events)
+        result = inference.classify_file(classifier, clip.path, events)
         if result["error"]:
             print(f"{clip.path}: error: {result['error']}")
             failed.append({"path": clip.path, "error": result["error"]})
@@ -197,7 +153,7 @@ def evaluate_events(classifier, folder, events, *, tolerance_s, json_path, timel
     recordings = labelled_recordings(folder, classifier.labels)
     reference, detected, seconds, drawn = [], [], 0.0, []
     for index, (path, labelled) in enumerate(recordings):
-        result = classify_file(classifier, path, events)
+        result = inference.classify_file(classifier, path, events)
         if result.get("_silent"):  # a silent recording: no detections
             result = {"duration_s": features.audio_duration(path), "events": []}
         elif result["error"]:
@@ -304,7 +260,7 @@ def mine(classifier, folder, events, into):
     rate, saved = classifier.config.sample_rate, 0
     try:
         for path in recordings:
-            result = classify_file(classifier, path, events)
+            result = inference.classify_file(classifier, path, events)
             if result["error"]:
                 print(f"{path}: skipped: {result['error']}")
                 continue
@@ -433,7 +389,7 @@ def main(argv=None):
                             f"(looked for {', '.join(clips.AUDIO_EXTENSIONS)})")
     results = []
     for path in paths:
-        result = classify_file(classifier, path, events)
+        result = inference.classify_file(classifier, path, events)
         print_result(result, cfg.all)
         sys.stdout.flush()
         results.append(result)

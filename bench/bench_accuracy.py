@@ -25,8 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import features  # noqa: E402
-import model_conv  # noqa: E402
-import train_16k  # noqa: E402
+from pipeline import clip_decisions, conversion, training  # noqa: E402
 from pipeline import clips, evaluation, extraction, files, open_set, settings, splits  # noqa: E402
 from pipeline.quiet import configure_tensorflow  # noqa: E402
 from pipeline.standardisation import standardise  # noqa: E402
@@ -92,7 +91,7 @@ def train_settings(seed, *, cache, ir_folder=None, flags=(), **overrides):
     plus overrides; ``cache`` stands for the dataset file (augmented copies
     are cached beside it) and the value "IR_DIR" of an override becomes
     ``ir_folder``."""
-    cfg = settings.parse_settings(vars(train_16k), [f"--seed={seed}", *flags])
+    cfg = settings.stage_settings(ROOT / "train_16k.py", [f"--seed={seed}", *flags])
     cfg.dataset = str(cache)
     for key, value in overrides.items():
         if value == "IR_DIR":
@@ -138,21 +137,22 @@ def evaluate_split(data, split, cfg, *, seed, pool, int8, windows=None):
     Returns {kind: decisions}, int8 size (0 without int8) and parameters."""
     train, val, test = split.train, split.validation, split.test
     started = time.perf_counter()
-    model, history, scaling = train_16k.fit(data, train, val, cfg, pool=pool, windows=windows,
+    model, history, scaling = training.fit(data, train, val, cfg, pool=pool, windows=windows,
                                             progress_desc="")
-    rule = train_16k.fit_open_set(model, data, val, scaling=scaling, cfg=cfg, windows=windows)
+    rule = clip_decisions.fit_open_set(model, data, val, scaling=scaling, cfg=cfg, windows=windows)
     trained = time.perf_counter()
-    decisions = {"float": train_16k.predict_rows(model, data, test, scaling=scaling, rule=rule),
-                 "float_argmax": train_16k.predict_rows(model, data, test, scaling=scaling)}
+    decide = clip_decisions.predict_rows
+    decisions = {"float": decide(model, data, test, scaling=scaling, rule=rule),
+                 "float_argmax": decide(model, data, test, scaling=scaling)}
     if windows is not None:
-        decisions["float_windows"] = train_16k.predict_rows(model, data, test, scaling=scaling,
-                                                            rule=rule, windows=windows)
+        decisions["float_windows"] = decide(model, data, test, scaling=scaling, rule=rule,
+                                            windows=windows)
     size = 0
     if int8:
         x = standardise(data["features"], scaling)
-        blob, _ = model_conv.best_int8(model, x, train, val,
-                                       n_clips=model_conv.REPRESENTATIVE_CLIPS,
-                                       tries=model_conv.CALIBRATION_TRIES, seed=seed, rule=rule,
+        conv = settings.stage_settings(ROOT / "model_conv.py")
+        blob, _ = conversion.best_int8(model, x, train, val, n_clips=conv.representative_clips,
+                                       tries=conv.calibration_tries, seed=seed, rule=rule,
                                        labels=data["label_names"])
         int8_probs = TFLiteModel(blob).predict_proba(x[test])
         decisions["int8"] = open_set.apply_rule(int8_probs, rule, data["label_names"])[1]
@@ -200,8 +200,8 @@ def measure_row(data, cfg, *, n_folds, seed, loso=True, int8=True, jobs=-1, only
     copies are made (or read from the cache) once for all splits."""
     row = {}
     started = time.perf_counter()
-    pool = train_16k.augmentation_pool(data, cfg)
-    windows = train_16k.clip_windows(data, cfg)
+    pool = training.augmentation_pool(data, cfg)
+    windows = training.clip_windows(data, cfg)
     row["augment_s"] = time.perf_counter() - started
     plan_args = dict(seed=seed, pool=pool, int8=int8, jobs=jobs, windows=windows)
     if n_folds:

@@ -73,17 +73,16 @@ def make_clips(folder, data_dir, count, clip_s):
 
 
 def classify_on_one_core(model, paths):
-    """Seconds predict.classify_file takes for ``paths`` on CPU core 0 (after
+    """Seconds classify_file (predict.py's) takes for ``paths`` on CPU core 0 (after
     one warm-up clip), with the model's own event settings."""
     os.sched_setaffinity(0, {0})
-    import predict
-    from pipeline.inference import Classifier, event_settings
+    from pipeline.inference import Classifier, classify_file, event_settings
     classifier = Classifier(model)
     events = event_settings(classifier.meta)
-    predict.classify_file(classifier, paths[0], events)
+    classify_file(classifier, paths[0], events)
     start = time.perf_counter()
     for path in paths:
-        predict.classify_file(classifier, path, events)
+        classify_file(classifier, path, events)
     return time.perf_counter() - start
 
 

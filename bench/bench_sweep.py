@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import train_16k  # noqa: E402
+from pipeline import clip_decisions, training  # noqa: E402
 from pipeline import evaluation, files, settings, splits  # noqa: E402
 from pipeline.quiet import keras_backend  # noqa: E402
 
@@ -77,7 +77,7 @@ def parse_rows(text):
 
 def train_settings(seed, flags):
     """train_16k.py's settings with ``flags``, as its main() would see them."""
-    return settings.parse_settings(vars(train_16k), [f"--seed={seed}", *flags])
+    return settings.stage_settings(ROOT / "train_16k.py", [f"--seed={seed}", *flags])
 
 
 def pack(cfg):
@@ -93,8 +93,8 @@ def pack(cfg):
     data = bench_accuracy.clip_dataset(found, rows, config, usable=usable, names=names)
     train_cfg = train_settings(0, [])
     train_cfg.dataset = str(Path(cfg.cache_dir) / f"{preset}.npz")
-    copies, partner = train_16k.augmentation_pool(data, train_cfg)
-    windows, window_of = train_16k.clip_windows(data, train_cfg)
+    copies, partner = training.augmentation_pool(data, train_cfg)
+    windows, window_of = training.clip_windows(data, train_cfg)
     half = np.float16  # half the size (log-mel rows to about 0.05 dB): a pack travels
     files.write_npz(cfg.pack, features=data["features"].astype(half), labels=data["labels"],
                     label_names=np.array(names), groups=np.array(data["groups"]),
@@ -145,11 +145,11 @@ def run_task(k, task):
     data, pool, windows = unpack(path)
     cfg = train_settings(spec["seed"], spec["flags"])
     split = source_split(data, spec["source"], cfg)
-    model, history, scaling = train_16k.fit(data, split.train, split.validation, cfg, pool=pool,
+    model, history, scaling = training.fit(data, split.train, split.validation, cfg, pool=pool,
                                             windows=windows, progress_desc="")
-    rule = train_16k.fit_open_set(model, data, split.validation, scaling=scaling, cfg=cfg,
+    rule = clip_decisions.fit_open_set(model, data, split.validation, scaling=scaling, cfg=cfg,
                                   windows=windows)
-    decided = train_16k.predict_rows(model, data, split.test, scaling=scaling, rule=rule,
+    decided = clip_decisions.predict_rows(model, data, split.test, scaling=scaling, rule=rule,
                                      windows=windows)
     return {**spec, "test": split.test.tolist(),
             "decisions": np.asarray(decided).tolist(), "epochs": len(history["loss"]),

@@ -18,7 +18,7 @@ import numpy as np
 import features
 from pipeline import artifacts, open_set, settings
 from pipeline.errors import PipelineError
-from pipeline.events import EventSettings, stream_windows, window_centres
+from pipeline.events import EventSettings, find_events, smooth, stream_windows, window_centres
 from pipeline.standardisation import standardise
 
 EVENT_KEYS = ("window_s", "hop_s", "smooth_windows", "threshold", "min_event_s", "background")
@@ -330,4 +330,43 @@ def parse_thresholds(text, labels, defaults):
     if outside:
         raise PipelineError(f"--thresholds: {outside} outside [0, 1]; a threshold is a "
                             "probability")
+    return result
+
+
+def classify_file(classifier, path, events):
+    """Predicted class and probabilities of one file, plus events and the
+    per-window timeline for a recording longer than a window.
+
+    Parameters
+    ----------
+    classifier : Classifier
+    path : str or Path
+    events : EventSettings
+    """
+    result = {"path": str(path), "class": None, "probability": None, "error": ""}
+    rate = classifier.config.sample_rate
+    try:
+        if features.audio_duration(path) <= events.window_s:
+            y = features.load_audio(path, rate)
+            result["duration_s"] = round(y.size / rate, 3)
+            probs = classifier.probabilities(features.features_from_audio(y, classifier.config))[0]
+        else:
+            centres, window_probs, usable, duration = window_probabilities(
+                classifier, path, window_s=events.window_s, hop_s=events.hop_s)
+            result["duration_s"] = round(duration, 3)
+            if not usable.any():
+                raise features.SilentAudio("every window is silent")
+            smoothed = smooth(window_probs, events.smooth_windows)
+            probs = window_probs[usable].mean(axis=0)
+            result["events"] = find_events(centres, smoothed, classifier.labels,
+                                           events.thresholds, min_duration=events.min_event_s,
+                                           hop_s=events.hop_s, background=events.background)
+            result["_timeline"] = (centres, smoothed)
+    except features.FeatureError as err:
+        result["error"] = err.reason
+        result["_silent"] = isinstance(err, features.SilentAudio)  # no sound: no event
+        return result
+    best = classifier.decide(probs)
+    result.update({"class": classifier.labels[best], "probability": float(probs[best]),
+                   "probabilities": {k: float(p) for k, p in zip(classifier.labels, probs)}})
     return result

@@ -138,3 +138,60 @@ def teacher_digest(tutor):
     return {"file": tutor.model_path.name, "sha256": tutor.sha256,
             "class_list": tutor.class_list.name,
             "class_list_sha256": hashlib.sha256(tutor.class_list.read_bytes()).hexdigest()}
+
+
+def fit_pretrained(data, cfg, x_train, y_train, *, train, val, progress_desc, common):
+    """The pretrained tier: a softmax head fitted as a regularised logistic
+    regression (HEAD_C) on the frozen backbone's HEAD_INPUT of every training
+    row (computed by the teacher file once per row content, cached beside the
+    dataset), then put on the Keras backbone (:mod:`pipeline.pretrained`).
+    Returns as :func:`fit`; the model reads the features themselves."""
+    from pipeline import teacher
+    from pipeline.training import class_weights
+    tutor = teacher.Teacher(cfg.teacher)
+    cache = teacher.PatchCache(tutor, cache_path(cfg.dataset, tutor))
+    train_out = head_features(cache.outputs(x_train, progress_desc=progress_desc
+                                                       and "backbone outputs"), cfg.head_input)
+    val_out = head_features(cache.outputs(data["features"][val]), cfg.head_input)
+    cache.save()
+    mean, std = embedding_scaling(train_out)
+    n_classes = len(data["label_names"])
+    labels = y_train.argmax(axis=1)
+    weights = (class_weights(data["labels"][train], n_classes, power=cfg.class_weight_power)
+               if cfg.class_weights else None)
+    kernel, bias = fit_head((train_out - mean) / std, labels, n_classes,
+                                       c=cfg.head_c, class_weight=weights)
+    history = {}
+    for name, out, truth in (("", train_out, labels), ("val_", val_out, data["labels"][val])):
+        logits = ((out - mean) / std) @ kernel + bias
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        history[f"{name}loss"] = [float(-np.mean(np.log(probs[np.arange(len(truth)), truth]
+                                                        + 1e-12)))]
+        history[f"{name}accuracy"] = [float(np.mean(probs.argmax(axis=1) == truth))]
+    model = compose(tutor.model_path, data["feature_config"], kernel=kernel,
+                               bias=bias, mean=mean, std=std, head_input=cfg.head_input,
+                               freeze=not cfg.fine_tune_epochs)
+    if cfg.fine_tune_epochs:
+        history = fine_tune(model, x_train, y_train, cfg, common=common,
+                            progress_desc=progress_desc)
+    return model, history, None
+
+
+def fine_tune(model, x_train, y_train, cfg, *, common, progress_desc):
+    """FINE_TUNE_EPOCHS of training the whole pretrained model (backbone and
+    head) at FINE_TUNE_RATE on the epochs of :mod:`pipeline.epochs`, early
+    stopping on the validation loss with the best weights kept. Returns the
+    Keras history."""
+    import keras
+
+    from pipeline.training import fit_epochs
+    keras.utils.set_random_seed(cfg.seed)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.fine_tune_rate),
+                  loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+    history = fit_epochs(model, x_train, y_train, cfg, epochs=cfg.fine_tune_epochs, mixup=0.0,
+                         lower_rate=False, copy_of=common["copy_of"],
+                         n_clips=common["n_clips"], view_of=common["view_of"],
+                         validation=common["validation"], class_weight=common["class_weight"],
+                         progress_desc=progress_desc and "fine-tuning")
+    return {k: [float(v) for v in vals] for k, vals in history.items() if k != "learning_rate"}

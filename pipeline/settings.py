@@ -133,17 +133,39 @@ def parse_settings(module_globals, argv=None, parser=None):
     import sys
     parser = parser or parser_from_constants(module_globals)
     argv = _explicit_booleans(parser, sys.argv[1:] if argv is None else list(argv))
-    cfg = SimpleNamespace(**vars(parser.parse_args(argv)))
-    cfg._given = frozenset(  # private: not a setting (see given())
-        action.dest for action in parser._actions for option in action.option_strings
-        if any(token == option or token.startswith(option + "=") for token in argv))
-    return cfg
+    return SimpleNamespace(**vars(parser.parse_args(argv)))
 
 
-def given(cfg, name):
-    """Whether option ``name`` was given on the command line (rather than
-    left at its constant's default) when ``cfg`` was parsed."""
-    return name in getattr(cfg, "_given", ())
+def stage_settings(script, argv=()):
+    """A stage's settings without importing the stage: its upper-case
+    constants with literal values, read from ``script``'s source, then
+    ``argv`` parsed against them as the stage would. For benchmarks and
+    tests, which run the pipeline's functions with a stage's settings (a
+    stage is run, never imported).
+
+    Parameters
+    ----------
+    script : str or Path
+        e.g. ROOT / "train_16k.py"
+    argv : sequence of str
+    """
+    import ast
+    source = Path(script).read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    annotations = {}
+    constants = {"__file__": str(script), "__doc__": ast.get_docstring(tree),
+                 "__annotations__": annotations}
+    for node in tree.body:
+        target = (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1
+                  else node.target if isinstance(node, ast.AnnAssign) and node.value else None)
+        if isinstance(target, ast.Name) and target.id.isupper():
+            try:
+                constants[target.id] = ast.literal_eval(node.value)
+            except ValueError:  # not a literal (an array, a call): not a setting
+                continue
+            if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name):
+                annotations[target.id] = node.annotation.id  # "int" or "float"
+    return parse_settings(constants, argv)
 
 
 def check_settings(cfg, **rules):

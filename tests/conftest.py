@@ -22,6 +22,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+def stage_settings(stage, argv=()):
+    """A stage's settings (defaults, then ``argv``), read from its source:
+    tests run pipeline/ functions with them, never the stage itself."""
+    from pipeline import settings
+    return settings.stage_settings(ROOT / stage, argv)
+
+
+def train_settings(argv=()):
+    return stage_settings("train_16k.py", argv)
+
+
 def tone(freq_hz, seconds=1.0, sr=SR, level=0.5, noise=0.01, seed=0):
     """A sine tone with a little white noise."""
     rng = np.random.default_rng(seed)

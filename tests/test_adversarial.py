@@ -13,6 +13,7 @@ import pytest
 import make_dataset_16k
 import train_16k
 from conftest import ROOT, make_class_folder, tone, write
+from pipeline import conversion, device_export
 from pipeline import artifacts, extraction, files, labels, splits
 from pipeline.errors import PipelineError
 
@@ -205,7 +206,7 @@ def test_a_conversion_is_not_recorded_for_a_model_trained_meanwhile(tmp_path, mo
     common = [f"--dataset={dataset}", f"--model_dir={tmp_path / 'm'}",
               f"--report_dir={tmp_path / 'r'}"]
     train_16k.main([*common, "--epochs=3", "--augment=false", "--every_patch=false"])
-    export = model_conv.export_for_device
+    export = device_export.export_for_device
 
     def export_then_retrain(paths, *args, **kwargs):
         export(paths, *args, **kwargs)
@@ -257,7 +258,7 @@ def test_the_model_card_never_describes_the_previous_model(tmp_path, monkeypatch
     train_16k.main([*train, "--epochs=4", "--seed=7"])
     text = card.read_text()
     assert "not converted yet" in text and "KB of flash" not in text
-    compare = model_conv.compare
+    compare = conversion.compare
     monkeypatch.setattr(model_conv, "compare",  # int8 that disagrees: the gate fails
                         lambda *a, **k: dict(compare(*a, **k), agreement=0.5))
     assert model_conv.main([*common, "--retry_tries=0", "--calibration_tries=1"]) == 1

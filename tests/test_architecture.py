@@ -37,6 +37,40 @@ def test_no_stage_or_helper_imports_a_stage(script):
     assert not imported, f"{script} imports the stage script(s) {sorted(imported)}"
 
 
+def stage_uses(path):
+    """(line, what) of every use of a stage module other than its main():
+    ``stage.anything_else`` or ``from stage import anything_else``."""
+    stages = {Path(s).stem for s in STAGES}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in stages and node.attr != "main":
+            found.append((node.lineno, f"{node.value.id}.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom) and node.module in stages:
+            found += [(node.lineno, f"from {node.module} import {a.name}")
+                      for a in node.names if a.name != "main"]
+    return found
+
+
+@pytest.mark.parametrize("script", sorted(
+    p.relative_to(ROOT).as_posix() for folder in ("bench", "tests")
+    for p in (ROOT / folder).glob("*.py")))
+def test_benchmarks_and_tests_only_run_a_stage(script):
+    """bench/ and tests/ may call a stage's main(argv) in-process (faster
+    than a subprocess), nothing else of it: what they need of its work lives
+    in pipeline/, and its settings come from pipeline.settings.stage_settings."""
+    found = stage_uses(ROOT / script)
+    assert not found, f"{script} uses stage scripts as libraries: {found}"
+
+
+def test_the_stage_use_check_sees_attributes_and_imports(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import train_16k\nfrom model_conv import convert, main\n"
+                     "train_16k.main([])\ntrain_16k.fit(1)\nx = predict.WINDOW_S\n")
+    assert sorted(what for _, what in stage_uses(probe)) == \
+        ["from model_conv import convert", "predict.WINDOW_S", "train_16k.fit"]
+
+
 def test_the_import_check_sees_every_kind_of_import(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("import predict\ndef f():\n    from model_conv import convert\n"

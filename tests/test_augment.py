@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from pipeline import conversion, networks, training
 from pipeline import augment
 import features
-import train_16k
-from conftest import make_class_folder, noise, tone
+from conftest import make_class_folder, noise, tone, train_settings
 import make_dataset_16k
 from pipeline import artifacts, copies, splits
 from pipeline.standardisation import fit_standardisation, standardise
@@ -63,8 +63,8 @@ def test_augmentation_touches_training_clips_only(dataset):
     for row, clip in zip(extra, of):
         j = next(j for j in range(4) if np.array_equal(rows[clip, j], row))
         assert partner[clip, j] not in held_out
-    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--jobs=1", "--every_patch=false"])
-    x, y, copy_of, view_of = train_16k.augmented_training_set(dataset, train, cfg, (rows, partner))
+    cfg = train_settings(["--jobs=1", "--every_patch=false"])
+    x, y, copy_of, view_of = training.augmented_training_set(dataset, train, cfg, (rows, partner))
     assert view_of is None  # without EVERY_PATCH, the clips are their own rows
     every, of_all = copies.training_copies(rows, partner, train, copies=4, seed=cfg.seed)
     assert len(x) == len(y) == len(train) + len(every) and len(copy_of) == len(every)
@@ -158,15 +158,15 @@ def test_mixup_keeps_the_clips_and_mixes_targets():
 
 def test_augmentation_off_and_missing_clips(dataset, tmp_path):
     train = np.arange(6)
-    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--augment=false",
+    cfg = train_settings(["--augment=false",
                                                               "--every_patch=false"])
-    assert train_16k.augmentation_pool(dataset, cfg) is None
-    x, _, copy_of, _ = train_16k.augmented_training_set(dataset, train, cfg, None)
+    assert training.augmentation_pool(dataset, cfg) is None
+    x, _, copy_of, _ = training.augmented_training_set(dataset, train, cfg, None)
     assert len(x) == 6 and len(copy_of) == 0
     moved = dict(dataset, paths=[str(tmp_path / "gone.wav")] * len(dataset["paths"]))
-    cfg = train_16k.settings.parse_settings(vars(train_16k), [])
+    cfg = train_settings([])
     with pytest.raises(artifacts.PipelineError, match="missing.*--augment=false"):
-        train_16k.augmentation_pool(moved, cfg)
+        training.augmentation_pool(moved, cfg)
 
 
 def test_standardisation_only_where_the_preset_asks():
@@ -197,15 +197,14 @@ def test_spec_augment_masks_and_band_eq():
 
 
 def test_batch_norm_cnn_converts_to_the_same_int8_ops():
-    import model_conv
     from pipeline.tflite_model import TFLiteModel
     config = features.feature_config("logmel_patch")
-    model = train_16k.build_model(config.n_features, 3, "cnn", [4, 4], dropout=0.1,
+    model = networks.build_model(config.n_features, 3, "cnn", [4, 4], dropout=0.1,
                                   learning_rate=1e-3, seed=0, input_shape=config.input_shape,
                                   batch_norm=True)
     assert any("BatchNormalization" in type(layer).__name__ for layer in model.layers)
     calibration = np.random.default_rng(0).normal(size=(20, config.n_features)).astype(np.float32)
-    blob = model_conv.convert(model, calibration, int8=True)
+    blob = conversion.convert(model, calibration, int8=True)
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     interp = Interpreter(model_content=blob, experimental_op_resolver_type=(
         OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
@@ -245,13 +244,13 @@ def test_background_partners_only_from_mix_classes(dataset):
     mixed = chosen[:, 1::2].ravel()
     assert np.all(mixed >= 0) and all(eligible[k] for k in mixed)
     assert all(sources[chosen[i, j]] != sources[i] for i in range(12) for j in (1, 3))
-    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--mix_classes=hiss", "--jobs=1"])
-    rows, partner = train_16k.augmentation_pool(dataset, cfg)
+    cfg = train_settings(["--mix_classes=hiss", "--jobs=1"])
+    rows, partner = training.augmentation_pool(dataset, cfg)
     hiss = dataset["label_names"].index("hiss")
     assert np.all(dataset["labels"][partner[:, 1::2][partner[:, 1::2] >= 0]] == hiss)
-    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--mix_classes=rain"])
+    cfg = train_settings(["--mix_classes=rain"])
     with pytest.raises(artifacts.PipelineError, match="no class 'rain'"):
-        train_16k.augmentation_pool(dataset, cfg)
+        training.augmentation_pool(dataset, cfg)
 
 
 def test_noise_negatives_are_steady_noises_labelled_background(dataset):
@@ -263,22 +262,20 @@ def test_noise_negatives_are_steady_noises_labelled_background(dataset):
     np.testing.assert_array_equal(rows, augment.noise_rows(4, config, seed=3))
     assert not np.array_equal(rows, augment.noise_rows(4, config, seed=4))
     train = np.arange(0, len(dataset["labels"]), 2)
-    cfg = train_16k.settings.parse_settings(
-        vars(train_16k), ["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1",
+    cfg = train_settings(["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1",
                           "--every_patch=false"])
-    pool = train_16k.augmentation_pool(dataset, cfg)
-    x, y, copy_of, _ = train_16k.augmented_training_set(dataset, train, cfg, pool)
+    pool = training.augmentation_pool(dataset, cfg)
+    x, y, copy_of, _ = training.augmented_training_set(dataset, train, cfg, pool)
     n_noise = round(0.5 * len(train))
     noise = slice(len(train), len(train) + n_noise)
     np.testing.assert_array_equal(x[noise], augment.noise_rows(n_noise, config, cfg.seed))
     assert np.all(y[noise].argmax(axis=1) == dataset["label_names"].index("hiss"))
     assert len(x) == len(train) + n_noise + len(copy_of)
-    model, history, _ = train_16k.fit(dataset, train, train, train_16k.settings.parse_settings(
-        vars(train_16k), ["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1",
-                          "--epochs=2", "--every_patch=false"]), pool=pool, progress_desc="")
+    quick = train_settings(["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1",
+                            "--epochs=2", "--every_patch=false"])
+    model, history, _ = training.fit(dataset, train, train, quick, pool=pool, progress_desc="")
     assert len(history["loss"]) == 2
-    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--noise_negatives=0.5",
-                                                              "--background_classes=rain",
-                                                              "--every_patch=false"])
+    cfg = train_settings(["--noise_negatives=0.5", "--background_classes=rain",
+                          "--every_patch=false"])
     with pytest.raises(artifacts.PipelineError, match="needs a background class"):
-        train_16k.augmented_training_set(dataset, train, cfg, None)
+        training.augmented_training_set(dataset, train, cfg, None)

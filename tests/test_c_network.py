@@ -4,8 +4,7 @@
 import numpy as np
 import pytest
 
-import model_conv
-import train_16k
+from pipeline import conversion, networks
 from pipeline import c_network
 
 
@@ -31,11 +30,11 @@ def test_activation_ranges():
 
 def int8_bytes(model, n_inputs):
     rows = np.random.default_rng(0).normal(size=(16, n_inputs)).astype(np.float32)
-    return model_conv.convert(model, rows, int8=True)
+    return conversion.convert(model, rows, int8=True)
 
 
 def test_cnn_and_mlp_layers_and_an_unsupported_operation():
-    cnn = train_16k.build_model(30, 3, "cnn", [4], dropout=0.0, learning_rate=1e-3, seed=0,
+    cnn = networks.build_model(30, 3, "cnn", [4], dropout=0.0, learning_rate=1e-3, seed=0,
                                 input_shape=(6, 5))
     layers = c_network.network_layers(int8_bytes(cnn, 30))
     assert [layer["op"] for layer in layers] == ["CONV_2D", "MAX_POOL_2D", "MEAN",
@@ -47,13 +46,13 @@ def test_cnn_and_mlp_layers_and_an_unsupported_operation():
     header = c_network.network_header(int8_bytes(cnn, 30), source_name="m.tflite",
                                       temperature=0.5)
     assert "MODEL_NET_LAYERS = 5" in header and "kNetTemperature = 0.5f" in header
-    mlp = train_16k.build_model(10, 3, "mlp", [7], dropout=0.0, learning_rate=1e-3, seed=0)
+    mlp = networks.build_model(10, 3, "mlp", [7], dropout=0.0, learning_rate=1e-3, seed=0)
     dense = c_network.network_layers(int8_bytes(mlp, 10))
     assert [layer["op"] for layer in dense] == ["FULLY_CONNECTED", "FULLY_CONNECTED", "SOFTMAX"]
     assert dense[0]["act"][0] == dense[0]["out_zp"]  # the fused ReLU clamps at zero
-    band = train_16k.build_model(30, 3, "cnn", [4], dropout=0.0, learning_rate=1e-3, seed=0,
+    band = networks.build_model(30, 3, "cnn", [4], dropout=0.0, learning_rate=1e-3, seed=0,
                                  input_shape=(6, 5), band_norm=1.0)
-    blob = model_conv.convert(band, np.zeros((4, 30), np.float32) + 0.5, int8=True)
+    blob = conversion.convert(band, np.zeros((4, 30), np.float32) + 0.5, int8=True)
     with pytest.raises(c_network.UnsupportedNetwork, match="AVERAGE_POOL_2D|SUB"):
         c_network.network_layers(blob)
     header = c_network.network_header(blob, source_name="m.tflite")

@@ -9,7 +9,7 @@ import model_conv
 import predict
 import train_16k
 from conftest import noise, tone, write
-from pipeline import artifacts, inference
+from pipeline import artifacts, calibration, inference
 from pipeline.errors import PipelineError
 
 
@@ -45,11 +45,11 @@ def test_choice_is_the_best_recall_within_the_target():
     rows = [{"threshold": t, "recall": r, "false_per_hour": f, "events": 10, "delay_s": 0.1}
             for t, r, f in [(0.3, 1.0, 9.0), (0.5, 0.9, 2.0), (0.6, 0.8, 0.5), (0.7, 0.8, 0.5),
                             (0.9, 0.2, 0.0)]]
-    row, met = calibrate.best_threshold(rows, target=1.0)
+    row, met = calibration.best_threshold(rows, target=1.0)
     assert met and row["threshold"] == 0.7  # recall 0.8 within 1/h; the safer of two equals
-    row, met = calibrate.best_threshold(rows, target=0.0)
+    row, met = calibration.best_threshold(rows, target=0.0)
     assert met and row["threshold"] == 0.9
-    row, met = calibrate.best_threshold(rows[:2], target=1.0)
+    row, met = calibration.best_threshold(rows[:2], target=1.0)
     assert not met and row["threshold"] == 0.5  # none meets it: fewest false activations
 
 
@@ -87,9 +87,9 @@ def test_stored_thresholds_change_predict_defaults(model, tmp_path):
         predict.main([f"--model={tflite}", str(recording), f"--json={out}", *args])
         return json.loads(out.read_text())["results"][0]["events"]
 
-    calibrate.store(tflite, choice(0.3))
+    calibration.store(tflite, choice(0.3))
     assert [e["class"] for e in events_found()] == ["alarm"]
-    calibrate.store(tflite, choice(1.0))
+    calibration.store(tflite, choice(1.0))
     assert events_found() == []                      # the stored thresholds rule by default
     assert [e["class"] for e in events_found("--threshold=0.3")] == ["alarm"]  # flag wins
     assert [e["class"] for e in events_found("--thresholds=alarm=0.3")] == ["alarm"]
@@ -130,7 +130,7 @@ def test_thresholds_for_another_window_are_refused(model, tmp_path):
     """Thresholds chosen for 2 s windows every 1 s do not silently serve 3 s
     windows: predict.py refuses, unless a threshold is given instead."""
     tmp, _, tflite = model
-    calibrate.store(tflite, choice(0.4))
+    calibration.store(tflite, choice(0.4))
     recording = write(tmp_path / "rec.wav", tone(2600, 8.0))
     with pytest.raises(PipelineError, match=r"calibrated for 2 s windows every 1 s.*"
                                             r"calibrate.py --window_s=3 --hop_s=1"):
@@ -142,7 +142,7 @@ def test_thresholds_for_another_window_are_refused(model, tmp_path):
     (tflite.parent / "model_16k.json").write_text(json.dumps(meta))
     with pytest.raises(PipelineError, match=r"feature version -1"):
         predict.main([f"--model={tflite}", str(recording)])
-    calibrate.store(tflite, choice(0.4))
+    calibration.store(tflite, choice(0.4))
 
 
 def test_a_calibration_for_other_windows_is_stored_and_used(model, tmp_path):
@@ -153,7 +153,7 @@ def test_a_calibration_for_other_windows_is_stored_and_used(model, tmp_path):
     meta_path = tflite.parent / "model_16k.json"
     before = meta_path.read_text()
     try:
-        calibrate.store(tflite, choice(0.4, window_s=3.0))
+        calibration.store(tflite, choice(0.4, window_s=3.0))
         meta = json.loads(meta_path.read_text())
         assert meta["events"]["window_s"] == 3.0 and meta["calibration"]["window_s"] == 3.0
         header = (tflite.parent / "model_16k_frontend.h").read_text()
@@ -162,7 +162,7 @@ def test_a_calibration_for_other_windows_is_stored_and_used(model, tmp_path):
         assert predict.main([f"--model={tflite}", str(recording)]) == 0
     finally:
         meta_path.write_text(before)
-        calibrate.store(tflite, choice(0.4))
+        calibration.store(tflite, choice(0.4))
 
 
 def test_device_event_code_limit_is_pythons():

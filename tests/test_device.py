@@ -14,9 +14,8 @@ import pytest
 import features
 import make_dataset_16k
 import model_conv
-import predict
 import train_16k
-from conftest import ROOT, make_class_folder, noise, tone, write
+from conftest import ROOT, make_class_folder, noise, tone, train_settings, write
 from pipeline import artifacts, events, frontend_header, inference, open_set
 from pipeline.standardisation import standardise
 from pipeline.tflite_model import TFLiteModel
@@ -64,9 +63,9 @@ def test_front_end_maths_is_single_precision(trained, tmp_path):
 def default_event_settings():
     """The event settings train_16k.py stores with a model by default."""
     stored = inference.default_events(
-        window_s=train_16k.WINDOW_S, hop_s=train_16k.HOP_S,
-        smooth_windows=train_16k.SMOOTH_WINDOWS, threshold=train_16k.THRESHOLD,
-        min_event_s=train_16k.MIN_EVENT_S, background=train_16k.BACKGROUND_CLASSES)
+        window_s=train_settings().window_s, hop_s=train_settings().hop_s,
+        smooth_windows=train_settings().smooth_windows, threshold=train_settings().threshold,
+        min_event_s=train_settings().min_event_s, background=train_settings().background_classes)
     return inference.event_settings({"labels": list(CLASSES), "events": stored})
 
 
@@ -185,7 +184,7 @@ def test_int8_inputs_equal_predict_py_and_tflm_gives_its_class(trained):
             micro.invoke()
             probs = tflite.dequantise_output(micro.get_output(0)[0])[None, :]
             _, decided = open_set.apply_rule(probs, meta.get("open_set"), classifier.labels)
-            result = predict.classify_file(classifier, path, settings)
+            result = inference.classify_file(classifier, path, settings)
             assert classifier.labels[int(decided[0])] == result["class"], name
     assert same / total >= 0.999, f"{same}/{total} int8 inputs identical"
 
@@ -204,7 +203,7 @@ def predict_py_view(model_dir, folder):
     classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
     settings = inference.event_settings(classifier.meta)
     path = long_recording(folder)
-    expected = predict.classify_file(classifier, path, settings)["events"]
+    expected = inference.classify_file(classifier, path, settings)["events"]
     centres, probs, _, _ = inference.window_probabilities(classifier, path,
                                                           window_s=settings.window_s,
                                                           hop_s=settings.hop_s)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-import model_conv
+from pipeline import conversion
 from pipeline import int8_ranges
 from pipeline.tflite_model import TFLiteModel
 
@@ -28,8 +28,8 @@ def test_a_percentile_narrows_ranges_and_keeps_the_answers():
     rng = np.random.default_rng(1)
     x = rng.normal(0, 1, (300, 8)).astype(np.float32)
     x[0] *= 40  # one outlier stretches min-max ranges
-    minmax = model_conv.convert(model, x, int8=True)
-    narrow = model_conv.convert(model, x, int8=True, percentile=99.0)
+    minmax = conversion.convert(model, x, int8=True)
+    narrow = conversion.convert(model, x, int8=True, percentile=99.0)
     wide, tight = activation_scales(minmax), activation_scales(narrow)
     assert len(wide) == len(tight) >= 4
     assert all(t <= w + 1e-12 for t, w in zip(tight, wide))

@@ -3,13 +3,14 @@ import json
 import numpy as np
 import pytest
 
+from pipeline import conversion, networks
 from pipeline import artifacts
 from pipeline import c_export
 import features
 import model_conv
 import train_16k
 from pipeline.errors import PipelineError
-from conftest import make_feature_dataset
+from conftest import make_feature_dataset, stage_settings
 from pipeline.standardisation import standardise
 from pipeline.tflite_model import TFLiteModel
 
@@ -52,7 +53,7 @@ def test_agreement_report_and_gate(converted, capsys, monkeypatch):
     assert report["file_bytes"]["int8_tflite"] < report["file_bytes"]["float_tflite"]
     assert (tmp / "reports" / "confusion_keras_vs_int8.png").stat().st_size > 1000
     assert "int8_tflite" in (tmp / "reports" / "conversion_report.txt").read_text()
-    real = model_conv.compare
+    real = conversion.compare
     monkeypatch.setattr(model_conv, "compare",  # as if int8 disagreed on 3 % of the clips
                         lambda *a, **k: {**real(*a, **k), "agreement": 0.97})
     before = {p.name: p.read_bytes() for p in (tmp / "models").iterdir()}
@@ -223,12 +224,12 @@ def test_header_carries_the_open_set_rule(converted):
 
 def test_calibration_sets_cover_train_then_validation():
     train, validation = np.arange(0, 40), np.arange(40, 50)
-    sets = model_conv.calibration_sets(train, validation, n_clips=1000, tries=4, seed=0)
+    sets = conversion.calibration_sets(train, validation, n_clips=1000, tries=4, seed=0)
     assert len(sets) == 4
     assert sorted(sets[0]) == list(train)                      # every training clip
     assert sorted(sets[1]) == list(range(50))                  # plus validation
     assert all(len(s) == 20 and set(s) <= set(train) for s in sets[2:])
-    assert len(model_conv.calibration_sets(train, validation, n_clips=8, tries=2,
+    assert len(conversion.calibration_sets(train, validation, n_clips=8, tries=2,
                                            seed=0)[0]) == 8
 
 
@@ -236,7 +237,7 @@ def test_int8_keeps_the_calibration_closest_to_keras(converted):
     tmp, *_ = converted
     report = json.loads((tmp / "reports" / "conversion_report.json").read_text())
     tries = report["calibration"]["tries"]
-    assert len(tries) == model_conv.CALIBRATION_TRIES
+    assert len(tries) == stage_settings("model_conv.py").calibration_tries
     best = max(range(len(tries)),
                key=lambda k: (tries[k]["agreement"], -tries[k]["prob_abs_diff"]))
     assert report["calibration"]["chosen"] == best
@@ -248,7 +249,7 @@ def test_a_failed_gate_is_retried_with_more_calibration_sets(converted, capsys, 
     (chosen on validation and test together, as the report says) before the
     run gives up."""
     tmp, _, args, _ = converted
-    real, calls = model_conv.compare, []
+    real, calls = conversion.compare, []
 
     def first_fails(*a, **k):
         calls.append(1)
@@ -260,7 +261,8 @@ def test_a_failed_gate_is_retried_with_more_calibration_sets(converted, capsys, 
     assert model_conv.main([*args, f"--report_dir={report_dir}", "--retry_tries=2"]) == 0
     assert len(calls) == 2 and "trying 2 more calibration sets" in capsys.readouterr().out
     report = json.loads((report_dir / "conversion_report.json").read_text())
-    assert len(report["calibration"]["tries"]) == model_conv.CALIBRATION_TRIES + 2
+    tries = stage_settings("model_conv.py").calibration_tries
+    assert len(report["calibration"]["tries"]) == tries + 2
     assert report["calibration"]["chosen_on"].startswith("validation and test")
 
 
@@ -283,26 +285,25 @@ def test_model_card_says_what_it_is_and_how_it_did(converted):
 def test_multiply_adds_count_every_convolution_and_dense_layer():
     """The model's operation count (recorded with the conversion, in the
     model card): a 3x3 conv on a (6, 5) patch, 2x2 pooling, and the head."""
-    import train_16k
-    model = train_16k.build_model(30, 3, "cnn", [4, 8], dropout=0.0, learning_rate=1e-3,
+    model = networks.build_model(30, 3, "cnn", [4, 8], dropout=0.0, learning_rate=1e-3,
                                   seed=0, input_shape=(6, 5))
     expected = 6 * 5 * 4 * 9 * 1 + 3 * 2 * 8 * 9 * 4 + 8 * 3
-    assert model_conv.multiply_adds(model) == expected
-    mlp = train_16k.build_model(10, 3, "mlp", [7], dropout=0.0, learning_rate=1e-3, seed=0)
-    assert model_conv.multiply_adds(mlp) == 10 * 7 + 7 * 3
-    separable = train_16k.build_model(30, 3, "cnn", [4, 8], dropout=0.0, learning_rate=1e-3,
+    assert conversion.multiply_adds(model) == expected
+    mlp = networks.build_model(10, 3, "mlp", [7], dropout=0.0, learning_rate=1e-3, seed=0)
+    assert conversion.multiply_adds(mlp) == 10 * 7 + 7 * 3
+    separable = networks.build_model(30, 3, "cnn", [4, 8], dropout=0.0, learning_rate=1e-3,
                                       seed=0, input_shape=(6, 5), separable=True)
     # the second conv: 3x3 depthwise on 4 channels, then 1x1 to 8 filters
-    assert model_conv.multiply_adds(separable) == (6 * 5 * 4 * 9 + 3 * 2 * 4 * 9
+    assert conversion.multiply_adds(separable) == (6 * 5 * 4 * 9 + 3 * 2 * 4 * 9
                                                    + 3 * 2 * 8 * 4 + 8 * 3)
 
 
 def test_a_separable_cnn_converts_to_int8_tflm_operations():
     from pipeline.tflite_model import TFLiteModel
-    model = train_16k.build_model(30, 3, "cnn", [4, 8], dropout=0.0, learning_rate=1e-3,
+    model = networks.build_model(30, 3, "cnn", [4, 8], dropout=0.0, learning_rate=1e-3,
                                   seed=0, input_shape=(6, 5), separable=True)
     rows = np.random.default_rng(0).normal(size=(32, 30)).astype(np.float32)
-    blob = model_conv.convert(model, rows, int8=True)
+    blob = conversion.convert(model, rows, int8=True)
     probs = TFLiteModel(blob).predict_proba(rows)
     assert probs.shape == (32, 3) and np.allclose(probs.sum(axis=1), 1, atol=0.02)
     from pipeline import c_network

@@ -7,13 +7,14 @@ import sys
 import numpy as np
 import pytest
 
+import features
 import make_dataset_16k
 import model_conv
 import predict
 import train_16k
 from pipeline import events, inference
 from pipeline.errors import PipelineError
-from conftest import ROOT, make_class_folder, noise, tone, write
+from conftest import ROOT, make_class_folder, noise, tone, train_settings, write
 
 CLASSES = ("beep", "hiss", "tone")
 
@@ -403,7 +404,7 @@ def test_mined_clips_are_exactly_the_windows_that_fired(model_dir, tmp_path):
     classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
     settings = inference.event_settings(classifier.meta, window_s=1.0, hop_s=0.5,
                                         background="hiss")
-    result = predict.classify_file(classifier, path, settings)
+    result = inference.classify_file(classifier, path, settings)
     assert result["events"], "the tone should fire"
     centres, _, _, _ = inference.window_probabilities(classifier, path, window_s=1.0, hop_s=0.5)
     expected = [c for c in centres
@@ -411,7 +412,7 @@ def test_mined_clips_are_exactly_the_windows_that_fired(model_dir, tmp_path):
     with open(into / "mined.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(expected) > 0
-    windows = dict(events.stream_windows(predict.features.stream_audio(path, 16000),
+    windows = dict(events.stream_windows(features.stream_audio(path, 16000),
                                          16000, 8000, classifier.config.window_alignment))
     for row in rows:
         start = round(float(row["start_s"]) * 16000)
@@ -445,7 +446,7 @@ def test_mining_failure_half_way_still_lists_every_saved_clip(model_dir, tmp_pat
     for name in ("a", "b"):
         write(household / f"{name}.wav", np.concatenate([noise(3.0, seed=1, low_hz=1500),
                                                          tone(2700.0, 3.0, seed=2)]))
-    real = predict.classify_file
+    real = inference.classify_file
     seen = []
 
     def fail_on_second(classifier, path, events):
@@ -454,7 +455,7 @@ def test_mining_failure_half_way_still_lists_every_saved_clip(model_dir, tmp_pat
             raise OSError("File name too long")
         return real(classifier, path, events)
 
-    monkeypatch.setattr(predict, "classify_file", fail_on_second)
+    monkeypatch.setattr(inference, "classify_file", fail_on_second)
     into = tmp_path / "mined"
     with pytest.raises(OSError):
         run(model_dir, "--mine", household, "--into", into, "--window_s=1.0", "--hop_s=0.5",
@@ -488,11 +489,11 @@ def test_event_settings_come_from_the_model(model_dir, tmp_path):
     """The window, hop and thresholds are the model's (stored by
     train_16k.py), not predict.py's constants; --help says so."""
     meta = json.loads((model_dir / "model_16k.json").read_text())
-    assert meta["events"] == {"window_s": train_16k.WINDOW_S, "hop_s": train_16k.HOP_S,
-                              "smooth_windows": train_16k.SMOOTH_WINDOWS,
-                              "threshold": train_16k.THRESHOLD,
-                              "min_event_s": train_16k.MIN_EVENT_S,
-                              "background": [train_16k.BACKGROUND_CLASSES]}
+    stored = train_settings()
+    assert meta["events"] == {"window_s": stored.window_s, "hop_s": stored.hop_s,
+                              "smooth_windows": stored.smooth_windows,
+                              "threshold": stored.threshold, "min_event_s": stored.min_event_s,
+                              "background": [stored.background_classes]}
     other = copy_model(model_dir, tmp_path)
     edit_meta(other, lambda m: m["events"].update(window_s=1.0, hop_s=0.5))
     clip = write(tmp_path / "clip.wav", tone(2700.0, 1.5, seed=2))

@@ -1,4 +1,5 @@
 import pytest
+from conftest import ROOT
 
 from pipeline import settings
 
@@ -80,7 +81,9 @@ def test_every_option_takes_effect(script):
     options = script_options(path)
     assert options, f"{script} offers no options"
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    read = {node.attr for node in ast.walk(tree)
+    # a stage hands its settings to pipeline/ (train_16k.py's to pipeline/training.py)
+    shared = [ast.parse(p.read_text(encoding="utf-8")) for p in (ROOT / "pipeline").glob("*.py")]
+    read = {node.attr for t in (tree, *shared) for node in ast.walk(t)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
             and node.value.id == "cfg"}
     never_read = sorted(options - read)
@@ -164,8 +167,16 @@ def test_check_settings_rules():
         settings.check_settings(cfg, c=settings.between(0, 1))
 
 
-def test_options_given_on_the_command_line_are_known(script_globals):
-    cfg = settings.parse_settings(script_globals, ["--window_s=2.0", "--plots"])
-    assert settings.given(cfg, "window_s") and settings.given(cfg, "plots")
-    assert not settings.given(cfg, "jobs")  # left at its default
-    assert not settings.given(settings.parse_settings(script_globals, []), "window_s")
+def test_a_stages_settings_are_read_without_importing_it(tmp_path):
+    """bench/ and tests/ take a stage's settings from its source: literal
+    constants only, parsed like the stage's own command line."""
+    import sys
+    script = tmp_path / "stage_probe.py"
+    script.write_text('"""A probe stage."""\nimport numpy as np\nraise SystemExit("imported")\n'
+                      'EPOCHS = 10               # passes\nRATE: float = None   # a number\n'
+                      'GRID = np.arange(3)       # not a literal\nname = "lower"\n')
+    cfg = settings.stage_settings(script, ["--epochs=3", "--rate=0.5"])
+    assert vars(cfg) == {"epochs": 3, "rate": 0.5}
+    assert "stage_probe" not in sys.modules
+    real = settings.stage_settings(ROOT / "train_16k.py", ["--every_patch=false"])
+    assert real.every_patch is False and real.hidden_layers == "256,256,128,128"

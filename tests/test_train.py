@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline import conversion, distillation, networks, training
 from pipeline import artifacts, splits
 import features
 import train_16k
@@ -56,15 +57,15 @@ def test_no_group_in_two_splits(trained):
 
 
 def test_class_weights_favour_the_rare_class():
-    weights = train_16k.class_weights(np.array([0] * 30 + [1] * 5 + [2] * 15), 3)
+    weights = training.class_weights(np.array([0] * 30 + [1] * 5 + [2] * 15), 3)
     assert weights[1] > weights[2] > weights[0]
-    milder = train_16k.class_weights(np.array([0] * 30 + [1] * 5 + [2] * 15), 3, power=0.5)
+    milder = training.class_weights(np.array([0] * 30 + [1] * 5 + [2] * 15), 3, power=0.5)
     assert weights[1] > milder[1] > milder[2] > milder[0] > weights[0]
     assert np.isclose(milder[1] / milder[0], np.sqrt(weights[1] / weights[0]))
 
 
 def test_label_smoothing_softens_the_targets_of_the_loss():
-    model = train_16k.build_model(4, 3, "mlp", [5], dropout=0.0, learning_rate=1e-3, seed=0,
+    model = networks.build_model(4, 3, "mlp", [5], dropout=0.0, learning_rate=1e-3, seed=0,
                                   label_smoothing=0.3)
     y, p = np.array([[1.0, 0.0, 0.0]]), np.array([[0.8, 0.1, 0.1]])
     smoothed = -np.sum((0.7 * y + 0.1) * np.log(p))
@@ -184,12 +185,12 @@ def test_bad_settings_are_refused_before_work(tmp_path, option, message):
 def test_diverged_training_is_not_saved():
     import keras
     model = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(2)])
-    train_16k.check_finite_weights(model, 0.001)  # finite: fine
+    training.check_finite_weights(model, 0.001)  # finite: fine
     weights = model.get_weights()
     weights[0][0, 0] = np.nan
     model.set_weights(weights)
     with pytest.raises(PipelineError, match="NaN or infinite weights.*--learning_rate"):
-        train_16k.check_finite_weights(model, 1e9)
+        training.check_finite_weights(model, 1e9)
 
 
 def test_unwritable_model_dir_is_found_before_training(tmp_path):
@@ -236,7 +237,6 @@ def test_band_norm_ignores_a_fixed_colouring_and_converts_to_int8():
     """BAND_NORM=1: a constant added to one band of the patch (a microphone's
     or room's colouring, in dB) does not change the model's output, and the
     model still converts to full int8 with TFLM operations only."""
-    import model_conv
     from pipeline.tflite_model import TFLiteModel
     frames, bands = 6, 5
     rng = np.random.default_rng(0)
@@ -244,13 +244,13 @@ def test_band_norm_ignores_a_fixed_colouring_and_converts_to_int8():
     colouring = np.tile(rng.normal(size=bands) * 4, frames).astype(np.float32)
     outputs = {}
     for band_norm in (0.0, 1.0):
-        model = train_16k.build_model(frames * bands, 3, "cnn", [4], dropout=0.0,
+        model = networks.build_model(frames * bands, 3, "cnn", [4], dropout=0.0,
                                       learning_rate=1e-3, seed=0, input_shape=(frames, bands),
                                       band_norm=band_norm)
         outputs[band_norm] = np.abs(model.predict(x, verbose=0)
                                     - model.predict(x + colouring, verbose=0)).max()
     assert outputs[1.0] < 1e-5 < outputs[0.0]
-    blob = model_conv.convert(model, x, int8=True)
+    blob = conversion.convert(model, x, int8=True)
     assert TFLiteModel(blob).predict_proba(x).shape == (8, 3)
 
 
@@ -258,12 +258,11 @@ def test_relaxed_band_norm_subtracts_that_share_of_each_band_mean():
     """BAND_NORM=0.3: the network sees the patch less 0.3 x each band's mean
     over the frames (the same network without it, fed that, agrees), and it
     still converts to full int8."""
-    import model_conv
     from pipeline.tflite_model import TFLiteModel
     frames, bands, share = 6, 5, 0.3
     rng = np.random.default_rng(1)
     x = rng.normal(size=(8, frames * bands)).astype(np.float32)
-    relaxed, plain = (train_16k.build_model(frames * bands, 3, "cnn", [4], dropout=0.0,
+    relaxed, plain = (networks.build_model(frames * bands, 3, "cnn", [4], dropout=0.0,
                                             learning_rate=1e-3, seed=0,
                                             input_shape=(frames, bands), band_norm=b)
                       for b in (share, 0.0))
@@ -273,7 +272,7 @@ def test_relaxed_band_norm_subtracts_that_share_of_each_band_mean():
     np.testing.assert_allclose(relaxed.predict(x, verbose=0), plain.predict(by_hand, verbose=0),
                                atol=1e-5)
     assert np.abs(relaxed.predict(x, verbose=0) - plain.predict(x, verbose=0)).max() > 1e-4
-    blob = model_conv.convert(relaxed, x, int8=True)
+    blob = conversion.convert(relaxed, x, int8=True)
     assert TFLiteModel(blob).predict_proba(x).shape == (8, 3)
 
 
@@ -288,12 +287,12 @@ def test_distillation_targets_and_teacher_run(tmp_path):
     probabilities; a run with a teacher trains and saves a model."""
     y = np.eye(3, dtype=np.float32)[[0, 1, 2]]
     teacher = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]], np.float32)
-    mixed = train_16k.distilled_targets(y, teacher, weight=0.5, temperature=2.0)
+    mixed = distillation.distilled_targets(y, teacher, weight=0.5, temperature=2.0)
     np.testing.assert_allclose(mixed.sum(axis=1), 1.0, atol=1e-6)
     assert np.all(mixed.argmax(axis=1) == [0, 1, 2]) and np.all(mixed.max(axis=1) < 1)
-    softer = train_16k.distilled_targets(y * 0, teacher, weight=1.0, temperature=4.0)
+    softer = distillation.distilled_targets(y * 0, teacher, weight=1.0, temperature=4.0)
     assert np.all(softer.max(axis=1) < teacher.max(axis=1))  # a higher temperature flattens
-    np.testing.assert_allclose(train_16k.distilled_targets(y, teacher, weight=0.0,
+    np.testing.assert_allclose(distillation.distilled_targets(y, teacher, weight=0.0,
                                                            temperature=2.0), y)
     path = make_feature_dataset(tmp_path / "ds.npz", preset="logmel_patch")
     train_16k.main([f"--dataset={path}", f"--model_dir={tmp_path / 'm'}", "--epochs=2",

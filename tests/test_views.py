@@ -6,8 +6,8 @@ import pytest
 
 import features
 import make_dataset_16k
-import train_16k
-from conftest import make_class_folder, tone
+from conftest import make_class_folder, tone, train_settings
+from pipeline import clip_decisions, open_set, standardisation, training
 from pipeline import artifacts, views
 from pipeline.epochs import epoch_rows
 from pipeline.events import window_starts
@@ -91,38 +91,38 @@ def test_each_epoch_takes_one_view_of_every_clip():
 
 def test_every_patch_trains_on_windows_and_decides_by_them(long_dataset):
     data, path = long_dataset
-    cfg = train_16k.settings.parse_settings(
-        vars(train_16k), [f"--dataset={path}", "--every_patch=true",
+    cfg = train_settings([f"--dataset={path}", "--every_patch=true",
                           "--augment=false", "--epochs=2", "--jobs=1"])
-    windows = train_16k.clip_windows(data, cfg)
+    windows = training.clip_windows(data, cfg)
     train = np.arange(0, len(data["paths"]), 2)
-    x, y, copy_of, view_of = train_16k.augmented_training_set(data, train, cfg, None,
+    x, y, copy_of, view_of = training.augmented_training_set(data, train, cfg, None,
                                                               windows=windows)
     assert len(x) == 3 * len(train) and len(copy_of) == 0  # three windows of each 3.5 s clip
     assert np.array_equal(np.asarray(train)[view_of], windows[1][np.isin(windows[1], train)])
     np.testing.assert_array_equal(y.argmax(axis=1), data["labels"][train][view_of])
-    model, _, scaling = train_16k.fit(data, train, train, cfg, windows=windows, progress_desc="")
+    model, _, scaling = training.fit(data, train, train, cfg, windows=windows, progress_desc="")
     test = np.arange(1, len(data["paths"]), 2)
-    probs = train_16k.clip_probabilities(lambda rows: train_16k.predict_proba(model, rows), data,
-                                         test, scaling=scaling, windows=windows)
+    def predict(rows):
+        return clip_decisions.predict_proba(model, rows)
+
+    probs = clip_decisions.clip_probabilities(predict, data, test, scaling=scaling,
+                                              windows=windows)
     one = windows[0][windows[1] == test[0]]
-    expected = train_16k.predict_proba(model, train_16k.standardise(one, scaling)).mean(axis=0)
+    expected = predict(standardisation.standardise(one, scaling)).mean(axis=0)
     np.testing.assert_allclose(probs[0], expected, rtol=1e-5, atol=1e-6)
     rule = {"temperature": 2.0, "min_probability": 0.0, "background": None}
-    calibrated = train_16k.clip_probabilities(lambda rows: train_16k.predict_proba(model, rows),
-                                              data, test, scaling=scaling, windows=windows,
-                                              rule=rule)
-    one_calibrated = train_16k.open_set.calibrate(
-        train_16k.predict_proba(model, train_16k.standardise(one, scaling)), 2.0)
+    calibrated = clip_decisions.clip_probabilities(predict, data, test, scaling=scaling,
+                                                   windows=windows, rule=rule)
+    one_calibrated = open_set.calibrate(predict(standardisation.standardise(one, scaling)), 2.0)
     # each window calibrated, then the mean: as predict.py decides
     np.testing.assert_allclose(calibrated[0], one_calibrated.mean(axis=0), rtol=1e-5, atol=1e-6)
-    off = train_16k.settings.parse_settings(vars(train_16k), ["--every_patch=false"])
-    assert train_16k.clip_windows(data, off) is None
+    off = train_settings(["--every_patch=false"])
+    assert training.clip_windows(data, off) is None
 
 
 def test_every_patch_needs_the_audio(long_dataset, tmp_path):
     data, path = long_dataset
     moved = {**data, "paths": [str(tmp_path / "gone" / "a.wav")] * len(data["paths"])}
-    cfg = train_16k.settings.parse_settings(vars(train_16k), ["--every_patch=true"])
+    cfg = train_settings(["--every_patch=true"])
     with pytest.raises(artifacts.PipelineError, match="missing.*--every_patch=false"):
-        train_16k.clip_windows(moved, cfg)
+        training.clip_windows(moved, cfg)
