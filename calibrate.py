@@ -28,8 +28,9 @@ from pipeline.calibration import best_threshold, store
 from pipeline.errors import PipelineError, run_script
 from pipeline.event_metrics import onset_delays
 from pipeline.events import find_events, smooth
-from pipeline.inference import (Classifier, check_device_smoothing, event_settings, model_path,
-                                stream_probabilities, window_probabilities)
+from pipeline.inference import (Classifier, check_device_smoothing, check_listens,
+                                event_settings, model_path, stream_probabilities,
+                                window_probabilities)
 
 MODEL_DIR = "models"           # the model folder that train_16k.py and model_conv.py wrote
 MODEL = None                   # the model to calibrate (.tflite or .keras); default: MODEL_DIR's int8 model
@@ -304,6 +305,7 @@ def main(argv=None):
     smooth_choices, min_event_choices = check_settings(cfg)
     model = model_path(cfg.model, cfg.model_dir)
     classifier = Classifier(model)
+    check_listens(classifier, "calibration")
     labels = classifier.labels
     check_device_smoothing(smooth_choices, classifier.config,
                            f"--smooth_choices={cfg.smooth_choices}")

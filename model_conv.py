@@ -135,6 +135,8 @@ def main(argv=None):
         model, x, rows["train"], rows["validation"], n_clips=cfg.representative_clips,
         tries=cfg.calibration_tries, seed=cfg.seed, rule=meta.get("open_set"),
         labels=meta["labels"], percentiles=percentiles, percentile_clips=cfg.percentile_clips)
+    if not len(rows["validation"]):
+        calibration["chosen_on"] = "training clips (no validation split: the seed's recipe)"
     float_bytes = convert(model, None, int8=False)
     int8_model, float_model = TFLiteModel(int8_bytes), TFLiteModel(float_bytes)
     compare_args = dict(y_true=data["labels"][test], labels=meta["labels"],

@@ -364,6 +364,9 @@ def main(argv=None):
         files.check_writable("--report_dir", cfg.report_dir)
         return evaluate(classifier, cfg.evaluate, events, report_dir=cfg.report_dir,
                         json_path=cfg.json)
+    for mode in ("mine", "listen", "evaluate_events"):
+        if getattr(cfg, mode):
+            inference.check_listens(classifier, f"--{mode}")
     if cfg.mine:
         files.check_writable("--into", cfg.into)
         return mine(classifier, cfg.mine, events, cfg.into)

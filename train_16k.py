@@ -22,73 +22,79 @@ from pipeline.inference import EVENT_KEYS, check_device_smoothing, default_event
 from pipeline.networks import architecture, layer_units
 from pipeline.quiet import configure_tensorflow
 from pipeline.splits import folds_text, train_val_test_split
-from pipeline.training import (augmentation_pool, check_finite_weights,
+from pipeline.training import (SEED_RECIPE_USES, augmentation_pool, check_finite_weights,
                                check_split_has_every_class, check_trainable, clip_windows,
-                               cross_validate, fit, fold_plan)
+                               cross_validate, fit, fold_plan, recipe_split)
 
+# --- What to train, and where ---
 DATASET = "data/dataset_16k.npz"  # dataset written by make_dataset_16k.py
 MODEL_DIR = "models"           # where the model and its metadata go
 REPORT_DIR = "reports"         # where figures and reports go
+RECIPE = "default"             # "default"; "seed": the seed's method end to end (seed features,
+                               # its MLP, whole clips, fixed EPOCHS; README "The seed method")
 MODEL = "auto"                 # "mlp" (the seed's), "cnn" (2-D features), "auto": cnn if 2-D,
                                # "pretrained": TEACHER's backbone + a head (--features=efficientat)
-TEACHER = None                 # pretrained tagger folder (.tflite + class list), for --model=pretrained
-HEAD_INPUT = "logits"          # pretrained: the backbone output the head reads ("logits", "embedding")
-HEAD_C = 0.003                 # pretrained: inverse L2 strength of the logistic-regression head
-FINE_TUNE_EPOCHS = 0           # pretrained: then train backbone and head together this many epochs
-FINE_TUNE_RATE = 1e-5          # pretrained: Adam learning rate of that fine-tuning
 HIDDEN_LAYERS = "256,256,128,128"  # units of each hidden Dense layer (the seed's MLP)
 CNN_FILTERS = "16,32,32"       # filters of each 3x3 conv layer of the CNN
 DROPOUT = 0.5                  # dropout after the last hidden layer
+FOLDS = "0"                    # "5": grouped 5-fold CV first; "source": leave one source out; "0": none
+SEED = 42                      # same dataset + seed -> same split, model and metrics
+JOBS = -1                      # processes for augmentation and cross-validation folds (-1 = all cores)
+REPLACE_MODEL = False          # allow replacing a model in MODEL_DIR trained on other labels
+# --- How it trains ---
 LEARNING_RATE = 0.001          # Adam learning rate (lowered on plateaus, see LR_PATIENCE)
-EPOCHS = 100                   # upper bound; early stopping usually ends sooner
+EPOCHS = 100                   # upper bound; early stopping usually ends sooner (seed recipe: all)
 BATCH_SIZE = 32                # clips per gradient step
 PATIENCE = 8                   # epochs without a better validation loss before stopping
 LR_PATIENCE = 3                # epochs without a better validation loss before the rate drops
 LR_FACTOR = 0.3                # ... multiplied by this (LR_PATIENCE = 0: a fixed rate)
 TEST_FRACTION = 0.2            # share of groups held out for the final test
 VAL_FRACTION = 0.2             # share of the remaining groups used for early stopping
-FOLDS = "0"                    # "5": grouped 5-fold CV first; "source": leave one source out; "0": none
 CLASS_WEIGHTS = True           # weight classes by inverse frequency in the training split
 CLASS_WEIGHT_POWER = 1.0       # ... raised to this power (0.5: milder, between balanced and none)
-LABEL_SMOOTHING = 0.0          # share of each training target spread evenly over the classes
 AUGMENT = True                 # add augmented copies of training clips (re-reads their audio once)
 AUGMENT_COPIES = 1             # augmented copies of each training clip in every epoch
 AUGMENT_POOL = 4               # copies made (and cached) per clip, which epochs draw from
 REDRAW_COPIES = True           # each epoch draws fresh copies (False: the same ones every epoch)
+EVERY_PATCH = True             # train on every window (WINDOW_S every HOP_S) of each clip, one drawn
+                               # per epoch, and decide test clips by their windows' mean as predict.py
+                               # does (off: each clip's loudest patch only)
+OPEN_SET_CLASS = None          # unsure event predictions fall back to this class, e.g. "other"
+OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
+# --- Knowledge from a pretrained tagger (README "Best model on real recordings") ---
+TEACHER = None                 # pretrained tagger folder (.tflite + class list), for --model=pretrained
+HEAD_INPUT = "logits"          # pretrained: the backbone output the head reads ("logits", "embedding")
+HEAD_C = 0.003                 # pretrained: inverse L2 strength of the logistic-regression head
+FINE_TUNE_EPOCHS = 0           # pretrained: then train backbone and head together this many epochs
+FINE_TUNE_RATE = 1e-5          # pretrained: Adam learning rate of that fine-tuning
+DISTIL_FROM = None             # distillation: a pretrained tagger folder whose probabilities
+                               # (a head fitted on the training clips) the model also learns
+UNLABELLED = None              # with DISTIL_FROM: folder or manifest of unlabelled audio the
+                               # teacher labels for the model (clips of held-out groups skipped)
+DISTIL_WEIGHT = 0.5            # share of the targets that are the teacher's probabilities
+DISTIL_TEMPERATURE = 2.0       # softening of the teacher's probabilities
+# --- Research options (measured in docs/results.md and the README; none beat the default) ---
 IR_DIR = None                  # folder of microphone impulse responses (WAV) to convolve copies with
 IR_PROBABILITY = 0.7           # share of copies heard through a random microphone of IR_DIR
 ROOM_PROBABILITY = 0.0         # share of copies in a synthetic reverberant room
 MIX_CLASSES = None             # only clips of these classes (e.g. "other") are mixed in as
                                # background of copies; None: clips of any class
-EVERY_PATCH = True             # train on every window (WINDOW_S every HOP_S) of each clip, one drawn
-                               # per epoch, and decide test clips by their windows' mean as predict.py
-                               # does (off: each clip's loudest patch only)
 NOISE_NEGATIVES = 0.0          # synthetic steady noises trained on as the first BACKGROUND_CLASSES
                                # class, this share of the training clips (0: none)
 SPEC_AUGMENT = False           # copies of log-mel patches also get random band EQ and masks
 FREQ_MIXSTYLE = 0.0            # share of copies whose per-band mean and spread mix with another clip's
 MIXSTYLE_ALPHA = 0.3           # Freq-MixStyle: Beta(alpha, alpha) mixing weight
 MIXUP = 0.0                    # mixup: Beta(alpha, alpha) of copies with other training rows; 0 = off
+LABEL_SMOOTHING = 0.0          # share of each training target spread evenly over the classes
 BATCH_NORM = False             # CNN: batch normalisation after each convolution
 SEPARABLE = False              # CNN: depthwise-separable convolutions after the first (cheaper
                                # per filter, so a wider network fits the same budget)
 BAND_NORM = 0.0                # CNN: share of each band's mean over the patch subtracted first
                                # (1: all of it, so a fixed microphone or room colouring, a
                                # constant per band, is gone; 0.5: relaxed, half the shape kept)
-DISTIL_FROM = None             # distillation: a pretrained tagger folder whose probabilities
-                               # (a head fitted on the training clips) the model also learns
-UNLABELLED = None              # with DISTIL_FROM: folder or manifest of unlabelled audio the
-                               # teacher labels for the model (clips of held-out groups skipped)
 TEACHER_FILTERS = None         # distillation: filters of a wider CNN teacher, e.g. "32,64,64"
-DISTIL_WEIGHT = 0.5            # share of the targets that are the teacher's probabilities
-DISTIL_TEMPERATURE = 2.0       # softening of the teacher's probabilities
-JOBS = -1                      # processes for augmentation and cross-validation folds (-1 = all cores)
-OPEN_SET_CLASS = None          # unsure event predictions fall back to this class, e.g. "other"
-OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
-SEED = 42                      # same dataset + seed -> same split, model and metrics
-REPLACE_MODEL = False          # allow replacing a model in MODEL_DIR trained on other labels
-# How the model listens to long recordings: stored with it, used by predict.py,
-# calibrate.py and the device header (calibrate.py may replace the last four).
+# --- Long recordings: windows and events (stored with the model) ---
+# predict.py, calibrate.py and the device header use them; calibrate.py may replace the last four.
 WINDOW_S = 2.0                 # window length for long recordings, in seconds
 HOP_S = 1.0                    # step between windows, in seconds
 SMOOTH_WINDOWS = 3             # moving average over this many windows
@@ -113,6 +119,19 @@ def check_existing_labels(model_dir, label_names, replace):
         raise PipelineError(
             f"{meta_path}: the model there was trained on labels {old}, this dataset has "
             f"{label_names}. Use another --model_dir, or --replace_model=true to replace it")
+
+
+def check_recipe(cfg):
+    """--recipe=seed runs the seed's method: a setting outside it (e.g.
+    --augment) changed from its default is refused, not silently ignored."""
+    if cfg.recipe == "seed":
+        defaults = vars(settings.parse_settings(globals(), []))
+        changed = [k for k, v in vars(cfg).items()
+                   if k not in SEED_RECIPE_USES and k in defaults and v != defaults[k]]
+        if changed:
+            raise PipelineError(f"--recipe=seed runs the seed's method, which has no "
+                                f"{', '.join('--' + k for k in changed)}: drop them, or use "
+                                "--recipe=default")
 
 
 def check_settings(cfg):
@@ -148,6 +167,7 @@ def check_settings(cfg):
     if cfg.ir_dir and not Path(cfg.ir_dir).is_dir():
         raise PipelineError(f"--ir_dir={cfg.ir_dir}: no such folder of impulse responses")
     fold_plan(cfg.folds)
+    check_recipe(cfg)
 
 
 def load_checked_dataset(cfg):
@@ -186,6 +206,8 @@ def save_model(model_dir, model, data, *, scaling, rule, split, metrics, cv, his
         "open_set": rule,
         "events": events,
         "model_type": architecture(cfg, data["feature_config"])[0],
+        # the seed's method decides a file by its whole-clip features, any length
+        "decides_clips_by": "whole_clip" if cfg.recipe == "seed" else "windows",
         "teacher": teacher_record(cfg),
         "n_inputs": int(data["features"].shape[1]),
         "settings": settings_used,
@@ -255,6 +277,7 @@ def main(argv=None):
 
     train, val, test = train_val_test_split(labels, groups, test_fraction=cfg.test_fraction,
                                             val_fraction=cfg.val_fraction, seed=cfg.seed)
+    train, val = recipe_split(cfg, train, val)
     split = {"train": train, "validation": val, "test": test}
     check_split_has_every_class(split, labels, label_names)
     model, history, scaling = fit(data, train, val, cfg, pool=pool, windows=windows)
@@ -269,8 +292,10 @@ def main(argv=None):
 
     print(f"\nclips: {len(train)} train, {len(val)} validation, {len(test)} test "
           f"({len(set(groups))} groups)")
-    print(f"epochs run: {meta['epochs_run']} (best weights kept)")
-    if rule["background"]:
+    print(f"epochs run: {meta['epochs_run']} " + ("(all of --epochs: the seed's method)"
+                                                  if cfg.recipe == "seed" else
+                                                  "(best weights kept)"))
+    if rule and rule["background"]:
         print(f"open set: temperature {rule['temperature']:.2f}; an event class needs a "
               f"calibrated probability of {rule['min_probability']:.2f}, else "
               f"'{rule['background']}'")

@@ -48,7 +48,8 @@ TRAIN = ""                     # train_16k settings added to every row, ";"-sepa
 
 # (row name, feature preset, train_16k overrides)
 CANDIDATES = [
-    ("seed as written (NR, STFT mean, MLP, no augmentation)", "seed", {"augment": False}),
+    ("the seed's method, literally (--recipe=seed: NR, STFT mean, MLP, whole clips)", "seed",
+     {"recipe": "seed"}),
     ("logmel stats + MLP, no augmentation", "logmel", {"augment": False}),
     ("logmel stats + MLP + augmentation", "logmel", {}),
     ("logmel patch + CNN + augmentation, patience 30 (the previous default)", "logmel_patch",
@@ -135,7 +136,8 @@ def evaluate_split(data, split, cfg, *, seed, pool, int8, windows=None):
     given ``windows``, also by the mean of each clip's windows
     ("float_windows", as predict.py decides clips longer than a window).
     Returns {kind: decisions}, int8 size (0 without int8) and parameters."""
-    train, val, test = split.train, split.validation, split.test
+    train, val = training.recipe_split(cfg, split.train, split.validation)
+    test = split.test
     started = time.perf_counter()
     model, history, scaling = training.fit(data, train, val, cfg, pool=pool, windows=windows,
                                             progress_desc="")

@@ -145,12 +145,13 @@ def run_task(k, task):
     data, pool, windows = unpack(path)
     cfg = train_settings(spec["seed"], spec["flags"])
     split = source_split(data, spec["source"], cfg)
-    model, history, scaling = training.fit(data, split.train, split.validation, cfg, pool=pool,
-                                            windows=windows, progress_desc="")
-    rule = clip_decisions.fit_open_set(model, data, split.validation, scaling=scaling, cfg=cfg,
-                                  windows=windows)
+    train, validation = training.recipe_split(cfg, split.train, split.validation)
+    model, history, scaling = training.fit(data, train, validation, cfg, pool=pool,
+                                           windows=windows, progress_desc="")
+    rule = clip_decisions.fit_open_set(model, data, validation, scaling=scaling, cfg=cfg,
+                                       windows=windows)
     decided = clip_decisions.predict_rows(model, data, split.test, scaling=scaling, rule=rule,
-                                     windows=windows)
+                                          windows=windows)
     return {**spec, "test": split.test.tolist(),
             "decisions": np.asarray(decided).tolist(), "epochs": len(history["loss"]),
             "seconds": time.perf_counter() - started}

@@ -17,7 +17,10 @@ def fit_open_set(model, data, val, *, scaling, cfg, windows=None):
     """The open-set rule (temperature, minimum probability) from the
     validation split's predictions: of each clip's loudest patch, or with
     ``windows`` (:func:`clip_windows`) of its windows, as
-    :func:`predict_rows` decides."""
+    :func:`predict_rows` decides. None without validation clips (the seed's
+    recipe): the model's own probabilities decide."""
+    if not len(val):
+        return None
     probs, clip_of = row_probabilities(lambda x: predict_proba(model, x), data, val,
                                        scaling=scaling, windows=windows)
     return open_set.fit_rule(probs, data["labels"][clip_of], data["label_names"],

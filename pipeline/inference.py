@@ -60,6 +60,9 @@ class Classifier:
         self.meta = artifacts.load_model_metadata(path.parent)
         self.labels = self.meta["labels"]
         self.config = self.meta["feature_config"]
+        # the seed's method (train_16k.py --recipe=seed) decides a file by the
+        # features of all of it; other models by the mean of their windows
+        self.whole_clip = self.meta.get("decides_clips_by") == "whole_clip"
         if path.suffix == ".keras":
             model = artifacts.load_keras_model(path, self.meta)
             self._run = lambda x: model.predict(x, verbose=0)
@@ -87,6 +90,16 @@ class Classifier:
         most probable class, or the background class when an event class is
         not sure enough."""
         return int(open_set.decide(probs, self.meta.get("open_set"), self.labels)[0])
+
+
+def check_listens(classifier, mode):
+    """PipelineError for a whole-clip model (the seed's recipe) in a mode
+    that listens window by window (events, live listening, mining,
+    calibration)."""
+    if classifier.whole_clip:
+        raise PipelineError(f"{classifier.path}: {mode} needs a model that listens window by "
+                            "window, and this one decides whole clips (train_16k.py "
+                            "--recipe=seed, the seed's method). Train with --recipe=default")
 
 
 def model_path(model, model_dir):
@@ -346,7 +359,7 @@ def classify_file(classifier, path, events):
     result = {"path": str(path), "class": None, "probability": None, "error": ""}
     rate = classifier.config.sample_rate
     try:
-        if features.audio_duration(path) <= events.window_s:
+        if classifier.whole_clip or features.audio_duration(path) <= events.window_s:
             y = features.load_audio(path, rate)
             result["duration_s"] = round(y.size / rate, 3)
             probs = classifier.probabilities(features.features_from_audio(y, classifier.config))[0]

@@ -10,6 +10,13 @@ from pipeline.quiet import import_keras
 def architecture(cfg, config):
     """The model to build, from the settings: kind ("mlp" or "cnn") and the
     units (MLP) or filters (CNN) of each layer. Checked before any training."""
+    if cfg.recipe not in ("default", "seed"):
+        raise PipelineError(f"--recipe={cfg.recipe!r}: expected 'default' or 'seed'")
+    if cfg.recipe == "seed" and config.preset != "seed":
+        raise PipelineError("--recipe=seed runs the seed's method on the seed's features: build "
+                            "the dataset with `python make_dataset_16k.py --features=seed`")
+    if cfg.recipe == "seed" and cfg.model not in ("auto", "mlp"):
+        raise PipelineError(f"--recipe=seed trains the seed's MLP, not --model={cfg.model}")
     kind = cfg.model if cfg.model != "auto" else ("cnn" if config.input_shape else "mlp")
     if kind not in ("mlp", "cnn", "pretrained"):
         raise PipelineError(f"--model={cfg.model!r}: expected 'mlp', 'cnn', 'pretrained' or "

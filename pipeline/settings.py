@@ -22,13 +22,27 @@ _CONSTANT_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)\s*(?::[^=]*)?=.*?#\s*(.+)$")
 _NUMBER_TYPES = {"int": int, "float": float}
 
 
+_SECTION_LINE = re.compile(r"^# --- (.+?) ---\s*$")  # a group of settings, in --help too
+
+
 def _comments(source_file):
-    """Map NAME -> trailing comment for ``NAME = value  # comment`` lines."""
-    found = {}
+    """Map NAME -> (comment, section) for ``NAME = value  # comment`` lines:
+    the comment with its continuation lines (indented lines holding only a
+    comment, right below), and the title of the ``# --- Title ---`` line
+    above it (None before the first)."""
+    found, name, section = {}, None, None
     for line in Path(source_file).read_text(encoding="utf-8").splitlines():
-        match = _CONSTANT_LINE.match(line)
-        if match:
-            found[match.group(1)] = match.group(2).strip()
+        match, header = _CONSTANT_LINE.match(line), _SECTION_LINE.match(line)
+        if header:
+            section, name = header.group(1), None
+        elif match:
+            name = match.group(1)
+            found[name] = (match.group(2).strip(), section)
+        elif name and line.startswith(" ") and line.strip().startswith("#"):
+            text, where = found[name]
+            found[name] = (f"{text} {line.strip()[1:].strip()}", where)
+        else:
+            name = None
     return found
 
 
@@ -96,20 +110,24 @@ def parser_from_constants(module_globals, description=None):
         description=description or module_globals.get("__doc__"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    groups = {}
     for name, default in module_globals.items():
         if not (name.isupper() and not name.startswith("_")):
             continue
         if not isinstance(default, _SIMPLE_TYPES):
             continue
         option = "--" + name.lower()
-        help_text = f"{comments.get(name, '')} (default: {default!r})".strip()
+        comment, section = comments.get(name, ("", None))
+        help_text = f"{comment} (default: {default!r})".strip()
         kwargs = dict(dest=name.lower(), default=default,
                       type=_converter(default, annotations.get(name)), help=help_text,
                       metavar="VALUE")
         if isinstance(default, bool):
             # "--demo" alone means --demo=true.
             kwargs.update(nargs="?", const=True)
-        parser.add_argument(option, **kwargs)
+        if section and section not in groups:
+            groups[section] = parser.add_argument_group(section)
+        (groups[section] if section else parser).add_argument(option, **kwargs)
     return parser
 
 

@@ -30,6 +30,8 @@ def check_trainable(labels, groups, label_names, *, min_groups, source):
 
 def check_split_has_every_class(splits, labels, label_names):
     for split_name, indices in splits.items():
+        if not len(indices):  # the seed's recipe has no validation split
+            continue
         missing = [label_names[c] for c in range(len(label_names))
                    if not np.any(labels[indices] == c)]
         if missing:
@@ -53,7 +55,7 @@ def augmentation_pool(data, cfg):
     """Every clip's AUGMENT_POOL augmented copies (cached beside the
     dataset), or None without augmentation. Made once per run and shared by
     every fold."""
-    if not cfg.augment or cfg.augment_copies < 1:
+    if cfg.recipe == "seed" or not cfg.augment or cfg.augment_copies < 1:
         return None
     from pipeline import copies
     return copies.all_copies(data, pool=cfg.augment_pool, dataset=cfg.dataset,
@@ -78,7 +80,7 @@ def mix_classes(cfg, label_names):
 def clip_windows(data, cfg):
     """Every clip's windows (:func:`pipeline.views.all_windows`, cached
     beside the dataset) with EVERY_PATCH, else None."""
-    if not cfg.every_patch:
+    if cfg.recipe == "seed" or not cfg.every_patch:
         return None
     from pipeline import views
     return views.all_windows(data, window_s=cfg.window_s, hop_s=cfg.hop_s, dataset=cfg.dataset,
@@ -164,6 +166,50 @@ def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation,
     return model, history
 
 
+# The settings the seed's method reads (--recipe=seed); any other left at its
+# default, or train_16k.py refuses it as not part of that method.
+SEED_RECIPE_USES = frozenset({
+    "dataset", "model_dir", "report_dir", "recipe", "model", "hidden_layers", "dropout", "folds",
+    "seed", "jobs", "replace_model", "learning_rate", "epochs", "batch_size", "test_fraction",
+    "window_s", "hop_s", "smooth_windows", "threshold", "min_event_s", "background_classes"})
+
+
+def recipe_split(cfg, train, validation):
+    """The training and validation rows a recipe uses: the seed's method has
+    no validation split (its clips train too); the default keeps both."""
+    if cfg.recipe == "seed":
+        return np.sort(np.concatenate([train, validation])), np.zeros(0, np.int64)
+    return train, validation
+
+
+def fit_seed(data, train, cfg, *, progress_desc):
+    """The seed's training, literally: its MLP (HIDDEN_LAYERS, DROPOUT,
+    softmax out, :func:`pipeline.networks.build_model`) on each training
+    clip's whole-clip features as they are, categorical cross-entropy, Adam
+    at LEARNING_RATE, EPOCHS epochs of shuffled BATCH_SIZE batches. No
+    validation split, early stopping, schedule, class weights, augmentation,
+    windows or standardisation: none of them was in the seed.
+
+    Returns
+    -------
+    model, history dict, None (no input standardisation)
+    """
+    import keras
+
+    from pipeline.progress import keras_callback
+    keras.utils.set_random_seed(cfg.seed)
+    n_classes = len(data["label_names"])
+    x = np.asarray(data["features"][train], np.float32)
+    y = np.eye(n_classes, dtype=np.float32)[data["labels"][train]]
+    model = build_model(x.shape[1], n_classes, "mlp", layer_units(cfg.hidden_layers,
+                                                                  "hidden_layers"),
+                        dropout=cfg.dropout, learning_rate=cfg.learning_rate, seed=cfg.seed)
+    callbacks = [keras_callback(cfg.epochs, progress_desc)] if progress_desc else []
+    history = model.fit(x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True,
+                        verbose=0, callbacks=callbacks)
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}, None
+
+
 def fit_epochs(model, x_train, y_train, cfg, *, epochs, mixup, lower_rate, copy_of, n_clips,
                view_of, validation, class_weight, progress_desc):
     """Train a compiled ``model`` for up to ``epochs`` on the epochs of
@@ -202,6 +248,8 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     -------
     model, history dict, input standardisation (or None)
     """
+    if cfg.recipe == "seed":
+        return fit_seed(data, train, cfg, progress_desc=progress_desc)
     config = data["feature_config"]
     n_classes = len(data["label_names"])
     kind, units = architecture(cfg, config)
@@ -260,11 +308,12 @@ def cross_validate(data, cfg, plan, pool, *, windows=None):
     splits = list(evaluation_splits(data, plan, val_fraction=cfg.val_fraction, seed=cfg.seed))
 
     def predict_split(k, split):
-        model, _, scaling = fit(data, split.train, split.validation, cfg, pool=pool,
-                                windows=windows, progress_desc=f"{split.name} ({k}/{len(splits)})")
+        train, validation = recipe_split(cfg, split.train, split.validation)
+        model, _, scaling = fit(data, train, validation, cfg, pool=pool, windows=windows,
+                                progress_desc=f"{split.name} ({k}/{len(splits)})")
         return predict_rows(model, data, split.test, scaling=scaling,
                             windows=windows,
-                            rule=fit_open_set(model, data, split.validation, scaling=scaling,
+                            rule=fit_open_set(model, data, validation, scaling=scaling,
                                               cfg=cfg, windows=windows))
 
     pooled = held_out_predictions(len(data["labels"]), splits, predict_split, jobs=cfg.jobs)
