@@ -87,7 +87,9 @@ PREEMPHASIS = 0.97            # efficientat: y[n] = x[n + 1] - 0.97 x[n], as Eff
 LOG_OFFSET = 1e-5             # efficientat: log(mel + 1e-5), then (x + 4.5) / 5 (EfficientAT's scaling)
 PATCH_TOLERANCE = 1e-4        # relative: runs this close to the loudest count as equally loud
 LEVEL_FLOOR_DB = 80.0         # logmel preset: frame levels this far below the loudest are floored
-SHAPE_STATISTICS = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "level")
+# what shape_statistics computes, in the order device/ computes all of them
+SHAPE_STATISTICS_KNOWN = ("flatness", "centroid", "bandwidth", "rolloff", "flux", "level")
+SHAPE_STATISTICS = SHAPE_STATISTICS_KNOWN  # logmel preset: the statistics used, in order
 
 # noisereduce pads each side of the clip with 30000 zeros by default. Frames
 # farther from the signal than one window plus the 50 ms mask smoothing are
@@ -141,7 +143,7 @@ class FeatureConfig:
     version: int
     sample_rate: int
     noise_reduction: bool
-    noise_profile_samples: int
+    noise_profile_samples: int | None  # seed preset with noise reduction
     trim: bool
     trim_top_db: float
     trim_frame_length: int
@@ -153,17 +155,35 @@ class FeatureConfig:
     fmin: float | None = None
     fmax: float | None = None
     top_db: float | None = None
-    patch_frames: int | None = None  # logmel_patch
+    patch_frames: int | None = None  # patch presets
+    patch_tolerance: float | None = None  # logmel_patch, efficientat: loudest-run ties
+    level_floor_db: float | None = None   # logmel: frame level floor
+    shape_statistics: tuple | None = None  # logmel: the spectral-shape statistics, in order
+    preemphasis: float | None = None      # efficientat
+    log_offset: float | None = None       # efficientat
 
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ValueError(f"unknown feature preset {self.preset!r}; expected one of {PRESETS}")
-        positive = ("sample_rate", "noise_profile_samples", "trim_top_db", "trim_frame_length",
-                    "trim_hop_length", "n_fft", "hop_length", "win_length")
+        if isinstance(self.shape_statistics, list):  # as JSON stores it
+            object.__setattr__(self, "shape_statistics", tuple(self.shape_statistics))
+        positive = ("sample_rate", "trim_top_db", "trim_frame_length", "trim_hop_length",
+                    "n_fft", "hop_length", "win_length")
+        positive += ("noise_profile_samples",) if self.noise_reduction else ()
         if self.preset != "seed":
             positive += ("n_mels",) + (("top_db",) if self.preset != "efficientat" else ())
         if self.preset in PATCH_PRESETS:
             positive += ("patch_frames",)
+        if self.preset in ("logmel_patch", "efficientat"):
+            positive += ("patch_tolerance",)
+        if self.preset == "logmel":
+            positive += ("level_floor_db",)
+            unknown = set(self.shape_statistics or ()) - set(SHAPE_STATISTICS_KNOWN)
+            if not self.shape_statistics or unknown:
+                raise ValueError(f"shape_statistics must name some of {SHAPE_STATISTICS_KNOWN}, "
+                                 f"got {self.shape_statistics!r}")
+        if self.preset == "efficientat":
+            positive += ("preemphasis", "log_offset")
         bad = [f"{name}={getattr(self, name)!r}" for name in positive
                if not isinstance(getattr(self, name), (int, float))
                or not getattr(self, name) > 0]
@@ -199,22 +219,23 @@ class FeatureConfig:
         if self.preset == "seed":
             return self.n_fft // 2 + 1
         if self.preset == "logmel":
-            return 2 * self.n_mels + 2 * len(SHAPE_STATISTICS)
+            return 2 * self.n_mels + 2 * len(self.shape_statistics)
         return self.patch_frames * self.n_mels
 
     def to_dict(self):
         """Plain JSON values, as stored in datasets and models: the fields
         the preset uses plus derived facts for readers (n_features, ...)."""
         stored = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.shape_statistics:
+            stored["shape_statistics"] = list(self.shape_statistics)
         if self.preset == "seed":
             stored.update(normalisation="minmax")
         elif self.preset == "efficientat":
-            stored.update(normalisation="efficientat", preemphasis=PREEMPHASIS,
-                          log_offset=LOG_OFFSET)
+            stored.update(normalisation="efficientat")
         else:
             stored.update(normalisation="level")
         if self.preset == "logmel":
-            stored.update(statistics=["band_mean", "band_std", *SHAPE_STATISTICS])
+            stored.update(statistics=["band_mean", "band_std", *self.shape_statistics])
         if self.input_shape:
             stored.update(input_shape=list(self.input_shape))
         stored.update(standardise=self.standardise, n_features=self.n_features)
@@ -233,6 +254,11 @@ class FeatureConfig:
         if not isinstance(stored, dict):
             raise ValueError(f"expected a feature configuration dict, got {type(stored).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
+        current = feature_config(stored.get("preset")) if stored.get("preset") in PRESETS else None
+        missing = sorted(set(current.to_dict()) - set(stored)) if current else []
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} stored (made by an older features.py, "
+                             "before every constant that shapes features was stored)")
         try:
             config = cls(**{k: stored.get(k) for k in names})
         except TypeError as err:  # e.g. a comparison with None
@@ -268,23 +294,28 @@ def feature_config(preset=None):
     if preset == "efficientat":
         return FeatureConfig(
             preset=preset, version=FEATURE_VERSION, sample_rate=EFFICIENTAT_SAMPLE_RATE,
-            noise_reduction=False, noise_profile_samples=NOISE_PROFILE_SAMPLES, trim=TRIM,
+            noise_reduction=False, noise_profile_samples=None, trim=TRIM,
             trim_top_db=TRIM_TOP_DB, trim_frame_length=TRIM_FRAME_LENGTH,
             trim_hop_length=TRIM_HOP_LENGTH, n_fft=EFFICIENTAT_N_FFT,
             hop_length=EFFICIENTAT_HOP_LENGTH, win_length=EFFICIENTAT_WIN_LENGTH,
             n_mels=EFFICIENTAT_N_MELS, fmin=0.0, fmax=EFFICIENTAT_FMAX, top_db=None,
-            patch_frames=EFFICIENTAT_PATCH_FRAMES)
+            patch_frames=EFFICIENTAT_PATCH_FRAMES, patch_tolerance=PATCH_TOLERANCE,
+            preemphasis=PREEMPHASIS, log_offset=LOG_OFFSET)
     log_mel, stream = preset != "seed", preset == "logmel_stream"
+    reduce = NOISE_REDUCTION and preset == "seed"
     return FeatureConfig(
-        preset=preset, version=FEATURE_VERSION, sample_rate=SAMPLE_RATE,
-        noise_reduction=NOISE_REDUCTION if preset == "seed" else False,
-        noise_profile_samples=NOISE_PROFILE_SAMPLES, trim=TRIM, trim_top_db=TRIM_TOP_DB,
+        preset=preset, version=FEATURE_VERSION, sample_rate=SAMPLE_RATE, noise_reduction=reduce,
+        noise_profile_samples=NOISE_PROFILE_SAMPLES if reduce else None, trim=TRIM,
+        trim_top_db=TRIM_TOP_DB,
         trim_frame_length=N_FFT if stream else TRIM_FRAME_LENGTH,  # trims whole STFT frames
         trim_hop_length=HOP_LENGTH if stream else TRIM_HOP_LENGTH,
         n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH,
         n_mels=N_MELS if log_mel else None, fmin=MEL_FMIN if log_mel else None,
         fmax=MEL_FMAX if log_mel else None, top_db=MEL_TOP_DB if log_mel else None,
-        patch_frames=PATCH_FRAMES if preset in PATCH_PRESETS else None)
+        patch_frames=PATCH_FRAMES if preset in PATCH_PRESETS else None,
+        patch_tolerance=PATCH_TOLERANCE if preset == "logmel_patch" else None,
+        level_floor_db=LEVEL_FLOOR_DB if preset == "logmel" else None,
+        shape_statistics=tuple(SHAPE_STATISTICS) if preset == "logmel" else None)
 
 
 def audio_duration(path):
@@ -527,14 +558,17 @@ def level_normalised_logmel(power, config):
     return db - db.mean()
 
 
-def shape_statistics(power, sample_rate):
-    """Mean and std over time of spectral flatness, centroid, bandwidth,
-    85 % rolloff (all from the power spectrum, frequencies in kHz), spectral
-    flux and frame level (dB, relative to the loudest frame).
+def shape_statistics(power, sample_rate, *, names=SHAPE_STATISTICS,
+                     level_floor_db=LEVEL_FLOOR_DB):
+    """Mean and std over time of the statistics ``names`` (in that order,
+    some of ``SHAPE_STATISTICS_KNOWN``): spectral flatness, centroid,
+    bandwidth, 85 % rolloff (all from the power spectrum, frequencies in
+    kHz), spectral flux and frame level (dB relative to the loudest frame,
+    floored ``level_floor_db`` below it).
 
     Returns
     -------
-    np.ndarray, shape (2 * len(SHAPE_STATISTICS),): all means, then all stds.
+    np.ndarray, shape (2 * len(names),): all means, then all stds.
     """
     eps = 1e-12
     freqs_khz = np.linspace(0, sample_rate / 2000, power.shape[0])[:, None]
@@ -546,8 +580,10 @@ def shape_statistics(power, sample_rate):
     log_power = np.log10(power + eps)
     flux = np.concatenate([[0.0], np.mean(np.abs(np.diff(log_power, axis=1)), axis=0)])
     level = 10 * np.log10(total[0])
-    level = np.maximum(level - level.max(), -LEVEL_FLOOR_DB)
-    rows = np.stack([flatness, centroid, bandwidth, rolloff, flux, level])
+    level = np.maximum(level - level.max(), -level_floor_db)
+    found = dict(flatness=flatness, centroid=centroid, bandwidth=bandwidth, rolloff=rolloff,
+                 flux=flux, level=level)
+    rows = np.stack([found[name] for name in names])
     return np.concatenate([rows.mean(axis=1), rows.std(axis=1)])
 
 
@@ -557,7 +593,9 @@ def logmel_statistics(y, config):
     power = power_spectrogram(y, config)
     db = level_normalised_logmel(power, config)
     return np.concatenate([db.mean(axis=1), db.std(axis=1),
-                           shape_statistics(power, config.sample_rate)])
+                           shape_statistics(power, config.sample_rate,
+                                            names=config.shape_statistics,
+                                            level_floor_db=config.level_floor_db)])
 
 
 def logmel_patch(y, config):
@@ -569,13 +607,14 @@ def logmel_patch(y, config):
     frames = config.patch_frames
     if db.shape[1] < frames:
         db = np.pad(db, ((0, 0), (0, frames - db.shape[1])), constant_values=db.min())
-    start = loudest_patch_start(power.sum(axis=0, dtype=np.float64), frames)
+    start = loudest_patch_start(power.sum(axis=0, dtype=np.float64), frames,
+                                tolerance=config.patch_tolerance)
     return db[:, start:start + frames].T.ravel()
 
 
-def loudest_patch_start(frame_energy, frames):
+def loudest_patch_start(frame_energy, frames, *, tolerance=PATCH_TOLERANCE):
     """First frame of the loudest run of ``frames`` frames: the earliest run
-    whose summed energy is within ``PATCH_TOLERANCE`` of the largest sum.
+    whose summed energy is within ``tolerance`` (relative) of the largest sum.
 
     A tolerance rather than the exact maximum, because runs of a steady sound
     have equal energy up to rounding, and the device front end (device/),
@@ -585,7 +624,7 @@ def loudest_patch_start(frame_energy, frames):
     if len(frame_energy) < frames:
         return 0
     energy = np.convolve(np.asarray(frame_energy, np.float64), np.ones(frames), mode="valid")
-    return int(np.argmax(energy >= energy.max() * (1.0 - PATCH_TOLERANCE)))
+    return int(np.argmax(energy >= energy.max() * (1.0 - tolerance)))
 
 
 def frame_energies(y, n_fft, hop_length):
@@ -691,7 +730,7 @@ def efficientat_logmel(y, config):
     np.ndarray, shape (n_mels, 1 + (n - 1) // hop_length), float32
     """
     x = np.asarray(y, np.float64)
-    x = x[1:] - PREEMPHASIS * x[:-1]
+    x = x[1:] - config.preemphasis * x[:-1]
     pad = config.n_fft // 2
     x = np.pad(x, pad, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(x, config.n_fft)[::config.hop_length]
@@ -705,7 +744,7 @@ def efficientat_logmel(y, config):
     banks = kaldi_mel_banks(config.sample_rate, config.n_fft, n_mels=config.n_mels,
                             fmin=config.fmin, fmax=config.fmax)
     mel = np.einsum("mf,tf->mt", banks, power)  # einsum: no thread-dependent sums
-    return ((np.log(mel + LOG_OFFSET) + 4.5) / 5.0).astype(np.float32)
+    return ((np.log(mel + config.log_offset) + 4.5) / 5.0).astype(np.float32)
 
 
 def efficientat_patch(y, config):
@@ -720,7 +759,7 @@ def efficientat_patch(y, config):
         y = np.pad(y, (0, needed - y.size))
     mel = efficientat_logmel(y, config)
     energy = np.exp(5.0 * mel.astype(np.float64) - 4.5).sum(axis=0)  # mel power per frame
-    start = loudest_patch_start(energy, frames)
+    start = loudest_patch_start(energy, frames, tolerance=config.patch_tolerance)
     return mel[:, start:start + frames].T.ravel()
 
 

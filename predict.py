@@ -20,8 +20,6 @@ to the background class.
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import features
 from pipeline import clips, files, inference, settings
 from pipeline.errors import PipelineError, run_script
@@ -329,10 +327,10 @@ def listen(classifier, events, *, source, speed, save_dir, context_s):
           f"({events.window_s:g} s windows every {events.hop_s:g} s); Ctrl-C ends", flush=True)
     found = listener.run(blocks, on_window=on_window, on_event=on_event)
     minutes = listener.total / rate / 60
-    counts = {label: sum(e["class"] == label for e in found) for label in classifier.labels
-              if label not in events.background}
-    latency = (f"; onset to first report: mean {np.mean(listener.latencies):.2f} s, "
-               f"max {np.max(listener.latencies):.2f} s" if listener.latencies else "")
+    counts = {k: v for k, v in listener.counts.items() if k not in events.background}
+    delays = listener.latency
+    latency = (f"; onset to first report: mean {delays['sum'] / delays['count']:.2f} s, "
+               f"max {delays['max']:.2f} s" if delays["count"] else "")
     print(f"\nlistened {minutes:.2f} min; events: "
           + ", ".join(f"{k} {v}" for k, v in counts.items()) + latency
           + (f"; event audio in {save_dir}/" if save_dir and found else ""))

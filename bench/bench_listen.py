@@ -67,29 +67,31 @@ def main(argv=None):
     def on_window(now_s, probs):
         clock = time.perf_counter()
         hour = int(now_s // 3600)
+        if hour not in hours and hours:
+            print(f"hour {hour} of {cfg.hours:g} done", file=sys.stderr, flush=True)
         hours.setdefault(hour, []).append(clock - last[0])
-        if hour not in rss:
+        if len(hours[hour]) % 600 == 1:  # the hour's memory: its last sample
             rss[hour] = resident_mb()
         last[0] = clock
-        if len(hours[hour]) == 1:
-            print(f"hour {hour + 1} of {cfg.hours:g} started", file=sys.stderr, flush=True)
 
     print(f"model {classifier.path} ({classifier.config.preset}); {events.window_s:g} s "
           f"windows every {events.hop_s:g} s; {cfg.hours:g} h of audio at --speed=0")
     started = time.perf_counter()
-    found = listener.run(looped_audio(rate, loop_s=cfg.loop_minutes * 60, hours=cfg.hours,
+    listener.run(looped_audio(rate, loop_s=cfg.loop_minutes * 60, hours=cfg.hours,
                                       block_s=cfg.block_s), on_window=on_window)
     wall = time.perf_counter() - started
-    print(f"\n{'hour':>5} {'hops':>6} {'ms/hop mean':>12} {'ms/hop p99':>11} {'RSS MB':>8}")
+    print(f"\n{'hour':>5} {'hops':>6} {'ms/hop mean':>12} {'ms/hop p99':>11} {'RSS MB at end':>14}")
     for hour, hops in sorted(hours.items()):
-        hops = np.array(hops[1:] or hops) * 1000
+        hops = np.array(hops[1:] or hops) * 1000  # the first hop includes the start-up
         print(f"{hour + 1:>5} {len(hops):>6} {hops.mean():>12.2f} "
-              f"{np.percentile(hops, 99):>11.2f} {rss[hour]:>8.1f}")
-    first, final = min(hours), max(hours)
+              f"{np.percentile(hops, 99):>11.2f} {rss[hour]:>14.1f}")
+    full = [h for h, hops in hours.items() if len(hops) >= 0.9 * 3600 / events.hop_s]
+    first, final = min(full or hours), max(full or hours)
     ratio = np.mean(hours[final][1:] or hours[final]) / np.mean(hours[first][1:] or hours[first])
-    print(f"\n{len(found)} events in {wall / 60:.1f} min ({cfg.hours * 3600 / wall:.0f}x real "
-          f"time); last hour / first hour: time per hop x{ratio:.2f}, memory "
-          f"{rss[final] - rss[first]:+.1f} MB")
+    print(f"\n{sum(listener.counts.values())} events in {wall / 60:.1f} min "
+          f"({cfg.hours * 3600 / wall:.0f}x real time); hour {final + 1} against hour "
+          f"{first + 1}: time per hop x{ratio:.2f}, memory {rss[final] - rss[first]:+.1f} MB "
+          f"(the first hour fills the {listener.ring.nbytes / 2**20:.0f} MB audio ring)")
     n = sum(len(h) for h in hours.values())
     probs = np.random.default_rng(1).random((n, len(classifier.labels))).astype(np.float32)
     centres = events.hop_s * np.arange(n)

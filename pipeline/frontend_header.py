@@ -101,6 +101,12 @@ def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, e
                        "front end cannot match it. Rebuild the dataset with NOISE_REDUCTION = "
                        "False, or a log-mel preset, and retrain.\"\n"
                        f"#endif  /* {guard} */\n")
+    if config.preset == "logmel" and config.shape_statistics != features.SHAPE_STATISTICS_KNOWN:
+        return head + ("#error \"this model's logmel features use the shape statistics "
+                       f"{', '.join(config.shape_statistics)}; the device front end computes "
+                       f"{', '.join(features.SHAPE_STATISTICS_KNOWN)}, in that order. Rebuild "
+                       "the dataset with those and retrain.\"\n"
+                       f"#endif  /* {guard} */\n")
     window_samples = int(round(events.window_s * config.sample_rate))
     hop_samples = int(round(events.hop_s * config.sample_rate))
     n_features = config.n_features
@@ -144,8 +150,8 @@ def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, e
   {standardise},  /* standardisation */
   {float(input_scale):.9e}f, {int(input_zero_point)},  /* int8 input */
   AF_MODEL_WINDOW_SAMPLES, AF_MODEL_HOP_SAMPLES,
-  {config.version}, {features.PATCH_TOLERANCE!r}f,  /* feature version, patch tolerance */
-  {features.LEVEL_FLOOR_DB!r}f  /* logmel: frame level floor, dB below the loudest frame */
+  {config.version}, {config.patch_tolerance or 0.0!r}f,  /* feature version, patch tolerance */
+  {config.level_floor_db or 80.0!r}f  /* logmel: frame level floor, dB below the loudest frame */
 }};
 """)
     parts += [f"static const char* const af_model_labels[{len(labels)}] = "

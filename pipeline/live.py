@@ -10,6 +10,7 @@ long it listens (bench/bench_listen.py runs a day of audio).
 """
 
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import features
 from pipeline.errors import PipelineError
 from pipeline.events import EventTracker
 
+KEEP_EVENTS = 10000  # ended events a listener returns: the last ones (its counts are of all)
 INSTALL = ("live listening needs sounddevice and the PortAudio library: "
            "pip install sounddevice, and apt-get install libportaudio2 (Debian/Ubuntu) "
            "or brew install portaudio (macOS)")
@@ -78,8 +80,11 @@ class Listener:
         self.ring = np.zeros(max(int(keep_s * self.rate), 1), np.float32)
         self.total = 0  # samples heard; sample t lives at ring[t % len(ring)]
         self.tracker = EventTracker(classifier.labels, events)
-        self.ended = []
-        self.latencies = []  # stream seconds from an event's onset to its first report
+        # what a day of listening keeps: counts and latency figures, and the
+        # last KEEP_EVENTS events (all of them in any recording of sane length)
+        self.ended = deque(maxlen=KEEP_EVENTS)
+        self.counts = {label: 0 for label in classifier.labels}
+        self.latency = {"count": 0, "sum": 0.0, "max": 0.0}  # onset to first report, seconds
         self.error = None  # why the source stopped early (a FeatureError), if it did
 
     def _keep_audio(self, block):
@@ -118,14 +123,18 @@ class Listener:
         except (features.FeatureError, OSError) as err:  # e.g. a file corrupt half-way
             self.error = err  # the events so far are still closed, saved and returned
         self._report(self.tracker.finish(), self.total / self.rate, on_event)
-        return self.ended
+        return list(self.ended)
 
     def _report(self, found, now_s, on_event):
         for kind, event in found:
             if kind == "start":
-                self.latencies.append(now_s - event["start_s"])
+                delay = now_s - event["start_s"]
+                self.latency.update(count=self.latency["count"] + 1,
+                                    sum=self.latency["sum"] + delay,
+                                    max=max(self.latency["max"], delay))
             else:
                 self.ended.append(event)
+                self.counts[event["class"]] += 1
                 self._save(event)
             if on_event:
                 on_event(kind, event)

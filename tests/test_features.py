@@ -256,3 +256,63 @@ def test_stream_preset_trims_and_chooses_whole_frames_exactly():
     assert features.feature_config("logmel_patch").window_alignment == 1
     with pytest.raises(features.FeatureError, match="silent"):
         features.features_from_audio(np.r_[np.zeros(2000), 1e-6], config)
+
+
+# Constants of features.py that do not shape a preset's features (and so are
+# not stored): the choice of preset, the version, input checks, lists.
+NOT_SHAPING = {"FEATURES", "FEATURE_VERSION", "MIN_CLIP_S", "MAX_ABS_SAMPLE", "PRESETS",
+               "PATCH_PRESETS", "DEVICE_PRESETS", "SHAPE_STATISTICS_KNOWN"}
+
+
+def edited(value):
+    """Another valid-looking value of a constant, or None."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value * 2
+    if isinstance(value, float):
+        return value * 0.5 if value else 1e-3
+    if isinstance(value, tuple) and len(value) > 1:
+        return value[:-1]
+    return None
+
+
+def shaping_constants():
+    return sorted(name for name, value in vars(features).items()
+                  if name.isupper() and not name.startswith("_") and name not in NOT_SHAPING
+                  and edited(value) is not None)
+
+
+@pytest.mark.parametrize("preset", features.PRESETS)
+def test_every_constant_that_changes_features_is_stored(preset, monkeypatch):
+    """#32.3: edit each constant in turn; when the features of a clip change,
+    the stored configuration changes too, so a dataset or model made before
+    the edit is refused; a constant the preset does not use leaves its
+    configuration as it was (its field is None)."""
+    from pipeline import artifacts
+    from pipeline.errors import PipelineError
+    y = golden_clip(seconds=2.5)  # longer than NOISE_PROFILE_SAMPLES
+    before = features.feature_config(preset)
+    old = features.features_from_audio(y, before)
+    unused = []
+    for name in shaping_constants():
+        with monkeypatch.context() as patch:
+            patch.setattr(features, name, edited(getattr(features, name)))
+            try:
+                after = features.feature_config(preset)
+                new = features.features_from_audio(y, after)
+            except (ValueError, features.FeatureError):
+                continue  # that edit makes no valid configuration
+            changed = new.shape != old.shape or not np.allclose(new, old, atol=1e-6)
+            if changed:
+                assert after != before, f"{name} changes {preset} features but is not stored"
+                with pytest.raises(PipelineError, match="Rebuild"):
+                    artifacts.check_current(before, "old.npz", "Rebuild it.")
+            elif after == before:
+                unused.append(name)
+    used_by = {"NOISE_PROFILE_SAMPLES": ("seed",), "LEVEL_FLOOR_DB": ("logmel",),
+               "SHAPE_STATISTICS": ("logmel",), "PATCH_TOLERANCE": ("logmel_patch",
+                                                                    "efficientat"),
+               "PREEMPHASIS": ("efficientat",), "LOG_OFFSET": ("efficientat",)}
+    for name, presets in used_by.items():
+        assert (name in unused) == (preset not in presets), name
