@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 import features
-from pipeline import artifacts, files, settings
-from pipeline.conversion import (best_int8, compare, convert, machine_name, multiply_adds,
-                                 range_percentiles, tflm_check)
+from pipeline import artifacts, conversion, files, settings
+from pipeline.conversion import (convert, machine_name, multiply_adds, range_percentiles,
+                                 tflm_check)
 from pipeline.device_export import DEVICE_FILES, export_for_device
 from pipeline.errors import PipelineError, run_script
 from pipeline.model_card import card_path, model_card
@@ -131,37 +131,42 @@ def main(argv=None):
     files.check_writable("--report_dir", cfg.report_dir)
     percentiles = range_percentiles(cfg.range_percentiles, meta["feature_config"])
 
-    int8_bytes, calibration = best_int8(
-        model, x, rows["train"], rows["validation"], n_clips=cfg.representative_clips,
-        tries=cfg.calibration_tries, seed=cfg.seed, rule=meta.get("open_set"),
-        labels=meta["labels"], percentiles=percentiles, percentile_clips=cfg.percentile_clips)
+    # scored as predict.py runs it: a device model with TFLite Micro's integers
+    device = meta["feature_config"].preset in features.DEVICE_PRESETS
+    windows, decided_by = conversion.clip_views(meta, data, dataset=cfg.dataset)
+    decide, inputs_of = conversion.clip_decider(meta, data, windows)
+    int8_bytes, calibration = conversion.best_int8(
+        model, rows["train"], rows["validation"], inputs_of=inputs_of, decide=decide,
+        n_clips=cfg.representative_clips, tries=cfg.calibration_tries, seed=cfg.seed,
+        percentiles=percentiles, percentile_clips=cfg.percentile_clips, reference=device)
     if not len(rows["validation"]):
         calibration["chosen_on"] = "training clips (no validation split: the seed's recipe)"
     float_bytes = convert(model, None, int8=False)
-    int8_model, float_model = TFLiteModel(int8_bytes), TFLiteModel(float_bytes)
-    compare_args = dict(y_true=data["labels"][test], labels=meta["labels"],
-                        latency_clips=cfg.latency_clips, rule=meta.get("open_set"))
-    result = compare(model, float_model, int8_model, x[test], **compare_args)
+    int8_model = TFLiteModel(int8_bytes, reference=device)
+    float_model = TFLiteModel(float_bytes)
+    compare_args = dict(decide=decide, y_true=data["labels"][test], labels=meta["labels"],
+                        latency_rows=x[test][:cfg.latency_clips])
+    result = conversion.compare(model, float_model, int8_model, test, **compare_args)
     if result["agreement"] < cfg.min_agreement and cfg.retry_tries > 0:
         # A second chance before failing: more calibration sets (other random
         # halves), chosen on the validation and test clips together. The
         # report says so: the test agreement then helped choose.
         print(f"int8 agrees with Keras on {result['agreement']:.1%} of test clips, below the "
               f"gate; trying {cfg.retry_tries} more calibration sets", flush=True)
-        int8_bytes, calibration = best_int8(
-            model, x, rows["train"], rows["validation"], n_clips=cfg.representative_clips,
-            tries=cfg.calibration_tries + cfg.retry_tries, seed=cfg.seed + 1,
-            rule=meta.get("open_set"), labels=meta["labels"],
-            check=np.concatenate([rows["validation"], test]), percentiles=percentiles,
-            percentile_clips=cfg.percentile_clips)
+        int8_bytes, calibration = conversion.best_int8(
+            model, rows["train"], rows["validation"], inputs_of=inputs_of, decide=decide,
+            n_clips=cfg.representative_clips, tries=cfg.calibration_tries + cfg.retry_tries,
+            seed=cfg.seed + 1, check=np.concatenate([rows["validation"], test]),
+            percentiles=percentiles, percentile_clips=cfg.percentile_clips, reference=device)
         calibration["chosen_on"] = "validation and test (retry after a failed gate)"
-        int8_model = TFLiteModel(int8_bytes)
-        result = compare(model, float_model, int8_model, x[test], **compare_args)
+        int8_model = TFLiteModel(int8_bytes, reference=device)
+        result = conversion.compare(model, float_model, int8_model, test, **compare_args)
     tflm_diff, arena = tflm_check(int8_bytes, int8_model, x[test][:cfg.tflm_clips])
 
     scale, zero_point = int8_model.input["quantization"]
     report = {
         "test_clips": int(len(test)),
+        "decided_by": decided_by,
         "metrics": {k: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
                     for k, m in result["metrics"].items()},
         "agreement_int8_vs_keras": result["agreement"],
@@ -195,7 +200,7 @@ def main(argv=None):
         for role in DEVICE_FILES:
             paths[role].unlink(missing_ok=True)
     record_conversion(paths, (scale, zero_point), {
-        "agreement": result["agreement"], "test_clips": int(len(test)),
+        "agreement": result["agreement"], "test_clips": int(len(test)), "decided_by": decided_by,
         "int8_macro_f1": result["metrics"]["int8_tflite"]["macro_f1"],
         "keras_macro_f1": result["metrics"]["keras"]["macro_f1"],
         "int8_bytes": len(int8_bytes), "arena_bytes": arena,
@@ -211,7 +216,8 @@ def main(argv=None):
 def report_table(report):
     """The conversion report as a readable table."""
     chosen = report["calibration"]["chosen"]
-    rows = [f"{'model':<14}{'accuracy':>10}{'macro-F1':>10}{'size KB':>10}{'ms/clip':>10}"]
+    rows = [f"test clips decided by {report.get('decided_by', 'their dataset rows')}",
+            f"{'model':<14}{'accuracy':>10}{'macro-F1':>10}{'size KB':>10}{'ms/input':>10}"]
     for name in ("keras", "float_tflite", "int8_tflite"):
         m = report["metrics"][name]
         rows.append(f"{name:<14}{m['accuracy']:>10.3f}{m['macro_f1']:>10.3f}"

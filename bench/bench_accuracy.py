@@ -26,9 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 import features  # noqa: E402
 from pipeline import clip_decisions, conversion, training  # noqa: E402
-from pipeline import clips, evaluation, extraction, files, open_set, settings, splits  # noqa: E402
+from pipeline import clips, evaluation, extraction, files, settings, splits  # noqa: E402
 from pipeline.quiet import configure_tensorflow  # noqa: E402
-from pipeline.standardisation import standardise  # noqa: E402
 from pipeline.tflite_model import TFLiteModel  # noqa: E402
 
 MANIFEST = None                # CSV with path,label,group[,source]: groups and LOSO sources
@@ -150,14 +149,15 @@ def evaluate_split(data, split, cfg, *, seed, pool, int8, windows=None):
         decisions["float_windows"] = decide(model, data, test, scaling=scaling, rule=rule,
                                             windows=windows)
     size = 0
-    if int8:
-        x = standardise(data["features"], scaling)
+    if int8:  # as model_conv.py converts it, and decided as predict.py decides
         conv = settings.stage_settings(ROOT / "model_conv.py")
-        blob, _ = conversion.best_int8(model, x, train, val, n_clips=conv.representative_clips,
-                                       tries=conv.calibration_tries, seed=seed, rule=rule,
-                                       labels=data["label_names"])
-        int8_probs = TFLiteModel(blob).predict_proba(x[test])
-        decisions["int8"] = open_set.apply_rule(int8_probs, rule, data["label_names"])[1]
+        meta = {"open_set": rule, "input_standardisation": scaling,
+                "labels": data["label_names"]}
+        decide_int8, inputs_of = conversion.clip_decider(meta, data, windows)
+        blob, _ = conversion.best_int8(model, train, val, inputs_of=inputs_of,
+                                       decide=decide_int8, n_clips=conv.representative_clips,
+                                       tries=conv.calibration_tries, seed=seed)
+        decisions["int8"] = decide_int8(TFLiteModel(blob).predict_proba, test)[1]
         size = len(blob)
     timing = (f"train {trained - started:.0f} s ({len(history['loss'])} epochs), "
               f"int8 {time.perf_counter() - trained:.0f} s")
@@ -190,9 +190,10 @@ def measure_plan(data, cfg, plan, *, seed, pool, int8, jobs, only=(), windows=No
         print(f"  {split.name}: macro-F1 {f1:.3f} ({timing})", flush=True)
     summaries = {kind: splits.summarise_splits(data, plan, planned, p) for kind, p in pooled.items()}
     tested = np.concatenate([test for *_, test in planned])
-    if int8:
+    if int8:  # int8 decides as predict.py does: by windows when there are windows
+        same = pooled["float_windows" if windows is not None else "float"]
         summaries["int8"]["agreement_with_float"] = float(np.mean(pooled["int8"][tested]
-                                                                  == pooled["float"][tested]))
+                                                                  == same[tested]))
     return summaries, cost["kb"], cost["params"]
 
 

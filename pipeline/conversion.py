@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 import features
-from pipeline import evaluation, open_set, settings
+from pipeline import clip_decisions, evaluation, open_set, settings
 from pipeline.errors import PipelineError
 from pipeline.quiet import import_tensorflow, silence_native_output
+from pipeline.standardisation import standardise
 from pipeline.tflite_model import TFLiteModel
 
 
@@ -81,15 +82,30 @@ def range_percentiles(text, config):
     return values
 
 
-def best_int8(model, x, train, validation, *, n_clips, tries, seed, rule, labels, check=None,
-              percentiles=(100.0,), percentile_clips=200):
+def best_int8(model, train, validation, *, inputs_of, decide, n_clips, tries, seed, check=None,
+              percentiles=(100.0,), percentile_clips=200, reference=False):
     """Full-int8 flatbuffer bytes from the calibration set whose model is
-    closest to Keras on the validation rows: most equal decisions (as
-    predict.py makes them, with the open-set ``rule``), then the smallest mean
-    probability difference. Near-tied clips are where int8 and Keras part, so
-    a few conversions are cheap insurance against an unlucky range.
+    closest to Keras on the validation clips: most equal decisions (as
+    predict.py makes them: ``decide``), then the smallest mean probability
+    difference. Near-tied clips are where int8 and Keras part, so a few
+    conversions are cheap insurance against an unlucky range.
 
-    ``check``: the rows compared instead of the validation rows.
+    Parameters
+    ----------
+    model : keras.Model
+    train, validation : np.ndarray of int
+        Dataset rows (clips).
+    inputs_of : callable
+        Clip rows -> the model inputs predict.py feeds for them (their
+        windows' rows, standardised), shape (n, n_inputs); calibration data.
+    decide : callable
+        ``decide(predict, rows)`` -> (probabilities, decisions) of those
+        clips, with ``predict`` (model inputs -> probabilities).
+    check : np.ndarray of int, optional
+        The clips compared instead of the validation clips.
+    reference : bool
+        Run the int8 model with LiteRT's reference kernels (TFLite Micro's
+        integers: how predict.py runs a device model).
 
     Returns
     -------
@@ -97,26 +113,29 @@ def best_int8(model, x, train, validation, *, n_clips, tries, seed, rule, labels
     each try and the index of the one chosen
     """
     check_rows = check if check is not None else validation if len(validation) else train
-    keras_probs, keras_decisions = open_set.apply_rule(
-        model.predict(x[check_rows], verbose=0), rule, labels)
+    keras_probs, keras_decisions = decide(lambda x: model.predict(x, verbose=0), check_rows)
     tried, best = [], None
     sets = calibration_sets(train, validation, n_clips=n_clips, tries=tries, seed=seed)
     for rows, percentile in ((r, p) for r in sets for p in percentiles):
-        blob = convert(model, x[rows], int8=True, percentile=percentile,
+        inputs = inputs_of(rows)
+        if len(inputs) > n_clips:  # windows: as many rows as clips, spread over all of them
+            inputs = inputs[np.linspace(0, len(inputs) - 1, n_clips).astype(int)]
+        blob = convert(model, inputs, int8=True, percentile=percentile,
                        percentile_clips=percentile_clips)
-        probs, decisions = open_set.apply_rule(TFLiteModel(blob).predict_proba(x[check_rows]),
-                                               rule, labels)
+        probs, decisions = decide(TFLiteModel(blob, reference=reference).predict_proba,
+                                  check_rows)
         score = (float(np.mean(decisions == keras_decisions)),
                  float(np.mean(np.abs(probs - keras_probs))))
-        tried.append({"clips": int(len(rows)), "percentile": percentile,
-                      "agreement": score[0], "prob_abs_diff": score[1]})
+        tried.append({"clips": int(len(rows)), "rows": int(len(inputs)),
+                      "percentile": percentile, "agreement": score[0],
+                      "prob_abs_diff": score[1]})
         if best is None or (score[0], -score[1]) > (best[0][0], -best[0][1]):
             best = (score, blob, len(tried) - 1)
     return best[1], {"tries": tried, "chosen": best[2]}
 
 
 def per_clip_ms(predict_one, rows):
-    """Median wall time of one-clip inference, in ms."""
+    """Median wall time of one-row inference, in ms."""
     times = []
     for row in rows:
         start = time.perf_counter()
@@ -125,21 +144,22 @@ def per_clip_ms(predict_one, rows):
     return float(np.median(times))
 
 
-def compare(model, float_model, int8_model, x_test, *, y_true, labels, latency_clips, rule):
-    """Keras vs float TFLite vs int8 TFLite on the test split: metrics and
-    agreement of the decisions predict.py makes (the open-set ``rule``
-    applied to calibrated probabilities), probability differences and
-    one-clip latency."""
-    raw = {"keras": model.predict(x_test, verbose=0),
-           "float_tflite": float_model.predict_proba(x_test),
-           "int8_tflite": int8_model.predict_proba(x_test)}
-    applied = {k: open_set.apply_rule(p, rule, labels) for k, p in raw.items()}
-    probs = {k: scaled for k, (scaled, _) in applied.items()}
-    decisions = {k: decided for k, (_, decided) in applied.items()}
-    rows = x_test[:latency_clips]
-    latency = {"keras": per_clip_ms(lambda r: model(r[None, :], training=False), rows),
-               "float_tflite": per_clip_ms(lambda r: float_model.predict_proba(r[None, :]), rows),
-               "int8_tflite": per_clip_ms(lambda r: int8_model.predict_proba(r[None, :]), rows)}
+def compare(model, float_model, int8_model, test, *, decide, y_true, labels, latency_rows):
+    """Keras vs float TFLite vs int8 TFLite on the test clips, each decided
+    as predict.py decides (``decide``, see :func:`best_int8`): metrics,
+    agreement of the decisions, probability differences, and the latency of
+    one model input (``latency_rows``: a window, or a clip)."""
+    predicts = {"keras": lambda x: model.predict(x, verbose=0),
+                "float_tflite": float_model.predict_proba,
+                "int8_tflite": int8_model.predict_proba}
+    decided = {k: decide(predict, test) for k, predict in predicts.items()}
+    probs = {k: p for k, (p, _) in decided.items()}
+    decisions = {k: d for k, (_, d) in decided.items()}
+    latency = {"keras": per_clip_ms(lambda r: model(r[None, :], training=False), latency_rows),
+               "float_tflite": per_clip_ms(lambda r: float_model.predict_proba(r[None, :]),
+                                           latency_rows),
+               "int8_tflite": per_clip_ms(lambda r: int8_model.predict_proba(r[None, :]),
+                                          latency_rows)}
     metrics = {name: evaluation.classification_metrics(y_true, d, labels)
                for name, d in decisions.items()}
     prob_diff = np.abs(probs["keras"] - probs["int8_tflite"])
@@ -219,3 +239,42 @@ def machine_name():
                   Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "") if Path("/proc/cpuinfo").is_file() else ""
     return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def clip_views(meta, data, *, dataset, jobs=-1):
+    """How predict.py sees each clip of ``data`` with this model: its
+    windows (:func:`pipeline.views.all_windows`, cached beside ``dataset``)
+    or None, and that in words for the report. None for a model that decides
+    whole clips (the seed's recipe), and when the clips' audio is not there
+    to cut windows from (then each clip's dataset row stands in)."""
+    if meta.get("decides_clips_by") == "whole_clip":
+        return None, "each clip's whole-clip features (the seed's recipe), as predict.py"
+    missing = [p for p in data["paths"] if not Path(p).is_file()]
+    if missing:
+        return None, (f"each clip's dataset row (loudest patch): {len(missing)} clip(s) not "
+                      f"found, e.g. {missing[0]}, so not by their windows as predict.py")
+    from pipeline import views
+    events = meta["events"]
+    windows = views.all_windows(data, window_s=events["window_s"], hop_s=events["hop_s"],
+                                dataset=dataset, jobs=jobs)
+    return windows, "the mean of each clip's windows, as predict.py"
+
+
+def clip_decider(meta, data, windows):
+    """``decide(predict, rows)`` and ``inputs_of(rows)`` for
+    :func:`best_int8` and :func:`compare`: clips decided as predict.py
+    decides them (each window calibrated by the open-set rule, then the
+    mean, then the rule's decision), from ``windows`` (:func:`clip_views`)
+    or the clips' dataset rows."""
+    rule, scaling = meta.get("open_set"), meta.get("input_standardisation")
+
+    def decide(predict, rows):
+        probs = clip_decisions.clip_probabilities(predict, data, rows, scaling=scaling,
+                                                  windows=windows, rule=rule)
+        return probs, open_set.decide(probs, rule, meta["labels"])
+
+    def inputs_of(rows):
+        x = data["features"][rows] if windows is None else windows[0][np.isin(windows[1], rows)]
+        return standardise(x, scaling)
+
+    return decide, inputs_of

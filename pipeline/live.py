@@ -19,7 +19,7 @@ import features
 from pipeline.errors import PipelineError
 from pipeline.events import EventTracker
 
-KEEP_EVENTS = 10000  # ended events a listener returns: the last ones (its counts are of all)
+KEEP_EVENTS = 1000  # ended events a listener returns: the last ones (its counts are of all)
 INSTALL = ("live listening needs sounddevice and the PortAudio library: "
            "pip install sounddevice, and apt-get install libportaudio2 (Debian/Ubuntu) "
            "or brew install portaudio (macOS)")

@@ -50,21 +50,25 @@ def _data_section(meta):
 
 def _measured_section(meta):
     test = meta.get("metrics", {}).get("test") or {}
-    lines = ["## How it was measured", "",
-             f"- Held-out test split (Keras): macro-F1 {_f1(test.get('macro_f1'))}, accuracy "
-             f"{_f1(test.get('accuracy'))}; per class: " + ", ".join(
-                 f"{k} {_f1(v.get('f1'))}" for k, v in (test.get("per_class") or {}).items())]
+    figures = meta.get("conversion", {}).get("figures")
+    lines = ["## How it was measured", ""]
+    if figures:  # one figure: the clips decided as predict.py decides them
+        lines.append(f"- Held-out test split ({figures['test_clips']} clips, decided by "
+                     f"{_text(figures.get('decided_by', 'their dataset rows'))}): int8 model "
+                     f"macro-F1 {_f1(figures['int8_macro_f1'])}, Keras "
+                     f"{_f1(figures['keras_macro_f1'])}; decisions equal on "
+                     f"{_pct(figures['agreement'])} of the clips.")
+    else:
+        lines.append(f"- Held-out test split (Keras): macro-F1 {_f1(test.get('macro_f1'))}, "
+                     f"accuracy {_f1(test.get('accuracy'))}; per class: " + ", ".join(
+                         f"{k} {_f1(v.get('f1'))}"
+                         for k, v in (test.get("per_class") or {}).items()))
     cv = meta.get("metrics", {}).get("cross_validation")
     if cv:
         kind = "leave-one-source-out" if cv.get("kind") == "source" else f"{cv.get('kind')} CV"
         lines.append(f"- {kind}: pooled macro-F1 {_f1(cv['pooled']['macro_f1'])}; per "
                      + ("source" if cv.get("kind") == "source" else "fold") + ": " + ", ".join(
                          f"{_text(f['name'])} {_f1(f['macro_f1'])}" for f in cv["folds"]))
-    figures = meta.get("conversion", {}).get("figures")
-    if figures:
-        lines.append(f"- int8 model on the test split: macro-F1 {_f1(figures['int8_macro_f1'])}"
-                     f" (Keras {_f1(figures['keras_macro_f1'])}); decisions equal to Keras on "
-                     f"{_pct(figures['agreement'])} of {figures['test_clips']} clips.")
     calibration = meta.get("calibration")
     if calibration:
         lines.append(f"- Calibrated by calibrate.py for {calibration.get('target_fa_per_hour')} "

@@ -259,7 +259,7 @@ def test_the_model_card_never_describes_the_previous_model(tmp_path, monkeypatch
     text = card.read_text()
     assert "not converted yet" in text and "KB of flash" not in text
     compare = conversion.compare
-    monkeypatch.setattr(model_conv, "compare",  # int8 that disagrees: the gate fails
+    monkeypatch.setattr(conversion, "compare",  # int8 that disagrees: the gate fails
                         lambda *a, **k: dict(compare(*a, **k), agreement=0.5))
     assert model_conv.main([*common, "--retry_tries=0", "--calibration_tries=1"]) == 1
     assert "not converted yet" in card.read_text()

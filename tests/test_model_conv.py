@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def test_agreement_report_and_gate(converted, capsys, monkeypatch):
     assert (tmp / "reports" / "confusion_keras_vs_int8.png").stat().st_size > 1000
     assert "int8_tflite" in (tmp / "reports" / "conversion_report.txt").read_text()
     real = conversion.compare
-    monkeypatch.setattr(model_conv, "compare",  # as if int8 disagreed on 3 % of the clips
+    monkeypatch.setattr(conversion, "compare",  # as if int8 disagreed on 3 % of the clips
                         lambda *a, **k: {**real(*a, **k), "agreement": 0.97})
     before = {p.name: p.read_bytes() for p in (tmp / "models").iterdir()}
     report_dir = tmp / "gate_reports"
@@ -256,7 +257,7 @@ def test_a_failed_gate_is_retried_with_more_calibration_sets(converted, capsys, 
         result = real(*a, **k)
         return {**result, "agreement": 0.9} if len(calls) == 1 else result
 
-    monkeypatch.setattr(model_conv, "compare", first_fails)
+    monkeypatch.setattr(conversion, "compare", first_fails)
     report_dir = tmp / "retry_reports"
     assert model_conv.main([*args, f"--report_dir={report_dir}", "--retry_tries=2"]) == 0
     assert len(calls) == 2 and "trying 2 more calibration sets" in capsys.readouterr().out
@@ -274,8 +275,10 @@ def test_model_card_says_what_it_is_and_how_it_did(converted):
     assert "Classes: alarm, other, water" in card
     for label, count in meta["dataset"]["per_class"].items():
         assert f"| {label} | {count} |" in card
-    assert f"macro-F1 {meta['metrics']['test']['macro_f1']:.3f}" in card
-    assert f"{100 * figures['agreement']:.1f} % of {figures['test_clips']} clips" in card
+    assert f"int8 model macro-F1 {figures['int8_macro_f1']:.3f}, Keras " \
+           f"{figures['keras_macro_f1']:.3f}" in card
+    assert f"({figures['test_clips']} clips, decided by" in card
+    assert f"equal on {100 * figures['agreement']:.1f} % of the clips" in card
     assert f"arena {figures['arena_bytes'] / 1024:.1f} KB" in card
     assert figures["multiply_adds"] > 0
     assert f"{figures['multiply_adds'] / 1e6:.2f} M multiply-adds per window" in card
@@ -314,3 +317,37 @@ def test_a_separable_cnn_converts_to_int8_tflm_operations():
     depthwise = layers[2]
     assert depthwise["weights"].size == 3 * 3 * 4 and depthwise["kernel"] == (3, 3)
     assert depthwise["in"] == depthwise["out"] == [3, 2, 4] and len(depthwise["multiplier"]) == 4
+
+
+@pytest.mark.slow
+def test_the_int8_model_is_scored_as_predict_py_decides(tmp_path):
+    """#32.2: clips longer than a window are decided by the mean of their
+    windows, as predict.py decides them: model_conv.py calibrates, gates and
+    scores on that, so its int8 confusion matrix is predict.py's on the test
+    clips, and its Keras figure the one training reported (one figure)."""
+    import make_dataset_16k
+    from conftest import make_class_folder
+    from pipeline import evaluation, inference
+    clips = make_class_folder(tmp_path / "clips", per_class=8, seconds=3.5,
+                              classes=("beep", "hiss", "tone"))
+    dataset = tmp_path / "ds.npz"
+    make_dataset_16k.main([f"--data_dir={clips}", f"--dataset={dataset}", "--jobs=1"])
+    args = [f"--dataset={dataset}", f"--model_dir={tmp_path / 'm'}",
+            f"--report_dir={tmp_path / 'r'}"]
+    train_16k.main(args + ["--epochs=12", "--augment=false", "--jobs=1"])
+    assert model_conv.main(args + ["--min_agreement=0", "--tflm_clips=1"]) == 0
+    report = json.loads((tmp_path / "r" / "conversion_report.json").read_text())
+    assert report["decided_by"] == "the mean of each clip's windows, as predict.py"
+    meta = json.loads((tmp_path / "m" / "model_16k.json").read_text())
+    classifier = inference.Classifier(tmp_path / "m" / "model_16k_int8.tflite")
+    events = inference.event_settings(classifier.meta)
+    decided = [inference.classify_file(classifier, path, events)["class"]
+               for path in meta["split"]["test"]]
+    truth = [meta["labels"].index(Path(p).parent.name) for p in meta["split"]["test"]]
+    expected = evaluation.classification_metrics(
+        np.array(truth), np.array([meta["labels"].index(c) for c in decided]), meta["labels"])
+    assert report["metrics"]["int8_tflite"]["macro_f1"] == pytest.approx(expected["macro_f1"])
+    figures = meta["conversion"]["figures"]
+    assert figures["keras_macro_f1"] == pytest.approx(meta["metrics"]["test"]["macro_f1"])
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert card.count("Held-out test split") == 1 and card.count("macro-F1") == 1
