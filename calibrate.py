@@ -40,7 +40,7 @@ MANIFEST = None                # or a manifest of them
 RECORDINGS = None              # folder of long recordings with Audacity label files, added
 WINDOW_S: float = None         # window length the thresholds are chosen for, seconds; default: the model's
 HOP_S: float = None            # step between windows, seconds; default: the model's
-BACKGROUND = None              # classes that are background and never events (comma-separated); default: the model's
+BACKGROUND_CLASSES = None      # classes that are background and never events (comma-separated); default: the model's
 STREAM_HOURS = 1.0             # simulated hours per signal-to-noise ratio
 SNRS_DB = "0,10,20"            # event level above the background's RMS, dB
 EVENT_GAP_S = 60.0             # mean gap between simulated events, seconds
@@ -310,11 +310,11 @@ def main(argv=None):
     check_device_smoothing(smooth_choices, classifier.config,
                            f"--smooth_choices={cfg.smooth_choices}")
     events = event_settings(classifier.meta, window_s=cfg.window_s, hop_s=cfg.hop_s,
-                            background=cfg.background, use_calibration=False, source=model)
+                            background=cfg.background_classes, use_calibration=False, source=model)
     event_classes = [x for x in labels if x not in events.background]
     if not event_classes or len(event_classes) == len(labels):
         raise PipelineError(f"calibration needs event classes and background classes; the "
-                            f"background is {sorted(events.background)} (--background) and "
+                            f"background is {sorted(events.background)} (--background_classes) and "
                             f"the model has {labels}")
     if cfg.store != "false":
         files.check_writable("--model", model.parent)

@@ -22,7 +22,8 @@ from pipeline.errors import PipelineError, run_script
 DATA_DIR = "data/clips"        # one sub-folder per class; the folder name is the label
 MANIFEST = None                # CSV with columns path,label[,group][,source]; instead of DATA_DIR
 DATASET = "data/dataset_16k.npz"  # output dataset file
-FEATURES = features.FEATURES   # feature preset: "seed", "logmel" or "logmel_patch" (features.py)
+FEATURES = features.FEATURES   # feature preset: "seed", "logmel", "logmel_patch", "logmel_stream" or
+                               # "efficientat" (features.py; the default is its FEATURES)
 JOBS = -1                      # worker processes (-1 = all cores, 1 = no extra processes)
 TASK_CLIPS = 16                # clips per parallel task (fewer, larger tasks cost less overhead)
 MAX_CLIP_S = 60.0              # longer files are skipped unread (cut long recordings into clips)

@@ -32,7 +32,7 @@ MODEL_DIR = "models"           # where the model and its metadata go
 REPORT_DIR = "reports"         # where figures and reports go
 RECIPE = "default"             # "default"; "seed": the seed's method end to end (seed features,
                                # its MLP, whole clips, fixed EPOCHS; README "The seed method")
-MODEL = "auto"                 # "mlp" (the seed's), "cnn" (2-D features), "auto": cnn if 2-D,
+ARCHITECTURE = "auto"          # "mlp" (the seed's), "cnn" (2-D features), "auto": cnn if 2-D,
                                # "pretrained": TEACHER's backbone + a head (--features=efficientat)
 HIDDEN_LAYERS = "256,256,128,128"  # units of each hidden Dense layer (the seed's MLP)
 CNN_FILTERS = "16,32,32"       # filters of each 3x3 conv layer of the CNN
@@ -62,7 +62,7 @@ EVERY_PATCH = True             # train on every window (WINDOW_S every HOP_S) of
 OPEN_SET_CLASS = None          # unsure event predictions fall back to this class, e.g. "other"
 OPEN_SET_KEEP = 0.95           # share of right validation event predictions the rule must keep
 # --- Knowledge from a pretrained tagger (README "Best model on real recordings") ---
-TEACHER = None                 # pretrained tagger folder (.tflite + class list), for --model=pretrained
+TEACHER = None                 # pretrained tagger folder (.tflite + class list), for --architecture=pretrained
 HEAD_INPUT = "logits"          # pretrained: the backbone output the head reads ("logits", "embedding")
 HEAD_C = 0.003                 # pretrained: inverse L2 strength of the logistic-regression head
 FINE_TUNE_EPOCHS = 0           # pretrained: then train backbone and head together this many epochs
@@ -233,7 +233,7 @@ def save_model(model_dir, model, data, *, scaling, rule, split, metrics, cv, his
 
 def teacher_record(cfg):
     """The backbone a pretrained-tier model was built from (None otherwise)."""
-    if cfg.model != "pretrained":
+    if cfg.architecture != "pretrained":
         return None
     from pipeline import pretrained, teacher
     return pretrained.teacher_digest(teacher.Teacher(cfg.teacher))

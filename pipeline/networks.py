@@ -15,22 +15,22 @@ def architecture(cfg, config):
     if cfg.recipe == "seed" and config.preset != "seed":
         raise PipelineError("--recipe=seed runs the seed's method on the seed's features: build "
                             "the dataset with `python make_dataset_16k.py --features=seed`")
-    if cfg.recipe == "seed" and cfg.model not in ("auto", "mlp"):
-        raise PipelineError(f"--recipe=seed trains the seed's MLP, not --model={cfg.model}")
-    kind = cfg.model if cfg.model != "auto" else ("cnn" if config.input_shape else "mlp")
+    if cfg.recipe == "seed" and cfg.architecture not in ("auto", "mlp"):
+        raise PipelineError(f"--recipe=seed trains the seed's MLP, not --architecture={cfg.architecture}")
+    kind = cfg.architecture if cfg.architecture != "auto" else ("cnn" if config.input_shape else "mlp")
     if kind not in ("mlp", "cnn", "pretrained"):
-        raise PipelineError(f"--model={cfg.model!r}: expected 'mlp', 'cnn', 'pretrained' or "
+        raise PipelineError(f"--architecture={cfg.architecture!r}: expected 'mlp', 'cnn', 'pretrained' or "
                             "'auto'")
     if kind == "pretrained":
         from pipeline import pretrained
         pretrained.check_preset(config, cfg.dataset)
         if not cfg.teacher:
-            raise PipelineError("--model=pretrained needs --teacher=FOLDER (a pretrained "
+            raise PipelineError("--architecture=pretrained needs --teacher=FOLDER (a pretrained "
                                 "tagger's .tflite file and class list; README: 'Best model on "
                                 "real recordings')")
         return kind, []
     if kind == "cnn" and not config.input_shape:
-        raise PipelineError("--model=cnn needs 2-D features: build the dataset with "
+        raise PipelineError("--architecture=cnn needs 2-D features: build the dataset with "
                             "`python make_dataset_16k.py --features=logmel_patch`")
     option, text = (("cnn_filters", cfg.cnn_filters) if kind == "cnn"
                     else ("hidden_layers", cfg.hidden_layers))

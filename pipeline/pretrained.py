@@ -28,7 +28,7 @@ def cache_path(dataset, tutor):
 def check_preset(config, source):
     """PipelineError unless ``config`` is what the backbone reads."""
     if config.preset != "efficientat":
-        raise PipelineError(f"{source}: --model=pretrained needs the backbone's own features; "
+        raise PipelineError(f"{source}: --architecture=pretrained needs the backbone's own features; "
                             "build the dataset with `python make_dataset_16k.py "
                             "--features=efficientat`")
 

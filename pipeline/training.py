@@ -169,8 +169,9 @@ def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation,
 # The settings the seed's method reads (--recipe=seed); any other left at its
 # default, or train_16k.py refuses it as not part of that method.
 SEED_RECIPE_USES = frozenset({
-    "dataset", "model_dir", "report_dir", "recipe", "model", "hidden_layers", "dropout", "folds",
-    "seed", "jobs", "replace_model", "learning_rate", "epochs", "batch_size", "test_fraction",
+    "dataset", "model_dir", "report_dir", "recipe", "architecture", "hidden_layers", "dropout",
+    "folds", "seed", "jobs", "replace_model", "learning_rate", "epochs", "batch_size",
+    "test_fraction",
     "window_s", "hop_s", "smooth_windows", "threshold", "min_event_s", "background_classes"})
 
 

@@ -151,11 +151,11 @@ def test_pretrained_needs_its_features_and_a_teacher(tmp_path):
     from conftest import make_feature_dataset
     dataset = make_feature_dataset(tmp_path / "ds.npz")
     with pytest.raises(PipelineError, match="--features=efficientat"):
-        train_16k.main([f"--dataset={dataset}", "--model=pretrained", "--teacher=x",
+        train_16k.main([f"--dataset={dataset}", "--architecture=pretrained", "--teacher=x",
                         f"--model_dir={tmp_path / 'm'}"])
     dataset = make_feature_dataset(tmp_path / "eat.npz", preset="efficientat")
     with pytest.raises(PipelineError, match="--teacher=FOLDER"):
-        train_16k.main([f"--dataset={dataset}", "--model=pretrained",
+        train_16k.main([f"--dataset={dataset}", "--architecture=pretrained",
                         f"--model_dir={tmp_path / 'm'}"])
 
 
@@ -321,7 +321,7 @@ def test_fine_tuning_trains_the_backbone_too(teacher_dir, tmp_path):
     make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={dataset}", "--jobs=1",
                            "--features=efficientat"])
     assert train_16k.main([f"--dataset={dataset}", f"--model_dir={models}",
-                           f"--report_dir={tmp_path / 'r'}", "--model=pretrained",
+                           f"--report_dir={tmp_path / 'r'}", "--architecture=pretrained",
                            f"--teacher={teacher_dir}", "--augment=false", "--jobs=1",
                            "--fine_tune_epochs=2", "--fine_tune_rate=0.01"]) == 0
     meta = artifacts.load_model_metadata(models)

@@ -150,7 +150,7 @@ def test_dataset_of_another_preset_trains_its_own_model(tmp_path):
                                              ("--model=rnn", "expected 'mlp'")])
 def test_bad_architecture_fails_before_training(tmp_path, option, message):
     dataset = make_feature_dataset(tmp_path / "ds.npz")
-    model = "--model=mlp" if "hidden" in option else "--model=auto"
+    model = "--architecture=mlp" if "hidden" in option else "--architecture=auto"
     with pytest.raises(PipelineError, match=message):
         train(tmp_path, dataset, "bad", model, option)
     assert not (tmp_path / "bad").exists()
@@ -328,9 +328,9 @@ def test_bench_train_settings_reach_every_row():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     flags = bench.train_flags("class_weights=false; cnn_filters=16,48,64;")
-    cfg = bench.train_settings(1, cache="x.npz", flags=flags, model="cnn")
-    assert (cfg.class_weights, cfg.cnn_filters, cfg.seed, cfg.model) == (False, "16,48,64", 1,
-                                                                         "cnn")
+    cfg = bench.train_settings(1, cache="x.npz", flags=flags, architecture="cnn")
+    assert (cfg.class_weights, cfg.cnn_filters, cfg.seed, cfg.architecture) == \
+        (False, "16,48,64", 1, "cnn")
     assert bench.train_flags("") == []
     with pytest.raises(SystemExit, match="'mixup' is not key=value"):
         bench.train_flags("mixup")
