@@ -147,7 +147,7 @@ def test_dataset_of_another_preset_trains_its_own_model(tmp_path):
 
 @pytest.mark.parametrize("option, message", [("--cnn_filters=abc", "cnn_filters"),
                                              ("--hidden_layers=0", "hidden_layers"),
-                                             ("--model=rnn", "expected 'mlp'")])
+                                             ("--architecture=rnn", "expected 'mlp'")])
 def test_bad_architecture_fails_before_training(tmp_path, option, message):
     dataset = make_feature_dataset(tmp_path / "ds.npz")
     model = "--architecture=mlp" if "hidden" in option else "--architecture=auto"
