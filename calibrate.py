@@ -16,21 +16,19 @@ reports/calibration.{txt,json} and a DET-style plot per class.
 """
 
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 import features
-from pipeline import artifacts, clips, files, settings
+from pipeline import artifacts, clips, files, settings, streams
 from pipeline.calibration import best_threshold, store
 from pipeline.errors import PipelineError, run_script
 from pipeline.event_metrics import onset_delays
+from pipeline.event_settings import check_device_smoothing, event_settings
 from pipeline.events import find_events, smooth
-from pipeline.inference import (Classifier, check_device_smoothing, check_listens,
-                                event_settings, model_path, stream_probabilities,
-                                window_probabilities)
+from pipeline.inference import Classifier, check_listens, model_path, window_probabilities
 
 MODEL_DIR = "models"           # the model folder that train_16k.py and model_conv.py wrote
 MODEL = None                   # the model to calibrate (.tflite or .keras); default: MODEL_DIR's int8 model
@@ -79,57 +77,12 @@ def evaluation_clips(cfg, classifier):
     return [(p, label_of[p]) for p in test]
 
 
-_WORKER = {}  # per process: the classifier and the clips' audio, loaded once
-
-
-def segment_probabilities(model, clip_list, events, *, snr_db, seconds, gap_s, seed,
-                          parent_pid=None):
-    """One simulated segment: its window centres, class probabilities, the
-    true events [(start_s, end_s, label)] and its length in seconds. In a
-    worker process (``parent_pid``), the worker ends itself when the run's
-    process dies, even by SIGKILL."""
-    from pipeline.extraction import exit_with_parent
-    from pipeline.streams import plan_stream, stream_blocks
-    if parent_pid is not None:
-        exit_with_parent(parent_pid)
-    if _WORKER.get("model") != model:
-        _WORKER.clear()
-        _WORKER.update(model=model, classifier=Classifier(model), audio={})
-    classifier, audio = _WORKER["classifier"], _WORKER["audio"]
-    rate = classifier.config.sample_rate
-    for path, _ in clip_list:
-        if path not in audio:
-            audio[path] = features.load_audio(path, rate)
-    event_clips = [(audio[p], label) for p, label in clip_list if label not in events.background]
-    backgrounds = [audio[p] for p, label in clip_list if label in events.background]
-    planned, total, order = plan_stream([len(a) for a, _ in event_clips], len(backgrounds),
-                                        seconds=seconds, gap_s=gap_s, sample_rate=rate,
-                                        seed=seed)
-    blocks = stream_blocks(backgrounds, [a for a, _ in event_clips], planned, total=total,
-                           order=order, snr_db=snr_db)
-    centres, probs, _, _ = stream_probabilities(classifier, blocks, window_s=events.window_s,
-                                                hop_s=events.hop_s)
-    truth = [(at / rate, (at + len(event_clips[k][0])) / rate, event_clips[k][1])
-             for at, k in planned]
-    return centres, probs, truth, total / rate
-
-
 def simulated_segments(cfg, clip_list, events, model):
-    """Every segment of every SNR's stream, computed in parallel."""
-    import joblib
-    snrs = settings.parse_list(cfg.snrs_db, float, "snrs_db")
-    n = max(1, math.ceil(cfg.stream_hours * 3600 / cfg.segment_s))
-    seconds = cfg.stream_hours * 3600 / n
-    specs = [(snr, k) for snr in snrs for k in range(n)]
-    calls = (joblib.delayed(segment_probabilities)(
-        str(model), clip_list, events, snr_db=snr, seconds=seconds, gap_s=cfg.event_gap_s,
-        seed=[cfg.seed, int(round(snr * 10)) + 1000, k], parent_pid=os.getpid())
-        for snr, k in specs)
-    from pipeline.extraction import worker_count
-    workers = worker_count(cfg.jobs, len(specs))
-    from pipeline.progress import iterate
-    return list(iterate(joblib.Parallel(n_jobs=workers, return_as="generator")(calls),
-                        total=len(specs), desc="streams", unit="segment"))
+    """Every segment of every SNR's simulated stream, in parallel."""
+    return streams.simulated_segments(
+        model, clip_list, events, snrs_db=settings.parse_list(cfg.snrs_db, float, "snrs_db"),
+        hours=cfg.stream_hours, segment_s=cfg.segment_s, gap_s=cfg.event_gap_s,
+        seed=cfg.seed, jobs=cfg.jobs)
 
 
 def recording_segments(folder, classifier, events):

@@ -825,15 +825,6 @@ def features_from_audio(y, config):
     return v.astype(np.float32)
 
 
-def extract_features(path, config):
-    """Load a file and return its feature vector; a FeatureError names the file."""
-    y = load_audio(path, config.sample_rate)
-    try:
-        return features_from_audio(y, config)
-    except FeatureError as err:
-        raise err.for_file(path) from None
-
-
 class Extracted(NamedTuple):
     """What extracting one clip gave: a vector, or None and the reason."""
 
@@ -843,7 +834,7 @@ class Extracted(NamedTuple):
 
 
 def extract_or_reason(path, config, max_seconds=None):
-    """:func:`extract_features` for a worker: a clip that cannot give
+    """A clip's features for a worker: a clip that cannot give
     features (FeatureError, which covers undecodable and too long files)
     comes back as an ``Extracted`` with its reason; any other exception is a
     bug and propagates."""

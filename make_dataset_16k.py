@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import features
-from pipeline import artifacts, clips, extraction, files, settings
+from pipeline import artifacts, clips, content_cache, extraction, files, settings
 from pipeline.errors import PipelineError, run_script
 
 DATA_DIR = "data/clips"        # one sub-folder per class; the folder name is the label
@@ -64,7 +64,7 @@ def check_one_label_per_audio(found):
     """Refuse the same audio (by content) under two labels: one of them is
     wrong, and the model would learn both. Returns each clip's content key
     (for the feature cache, so each file is hashed once)."""
-    first_of, keys = {}, [extraction.file_key(clip.path) for clip in found]
+    first_of, keys = {}, [content_cache.file_key(clip.path) for clip in found]
     for clip, key in zip(found, keys):
         first = first_of.setdefault(key, clip) if key else clip
         if first.label != clip.label:

@@ -23,8 +23,9 @@ from pathlib import Path
 import features
 from pipeline import clips, files, inference, settings
 from pipeline.errors import PipelineError, run_script
+from pipeline.event_settings import event_settings
 from pipeline.events import stream_windows
-from pipeline.inference import Classifier, event_settings, model_path
+from pipeline.inference import Classifier, model_path
 
 MODEL_DIR = "models"           # the model folder that train_16k.py and model_conv.py wrote
 MODEL = None                   # a .tflite (LiteRT, no TensorFlow) or .keras file; default: MODEL_DIR's int8 model

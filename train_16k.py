@@ -18,7 +18,7 @@ import numpy as np
 from pipeline import artifacts, evaluation, files, settings
 from pipeline.clip_decisions import evaluate_rows, fit_open_set
 from pipeline.errors import PipelineError, run_script
-from pipeline.inference import EVENT_KEYS, check_device_smoothing, default_events
+from pipeline.event_settings import EVENT_KEYS, check_device_smoothing, default_events
 from pipeline.networks import architecture, layer_units
 from pipeline.quiet import configure_tensorflow
 from pipeline.splits import folds_text, train_val_test_split

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import features  # noqa: E402
 from measure import dataset_command, run_measured  # noqa: E402
-from pipeline import clips, extraction, settings  # noqa: E402
+from pipeline import clips, content_cache, settings  # noqa: E402
 
 PRESET = features.FEATURES     # preset timed in step 4 besides the seed preset
 SEED_LOOP_OUT = None           # internal: run only the seed loop and save its features here
@@ -75,7 +75,7 @@ def main():
 
     start = time.perf_counter()
     for path in paths:
-        extraction.file_key(path)
+        content_cache.file_key(path)
     hash_s = time.perf_counter() - start
 
     seed_loop(paths[:2])  # warm up imports, so this figure is compute only

@@ -82,7 +82,7 @@ def main():
     tool = build / "features"
     wav = Path(cfg.wav) if cfg.wav else synthetic_recording(build / "rec.wav", cfg.minutes,
                                                             cfg.seed)
-    from pipeline.inference import event_settings
+    from pipeline.event_settings import event_settings
     ev = event_settings(meta)  # the model's window and hop, as the device header has them
     window, hop = int(ev.window_s * config.sample_rate), int(ev.hop_s * config.sample_rate)
 

@@ -54,45 +54,52 @@ def resident_mb():
 def main(argv=None):
     cfg = settings.parse_settings(globals(), argv)
     from pipeline.events import find_events, smooth
-    from pipeline.inference import Classifier, event_settings, model_path
+    from pipeline.inference import Classifier, model_path
+    from pipeline.event_settings import event_settings
     from pipeline.live import Listener
     classifier = Classifier(model_path(None, cfg.model_dir))
     events = event_settings(classifier.meta, source=classifier.path)
     rate = classifier.config.sample_rate
     listener = Listener(classifier, events)
-    hours = {}  # hour -> [hop seconds]
-    last = [time.perf_counter()]
-    rss = {}
+    summary, rss = {}, {}  # hour -> (hops, mean ms, p99 ms); hour -> RSS MB at its end
+    current = {"hour": 0, "hops": [], "last": time.perf_counter()}
+
+    def close_hour():  # summarised, then forgotten: the benchmark's own memory stays flat
+        hops = np.array(current["hops"][1:] or current["hops"]) * 1000  # the first: start-up
+        summary[current["hour"]] = (len(hops), hops.mean(), np.percentile(hops, 99))
+        rss[current["hour"]] = resident_mb()
+        current["hops"] = []
 
     def on_window(now_s, probs):
         clock = time.perf_counter()
         hour = int(now_s // 3600)
-        if hour not in hours and hours:
+        if hour != current["hour"]:
+            close_hour()
             print(f"hour {hour} of {cfg.hours:g} done", file=sys.stderr, flush=True)
-        hours.setdefault(hour, []).append(clock - last[0])
-        if len(hours[hour]) % 600 == 1:  # the hour's memory: its last sample
-            rss[hour] = resident_mb()
-        last[0] = clock
+            current["hour"] = hour
+        current["hops"].append(clock - current["last"])
+        current["last"] = clock
 
     print(f"model {classifier.path} ({classifier.config.preset}); {events.window_s:g} s "
           f"windows every {events.hop_s:g} s; {cfg.hours:g} h of audio at --speed=0")
     started = time.perf_counter()
     listener.run(looped_audio(rate, loop_s=cfg.loop_minutes * 60, hours=cfg.hours,
-                                      block_s=cfg.block_s), on_window=on_window)
+                              block_s=cfg.block_s), on_window=on_window)
     wall = time.perf_counter() - started
+    close_hour()
     print(f"\n{'hour':>5} {'hops':>6} {'ms/hop mean':>12} {'ms/hop p99':>11} {'RSS MB at end':>14}")
-    for hour, hops in sorted(hours.items()):
-        hops = np.array(hops[1:] or hops) * 1000  # the first hop includes the start-up
-        print(f"{hour + 1:>5} {len(hops):>6} {hops.mean():>12.2f} "
-              f"{np.percentile(hops, 99):>11.2f} {rss[hour]:>14.1f}")
-    full = [h for h, hops in hours.items() if len(hops) >= 0.9 * 3600 / events.hop_s]
-    first, final = min(full or hours), max(full or hours)
-    ratio = np.mean(hours[final][1:] or hours[final]) / np.mean(hours[first][1:] or hours[first])
+    for hour, (hops, mean, p99) in sorted(summary.items()):
+        if hops < 10:  # the stream's last few windows, measured after it ended
+            continue
+        print(f"{hour + 1:>5} {hops:>6} {mean:>12.2f} {p99:>11.2f} {rss[hour]:>14.1f}")
+    full = [h for h, row in summary.items() if row[0] >= 0.9 * 3600 / events.hop_s]
+    first, final = min(full or summary), max(full or summary)
+    ratio = summary[final][1] / summary[first][1]
     print(f"\n{sum(listener.counts.values())} events in {wall / 60:.1f} min "
           f"({cfg.hours * 3600 / wall:.0f}x real time); hour {final + 1} against hour "
           f"{first + 1}: time per hop x{ratio:.2f}, memory {rss[final] - rss[first]:+.1f} MB "
           f"(the first hour fills the {listener.ring.nbytes / 2**20:.0f} MB audio ring)")
-    n = sum(len(h) for h in hours.values())
+    n = int(sum(row[0] + 1 for row in summary.values()))
     probs = np.random.default_rng(1).random((n, len(classifier.labels))).astype(np.float32)
     centres = events.hop_s * np.arange(n)
     clock = time.perf_counter()

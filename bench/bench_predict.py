@@ -76,7 +76,8 @@ def classify_on_one_core(model, paths):
     """Seconds classify_file (predict.py's) takes for ``paths`` on CPU core 0 (after
     one warm-up clip), with the model's own event settings."""
     os.sched_setaffinity(0, {0})
-    from pipeline.inference import Classifier, classify_file, event_settings
+    from pipeline.inference import Classifier, classify_file
+    from pipeline.event_settings import event_settings
     classifier = Classifier(model)
     events = event_settings(classifier.meta)
     classify_file(classifier, paths[0], events)

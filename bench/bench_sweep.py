@@ -272,7 +272,7 @@ def sweep(cfg):
     runner = importlib.import_module("bench_sweep").run_task
     calls = (joblib.delayed(splits._in_worker)(runner, k, task, os.getpid())
              for k, task in enumerate(todo))
-    from pipeline.extraction import worker_count
+    from pipeline.workers import worker_count
     results = joblib.Parallel(n_jobs=worker_count(cfg.jobs, max(len(todo), 1)),
                               return_as="generator_unordered")(calls) if todo else []
     for n, result in enumerate(results, start=1):

@@ -134,12 +134,6 @@ const unsigned int {array_name}_len = {len(data)};
 """
 
 
-def parse_c_array(source):
-    """The bytes of the first ``{ 0x.., ... }`` array in C ``source`` (for tests)."""
-    body = source[source.index("{") + 1:source.index("}")]
-    return bytes(int(tok, 16) for tok in re.findall(r"0x[0-9a-fA-F]{2}", body))
-
-
 def golden_header(vectors):
     """Golden int8 inputs and expected int8 outputs as C arrays."""
     inputs = ",\n".join("  {" + c_int_list(v["int8_input"]) + "}" for v in vectors)

@@ -22,8 +22,9 @@ import numpy as np
 import features
 from pipeline import augment
 from pipeline.errors import PipelineError
-from pipeline.extraction import exit_with_parent, file_key, worker_count
-from pipeline.files import write_npz
+from pipeline import content_cache
+from pipeline.content_cache import file_key
+from pipeline.workers import exit_with_parent, worker_count
 
 COPIES_VERSION = 1  # bump when what a copy is changes
 
@@ -158,25 +159,12 @@ def clip_copies(path, partner_paths, seeds, *, config, spec, ir_dir, ir_probabil
 def load_cache(path, ident, width):
     """{(clip key, copy, partner key): row}; empty when missing, damaged or
     made with other settings (a cache only ever costs time)."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if str(npz["identity"]) != ident:
-                return {}
-            keys, rows = npz["keys"], npz["rows"]
-            if rows.ndim != 2 or rows.shape != (len(keys), width) or not np.isfinite(rows).all():
-                return {}  # tampered or damaged: compute again rather than trust it
-            return {tuple(str(k).split("|")): row for k, row in zip(keys, rows)}
-    except Exception:
-        return {}
+    return content_cache.load_rows(path, ident, width=width)[0]
 
 
 def save_cache(path, ident, entries):
-    keys = sorted(entries)
     width = len(next(iter(entries.values()))) if entries else 0
-    write_npz(path, identity=np.asarray(ident),
-              keys=np.asarray(["|".join(k) for k in keys], dtype=str),
-              rows=np.stack([entries[k] for k in keys]) if keys
-              else np.zeros((0, width), np.float32))
+    content_cache.save_rows(path, ident, entries, width=width)
 
 
 def all_copies(data, *, pool, dataset, spec=False, ir_dir=None, ir_probability=0.0,

@@ -66,10 +66,8 @@ def export_for_device(paths, meta, data, test, *, int8_model, int8_bytes, golden
         "input_scale": float(scale), "input_zero_point": int(zero_point),
         "labels": meta["labels"], "vectors": golden})
     files.write_text(paths["golden_header"], c_export.golden_header(golden))
-    rule = meta.get("open_set") or {}
     files.write_text(paths["net_header"], c_network.network_header(
-        int8_bytes, source_name=paths["int8_tflite"].name,
-        temperature=rule.get("temperature", 1.0)))
+        int8_bytes, source_name=paths["int8_tflite"].name))
     write_frontend_header(paths, meta, (float(scale), int(zero_point)))
 
 

@@ -60,7 +60,7 @@ def model_frontend_header(meta, quantisation):
     quantisation : (float, int)
         The int8 model's input scale and zero point.
     """
-    from pipeline.inference import event_settings
+    from pipeline.event_settings import event_settings
     return frontend_header(meta["feature_config"], scaling=meta.get("input_standardisation"),
                            input_scale=float(quantisation[0]),
                            input_zero_point=int(quantisation[1]), labels=meta["labels"],

@@ -94,7 +94,7 @@ def _in_worker(run_split, k, split, parent_pid):
     TensorFlow (small models use about one core each, so two folds side by
     side train almost twice as fast as one on two cores); the worker ends
     itself when the run's process dies."""
-    from pipeline.extraction import exit_with_parent
+    from pipeline.workers import exit_with_parent
     from pipeline.quiet import configure_tensorflow
     exit_with_parent(parent_pid)
     configure_tensorflow(threads=1)
@@ -116,7 +116,7 @@ def run_splits(splits, run_split, *, jobs=1):
 
     import joblib
 
-    from pipeline.extraction import worker_count
+    from pipeline.workers import worker_count
     calls = (joblib.delayed(_in_worker)(run_split, k, split, os.getpid())
              for k, split in enumerate(splits, start=1))
     yield from joblib.Parallel(n_jobs=worker_count(jobs, len(splits)),

@@ -252,7 +252,7 @@ def clip_outputs(teacher, paths, *, cache=None, progress=None):
     scores : np.ndarray, shape (len(paths), audioset_classes)
     embedding : np.ndarray, shape (len(paths), embedding size)
     """
-    from pipeline.extraction import file_key
+    from pipeline.content_cache import file_key
     stored = _load_outputs(cache, teacher, "scores")
     keys = [file_key(p) for p in paths]
     fresh = 0

@@ -20,7 +20,8 @@ import numpy as np
 import features
 from pipeline import copies
 from pipeline.events import window_starts
-from pipeline.extraction import exit_with_parent, file_key, worker_count
+from pipeline.content_cache import file_key
+from pipeline.workers import exit_with_parent, worker_count
 
 VIEWS_VERSION = 1  # bump when what a window row is changes
 

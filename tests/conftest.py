@@ -10,15 +10,45 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SR = 16000
-TRAINING_FIXTURES = {"model_dir", "trained", "converted", "model"}  # each trains a model
+# What makes a test slow: training, converting, building C or emulating a
+# board (seconds to minutes each). A test is marked ``slow`` when its own
+# source or that of any fixture it uses (however deep) makes one of these calls.
+SLOW_CALLS = ("train_16k.main", "model_conv.main", "training.fit(", "conversion.convert(",
+              "conversion.best_int8(", "model.fit(", "make_tool(", "compile_api_test(",
+              "emulation.", "readme_block(", "readme_recipe(", "subprocess.run([\"make\"")
+
+
+def _slow_source(function, seen):
+    """Whether ``function``, or a helper of the test modules it calls, makes
+    one of SLOW_CALLS."""
+    import inspect
+    import re
+    if function in seen:
+        return False
+    seen.add(function)
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    if any(call in source for call in SLOW_CALLS):
+        return True
+    helpers = (getattr(function, "__globals__", {}).get(name)
+               for name in set(re.findall(r"\b(\w+)\(", source)))
+    return any(_slow_source(h, seen) for h in helpers if inspect.isfunction(h)
+               and (h.__module__ == "conftest" or h.__module__.startswith("test_")))
 
 
 def pytest_collection_modifyitems(items):
-    """Mark the tests that train a model (directly or through a fixture) as
-    ``slow``, so ``pytest -m "not slow"`` is a quick check; CI runs all."""
+    """Mark the tests that train, convert, build or emulate (directly or
+    through a fixture) as ``slow``, so ``pytest -m "not slow"`` is a quick
+    check; CI runs all."""
     for item in items:
-        if (TRAINING_FIXTURES & set(getattr(item, "fixturenames", ()))
-                or item.module.__name__ == "test_train"):
+        seen = set()
+        functions = [getattr(item, "function", None)]
+        for defs in getattr(item, "_fixtureinfo", None) and \
+                item._fixtureinfo.name2fixturedefs.values() or ():
+            functions += [d.func for d in defs]
+        if any(_slow_source(f, seen) for f in functions if f is not None):
             item.add_marker(pytest.mark.slow)
 
 

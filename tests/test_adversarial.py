@@ -13,8 +13,8 @@ import pytest
 import make_dataset_16k
 import train_16k
 from conftest import ROOT, make_class_folder, tone, write
-from pipeline import conversion, device_export
-from pipeline import artifacts, extraction, files, labels, splits
+from pipeline import (artifacts, content_cache, conversion, device_export, extraction, files,
+                      labels, splits, workers)
 from pipeline.errors import PipelineError
 
 
@@ -90,13 +90,13 @@ def test_tampered_feature_cache_is_not_trusted(tmp_path):
     cache = extraction.cache_path(dataset)
     with np.load(cache, allow_pickle=False) as npz:
         parts = {k: npz[k] for k in npz.files}
-    parts["features"] = parts["features"][:, :100]
+    parts["rows"] = parts["rows"][:, :100]
     files.write_npz(cache, **parts)
     make_dataset_16k.main(args)
     np.testing.assert_array_equal(artifacts.load_dataset(dataset)["features"], expected)
 
 
-def test_small_classes_train_without_a_traceback(tmp_path):
+def test_small_classes_split_without_a_traceback(tmp_path):
     """Four clips per class (each its own recording) pass the 3-group check,
     so the splits must work too: fewer splits, not scikit-learn's ValueError."""
     folder = make_class_folder(tmp_path / "clips", per_class=4)
@@ -112,10 +112,10 @@ def test_small_classes_train_without_a_traceback(tmp_path):
 
 
 def test_worker_count_never_exceeds_the_tasks():
-    assert extraction.worker_count(64, 12) == 12
-    assert extraction.worker_count(-1, 1) == 1
-    assert extraction.worker_count(-1, 1000) == (os.cpu_count() or 1)
-    assert extraction.worker_count(2, 1000) == 2
+    assert workers.worker_count(64, 12) == 12
+    assert workers.worker_count(-1, 1) == 1
+    assert workers.worker_count(-1, 1000) == (os.cpu_count() or 1)
+    assert workers.worker_count(2, 1000) == 2
 
 
 def test_label_files_beyond_the_recording_or_overlapping(tmp_path):
@@ -143,9 +143,9 @@ def test_device_and_fifo_inputs_do_not_hang_the_readers(tmp_path):
                  lambda p: next(features.stream_audio(p, 16000))):
         with pytest.raises(features.FeatureError, match="not a regular file"):
             read(fifo)
-    assert extraction.file_key(fifo) is None and extraction.file_key("/dev/zero") is None
+    assert content_cache.file_key(fifo) is None and content_cache.file_key("/dev/zero") is None
     write(tmp_path / "ok.wav", tone(440.0, 0.5))
-    assert extraction.file_key(tmp_path / "ok.wav") is not None
+    assert content_cache.file_key(tmp_path / "ok.wav") is not None
 
 
 def test_train_settings_have_event_ranges(tmp_path):
@@ -223,7 +223,7 @@ def test_a_conversion_is_not_recorded_for_a_model_trained_meanwhile(tmp_path, mo
 @pytest.mark.parametrize("hop", ["1e-9", "0.0005"])
 def test_a_hop_under_a_millisecond_is_refused_before_work(tmp_path, hop):
     """Round three, 12: a hop shorter than one sample never advanced."""
-    from pipeline.inference import default_events
+    from pipeline.event_settings import default_events
     with pytest.raises(PipelineError, match=r"--hop_s=.*expected a step in \[0.001"):
         train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", f"--hop_s={hop}"])
     with pytest.raises(PipelineError, match="--hop_s"):

@@ -43,9 +43,9 @@ def test_cnn_and_mlp_layers_and_an_unsupported_operation():
     assert conv["in"] == [6, 5, 1] and conv["out"] == [6, 5, 4] and conv["pad"] == (1, 1)
     assert conv["weights"].size == 4 * 3 * 3 and len(conv["multiplier"]) == 4
     assert layers[1]["out"] == [3, 2, 4] and layers[-1]["out"] == [1, 1, 3]
-    header = c_network.network_header(int8_bytes(cnn, 30), source_name="m.tflite",
-                                      temperature=0.5)
-    assert "MODEL_NET_LAYERS = 5" in header and "kNetTemperature = 0.5f" in header
+    header = c_network.network_header(int8_bytes(cnn, 30), source_name="m.tflite")
+    assert "MODEL_NET_LAYERS = 5" in header and "Temperature" not in header.split("//")[0]
+    assert '#include "model_16k_int8.h"' in header  # the open-set rule in one header
     mlp = networks.build_model(10, 3, "mlp", [7], dropout=0.0, learning_rate=1e-3, seed=0)
     dense = c_network.network_layers(int8_bytes(mlp, 10))
     assert [layer["op"] for layer in dense] == ["FULLY_CONNECTED", "FULLY_CONNECTED", "SOFTMAX"]

@@ -9,7 +9,7 @@ import model_conv
 import predict
 import train_16k
 from conftest import noise, tone, write
-from pipeline import artifacts, calibration, inference
+from pipeline import artifacts, calibration, event_settings, inference
 from pipeline.errors import PipelineError
 
 
@@ -94,7 +94,7 @@ def test_stored_thresholds_change_predict_defaults(model, tmp_path):
     assert [e["class"] for e in events_found("--threshold=0.3")] == ["alarm"]  # flag wins
     assert [e["class"] for e in events_found("--thresholds=alarm=0.3")] == ["alarm"]
     classifier = inference.Classifier(tflite)
-    assert inference.event_settings(classifier.meta).thresholds["alarm"] == 1.0
+    assert event_settings.event_settings(classifier.meta).thresholds["alarm"] == 1.0
     assert "1.000000000e+00f" in (tflite.parent / "model_16k_frontend.h").read_text()
     artifacts.check_belongs(tflite, artifacts.load_model_metadata(tflite.parent))
 
@@ -168,7 +168,7 @@ def test_a_calibration_for_other_windows_is_stored_and_used(model, tmp_path):
 def test_device_event_code_limit_is_pythons():
     import re
     from conftest import ROOT
-    from pipeline.inference import DEVICE_MAX_SMOOTH
+    from pipeline.event_settings import DEVICE_MAX_SMOOTH
     header = (ROOT / "device" / "include" / "af_events.h").read_text()
     assert int(re.search(r"#define AF_EVENTS_MAX_SMOOTH (\d+)", header).group(1)) == \
         DEVICE_MAX_SMOOTH

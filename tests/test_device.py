@@ -16,7 +16,7 @@ import make_dataset_16k
 import model_conv
 import train_16k
 from conftest import ROOT, make_class_folder, noise, tone, train_settings, write
-from pipeline import artifacts, events, frontend_header, inference, open_set
+from pipeline import artifacts, event_settings, events, frontend_header, inference, open_set
 from pipeline.standardisation import standardise
 from pipeline.tflite_model import TFLiteModel
 
@@ -62,11 +62,11 @@ def test_front_end_maths_is_single_precision(trained, tmp_path):
 
 def default_event_settings():
     """The event settings train_16k.py stores with a model by default."""
-    stored = inference.default_events(
+    stored = event_settings.default_events(
         window_s=train_settings().window_s, hop_s=train_settings().hop_s,
         smooth_windows=train_settings().smooth_windows, threshold=train_settings().threshold,
         min_event_s=train_settings().min_event_s, background=train_settings().background_classes)
-    return inference.event_settings({"labels": list(CLASSES), "events": stored})
+    return event_settings.event_settings({"labels": list(CLASSES), "events": stored})
 
 
 def header_only(tmp, preset, **changes):
@@ -168,7 +168,7 @@ def test_int8_inputs_equal_predict_py_and_tflm_gives_its_class(trained):
     tflite = TFLiteModel(model_dir / "model_16k_int8.tflite")
     meta = classifier.meta
     micro = runtime.Interpreter.from_bytes((model_dir / "model_16k_int8.tflite").read_bytes())
-    settings = inference.event_settings(classifier.meta)
+    settings = event_settings.event_settings(classifier.meta)
     same = total = 0
     for name, path in write_clips(tmp / "fresh").items():
         rows = python_windows(path, meta["feature_config"], settings.window_s, settings.hop_s)
@@ -201,7 +201,7 @@ def predict_py_view(model_dir, folder):
     """:func:`long_recording`, with predict.py's events, window centres and
     window probabilities for it."""
     classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
-    settings = inference.event_settings(classifier.meta)
+    settings = event_settings.event_settings(classifier.meta)
     path = long_recording(folder)
     expected = inference.classify_file(classifier, path, settings)["events"]
     centres, probs, _, _ = inference.window_probabilities(classifier, path,
@@ -247,8 +247,30 @@ def portable_rfft(model_dir, tmp_path, x):
     return np.array(result.stdout.split(), np.float32)
 
 
+def test_the_open_set_decision_in_c_is_predict_pys(trained, tmp_path):
+    """af_decide gives open_set.decide's class for random calibrated
+    probabilities, rules with and without a background class, and ties."""
+    program = compile_api_test(trained[1], tmp_path / "api_test")
+    rng = np.random.default_rng(3)
+    labels = ["alarm", "other", "water"]
+    cases = [(rng.dirichlet(np.ones(3) * 0.7).astype(np.float32), rng.uniform(0.3, 0.9), b)
+             for b in (None, "other", "alarm") for _ in range(12)]
+    cases.append((np.float32([0.4, 0.4, 0.2]), 0.0, None))  # a tie: the first class
+    for probs, min_p, background in cases:
+        rule = {"temperature": 1.0, "min_probability": float(min_p), "background": background}
+        want = int(open_set.decide(probs, rule, labels)[0])
+        index = labels.index(background) if background else -1
+        got = subprocess.run([str(program), "decide", repr(float(np.float32(min_p))), str(index),
+                              *[repr(float(p)) for p in probs]], capture_output=True, text=True,
+                             check=True).stdout
+        assert int(got) == want, (probs, min_p, background)
+    bad = subprocess.run([str(program), "decide", "0.5", "3", "0.2", "0.3", "0.5"],
+                         capture_output=True, text=True, check=True).stdout
+    assert int(bad) == -1  # a background class the model does not have
+
+
 @pytest.mark.parametrize("n", [64, 512])
-def test_portable_fft_packs_like_cmsis_dsp(trained, tmp_path, n):
+def test_portable_fft_packs_as_cmsis_dsp_documents(trained, tmp_path, n):
     """CMSIS-DSP's arm_rfft_fast_f32 format: [Re 0, Re n/2, Re 1, Im 1, ...]."""
     x = np.random.default_rng(n).normal(size=n).astype(np.float32)
     ours = portable_rfft(trained[1], tmp_path, x)
@@ -372,7 +394,7 @@ def test_output_probabilities_equal_predict_py(trained, tmp_path):
         assert np.max(np.abs(got - expected)) < 1e-6
 
 
-@pytest.mark.parametrize("header", ["model_16k_frontend.h", "model_16k_net.h"])
+@pytest.mark.parametrize("header", ["model_16k_frontend.h", "model_16k_net.h", "model_16k_int8.h"])
 def test_build_refuses_a_header_the_metadata_does_not_vouch_for(trained, tmp_path, header):
     """make checks every generated header (the network's too: round three,
     security 1) against model_16k.json."""

@@ -42,8 +42,8 @@ def test_matches_seed_method_with_leading_digital_silence():
 
 def test_deterministic(tmp_path):
     path = write(tmp_path / "a.wav", tone(440.0) + noise(level=0.1))
-    assert np.array_equal(features.extract_features(path, DEFAULT),
-                          features.extract_features(path, DEFAULT))
+    assert np.array_equal(features.extract_or_reason(path, DEFAULT).vector,
+                          features.extract_or_reason(path, DEFAULT).vector)
 
 
 def test_switches_change_the_configuration(monkeypatch):
@@ -116,16 +116,16 @@ def test_constant_spectrum_raises():
         features.minmax_normalise(np.full(257, 3.0))
 
 
-def test_error_names_the_file(tmp_path):
+def test_errors_name_the_file_and_say_why(tmp_path):
     path = write(tmp_path / "quiet.wav", np.zeros(8000, np.float32))
-    with pytest.raises(features.FeatureError, match="quiet.wav: all samples are zero") as err:
-        features.extract_features(path, DEFAULT)
-    assert err.value.path == str(path) and err.value.reason.startswith("all samples are zero")
+    quiet = features.extract_or_reason(path, DEFAULT)
+    assert quiet.vector is None and quiet.reason.startswith("all samples are zero")
     bad = tmp_path / "junk.wav"
     bad.write_bytes(b"not audio at all" * 10)
     with pytest.raises(features.FeatureError, match="junk.wav: cannot read audio") as err:
-        features.extract_features(bad, DEFAULT)
+        features.load_audio(bad, 16000)
     assert err.value.path == str(bad) and err.value.reason.startswith("cannot read audio")
+    assert features.extract_or_reason(bad, DEFAULT).reason.startswith("cannot read audio")
 
 
 @pytest.mark.parametrize("preset", features.PRESETS)

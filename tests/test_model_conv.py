@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import conversion, networks
+from pipeline import conversion, event_settings, networks
 from pipeline import artifacts
 from pipeline import c_export
 import features
@@ -73,7 +73,7 @@ def test_c_array_matches_tflite_file(converted):
     paths = artifacts.model_paths(tmp / "models")
     source = paths["c_source"].read_text()
     assert "alignas(16)" in source
-    assert c_export.parse_c_array(source) == paths["int8_tflite"].read_bytes()
+    assert parse_c_array(source) == paths["int8_tflite"].read_bytes()
     header = paths["c_header"].read_text()
     assert 'kLabels[kNumLabels] = {"alarm", "other", "water"}' in header
     assert "kInputScale" in header and "n_fft = 512" in header
@@ -340,7 +340,7 @@ def test_the_int8_model_is_scored_as_predict_py_decides(tmp_path):
     assert report["decided_by"] == "the mean of each clip's windows, as predict.py"
     meta = json.loads((tmp_path / "m" / "model_16k.json").read_text())
     classifier = inference.Classifier(tmp_path / "m" / "model_16k_int8.tflite")
-    events = inference.event_settings(classifier.meta)
+    events = event_settings.event_settings(classifier.meta)
     decided = [inference.classify_file(classifier, path, events)["class"]
                for path in meta["split"]["test"]]
     truth = [meta["labels"].index(Path(p).parent.name) for p in meta["split"]["test"]]
@@ -351,3 +351,11 @@ def test_the_int8_model_is_scored_as_predict_py_decides(tmp_path):
     assert figures["keras_macro_f1"] == pytest.approx(meta["metrics"]["test"]["macro_f1"])
     card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
     assert card.count("Held-out test split") == 1 and card.count("macro-F1") == 1
+
+
+def parse_c_array(source):
+    """The bytes of the first ``{ 0x.., ... }`` array in C ``source``."""
+    import re
+    body = source[source.index("{") + 1:source.index("}")]
+    return bytes(int(tok, 16) for tok in re.findall(r"0x[0-9a-fA-F]{2}", body))
+

@@ -12,7 +12,7 @@ import make_dataset_16k
 import model_conv
 import predict
 import train_16k
-from pipeline import events, inference
+from pipeline import event_settings, events, inference
 from pipeline.errors import PipelineError
 from conftest import ROOT, make_class_folder, noise, tone, train_settings, write
 
@@ -169,14 +169,14 @@ def test_cnn_with_standardisation_round_trips(model_dir, fresh_clips):
     mean = np.array(meta["input_standardisation"]["mean"], np.float32)
     std = np.array(meta["input_standardisation"]["std"], np.float32)
     clip = fresh_clips / "tone" / "t1.wav"
-    manual = (features.extract_features(clip, meta["feature_config"]) - mean) / std
+    manual = (features.extract_or_reason(clip, meta["feature_config"]).vector - mean) / std
     from pipeline import open_set
     keras_model = keras.models.load_model(model_dir / "model_16k.keras")
     expected = open_set.calibrate(keras_model.predict(manual[None, :], verbose=0),
                                   meta["open_set"]["temperature"])[0]
     via_keras = inference.Classifier(model_dir / "model_16k.keras")
     via_int8 = inference.Classifier(model_dir / "model_16k_int8.tflite")
-    feats = features.extract_features(clip, meta["feature_config"])
+    feats = features.extract_or_reason(clip, meta["feature_config"]).vector
     np.testing.assert_allclose(via_keras.probabilities(feats)[0], expected, atol=1e-5)
     int8 = open_set.calibrate(TFLiteModel(model_dir / "model_16k_int8.tflite").predict_proba(
         manual[None, :]), meta["open_set"]["temperature"])[0]
@@ -402,7 +402,7 @@ def test_mined_clips_are_exactly_the_windows_that_fired(model_dir, tmp_path):
     args = ["--window_s=1.0", "--hop_s=0.5", "--background_classes=hiss"]
     assert run(model_dir, "--mine", household, "--into", into, *args) == 0
     classifier = inference.Classifier(model_dir / "model_16k_int8.tflite")
-    settings = inference.event_settings(classifier.meta, window_s=1.0, hop_s=0.5,
+    settings = event_settings.event_settings(classifier.meta, window_s=1.0, hop_s=0.5,
                                         background="hiss")
     result = inference.classify_file(classifier, path, settings)
     assert result["events"], "the tone should fire"
@@ -503,7 +503,7 @@ def test_event_settings_come_from_the_model(model_dir, tmp_path):
     assert run(other, clip, f"--json={out}") == 0
     assert "events" in json.loads(out.read_text())["results"][0]  # 1 s windows: a recording
     classifier = inference.Classifier(other / "model_16k_int8.tflite")
-    assert inference.event_settings(classifier.meta).window_s == 1.0
+    assert event_settings.event_settings(classifier.meta).window_s == 1.0
     help_text = subprocess.run([sys.executable, "predict.py", "--help"], capture_output=True,
                                text=True, cwd=ROOT, check=True).stdout
     assert "(default: 0.5)" not in help_text and "the model's" in help_text

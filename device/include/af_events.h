@@ -79,6 +79,15 @@ int af_events_finish(af_events* events, af_event* out, size_t max_out, size_t* n
 int af_output_probabilities(const int8_t* output, int n_classes, float scale, int zero_point,
                             float temperature, float* probs);
 
+/* The open-set decision predict.py makes for a whole clip (pipeline/open_set.py's
+ * decide), from calibrated probabilities: the most probable class (the first of
+ * equals), unless it is not ``background`` and its probability is below
+ * ``min_probability`` (the model header's kMinProbability): then ``background``
+ * (kBackgroundClass; -1: no fallback). Returns the class, or -1 for NULL, no
+ * classes or a background class out of range. Events do not use it: they
+ * compare each class with its own threshold. */
+int af_decide(const float* calibrated, int n_classes, float min_probability, int background);
+
 #ifdef __cplusplus
 }
 #endif

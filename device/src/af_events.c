@@ -180,3 +180,13 @@ int af_output_probabilities(const int8_t* output, int n_classes, float scale, in
   for (int c = 0; c < n_classes; ++c) probs[c] = (float)(logits[c] / sum);
   return AF_OK;
 }
+
+int af_decide(const float* calibrated, int n_classes, float min_probability, int background) {
+  if (calibrated == NULL || n_classes < 1 || background >= n_classes || background < -1) return -1;
+  int best = 0;
+  for (int c = 1; c < n_classes; ++c)
+    if (calibrated[c] > calibrated[best]) best = c;
+  if (background >= 0 && best != background && calibrated[best] < min_probability) return background;
+  return best;
+}
+

@@ -3,7 +3,8 @@
  * header. Prints one line per check and exits 1 if any failed.
  *   api_test          the checks
  *   api_test rfft N   read N floats from stdin, print af_rfft's packed output
- *   api_test probs T SCALE ZERO_POINT Q...   print af_output_probabilities */
+ *   api_test probs T SCALE ZERO_POINT Q...   print af_output_probabilities
+ *   api_test decide MIN_P BACKGROUND P...    print af_decide */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,13 @@ int main(int argc, char** argv) {
     if (af_output_probabilities(q, n, strtof(argv[3], NULL), atoi(argv[4]), strtof(argv[2], NULL), p) != AF_OK)
       return 1;
     for (int c = 0; c < n; ++c) printf("%.9g\n", p[c]);
+    return 0;
+  }
+  if (argc > 4 && strcmp(argv[1], "decide") == 0) {
+    float p[AF_EVENTS_MAX_CLASSES];
+    const int n = argc - 4 < AF_EVENTS_MAX_CLASSES ? argc - 4 : AF_EVENTS_MAX_CLASSES;
+    for (int c = 0; c < n; ++c) p[c] = strtof(argv[4 + c], NULL);
+    printf("%d\n", af_decide(p, n, strtof(argv[2], NULL), atoi(argv[3])));
     return 0;
   }
   const af_model* m = &af_model_frontend;

@@ -37,7 +37,7 @@
 #define MODEL_NET_UNSUPPORTED "there is no model_16k_net.h beside model_16k_frontend.h " \
                               "(run `python model_conv.py`)"
 enum { MODEL_NET_LAYERS = 1, MODEL_NET_MAX_TENSOR = 1, kOutputZeroPoint = 0 };
-static const float kOutputScale = 1.0f, kNetTemperature = 1.0f;
+static const float kOutputScale = 1.0f, kTemperature = 1.0f;
 static const net_layer model_net_layers[1];
 #endif
 #ifndef MODEL_NET_UNSUPPORTED
@@ -101,7 +101,7 @@ static int classify_window(int usable, double centre_s) {
     int8_t output[AF_MODEL_NUM_LABELS];
     if (run_network(output) != 0) return 1;
     if (af_output_probabilities(output, AF_MODEL_NUM_LABELS, kOutputScale, kOutputZeroPoint,
-                                kNetTemperature, probs) != AF_OK) {
+                                kTemperature, probs) != AF_OK) {
       fprintf(stderr, "model_16k_net.h: output quantisation or temperature out of range\n");
       return 1;
     }
