@@ -27,7 +27,7 @@ def model_dir(tmp_path_factory):
     dataset = tmp / "ds.npz"
     make_dataset_16k.main([f"--data_dir={clips}", f"--dataset={dataset}", "--jobs=1"])
     args = [f"--dataset={dataset}", f"--model_dir={tmp / 'models'}", f"--report_dir={tmp / 'r'}"]
-    train_16k.main(args + ["--epochs=80", "--patience=20"])
+    train_16k.main(args + ["--epochs=40", "--patience=20"])
     model_conv.main(args + ["--min_agreement=0"])
     return tmp / "models"
 

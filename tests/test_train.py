@@ -82,7 +82,7 @@ def test_same_seed_same_metrics(trained):
 
 def test_cross_validation_keeps_groups_whole(tmp_path, capsys):
     dataset = make_feature_dataset(tmp_path / "ds.npz", per_class=(12, 12), seed=1)
-    train(tmp_path, dataset, "cv", "--folds=3", "--epochs=20")
+    train(tmp_path, dataset, "cv", "--folds=3", "--epochs=8")
     out = capsys.readouterr().out
     assert "3-fold CV: macro-F1 pooled" in out
     assert "\nfold 1 " in out and "\nfold 3 " in out  # one table row per fold
@@ -205,7 +205,7 @@ def test_leave_one_source_out(tmp_path, capsys):
     """--folds=source: every source is held out once, never trained on in
     its own fold, and the report has one row per source."""
     dataset = make_feature_dataset(tmp_path / "ds.npz", n_sources=3)
-    train(tmp_path, dataset, "loso", "--folds=source", "--epochs=20")
+    train(tmp_path, dataset, "loso", "--folds=source", "--epochs=8", "--jobs=1")
     data = artifacts.load_dataset(dataset)
     source_of = dict(zip(data["paths"], data["sources"]))
     cv = json.loads(artifacts.model_paths(tmp_path / "loso")["meta"].read_text())[
