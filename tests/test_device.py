@@ -36,7 +36,8 @@ def build(model_dir, build_dir):
 
 def compile_api_test(model_dir, out):
     device = ROOT / "device"
-    sources = [device / "src" / name for name in ("af_frontend.c", "af_rfft.c", "af_events.c")]
+    sources = [device / "src" / name
+               for name in ("af_frontend.c", "af_rfft.c", "af_events.c", "af_net.c")]
     subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wconversion",
                     f"-I{device / 'include'}", f"-I{model_dir}", *map(str, sources),
                     str(device / "tests" / "api_test.c"), "-lm", "-o", str(out)], check=True)
@@ -579,12 +580,44 @@ def assert_net_equals_tflite_micro(tool, model_dir, clips):
 
 
 def test_c_network_equals_tflite_micro(trained, tmp_path):
-    """features --net: the host tool's int8 interpreter (int8_net.c) gives
+    """features --net: the library's int8 interpreter (af_net.c) gives
     TFLite Micro's int8 output, exactly, for every window's int8 input."""
     _, model_dir, tool = trained
     clips = {**write_clips(tmp_path), "long": long_recording(tmp_path)}
     compared, unsaturated = assert_net_equals_tflite_micro(tool, model_dir, clips)
     assert compared >= 20 and unsaturated >= 3
+
+
+def test_the_dsp_path_gives_the_portable_integers(trained, tmp_path):
+    """#35: the Cortex-M4 path of af_net.c (SXTB16, SADD16 and SMLAD; here
+    with C versions of those instructions, AF_NET_DSP_EMULATE) gives the
+    portable path's int8 outputs exactly, on every window of several clips;
+    the ARM build uses the real instructions."""
+    _, model_dir, tool = trained
+    result = subprocess.run(["make", "-s", "-C", str(ROOT / "device"), f"MODEL_DIR={model_dir}",
+                             f"BUILD_DIR={tmp_path / 'dsp'}",
+                             "CFLAGS=-std=c99 -O2 -Wall -Wextra -pedantic -DAF_NET_DSP_EMULATE"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    clips = {**write_clips(tmp_path), "long": long_recording(tmp_path)}
+    windows = 0
+    for path in clips.values():
+        portable = subprocess.run([str(tool), "--net", str(path)], capture_output=True,
+                                  text=True, check=True).stdout
+        dsp = subprocess.run([str(tmp_path / "dsp" / "features"), "--net", str(path)],
+                             capture_output=True, text=True, check=True).stdout
+        assert dsp == portable and portable
+        windows += len(portable.splitlines())
+    assert windows >= 20
+    if shutil.which("arm-none-eabi-gcc"):
+        obj = tmp_path / "af_net_m4.o"
+        subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16",
+                        "-mfloat-abi=hard", "-O2", "-std=c99", f"-I{ROOT / 'device' / 'include'}",
+                        "-c", str(ROOT / "device" / "src" / "af_net.c"), "-o", str(obj)],
+                       check=True)
+        code = subprocess.run(["arm-none-eabi-objdump", "-d", str(obj)], capture_output=True,
+                              text=True, check=True).stdout
+        assert "smlad" in code and "sxtb16" in code
 
 
 def test_c_network_runs_a_separable_cnn_as_tflite_micro(trained, tmp_path):
@@ -688,7 +721,7 @@ def make_tool(model_dir, build_dir):
 def test_a_network_of_another_size_does_not_build_or_run(trained, tmp_path):
     """Round three, security 1: a net header with another number of outputs
     fails to compile (it overflowed the caller's buffer), and layers that do
-    not chain are refused by net_run before anything is read or written."""
+    not chain are refused by af_net_run before anything is read or written."""
     import re
     _, model_dir, _ = trained
     nine = edited_model_dir(model_dir, tmp_path / "nine",
@@ -698,10 +731,10 @@ def test_a_network_of_another_size_does_not_build_or_run(trained, tmp_path):
     assert result.returncode != 0 and "net_writes_one_value_per_label" in result.stderr
 
     def widen_second_layer(text):  # the second layer claims a larger input than the first wrote
-        rows = text.split("\n    {NET_")
+        rows = text.split("\n    {AF_NET_")
         rows[2] = re.sub(r"^(\w+, \{)(\d+)", lambda m: f"{m.group(1)}{int(m.group(2)) + 1}",
                          rows[2])
-        return "\n    {NET_".join(rows)
+        return "\n    {AF_NET_".join(rows)
 
     broken = edited_model_dir(model_dir, tmp_path / "chain", widen_second_layer)
     assert make_tool(broken, tmp_path / "bc").returncode == 0

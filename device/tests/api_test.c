@@ -12,6 +12,7 @@
 
 #include "af_events.h"
 #include "af_frontend.h"
+#include "af_net.h"
 #include "af_rfft.h"
 #include "model_16k_frontend.h"
 
@@ -63,6 +64,50 @@ static void check_events_are_never_lost(void) {
   expect("events: the open runs came out", (int)n, N);
 }
 
+/* A hand-made two-layer network (fully connected 8 -> 4 -> 2) and the
+ * integers it must give; then every bad call gets its error code. */
+static void check_network(void) {
+  static const int8_t w1[4 * 8] = {1, -2, 3, -4, 5, -6, 7, -8, 8, 7, 6, 5, 4, 3, 2, 1,
+                                   -1, -1, -1, -1, 1, 1, 1, 1, 0, 0, 0, 0, 127, -128, 0, 0};
+  static const int8_t w2[2 * 4] = {1, 2, 3, 4, -4, -3, -2, -1};
+  static const int32_t b1[4] = {10, -10, 0, 5}, b2[2] = {0, 3};
+  static const int32_t m[4] = {1 << 30, 1 << 30, 1 << 30, 1 << 30}, sh[4] = {0, 0, 0, 0};
+  const af_net_layer layers[2] = {
+      {AF_NET_FULLY_CONNECTED, {1, 1, 8}, {1, 1, 4}, {1, 1}, {1, 1}, {0, 0}, 3, -1, -128, 127,
+       1.0f, 1.0f, w1, b1, m, sh},
+      {AF_NET_FULLY_CONNECTED, {1, 1, 4}, {1, 1, 2}, {1, 1}, {1, 1}, {0, 0}, -1, 2, -128, 127,
+       1.0f, 1.0f, w2, b2, m, sh}};
+  const af_net net = {layers, 2};
+  const int8_t x[8] = {3, 4, 5, 6, 7, 8, 9, 10};
+  int8_t y[2], arena[8];
+  /* layer 1: acc = b + sum (x - 3) w; out = round(acc / 2) - 1 (multiplier 2^30 halves) */
+  int8_t hidden[4], want[2];
+  for (int o = 0; o < 4; ++o) {
+    int32_t acc = b1[o];
+    for (int i = 0; i < 8; ++i) acc += (x[i] - 3) * w1[o * 8 + i];
+    hidden[o] = (int8_t)(af_net_requantise(acc, m[o], sh[o]) - 1);
+  }
+  for (int o = 0; o < 2; ++o) {
+    int32_t acc = b2[o];
+    for (int i = 0; i < 4; ++i) acc += (hidden[i] + 1) * w2[o * 4 + i];
+    want[o] = (int8_t)(af_net_requantise(acc, m[o], sh[o]) + 2);
+  }
+  expect("net: arena bytes", (int)af_net_arena_bytes(&net), 8);
+  expect("net: run", af_net_run(&net, x, 8, y, 2, arena, sizeof arena), AF_OK);
+  expect("net: output 0", y[0], want[0]);
+  expect("net: output 1", y[1], want[1]);
+  expect("net: NULL net", af_net_run(NULL, x, 8, y, 2, arena, sizeof arena), AF_ERR_NULL);
+  expect("net: NULL arena", af_net_run(&net, x, 8, y, 2, NULL, sizeof arena), AF_ERR_NULL);
+  expect("net: wrong input size", af_net_run(&net, x, 7, y, 2, arena, sizeof arena), AF_ERR_ARGUMENT);
+  expect("net: wrong output size", af_net_run(&net, x, 8, y, 3, arena, sizeof arena), AF_ERR_ARGUMENT);
+  expect("net: arena too small", af_net_run(&net, x, 8, y, 2, arena, 7), AF_ERR_BUFFER);
+  af_net_layer broken[2] = {layers[0], layers[1]};
+  broken[1].in[2] = 5;  /* reads more than the first layer wrote */
+  const af_net bad = {broken, 2};
+  expect("net: layers that do not chain", af_net_check(&bad, 8, 2), AF_ERR_ARGUMENT);
+  expect("net: no layers", af_net_check(&(af_net){layers, 0}, 8, 2), AF_ERR_ARGUMENT);
+}
+
 static int all_finite(const float* x, int n) {
   for (int i = 0; i < n; ++i)
     if (!isfinite(x[i])) return 0;
@@ -101,6 +146,7 @@ int main(int argc, char** argv) {
   }
   const af_model* m = &af_model_frontend;
   af_rfft_instance fft;
+  check_network();
   expect("rfft init: NULL", af_rfft_init(NULL, 512), AF_ERR_NULL);
   expect("rfft init: size not a power of two", af_rfft_init(&fft, 500), AF_ERR_ARGUMENT);
   expect("rfft init: size above AF_RFFT_MAX_N", af_rfft_init(&fft, 2 * AF_RFFT_MAX_N), AF_ERR_ARGUMENT);

@@ -4,7 +4,7 @@
  *
  *   features clip.wav            one line per window: the int8 model input
  *   features --float clip.wav    the same windows' features (before standardisation)
- *   features --net clip.wav      the int8 network's output of every window (int8_net.c, the
+ *   features --net clip.wav      the int8 network's output of every window (af_net.c, the
  *                                arithmetic of TensorFlow Lite Micro's reference kernels)
  *   features --events probs.txt  events from per-window probabilities
  *                                (lines "centre_s p_0 p_1 ..."), as predict.py finds them
@@ -12,7 +12,7 @@
  *   features --time rec.wav      microseconds of front end per window (for bench_device.py)
  *   features --stream            raw 16 kHz mono s16le PCM from stdin, a line per window as it
  *                                completes, e.g. arecord -r 16000 -f S16_LE -c 1 | features --stream
- *   features --stream --events   the same, classified by the int8 network (int8_net.c):
+ *   features --stream --events   the same, classified by the int8 network (af_net.c):
  *                                "window CENTRE_S P_0 P_1 ..." per window and
  *                                "event CLASS START_S END_S PEAK MEAN" as each event ends
  *
@@ -28,7 +28,7 @@
 #include "af_events.h"
 #include "af_frontend.h"
 #include "af_rfft.h"
-#include "int8_net.h"
+#include "af_net.h"
 #include "model_16k_frontend.h"
 #include "wav_reader.h"
 #ifndef AF_NO_NET
@@ -36,13 +36,13 @@
 #else /* a front-end header without a converted model beside it (the Makefile checks) */
 #define MODEL_NET_UNSUPPORTED "there is no model_16k_net.h beside model_16k_frontend.h " \
                               "(run `python model_conv.py`)"
-enum { MODEL_NET_LAYERS = 1, MODEL_NET_MAX_TENSOR = 1, kOutputZeroPoint = 0 };
+enum { MODEL_NET_ARENA_BYTES = 1, kOutputZeroPoint = 0 };
 static const float kOutputScale = 1.0f, kTemperature = 1.0f;
-static const net_layer model_net_layers[1];
+static const af_net af_model_net = {NULL, 0};
 #endif
 #ifndef MODEL_NET_UNSUPPORTED
 /* A network header from another model must not build (C99's static check:
- * an array of negative size); net_run checks every layer at run time too. */
+ * an array of negative size); af_net_run checks every layer at run time too. */
 typedef char net_reads_the_front_ends_features[MODEL_NET_INPUTS == AF_MODEL_N_FEATURES ? 1 : -1];
 typedef char net_writes_one_value_per_label[MODEL_NET_OUTPUTS == AF_MODEL_NUM_LABELS ? 1 : -1];
 #endif
@@ -53,7 +53,7 @@ static float features[AF_MODEL_N_FEATURES];
 static int8_t input[AF_MODEL_N_FEATURES];
 static af_rfft_instance fft;
 static af_events live_events;  /* --stream --events */
-static int8_t net_a[MODEL_NET_MAX_TENSOR], net_b[MODEL_NET_MAX_TENSOR];
+static uint64_t net_arena[(MODEL_NET_ARENA_BYTES + 7) / 8];
 static double seconds_in_front_end;  /* --time */
 
 static double now(void) {
@@ -85,8 +85,8 @@ static void print_events(const af_event* found, size_t n) {
 /* The int8 network on the window's input (``input``); 1 after a message when
  * the generated network does not fit the model's header. */
 static int run_network(int8_t* output) {
-  if (net_run(model_net_layers, MODEL_NET_LAYERS, input, AF_MODEL_N_FEATURES, output,
-              AF_MODEL_NUM_LABELS, net_a, net_b, sizeof net_a) == NET_OK)
+  if (af_net_run(&af_model_net, input, AF_MODEL_N_FEATURES, output, AF_MODEL_NUM_LABELS,
+                 net_arena, sizeof net_arena) == AF_OK)
     return 0;
   fprintf(stderr, "model_16k_net.h: the network does not fit this model's header\n");
   return 1;

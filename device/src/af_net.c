@@ -1,0 +1,226 @@
+/* See af_net.h. The integer arithmetic follows TensorFlow Lite Micro's
+ * reference kernels (gemmlowp's saturating rounding doubling high multiply,
+ * then a rounding right shift), so the outputs match its outputs. */
+#include "af_net.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Dual 16-bit multiply-accumulate where the core has it (Cortex-M4/M7/M33:
+ * __ARM_FEATURE_DSP), as CMSIS-NN: four int8 values per 32-bit load, widened
+ * to two int16 pairs by SXTB16, two MACs per SMLAD. The sums are the same
+ * integers in any order, so the portable loop gives identical outputs.
+ * AF_NET_DSP_EMULATE runs this same code on a host with C versions of the
+ * three instructions (the tests compare both paths). */
+#if defined(__ARM_FEATURE_DSP) && !defined(AF_NET_PORTABLE)
+#include <arm_acle.h>
+#define AF_NET_DSP 1
+#define SXTB16(x) __sxtb16(x)
+#define SXTB16_ROR8(x) __sxtb16(((x) >> 8) | ((x) << 24)) /* SXTB16 ..., ROR #8 */
+#define SADD16(a, b) __sadd16((a), (b))
+#define SMLAD(a, b, acc) __smlad((a), (b), (acc))
+#elif defined(AF_NET_DSP_EMULATE) && !defined(AF_NET_PORTABLE)
+#define AF_NET_DSP 1
+static uint32_t halves(int32_t low, int32_t high) {
+  return ((uint32_t)(uint16_t)low) | ((uint32_t)(uint16_t)high << 16);
+}
+static uint32_t SXTB16(uint32_t x) { return halves((int8_t)(x & 0xff), (int8_t)((x >> 16) & 0xff)); }
+static uint32_t SXTB16_ROR8(uint32_t x) { return SXTB16((x >> 8) | (x << 24)); }
+static uint32_t SADD16(uint32_t a, uint32_t b) {
+  return halves((int16_t)(a & 0xffff) + (int16_t)(b & 0xffff), (int16_t)(a >> 16) + (int16_t)(b >> 16));
+}
+static int32_t SMLAD(uint32_t a, uint32_t b, int32_t acc) {
+  return acc + (int16_t)(a & 0xffff) * (int16_t)(b & 0xffff) + (int16_t)(a >> 16) * (int16_t)(b >> 16);
+}
+#else
+#define AF_NET_DSP 0
+#endif
+
+/* sum over i < n of (x[i] - zero_point) * w[i] */
+static int32_t dot(const int8_t* x, const int8_t* w, int n, int32_t zero_point) {
+  int32_t acc = 0;
+  int i = 0;
+#if AF_NET_DSP
+  const uint32_t minus_zero_point = (uint32_t)(uint16_t)(int16_t)(-zero_point) * 0x00010001u;
+  for (; i + 4 <= n; i += 4) {
+    uint32_t xv, wv;
+    memcpy(&xv, x + i, 4);  /* one (unaligned) 32-bit load each */
+    memcpy(&wv, w + i, 4);
+    acc = SMLAD(SADD16(SXTB16(xv), minus_zero_point), SXTB16(wv), acc);
+    acc = SMLAD(SADD16(SXTB16_ROR8(xv), minus_zero_point), SXTB16_ROR8(wv), acc);
+  }
+#endif
+  for (; i < n; ++i) acc += (x[i] - zero_point) * w[i];
+  return acc;
+}
+
+static int32_t rounding_doubling_high_mul(int32_t a, int32_t b) {
+  if (a == b && a == INT32_MIN) return INT32_MAX;
+  const int64_t ab = (int64_t)a * (int64_t)b;
+  const int64_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+}
+
+static int32_t rounding_divide_by_pot(int32_t x, int exponent) {
+  const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+int32_t af_net_requantise(int32_t x, int32_t multiplier, int32_t shift) {
+  const int left = shift > 0 ? shift : 0;
+  const int right = shift > 0 ? 0 : -shift;
+  return rounding_divide_by_pot(rounding_doubling_high_mul(x * (1 << left), multiplier), right);
+}
+
+/* Offset of cell (y, x) of a (height, width, channels) tensor, channels last. */
+static size_t at(int y, int x, int width, int channels) {
+  return ((size_t)y * (size_t)width + (size_t)x) * (size_t)channels;
+}
+
+static int8_t clamp(int32_t v, int32_t low, int32_t high) {
+  return (int8_t)(v < low ? low : v > high ? high : v);
+}
+
+/* A 2-D convolution; ``depthwise``: one filter per channel (depth multiplier
+ * 1), each output channel reading only its own input channel. */
+static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out, int depthwise) {
+  const int ih = l->in[0], iw = l->in[1], ic = l->in[2];
+  const int kh = l->kernel[0], kw = l->kernel[1];
+  for (int oy = 0; oy < l->out[0]; ++oy)
+    for (int ox = 0; ox < l->out[1]; ++ox)
+      for (int oc = 0; oc < l->out[2]; ++oc) {
+        int32_t acc = l->bias ? l->bias[oc] : 0;
+        for (int ky = 0; ky < kh; ++ky) {
+          const int y = oy * l->stride[0] - l->pad[0] + ky;
+          if (y < 0 || y >= ih) continue;
+          for (int kx = 0; kx < kw; ++kx) {
+            const int x = ox * l->stride[1] - l->pad[1] + kx;
+            if (x < 0 || x >= iw) continue;
+            const int8_t* pixel = in + at(y, x, iw, ic);
+            if (depthwise) {
+              acc += (pixel[oc] - l->in_zero_point) * l->weights[at(ky, kx, kw, ic) + (size_t)oc];
+              continue;
+            }
+            acc += dot(pixel, l->weights + at(oc * kh + ky, kx, kw, ic), ic,
+                       l->in_zero_point);
+          }
+        }
+        acc = af_net_requantise(acc, l->multiplier[oc], l->shift[oc]) + l->out_zero_point;
+        out[at(oy, ox, l->out[1], l->out[2]) + (size_t)oc] = clamp(acc, l->act_min, l->act_max);
+      }
+}
+
+static void max_pool_2d(const af_net_layer* l, const int8_t* in, int8_t* out) {
+  const int ih = l->in[0], iw = l->in[1], c = l->in[2];
+  for (int oy = 0; oy < l->out[0]; ++oy)
+    for (int ox = 0; ox < l->out[1]; ++ox)
+      for (int ch = 0; ch < c; ++ch) {
+        int32_t best = -128;
+        for (int ky = 0; ky < l->kernel[0]; ++ky) {
+          const int y = oy * l->stride[0] - l->pad[0] + ky;
+          if (y < 0 || y >= ih) continue;
+          for (int kx = 0; kx < l->kernel[1]; ++kx) {
+            const int x = ox * l->stride[1] - l->pad[1] + kx;
+            if (x < 0 || x >= iw) continue;
+            const int32_t v = in[at(y, x, iw, c) + (size_t)ch];
+            if (v > best) best = v;
+          }
+        }
+        out[at(oy, ox, l->out[1], c) + (size_t)ch] = clamp(best, l->act_min, l->act_max);
+      }
+}
+
+/* The sum of each channel less the zero points, requantised by a multiplier
+ * that includes the division by the number of cells (as TFLite Micro). */
+static void mean(const af_net_layer* l, const int8_t* in, int8_t* out) {
+  const int n = l->in[0] * l->in[1], c = l->in[2];
+  for (int ch = 0; ch < c; ++ch) {
+    int32_t acc = 0;
+    for (int k = 0; k < n; ++k) acc += in[at(0, k, 0, c) + (size_t)ch] - l->in_zero_point;
+    acc = af_net_requantise(acc, l->multiplier[0], l->shift[0]) + l->out_zero_point;
+    out[ch] = clamp(acc, l->act_min, l->act_max);
+  }
+}
+
+static void fully_connected(const af_net_layer* l, const int8_t* in, int8_t* out) {
+  const int n_in = l->in[0] * l->in[1] * l->in[2];
+  for (int o = 0; o < l->out[2]; ++o) {
+    int32_t acc = l->bias ? l->bias[o] : 0;
+    acc += dot(in, l->weights + at(0, o, 0, n_in), n_in, l->in_zero_point);
+    acc = af_net_requantise(acc, l->multiplier[o], l->shift[o]) + l->out_zero_point;
+    out[o] = clamp(acc, l->act_min, l->act_max);
+  }
+}
+
+/* In single precision on the dequantised input, then quantised to the
+ * output's scale (the tests compare it with TFLite Micro's fixed-point
+ * softmax on every window). */
+static void softmax(const af_net_layer* l, const int8_t* in, int8_t* out) {
+  const int n = l->in[0] * l->in[1] * l->in[2];
+  int32_t top = -128;
+  for (int i = 0; i < n; ++i) top = in[i] > top ? in[i] : top;
+  float sum = 0.0f;
+  for (int i = 0; i < n; ++i) sum += expf(l->in_scale * (float)(in[i] - top));
+  for (int i = 0; i < n; ++i) {
+    const float p = expf(l->in_scale * (float)(in[i] - top)) / sum;
+    out[i] = clamp((int32_t)lrintf(p / l->out_scale) + l->out_zero_point, -128, 127);
+  }
+}
+
+static size_t tensor_size(const int dims[3]) {
+  if (dims[0] < 1 || dims[1] < 1 || dims[2] < 1) return 0;
+  return (size_t)dims[0] * (size_t)dims[1] * (size_t)dims[2];
+}
+
+size_t af_net_arena_bytes(const af_net* net) {
+  if (net == NULL || net->layers == NULL || net->n_layers < 1) return 0;
+  size_t largest = 0;
+  for (int k = 0; k < net->n_layers - 1; ++k) {  /* the last writes the caller's output */
+    const size_t size = tensor_size(net->layers[k].out);
+    largest = size > largest ? size : largest;
+  }
+  return 2 * largest;
+}
+
+int af_net_check(const af_net* net, size_t input_size, size_t output_size) {
+  if (net == NULL || net->layers == NULL) return AF_ERR_NULL;
+  if (net->n_layers < 1) return AF_ERR_ARGUMENT;
+  /* The layers are data from a generated header: check that they chain
+   * before any of them reads or writes memory. */
+  size_t flowing = input_size;
+  for (int k = 0; k < net->n_layers; ++k) {
+    const af_net_layer* l = &net->layers[k];
+    const size_t in_size = tensor_size(l->in), out_size = tensor_size(l->out);
+    if (in_size == 0 || out_size == 0 || in_size != flowing || (unsigned)l->op > (unsigned)AF_NET_DEPTHWISE_CONV_2D)
+      return AF_ERR_ARGUMENT;
+    flowing = out_size;
+  }
+  return flowing == output_size ? AF_OK : AF_ERR_ARGUMENT;
+}
+
+int af_net_run(const af_net* net, const int8_t* input, size_t input_size, int8_t* output,
+               size_t output_size, void* arena, size_t arena_bytes) {
+  if (input == NULL || output == NULL || arena == NULL) return AF_ERR_NULL;
+  const int status = af_net_check(net, input_size, output_size);
+  if (status != AF_OK) return status;
+  const size_t needed = af_net_arena_bytes(net);
+  if (arena_bytes < needed) return AF_ERR_BUFFER;
+  int8_t* buffers[2] = {(int8_t*)arena, (int8_t*)arena + needed / 2};
+  const int8_t* in = input;
+  for (int k = 0; k < net->n_layers; ++k) {
+    const af_net_layer* l = &net->layers[k];
+    int8_t* out = k == net->n_layers - 1 ? output : buffers[k % 2];
+    switch (l->op) {
+      case AF_NET_CONV_2D: conv_2d(l, in, out, 0); break;
+      case AF_NET_DEPTHWISE_CONV_2D: conv_2d(l, in, out, 1); break;
+      case AF_NET_MAX_POOL_2D: max_pool_2d(l, in, out); break;
+      case AF_NET_MEAN: mean(l, in, out); break;
+      case AF_NET_FULLY_CONNECTED: fully_connected(l, in, out); break;
+      case AF_NET_SOFTMAX: softmax(l, in, out); break;
+    }
+    in = out;
+  }
+  return AF_OK;
+}
