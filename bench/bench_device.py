@@ -144,6 +144,43 @@ def m4_figures(model_dir, build, wav, *, seconds, ev):
     print(f"  stack (high-water mark): {s['stack_bytes']:,} B; state: {s['state_bytes']:,} B; "
           f"scratch: {s['scratch_bytes']:,} B")
     print(f"  code: .text {sizes['text']:,} B, .data {sizes['data']:,} B, .bss {sizes['bss']:,} B")
+    if board["detector"]:
+        detector_figures(model_dir, board, per_hop=per_hop, sizes=sizes, ev=ev)
+
+
+def network_bytes(model_dir):
+    """Flash bytes of the int8 network's constants (weights, biases,
+    requantisation) as model_16k_net.h holds them, and its multiply-adds."""
+    import json
+
+    from pipeline import c_network
+    layers = c_network.network_layers((model_dir / "model_16k_int8.tflite").read_bytes())
+    total = sum(np.asarray(layer[key]).size * width for layer in layers
+                for key, width in (("weights", 1), ("bias", 4), ("multiplier", 4), ("shift", 4))
+                if key in layer)
+    meta = json.loads((model_dir / "model_16k.json").read_text())
+    return total, meta.get("conversion", {}).get("figures", {}).get("multiply_adds")
+
+
+def detector_figures(model_dir, board, *, per_hop, sizes, ev):
+    """The whole detector (front end, network, events) per hop, its RAM and
+    flash, ending with the one line scripts read."""
+    s, d = board["summary"], board["detector"]
+    # one window per hop: the network and the events run once per hop
+    network = d["net_instructions"] / max(len(board["network_instructions"]), 1)
+    events = d["event_instructions"] / max(len(board["event_instructions"]), 1)
+    weights, macs = network_bytes(model_dir)
+    n_features = len(next(x for x in board["inputs"] if x is not None))
+    ram = (s["state_bytes"] + s["scratch_bytes"] + d["arena_bytes"] + d["event_bytes"]
+           + n_features + s["stack_bytes"])
+    flash = sizes["text"] + sizes["data"] + weights
+    total = per_hop + network + events
+    print(f"  network: {network:,.0f} instructions per window"
+          + (f" ({network / macs:.1f} per multiply-add, {macs:,} multiply-adds)" if macs else "")
+          + f"; arena {d['arena_bytes']:,} B; weights and requantisation {weights:,} B")
+    print(f"  events: {events:,.0f} instructions per window; state {d['event_bytes']:,} B")
+    print(f"M4F detector: {total:,.0f} instructions per hop (front end {per_hop:,.0f}, network "
+          f"{network:,.0f}, events {events:,.0f}); RAM {ram:,} B; flash {flash:,} B")
 
 
 if __name__ == "__main__":

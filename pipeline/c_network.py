@@ -215,11 +215,12 @@ def network_header(model_bytes, *, source_name):
             f"{layer['out_scale']!r}f, {refs.get('weights', 'NULL')}, "
             f"{refs.get('bias', 'NULL')}, {refs.get('multiplier', 'NULL')}, "
             f"{refs.get('shift', 'NULL')}}},")
-    largest = max([int(np.prod(layer["out"])) for layer in layers[:-1]], default=0)
+    sizes = [int(np.prod(layer["out"])) for layer in layers[:-1]]  # as af_net_arena_bytes
+    arena = max([a + b for a, b in zip([0] + sizes, sizes)], default=0)
     last = layers[-1]
     return (head + "".join(arrays)
             + "\n// MODEL_NET_ARENA_BYTES equals af_net_arena_bytes(&af_model_net).\n"
-            f"enum {{ MODEL_NET_LAYERS = {len(layers)}, MODEL_NET_ARENA_BYTES = {2 * largest},\n"
+            f"enum {{ MODEL_NET_LAYERS = {len(layers)}, MODEL_NET_ARENA_BYTES = {arena},\n"
             f"       MODEL_NET_INPUTS = {int(np.prod(layers[0]['in']))}, "
             f"MODEL_NET_OUTPUTS = {int(np.prod(last['out']))} }};\n"
             f"// The output tensor's quantisation (what af_output_probabilities needs).\n"

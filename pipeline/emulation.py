@@ -55,6 +55,12 @@ def run(elf, samples, *, timeout_s=600):
         with ``-icount shift=0`` (1 ns per instruction; the board's 25 MHz
         timer ticks every 40); ``summary``: the program's summary figures
         (samples, windows, instructions, stack, state and scratch bytes).
+        Built as the whole detector (a model with a network header), also
+        ``outputs`` (the int8 output of each window with features),
+        ``windows`` (centre and probabilities, as the host tool's
+        ``--stream --events`` prints them), ``events`` (its event lines, split),
+        ``detector`` (network and event instructions, arena and event bytes)
+        and ``network_instructions`` / ``event_instructions`` per window.
     """
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "clip.raw"
@@ -66,15 +72,33 @@ def run(elf, samples, *, timeout_s=600):
     if result.returncode != 0:
         raise PipelineError(f"the emulated front end failed (status {result.returncode}): "
                             f"{(result.stdout + result.stderr).strip()[-500:]}")
-    inputs, instructions, summary = [], [], {}
+    found = {"inputs": [], "instructions": [], "summary": {}, "outputs": [], "windows": [],
+             "events": [], "detector": {}, "network_instructions": [], "event_instructions": []}
     lines = result.stdout.splitlines()
+
+    def figures(line):
+        return {k: int(v) for k, v in (item.split("=") for item in line.split()[1:])}
+
     for line in lines:
         if line.startswith("cost window="):
-            instructions.append(int(line.split("=", 1)[1]))
+            found["instructions"].append(int(line.split("=", 1)[1]))
+        elif line.startswith("cost net="):
+            cost = figures(line)
+            found["network_instructions"].append(cost["net"])
+            found["event_instructions"].append(cost["events"])
         elif line.startswith("summary "):
-            summary = {k: int(v) for k, v in (item.split("=") for item in line.split()[1:])}
+            found["summary"] = figures(line)
+        elif line.startswith("detector "):
+            found["detector"] = figures(line)
+        elif line.startswith("output "):
+            found["outputs"].append(np.array(line.split()[1:], np.int64))
+        elif line.startswith("window "):
+            found["windows"].append([float(v) for v in line.split()[1:]])
+        elif line.startswith("event "):
+            found["events"].append(line.split()[1:])
         else:
-            inputs.append(np.array(line.split(), np.int64) if line.strip() else None)
-    if len(inputs) != len(instructions) or summary.get("windows") != len(inputs):
+            found["inputs"].append(np.array(line.split(), np.int64) if line.strip() else None)
+    if (len(found["inputs"]) != len(found["instructions"])
+            or found["summary"].get("windows") != len(found["inputs"])):
         raise PipelineError(f"unexpected output from the emulated front end: {lines[-3:]}")
-    return {"inputs": inputs, "instructions": instructions, "summary": summary}
+    return found

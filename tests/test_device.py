@@ -478,6 +478,38 @@ def test_m4_int8_inputs_equal_the_host_and_predict_py(trained, m4, tmp_path):
 
 
 @needs_arm
+def test_m4_whole_detector_equals_the_host_tool_and_tflite_micro(trained, m4, tmp_path):
+    """#35: front end, int8 network and events on the emulated Cortex-M4F
+    (with its DSP instructions) give the host tool's `--stream --events`
+    windows and events for the same recording, and TFLite Micro's int8
+    output for every window's input."""
+    from tflite_micro.python.tflite_micro import runtime
+    _, model_dir, tool = trained
+    samples = int16_clip(features.load_audio(long_recording(tmp_path), SR))
+    board = emulation.run(m4, samples)
+    host = subprocess.run([str(tool), "--stream", "--events"],
+                          input=samples.astype("<i2").tobytes(), capture_output=True)
+    assert host.returncode == 0, host.stderr
+    lines = [line.split() for line in host.stdout.decode().splitlines()]
+    windows = [[float(v) for v in line[1:]] for line in lines if line[0] == "window"]
+    events = [line[1:] for line in lines if line[0] == "event"]
+    assert events, "the recording should hold events"
+    assert len(board["windows"]) == len(windows) >= 10
+    np.testing.assert_allclose(board["windows"], windows, atol=2e-6)
+    assert board["events"] == events
+    micro = runtime.Interpreter.from_bytes((model_dir / "model_16k_int8.tflite").read_bytes())
+    usable = [x for x in board["inputs"] if x is not None]
+    assert len(usable) == len(board["outputs"]) > 0
+    for x, got in zip(usable, board["outputs"]):
+        micro.set_input(x.astype(np.int8)[None, :], 0)
+        micro.invoke()
+        np.testing.assert_array_equal(got, micro.get_output(0)[0].astype(int))
+    detector = board["detector"]
+    assert detector["net_instructions"] == sum(board["network_instructions"]) > 0
+    assert 0 < detector["event_instructions"] < detector["net_instructions"]
+
+
+@needs_arm
 def test_m4_reports_cost_and_memory(trained, m4):
     board = emulation.run(m4, int16_clip(noise(3.0, level=0.3, seed=2)))
     summary = board["summary"]

@@ -7,7 +7,12 @@
  * clip.raw: 16 kHz mono int16 samples (little-endian). Prints one line per
  * window, the int8 model input as the host tool prints it (an empty line
  * for a window without features), then one "cost" line per window and a
- * summary. With -icount shift=0 every instruction takes 1 ns of virtual
+ * summary. Built with the model's network header (AF_M4_DETECTOR: `make -C
+ * device m4` when model_16k_net.h is there), it is the whole detector: each
+ * window also runs the int8 network ("output" line: its int8 output), the
+ * calibration and the event finder, as `features --stream --events` does
+ * ("window CENTRE_S P..." and "event CLASS START_S END_S PEAK MEAN" lines),
+ * and the cost line counts the network's and the events' instructions. With -icount shift=0 every instruction takes 1 ns of virtual
  * time and the board's 25 MHz timer ticks every 40 instructions, so ticks
  * x 40 is the instruction count. */
 #include <stdint.h>
@@ -16,6 +21,16 @@
 #include "af_frontend.h"
 #include "af_rfft.h"
 #include "model_16k_frontend.h"
+#ifdef AF_M4_DETECTOR
+#include "af_events.h"
+#include "af_net.h"
+#include "model_16k_net.h"
+typedef char net_reads_the_front_ends_features[MODEL_NET_INPUTS == AF_MODEL_N_FEATURES ? 1 : -1];
+typedef char net_writes_one_value_per_label[MODEL_NET_OUTPUTS == AF_MODEL_NUM_LABELS ? 1 : -1];
+static uint64_t net_arena[(MODEL_NET_ARENA_BYTES + 7) / 8];
+static af_events events;
+static uint64_t net_instructions, event_instructions;
+#endif
 
 #define TIMER0 ((volatile uint32_t*)0x40000000u) /* CMSDK APB timer 0: CTRL, VALUE, RELOAD */
 #define INSTRUCTIONS_PER_TICK 40u
@@ -48,11 +63,57 @@ static uint32_t stack_used(const uint32_t* top) {
 static uint64_t window_instructions, push_instructions;
 static uint32_t max_stack;
 
+#ifdef AF_M4_DETECTOR
+static void print_events(const af_event* found, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    printf("event %s %.3f %.3f %.6f %.6f\n", af_model_labels[found[i].class_index],
+           found[i].start_s, found[i].end_s, (double)found[i].peak_probability,
+           (double)found[i].mean_probability);
+}
+
+/* The network, the calibration and the event finder on one window, timed
+ * and with the stack watched as the front end is; 1 on a failure. */
+static int detect(int usable, double centre_s) {
+  float probs[AF_MODEL_NUM_LABELS] = {0};
+  int8_t output[AF_MODEL_NUM_LABELS];
+  uint32_t* top = paint_stack();
+  uint32_t start = ticks();
+  if (usable && af_net_run(&af_model_net, input, AF_MODEL_N_FEATURES, output,
+                           AF_MODEL_NUM_LABELS, net_arena, sizeof net_arena) != AF_OK)
+    return 1;
+  const uint64_t net = (uint64_t)(start - ticks()) * INSTRUCTIONS_PER_TICK;
+  af_event found[AF_MODEL_NUM_LABELS];
+  size_t n = 0;
+  start = ticks();
+  if (usable && af_output_probabilities(output, AF_MODEL_NUM_LABELS, kOutputScale,
+                                        kOutputZeroPoint, kTemperature, probs) != AF_OK)
+    return 1;
+  if (af_events_push(&events, probs, centre_s, found, AF_MODEL_NUM_LABELS, &n) != AF_OK) return 1;
+  const uint64_t spent = (uint64_t)(start - ticks()) * INSTRUCTIONS_PER_TICK;
+  const uint32_t used = stack_used(top);
+  if (used > max_stack) max_stack = used;
+  net_instructions += net;
+  event_instructions += spent;
+  if (usable) {
+    printf("output");
+    for (int c = 0; c < AF_MODEL_NUM_LABELS; ++c) printf(" %d", output[c]);
+    putchar('\n');
+  }
+  printf("window %.3f", centre_s);
+  for (int c = 0; c < AF_MODEL_NUM_LABELS; ++c) printf(" %.6f", (double)probs[c]);
+  putchar('\n');
+  print_events(found, n);
+  printf("cost net=%llu events=%llu\n", (unsigned long long)net, (unsigned long long)spent);
+  return 0;
+}
+#endif
+
 static int emit_window(int* windows, int* failed) {
   uint32_t* top = paint_stack();
   const uint32_t start = ticks();
+  double centre_s = 0.0;
   const int status = af_stream_window(&stream, af_rfft, &fft, scratch, sizeof scratch, input,
-                                      sizeof input, NULL, NULL, NULL);
+                                      sizeof input, NULL, NULL, &centre_s);
   const uint64_t spent = (uint64_t)(start - ticks()) * INSTRUCTIONS_PER_TICK;
   const uint32_t used = stack_used(top);
   if (used > max_stack) max_stack = used;
@@ -64,6 +125,11 @@ static int emit_window(int* windows, int* failed) {
     *failed = 1;
   }
   printf("\ncost window=%llu\n", (unsigned long long)spent);
+#ifdef AF_M4_DETECTOR
+  if (!*failed && detect(status == AF_OK, centre_s) != 0) *failed = 1;
+#else
+  (void)centre_s;
+#endif
   return status;
 }
 
@@ -85,6 +151,13 @@ int main(int argc, char** argv) {
     printf("cannot start the front end\n");
     return 1;
   }
+#ifdef AF_M4_DETECTOR
+  if (af_events_init(&events, &af_model_events) != AF_OK ||
+      af_net_check(&af_model_net, AF_MODEL_N_FEATURES, AF_MODEL_NUM_LABELS) != AF_OK) {
+    printf("cannot start the network or the events\n");
+    return 1;
+  }
+#endif
   static int16_t block[1000];
   size_t got;
   int windows = 0, failed = 0;
@@ -106,6 +179,17 @@ int main(int argc, char** argv) {
   }
   fclose(file);
   if (!failed && af_stream_finish(&stream) == AF_WINDOW_READY) emit_window(&windows, &failed);
+#ifdef AF_M4_DETECTOR
+  af_event open_events[AF_MODEL_NUM_LABELS * (AF_EVENTS_MAX_SMOOTH / 2 + 2)];
+  size_t n_open = 0;
+  if (!failed && af_events_finish(&events, open_events,
+                                  sizeof open_events / sizeof open_events[0], &n_open) == AF_OK)
+    print_events(open_events, n_open);
+  printf("detector net_instructions=%llu event_instructions=%llu arena_bytes=%lu "
+         "event_bytes=%lu\n", (unsigned long long)net_instructions,
+         (unsigned long long)event_instructions, (unsigned long)sizeof net_arena,
+         (unsigned long)sizeof events);
+#endif
   printf("summary samples=%llu windows=%d window_instructions=%llu push_instructions=%llu "
          "stack_bytes=%lu state_bytes=%lu scratch_bytes=%lu\n",
          (unsigned long long)samples, windows, (unsigned long long)window_instructions,

@@ -86,30 +86,48 @@ static int8_t clamp(int32_t v, int32_t low, int32_t high) {
 /* A 2-D convolution; ``depthwise``: one filter per channel (depth multiplier
  * 1), each output channel reading only its own input channel. */
 static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out, int depthwise) {
+  /* Every field in a local: writes through int8_t* may alias anything, so
+   * the compiler would reload them from the layer after each store. */
   const int ih = l->in[0], iw = l->in[1], ic = l->in[2];
+  const int oh = l->out[0], ow = l->out[1], oc_n = l->out[2];
   const int kh = l->kernel[0], kw = l->kernel[1];
-  for (int oy = 0; oy < l->out[0]; ++oy)
-    for (int ox = 0; ox < l->out[1]; ++ox)
-      for (int oc = 0; oc < l->out[2]; ++oc) {
-        int32_t acc = l->bias ? l->bias[oc] : 0;
-        for (int ky = 0; ky < kh; ++ky) {
-          const int y = oy * l->stride[0] - l->pad[0] + ky;
-          if (y < 0 || y >= ih) continue;
-          for (int kx = 0; kx < kw; ++kx) {
-            const int x = ox * l->stride[1] - l->pad[1] + kx;
-            if (x < 0 || x >= iw) continue;
-            const int8_t* pixel = in + at(y, x, iw, ic);
-            if (depthwise) {
-              acc += (pixel[oc] - l->in_zero_point) * l->weights[at(ky, kx, kw, ic) + (size_t)oc];
-              continue;
-            }
-            acc += dot(pixel, l->weights + at(oc * kh + ky, kx, kw, ic), ic,
-                       l->in_zero_point);
+  const int sy = l->stride[0], sx = l->stride[1], py = l->pad[0], px = l->pad[1];
+  const int32_t zero_point = l->in_zero_point, out_zero_point = l->out_zero_point;
+  const int32_t low = l->act_min, high = l->act_max;
+  const int8_t* const weights = l->weights;
+  const int32_t* const bias = l->bias;
+  const int32_t* const multiplier = l->multiplier;
+  const int32_t* const shift = l->shift;
+  for (int oy = 0; oy < oh; ++oy) {
+    const int y0 = oy * sy - py;
+    const int ky_first = y0 < 0 ? -y0 : 0, ky_end = y0 + kh > ih ? ih - y0 : kh;
+    for (int ox = 0; ox < ow; ++ox) {
+      const int x0 = ox * sx - px;
+      const int kx_first = x0 < 0 ? -x0 : 0, kx_end = x0 + kw > iw ? iw - x0 : kw;
+      int8_t* const cell = out + at(oy, ox, ow, oc_n);
+      for (int oc = 0; oc < oc_n; ++oc) {
+        int32_t acc = bias ? bias[oc] : 0;
+        for (int ky = ky_first; ky < ky_end; ++ky) {
+          const int8_t* row = in + at(y0 + ky, x0, iw, ic);
+          if (depthwise) {
+            for (int kx = kx_first; kx < kx_end; ++kx)
+              acc += (row[at(0, kx, 0, ic) + (size_t)oc] - zero_point) *
+                     weights[at(ky, kx, kw, ic) + (size_t)oc];
+          } else if (ic == 1) {  /* the first layer: the taps of a row are one run */
+            const int8_t* w = weights + at(oc * kh + ky, 0, kw, 1);
+            acc += dot(row + kx_first, w + kx_first, kx_end - kx_first, zero_point);
+          } else {
+            const int8_t* w = weights + at(oc * kh + ky, 0, kw, ic);
+            /* a row of taps is kw * ic contiguous values in both the input and the filter */
+            acc += dot(row + at(0, kx_first, 0, ic), w + at(0, kx_first, 0, ic),
+                       (kx_end - kx_first) * ic, zero_point);
           }
         }
-        acc = af_net_requantise(acc, l->multiplier[oc], l->shift[oc]) + l->out_zero_point;
-        out[at(oy, ox, l->out[1], l->out[2]) + (size_t)oc] = clamp(acc, l->act_min, l->act_max);
+        acc = af_net_requantise(acc, multiplier[oc], shift[oc]) + out_zero_point;
+        cell[oc] = clamp(acc, low, high);
       }
+    }
+  }
 }
 
 static void max_pool_2d(const af_net_layer* l, const int8_t* in, int8_t* out) {
@@ -174,14 +192,18 @@ static size_t tensor_size(const int dims[3]) {
   return (size_t)dims[0] * (size_t)dims[1] * (size_t)dims[2];
 }
 
+/* Layer k writes at one end of the arena while it reads what layer k - 1
+ * wrote at the other end (the first reads the caller's input, the last
+ * writes the caller's output): the arena holds the largest such pair. */
 size_t af_net_arena_bytes(const af_net* net) {
   if (net == NULL || net->layers == NULL || net->n_layers < 1) return 0;
-  size_t largest = 0;
-  for (int k = 0; k < net->n_layers - 1; ++k) {  /* the last writes the caller's output */
+  size_t largest = 0, previous = 0;
+  for (int k = 0; k < net->n_layers - 1; ++k) {
     const size_t size = tensor_size(net->layers[k].out);
-    largest = size > largest ? size : largest;
+    largest = previous + size > largest ? previous + size : largest;
+    previous = size;
   }
-  return 2 * largest;
+  return largest;
 }
 
 int af_net_check(const af_net* net, size_t input_size, size_t output_size) {
@@ -207,11 +229,12 @@ int af_net_run(const af_net* net, const int8_t* input, size_t input_size, int8_t
   if (status != AF_OK) return status;
   const size_t needed = af_net_arena_bytes(net);
   if (arena_bytes < needed) return AF_ERR_BUFFER;
-  int8_t* buffers[2] = {(int8_t*)arena, (int8_t*)arena + needed / 2};
   const int8_t* in = input;
   for (int k = 0; k < net->n_layers; ++k) {
     const af_net_layer* l = &net->layers[k];
-    int8_t* out = k == net->n_layers - 1 ? output : buffers[k % 2];
+    int8_t* out = k == net->n_layers - 1 ? output
+                  : k % 2 == 0 ? (int8_t*)arena  /* the start, then the end, in turn */
+                  : (int8_t*)arena + needed - tensor_size(l->out);
     switch (l->op) {
       case AF_NET_CONV_2D: conv_2d(l, in, out, 0); break;
       case AF_NET_DEPTHWISE_CONV_2D: conv_2d(l, in, out, 1); break;
