@@ -16,7 +16,12 @@
 #include <arm_acle.h>
 #define AF_NET_DSP 1
 #define SXTB16(x) __sxtb16(x)
-#define SXTB16_ROR8(x) __sxtb16(((x) >> 8) | ((x) << 24)) /* SXTB16 ..., ROR #8 */
+static inline uint32_t sxtb16_ror8(uint32_t x) { /* one instruction: SXTB16 with ROR #8 */
+  uint32_t result;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(result) : "r"(x));
+  return result;
+}
+#define SXTB16_ROR8(x) sxtb16_ror8(x)
 #define SADD16(a, b) __sadd16((a), (b))
 #define SMLAD(a, b, acc) __smlad((a), (b), (acc))
 #elif defined(AF_NET_DSP_EMULATE) && !defined(AF_NET_PORTABLE)
@@ -35,6 +40,37 @@ static int32_t SMLAD(uint32_t a, uint32_t b, int32_t acc) {
 #else
 #define AF_NET_DSP 0
 #endif
+
+/* The dot products of x with two filters at once (acc[0] with w0, acc[1]
+ * with w1): each input word is loaded and widened once for both, as
+ * CMSIS-NN's kernels share their loads. */
+static void dot2(const int8_t* x, const int8_t* w0, const int8_t* w1, int n, int32_t zero_point,
+                 int32_t acc[2]) {
+  int32_t a = acc[0], b = acc[1];
+  int i = 0;
+#if AF_NET_DSP
+  const uint32_t minus_zero_point = (uint32_t)(uint16_t)(int16_t)(-zero_point) * 0x00010001u;
+  for (; i + 4 <= n; i += 4) {
+    uint32_t xv, v0, v1;
+    memcpy(&xv, x + i, 4);
+    memcpy(&v0, w0 + i, 4);
+    memcpy(&v1, w1 + i, 4);
+    const uint32_t x02 = SADD16(SXTB16(xv), minus_zero_point);
+    const uint32_t x13 = SADD16(SXTB16_ROR8(xv), minus_zero_point);
+    a = SMLAD(x02, SXTB16(v0), a);
+    a = SMLAD(x13, SXTB16_ROR8(v0), a);
+    b = SMLAD(x02, SXTB16(v1), b);
+    b = SMLAD(x13, SXTB16_ROR8(v1), b);
+  }
+#endif
+  for (; i < n; ++i) {
+    const int32_t v = x[i] - zero_point;
+    a += v * w0[i];
+    b += v * w1[i];
+  }
+  acc[0] = a;
+  acc[1] = b;
+}
 
 /* sum over i < n of (x[i] - zero_point) * w[i] */
 static int32_t dot(const int8_t* x, const int8_t* w, int n, int32_t zero_point) {
@@ -58,7 +94,8 @@ static int32_t rounding_doubling_high_mul(int32_t a, int32_t b) {
   if (a == b && a == INT32_MIN) return INT32_MAX;
   const int64_t ab = (int64_t)a * (int64_t)b;
   const int64_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
-  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+  const int64_t v = ab + nudge;  /* divided by 2^31 toward zero, without a 64-bit division */
+  return (int32_t)(v >= 0 ? v >> 31 : -((-v) >> 31));
 }
 
 static int32_t rounding_divide_by_pot(int32_t x, int exponent) {
@@ -73,6 +110,8 @@ int32_t af_net_requantise(int32_t x, int32_t multiplier, int32_t shift) {
   const int right = shift > 0 ? 0 : -shift;
   return rounding_divide_by_pot(rounding_doubling_high_mul(x * (1 << left), multiplier), right);
 }
+
+#define MAX_SINGLE_CHANNEL_TAPS 25 /* a first layer's kernel read once per pixel: up to 5 x 5 */
 
 /* Offset of cell (y, x) of a (height, width, channels) tensor, channels last. */
 static size_t at(int y, int x, int width, int channels) {
@@ -105,7 +144,38 @@ static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out, int de
       const int x0 = ox * sx - px;
       const int kx_first = x0 < 0 ? -x0 : 0, kx_end = x0 + kw > iw ? iw - x0 : kw;
       int8_t* const cell = out + at(oy, ox, ow, oc_n);
-      for (int oc = 0; oc < oc_n; ++oc) {
+      const size_t taps = (size_t)(kx_end - kx_first) * (size_t)ic;  /* a row, contiguous */
+      int oc = 0;
+      if (!depthwise && ic == 1 && kh * kw <= MAX_SINGLE_CHANNEL_TAPS) {
+        /* the first layer: its few taps read once for all the filters (a
+         * tap in the padding contributes 0, as when it is skipped) */
+        int32_t taps_of[MAX_SINGLE_CHANNEL_TAPS];
+        for (int ky = 0; ky < kh; ++ky)
+          for (int kx = 0; kx < kw; ++kx)
+            taps_of[ky * kw + kx] = ky >= ky_first && ky < ky_end && kx >= kx_first && kx < kx_end
+                                        ? in[at(y0 + ky, x0 + kx, iw, 1)] - zero_point : 0;
+        for (; oc < oc_n; ++oc) {
+          const int8_t* w = weights + at(0, oc, 0, kh * kw);
+          int32_t acc = bias ? bias[oc] : 0;
+          for (int t = 0; t < kh * kw; ++t) acc += taps_of[t] * w[t];
+          cell[oc] = clamp(af_net_requantise(acc, multiplier[oc], shift[oc]) + out_zero_point,
+                           low, high);
+        }
+      }
+      if (!depthwise && ic > 1) {  /* two filters at a time, sharing the input's loads */
+        for (; oc + 2 <= oc_n; oc += 2) {
+          int32_t acc[2] = {bias ? bias[oc] : 0, bias ? bias[oc + 1] : 0};
+          for (int ky = ky_first; ky < ky_end; ++ky) {
+            const int8_t* row = in + at(y0 + ky, x0 + kx_first, iw, ic);
+            const int8_t* w = weights + at(oc * kh + ky, kx_first, kw, ic);
+            dot2(row, w, w + at(kh, 0, kw, ic), (int)taps, zero_point, acc);
+          }
+          for (int k = 0; k < 2; ++k)
+            cell[oc + k] = clamp(af_net_requantise(acc[k], multiplier[oc + k], shift[oc + k]) +
+                                     out_zero_point, low, high);
+        }
+      }
+      for (; oc < oc_n; ++oc) {
         int32_t acc = bias ? bias[oc] : 0;
         for (int ky = ky_first; ky < ky_end; ++ky) {
           const int8_t* row = in + at(y0 + ky, x0, iw, ic);
@@ -113,14 +183,12 @@ static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out, int de
             for (int kx = kx_first; kx < kx_end; ++kx)
               acc += (row[at(0, kx, 0, ic) + (size_t)oc] - zero_point) *
                      weights[at(ky, kx, kw, ic) + (size_t)oc];
-          } else if (ic == 1) {  /* the first layer: the taps of a row are one run */
+          } else if (ic == 1) {  /* the first layer: a few taps per row, no call */
             const int8_t* w = weights + at(oc * kh + ky, 0, kw, 1);
-            acc += dot(row + kx_first, w + kx_first, kx_end - kx_first, zero_point);
+            for (int kx = kx_first; kx < kx_end; ++kx) acc += (row[kx] - zero_point) * w[kx];
           } else {
-            const int8_t* w = weights + at(oc * kh + ky, 0, kw, ic);
-            /* a row of taps is kw * ic contiguous values in both the input and the filter */
-            acc += dot(row + at(0, kx_first, 0, ic), w + at(0, kx_first, 0, ic),
-                       (kx_end - kx_first) * ic, zero_point);
+            acc += dot(row + at(0, kx_first, 0, ic),
+                       weights + at(oc * kh + ky, kx_first, kw, ic), (int)taps, zero_point);
           }
         }
         acc = af_net_requantise(acc, multiplier[oc], shift[oc]) + out_zero_point;
@@ -131,23 +199,28 @@ static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out, int de
 }
 
 static void max_pool_2d(const af_net_layer* l, const int8_t* in, int8_t* out) {
-  const int ih = l->in[0], iw = l->in[1], c = l->in[2];
-  for (int oy = 0; oy < l->out[0]; ++oy)
-    for (int ox = 0; ox < l->out[1]; ++ox)
+  const int ih = l->in[0], iw = l->in[1], c = l->in[2], oh = l->out[0], ow = l->out[1];
+  const int kh = l->kernel[0], kw = l->kernel[1], sy = l->stride[0], sx = l->stride[1];
+  const int py = l->pad[0], px = l->pad[1];
+  const int32_t low = l->act_min, high = l->act_max;  /* locals: see conv_2d */
+  for (int oy = 0; oy < oh; ++oy) {
+    const int y0 = oy * sy - py;
+    const int ky_first = y0 < 0 ? -y0 : 0, ky_end = y0 + kh > ih ? ih - y0 : kh;
+    for (int ox = 0; ox < ow; ++ox) {
+      const int x0 = ox * sx - px;
+      const int kx_first = x0 < 0 ? -x0 : 0, kx_end = x0 + kw > iw ? iw - x0 : kw;
+      int8_t* const cell = out + at(oy, ox, ow, c);
       for (int ch = 0; ch < c; ++ch) {
         int32_t best = -128;
-        for (int ky = 0; ky < l->kernel[0]; ++ky) {
-          const int y = oy * l->stride[0] - l->pad[0] + ky;
-          if (y < 0 || y >= ih) continue;
-          for (int kx = 0; kx < l->kernel[1]; ++kx) {
-            const int x = ox * l->stride[1] - l->pad[1] + kx;
-            if (x < 0 || x >= iw) continue;
-            const int32_t v = in[at(y, x, iw, c) + (size_t)ch];
+        for (int ky = ky_first; ky < ky_end; ++ky)
+          for (int kx = kx_first; kx < kx_end; ++kx) {
+            const int32_t v = in[at(y0 + ky, x0 + kx, iw, c) + (size_t)ch];
             if (v > best) best = v;
           }
-        }
-        out[at(oy, ox, l->out[1], c) + (size_t)ch] = clamp(best, l->act_min, l->act_max);
+        cell[ch] = clamp(best, low, high);
       }
+    }
+  }
 }
 
 /* The sum of each channel less the zero points, requantised by a multiplier
