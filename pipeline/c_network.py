@@ -177,6 +177,26 @@ def _array(kind, name, values, per_row=16):
     return f"static const {kind} {name}[{len(values)}] = {{\n{rows}}};\n"
 
 
+MAX_FUSED_CHANNELS = 256  # AF_NET_MAX_FUSED_CHANNELS of device/src/af_net.c
+
+
+def arena_bytes(layers):
+    """The bytes af_net_arena_bytes computes for ``layers``: each step (a
+    layer, or a convolution fused with the max pooling after it) writes at
+    one end of the arena while reading what the step before wrote at the
+    other; the caller owns the input and the output."""
+    sizes, k = [], 0
+    while k < len(layers):
+        if (k + 1 < len(layers) and layers[k]["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
+                and layers[k + 1]["op"] == "MAX_POOL_2D" and tuple(layers[k + 1]["pad"]) == (0, 0)
+                and 1 <= layers[k]["out"][2] <= MAX_FUSED_CHANNELS):
+            k += 1  # the step's output is the pooling's
+        if k < len(layers) - 1:
+            sizes.append(int(np.prod(layers[k]["out"])))
+        k += 1
+    return max([a + b for a, b in zip([0] + sizes, sizes)], default=0)
+
+
 def network_header(model_bytes, *, source_name):
     """``model_16k_net.h``: the network's layers for device/src/af_net.c
     (``af_model_net``), the arena it needs and the output's quantisation, or,
@@ -215,8 +235,7 @@ def network_header(model_bytes, *, source_name):
             f"{layer['out_scale']!r}f, {refs.get('weights', 'NULL')}, "
             f"{refs.get('bias', 'NULL')}, {refs.get('multiplier', 'NULL')}, "
             f"{refs.get('shift', 'NULL')}}},")
-    sizes = [int(np.prod(layer["out"])) for layer in layers[:-1]]  # as af_net_arena_bytes
-    arena = max([a + b for a, b in zip([0] + sizes, sizes)], default=0)
+    arena = arena_bytes(layers)
     last = layers[-1]
     return (head + "".join(arrays)
             + "\n// MODEL_NET_ARENA_BYTES equals af_net_arena_bytes(&af_model_net).\n"

@@ -111,6 +111,7 @@ int32_t af_net_requantise(int32_t x, int32_t multiplier, int32_t shift) {
   return rounding_divide_by_pot(rounding_doubling_high_mul(x * (1 << left), multiplier), right);
 }
 
+#define AF_NET_MAX_FUSED_CHANNELS 256 /* a convolution fused with its pooling: channels */
 #define MAX_SINGLE_CHANNEL_TAPS 25 /* a first layer's kernel read once per pixel: up to 5 x 5 */
 
 /* Offset of cell (y, x) of a (height, width, channels) tensor, channels last. */
@@ -122,13 +123,15 @@ static int8_t clamp(int32_t v, int32_t low, int32_t high) {
   return (int8_t)(v < low ? low : v > high ? high : v);
 }
 
-/* A 2-D convolution; ``depthwise``: one filter per channel (depth multiplier
- * 1), each output channel reading only its own input channel. */
-static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out, int depthwise) {
+/* One output cell (oy, ox) of a 2-D convolution, every channel, into
+ * ``cell``; DEPTHWISE_CONV_2D: one filter per channel (depth multiplier 1),
+ * each output channel reading only its own input channel. */
+static void conv_cell(const af_net_layer* l, const int8_t* in, int oy, int ox, int8_t* cell) {
+  const int depthwise = l->op == AF_NET_DEPTHWISE_CONV_2D;
   /* Every field in a local: writes through int8_t* may alias anything, so
    * the compiler would reload them from the layer after each store. */
   const int ih = l->in[0], iw = l->in[1], ic = l->in[2];
-  const int oh = l->out[0], ow = l->out[1], oc_n = l->out[2];
+  const int oc_n = l->out[2];
   const int kh = l->kernel[0], kw = l->kernel[1];
   const int sy = l->stride[0], sx = l->stride[1], py = l->pad[0], px = l->pad[1];
   const int32_t zero_point = l->in_zero_point, out_zero_point = l->out_zero_point;
@@ -137,13 +140,12 @@ static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out, int de
   const int32_t* const bias = l->bias;
   const int32_t* const multiplier = l->multiplier;
   const int32_t* const shift = l->shift;
-  for (int oy = 0; oy < oh; ++oy) {
+  {
     const int y0 = oy * sy - py;
     const int ky_first = y0 < 0 ? -y0 : 0, ky_end = y0 + kh > ih ? ih - y0 : kh;
-    for (int ox = 0; ox < ow; ++ox) {
+    {
       const int x0 = ox * sx - px;
       const int kx_first = x0 < 0 ? -x0 : 0, kx_end = x0 + kw > iw ? iw - x0 : kw;
-      int8_t* const cell = out + at(oy, ox, ow, oc_n);
       const size_t taps = (size_t)(kx_end - kx_first) * (size_t)ic;  /* a row, contiguous */
       int oc = 0;
       if (!depthwise && ic == 1 && kh * kw <= MAX_SINGLE_CHANNEL_TAPS) {
@@ -196,6 +198,50 @@ static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out, int de
       }
     }
   }
+}
+
+static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out) {
+  for (int oy = 0; oy < l->out[0]; ++oy)
+    for (int ox = 0; ox < l->out[1]; ++ox)
+      conv_cell(l, in, oy, ox, out + at(oy, ox, l->out[1], l->out[2]));
+}
+
+/* Whether layers k and k + 1 run fused: a convolution, then a max pooling
+ * without padding over its output (pipeline/c_network.py decides alike).
+ * Each pooled cell is the maximum of the convolution cells under it,
+ * computed as they are needed: the convolution's output never sits in the
+ * arena (the largest tensor of our CNN). */
+static int fused(const af_net* net, int k) {
+  if (k + 1 >= net->n_layers) return 0;
+  const af_net_layer* conv = &net->layers[k];
+  const af_net_layer* pool = &net->layers[k + 1];
+  return (conv->op == AF_NET_CONV_2D || conv->op == AF_NET_DEPTHWISE_CONV_2D) &&
+         pool->op == AF_NET_MAX_POOL_2D && pool->pad[0] == 0 && pool->pad[1] == 0 &&
+         conv->out[2] >= 1 && conv->out[2] <= AF_NET_MAX_FUSED_CHANNELS;
+}
+
+static void conv_pool(const af_net_layer* conv, const af_net_layer* pool, const int8_t* in,
+                      int8_t* out) {
+  int8_t cell[AF_NET_MAX_FUSED_CHANNELS];
+  int32_t best[AF_NET_MAX_FUSED_CHANNELS];
+  const int c = conv->out[2], conv_h = conv->out[0], conv_w = conv->out[1];
+  const int32_t low = pool->act_min, high = pool->act_max;
+  for (int oy = 0; oy < pool->out[0]; ++oy)
+    for (int ox = 0; ox < pool->out[1]; ++ox) {
+      for (int k = 0; k < c; ++k) best[k] = -128;
+      for (int ky = 0; ky < pool->kernel[0]; ++ky) {
+        const int y = oy * pool->stride[0] + ky;
+        if (y >= conv_h) continue;
+        for (int kx = 0; kx < pool->kernel[1]; ++kx) {
+          const int x = ox * pool->stride[1] + kx;
+          if (x >= conv_w) continue;
+          conv_cell(conv, in, y, x, cell);
+          for (int k = 0; k < c; ++k) best[k] = cell[k] > best[k] ? cell[k] : best[k];
+        }
+      }
+      int8_t* const pooled = out + at(oy, ox, pool->out[1], c);
+      for (int k = 0; k < c; ++k) pooled[k] = clamp(best[k], low, high);
+    }
 }
 
 static void max_pool_2d(const af_net_layer* l, const int8_t* in, int8_t* out) {
@@ -265,13 +311,16 @@ static size_t tensor_size(const int dims[3]) {
   return (size_t)dims[0] * (size_t)dims[1] * (size_t)dims[2];
 }
 
-/* Layer k writes at one end of the arena while it reads what layer k - 1
- * wrote at the other end (the first reads the caller's input, the last
- * writes the caller's output): the arena holds the largest such pair. */
+/* Each step (a layer, or a convolution fused with its pooling) writes at
+ * one end of the arena while it reads what the step before wrote at the
+ * other end (the first reads the caller's input, the last writes the
+ * caller's output): the arena holds the largest such pair. */
 size_t af_net_arena_bytes(const af_net* net) {
   if (net == NULL || net->layers == NULL || net->n_layers < 1) return 0;
   size_t largest = 0, previous = 0;
-  for (int k = 0; k < net->n_layers - 1; ++k) {
+  for (int k = 0; k < net->n_layers; ++k) {
+    if (fused(net, k)) ++k;  /* the step's output is the pooling's */
+    if (k == net->n_layers - 1) break;  /* the caller's output */
     const size_t size = tensor_size(net->layers[k].out);
     largest = previous + size > largest ? previous + size : largest;
     previous = size;
@@ -303,18 +352,25 @@ int af_net_run(const af_net* net, const int8_t* input, size_t input_size, int8_t
   const size_t needed = af_net_arena_bytes(net);
   if (arena_bytes < needed) return AF_ERR_BUFFER;
   const int8_t* in = input;
-  for (int k = 0; k < net->n_layers; ++k) {
+  for (int k = 0, step = 0; k < net->n_layers; ++k, ++step) {
     const af_net_layer* l = &net->layers[k];
-    int8_t* out = k == net->n_layers - 1 ? output
-                  : k % 2 == 0 ? (int8_t*)arena  /* the start, then the end, in turn */
-                  : (int8_t*)arena + needed - tensor_size(l->out);
-    switch (l->op) {
-      case AF_NET_CONV_2D: conv_2d(l, in, out, 0); break;
-      case AF_NET_DEPTHWISE_CONV_2D: conv_2d(l, in, out, 1); break;
-      case AF_NET_MAX_POOL_2D: max_pool_2d(l, in, out); break;
-      case AF_NET_MEAN: mean(l, in, out); break;
-      case AF_NET_FULLY_CONNECTED: fully_connected(l, in, out); break;
-      case AF_NET_SOFTMAX: softmax(l, in, out); break;
+    const int pair = fused(net, k);
+    const af_net_layer* last = pair ? &net->layers[k + 1] : l;
+    int8_t* out = k + pair == net->n_layers - 1 ? output
+                  : step % 2 == 0 ? (int8_t*)arena  /* the start, then the end, in turn */
+                  : (int8_t*)arena + needed - tensor_size(last->out);
+    if (pair) {
+      conv_pool(l, last, in, out);
+      ++k;
+    } else {
+      switch (l->op) {
+        case AF_NET_CONV_2D:
+        case AF_NET_DEPTHWISE_CONV_2D: conv_2d(l, in, out); break;
+        case AF_NET_MAX_POOL_2D: max_pool_2d(l, in, out); break;
+        case AF_NET_MEAN: mean(l, in, out); break;
+        case AF_NET_FULLY_CONNECTED: fully_connected(l, in, out); break;
+        case AF_NET_SOFTMAX: softmax(l, in, out); break;
+      }
     }
     in = out;
   }

@@ -85,6 +85,10 @@ static void print_events(const af_event* found, size_t n) {
 /* The int8 network on the window's input (``input``); 1 after a message when
  * the generated network does not fit the model's header. */
 static int run_network(int8_t* output) {
+  if (af_net_arena_bytes(&af_model_net) != MODEL_NET_ARENA_BYTES) {  /* generator and C agree */
+    fprintf(stderr, "model_16k_net.h: MODEL_NET_ARENA_BYTES is not af_net_arena_bytes\n");
+    return 1;
+  }
   if (af_net_run(&af_model_net, input, AF_MODEL_N_FEATURES, output, AF_MODEL_NUM_LABELS,
                  net_arena, sizeof net_arena) == AF_OK)
     return 0;
