@@ -1,3 +1,4 @@
+import json
 """The teacher and the pretrained tier, on a tiny tagger built here
 (tests/tiny_teacher.py), never on the real, downloaded ones."""
 
@@ -288,6 +289,22 @@ def test_the_readme_recipe_builds_both_models(teacher_dir, tmp_path, monkeypatch
     device = artifacts.load_model_metadata(out / "device")
     assert device["model_type"] == "cnn"  # the device model, with its usual features
     assert device["settings"]["distil_from"] == str(teachers / "efficientat_mn04_as")
+
+    # the pretrained tier listens and is calibrated like any model (#33)
+    import calibrate
+    from conftest import noise, tone, write
+    recording = write(tmp_path / "rec.wav", np.concatenate(
+        [noise(3.0, seed=1, low_hz=1500), tone(650.0, 3.0, seed=2),
+         noise(3.0, seed=3, low_hz=1500)]))
+    assert predict.main([f"--model_dir={out / 'pretrained'}", f"--listen={recording}",
+                         "--speed=0", "--background_classes=hiss"]) == 0
+    assert "listened 0.15 min" in capsys.readouterr().out
+    assert calibrate.main([f"--model_dir={out / 'pretrained'}", f"--data_dir={clips_dir}",
+                           "--stream_hours=0.02", "--segment_s=60", "--snrs_db=10",
+                           "--event_gap_s=10", "--background_classes=hiss", "--jobs=1",
+                           f"--report_dir={tmp_path / 'calibration'}", "--store=false"]) == 0
+    chosen = json.loads((tmp_path / "calibration" / "calibration.json").read_text())
+    assert set(chosen["per_class"]) == {"beep", "tone"}
 
     meta = artifacts.load_model_metadata(out / "pretrained")
     assert meta["model_type"] == "pretrained" and meta["input_standardisation"] is None
