@@ -1,7 +1,7 @@
-import json
 """The teacher and the pretrained tier, on a tiny tagger built here
 (tests/tiny_teacher.py), never on the real, downloaded ones."""
 
+import json
 import numpy as np
 import pytest
 
