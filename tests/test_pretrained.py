@@ -2,6 +2,7 @@
 (tests/tiny_teacher.py), never on the real, downloaded ones."""
 
 import json
+
 import numpy as np
 import pytest
 
