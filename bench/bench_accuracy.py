@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import features  # noqa: E402
 from pipeline import clip_decisions, conversion, training  # noqa: E402
+from pipeline.errors import run_script  # noqa: E402
 from pipeline import clips, evaluation, extraction, files, settings, splits  # noqa: E402
 from pipeline.quiet import configure_tensorflow  # noqa: E402
 from pipeline.tflite_model import TFLiteModel  # noqa: E402
@@ -321,4 +322,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a PipelineError is one line, not a traceback

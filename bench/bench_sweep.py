@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import clip_decisions, training  # noqa: E402
+from pipeline.errors import run_script  # noqa: E402
 from pipeline import evaluation, files, settings, splits  # noqa: E402
 from pipeline.quiet import keras_backend  # noqa: E402
 
@@ -316,4 +317,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # a PipelineError is one line, not a traceback

@@ -250,10 +250,10 @@ def parse_list(text, convert=str, option="value"):
 
 def key_value_flags(text, option):
     """"key=value;key=value" -> ["--key=value", ...] (a search's settings
-    for another script, e.g. bench_accuracy.py --train); SystemExit naming
+    for another script, e.g. bench_accuracy.py --train); PipelineError naming
     ``option`` for a part that is not key=value."""
     pairs = [p.strip() for p in text.split(";") if p.strip()]
     bad = [p for p in pairs if "=" not in p]
     if bad:
-        raise SystemExit(f"{option}: {bad[0]!r} is not key=value (e.g. class_weights=false)")
+        raise PipelineError(f"{option}: {bad[0]!r} is not key=value (e.g. class_weights=false)")
     return ["--" + p for p in pairs]

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline import evaluation
+from pipeline.errors import PipelineError
 
 
 class Split(NamedTuple):
@@ -73,11 +74,11 @@ def source_splits(labels, groups, sources, *, val_fraction, seed):
 
 def chosen_sources(names, words):
     """The source ``names`` that contain one of ``words`` (every name when
-    there are no words): the --sources screen of bench/. SystemExit when
+    there are no words): the --sources screen of bench/. PipelineError when
     none does."""
     chosen = [n for n in names if not words or any(w in n for w in words)]
     if not chosen:
-        raise SystemExit(f"--sources: no source name contains any of {', '.join(words)}")
+        raise PipelineError(f"--sources: no source name contains any of {', '.join(words)}")
     return chosen
 
 

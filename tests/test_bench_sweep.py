@@ -11,6 +11,7 @@ import pytest
 
 from conftest import make_class_folder
 from pipeline import quiet
+from pipeline.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +103,7 @@ def test_sources_screen_keeps_matching_names_and_refuses_none():
     names = ["UrbanSound8K", "jt-uiowa", "kitchen20"]
     assert splits.chosen_sources(names, []) == names
     assert splits.chosen_sources(names, ["uiowa", "kitchen"]) == ["jt-uiowa", "kitchen20"]
-    with pytest.raises(SystemExit, match="no source name contains any of rain"):
+    with pytest.raises(PipelineError, match="no source name contains any of rain"):
         splits.chosen_sources(names, ["rain"])
 
 

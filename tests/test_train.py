@@ -332,5 +332,5 @@ def test_bench_train_settings_reach_every_row():
     assert (cfg.class_weights, cfg.cnn_filters, cfg.seed, cfg.architecture) == \
         (False, "16,48,64", 1, "cnn")
     assert bench.train_flags("") == []
-    with pytest.raises(SystemExit, match="'mixup' is not key=value"):
+    with pytest.raises(PipelineError, match="'mixup' is not key=value"):
         bench.train_flags("mixup")
