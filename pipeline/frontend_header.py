@@ -162,7 +162,7 @@ def frontend_header(config, *, scaling, input_scale, input_zero_point, labels, e
                      [int(x in events.background) for x in labels], c_int_list),
               f"""static const af_event_config af_model_events = {{
   {len(labels)}, {int(events.smooth_windows)}, af_model_thresholds, af_model_background,
-  {float(events.min_event_s)!r}, {float(events.hop_s)!r}  /* min event s, hop s */
+  {int(round(events.min_event_s * 2 * config.sample_rate))}, {2 * hop_samples}  /* min event, hop: half-samples */
 }};
 
 #endif  /* {guard} */

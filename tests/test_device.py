@@ -510,6 +510,20 @@ def test_m4_whole_detector_equals_the_host_tool_and_tflite_micro(trained, m4, tm
 
 
 @needs_arm
+def test_no_double_precision_on_the_device_path(m4):
+    """#35, 4: the library's objects for the M4F (front end, FFT, network,
+    events) call no soft-double routine (__aeabi_d*) and no double maths
+    (cos, sin, exp, log); the Makefile makes -Wdouble-promotion an error."""
+    objects = sorted((m4.parent / "m4").glob("af_*.o"))
+    assert {p.stem for p in objects} == {"af_frontend", "af_rfft", "af_events", "af_net"}
+    symbols = subprocess.run(["arm-none-eabi-nm", "-u", *map(str, objects)], capture_output=True,
+                             text=True, check=True).stdout.split()
+    doubles = [s for s in symbols if s.startswith("__aeabi_d") or s in ("cos", "sin", "exp",
+                                                                       "log", "pow", "sqrt")]
+    assert not doubles, doubles
+
+
+@needs_arm
 def test_m4_reports_cost_and_memory(trained, m4):
     board = emulation.run(m4, int16_clip(noise(3.0, level=0.3, seed=2)))
     summary = board["summary"]

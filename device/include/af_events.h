@@ -26,24 +26,29 @@ typedef struct {
   int smooth_windows;        /* predict.py's SMOOTH_WINDOWS: averages 2 * (w / 2) + 1 windows */
   const float* thresholds;   /* [n_classes]: smoothed probability that starts an event */
   const uint8_t* background; /* [n_classes]: 1 = the class never forms events */
-  double min_event_s;        /* shorter events are dropped */
-  double hop_s;              /* step between windows */
+  int64_t min_event;         /* shorter events are dropped (half-samples, as every time here) */
+  int64_t hop;               /* step between windows (half-samples) */
 } af_event_config;
+
+/* Times are integer counts of half-samples (a window's centre can fall
+ * between two samples): exact for any length of stream, and no double
+ * precision on the device. AF_HALF_SAMPLES_TO_S converts one for printing. */
+#define AF_HALF_SAMPLES_TO_S(t, sample_rate) ((double)(t) / (2.0 * (double)(sample_rate)))
 
 typedef struct {
   int class_index;
-  double start_s, end_s;     /* half a hop before the first window's centre, after the last */
+  int64_t start, end;        /* half a hop before the first window's centre, after the last */
   float peak_probability, mean_probability;
 } af_event;
 
 typedef struct {
   const af_event_config* config;
   float probs[AF_EVENTS_MAX_SMOOTH][AF_EVENTS_MAX_CLASSES];  /* the last windows, a ring */
-  double centres[AF_EVENTS_MAX_SMOOTH];
+  int64_t centres[AF_EVENTS_MAX_SMOOTH];
   uint64_t pushed;           /* windows pushed */
   uint64_t smoothed;         /* windows smoothed and looked at */
   int in_run[AF_EVENTS_MAX_CLASSES];
-  double run_first_centre[AF_EVENTS_MAX_CLASSES], last_centre;
+  int64_t run_first_centre[AF_EVENTS_MAX_CLASSES], last_centre;
   float run_peak[AF_EVENTS_MAX_CLASSES], run_sum[AF_EVENTS_MAX_CLASSES];
   uint32_t run_windows[AF_EVENTS_MAX_CLASSES];
 } af_events;
@@ -56,13 +61,13 @@ void af_events_reset(af_events* events);
 
 /* One window's class probabilities (all 0 for a window without features,
  * as predict.py does; each in [0, 1], else AF_ERR_ARGUMENT) and its centre
- * in seconds (in [0, AF_EVENTS_MAX_CENTRE_S] and above the previous window's,
- * else AF_ERR_ARGUMENT). Events that ended are written to ``out``; *n_out: how many.
+ * in half-samples (af_stream_window's; in [0, AF_EVENTS_MAX_CENTRE] and
+ * above the previous window's, else AF_ERR_ARGUMENT). Events that ended are written to ``out``; *n_out: how many.
  * ``max_out`` must be at least n_classes (one window ends at most one event
  * per class); with less, AF_ERR_BUFFER, *n_out = the room needed, and
  * nothing is consumed: push the same window again. No event is ever lost. */
-#define AF_EVENTS_MAX_CENTRE_S 1e9  /* about 32 years of audio */
-int af_events_push(af_events* events, const float* probs, double centre_s, af_event* out,
+#define AF_EVENTS_MAX_CENTRE ((int64_t)1 << 52)  /* centuries of audio at 16 kHz */
+int af_events_push(af_events* events, const float* probs, int64_t centre, af_event* out,
                    size_t max_out, size_t* n_out);
 
 /* End of the recording: the events still open. With room for fewer than

@@ -179,7 +179,8 @@ int af_stream_push(af_stream* stream, const int16_t* samples, size_t n, size_t* 
 int af_stream_finish(af_stream* stream);
 
 /* The ready window: its model input (int8, n_features) and optionally its
- * features (floats, may be NULL), start sample and centre in seconds.
+ * features (floats, may be NULL), start sample and centre (in half-samples:
+ * 2 * start + the window's length; AF_HALF_SAMPLES_TO_S gives seconds).
  * logmel_stream reads the frames already computed: rfft and scratch may be
  * NULL and 0.
  * Returns AF_OK, or the feature error of a window that has none (silent):
@@ -187,7 +188,7 @@ int af_stream_finish(af_stream* stream);
  * the window is consumed. */
 int af_stream_window(af_stream* stream, af_rfft_fn rfft, void* rfft_context, void* scratch,
                      size_t scratch_bytes, int8_t* input, size_t input_len, float* features,
-                     uint64_t* start, double* centre_s);
+                     uint64_t* start, int64_t* centre);
 
 #ifdef __cplusplus
 }

@@ -11,7 +11,8 @@
  * device m4` when model_16k_net.h is there), it is the whole detector: each
  * window also runs the int8 network ("output" line: its int8 output), the
  * calibration and the event finder, as `features --stream --events` does
- * ("window CENTRE_S P..." and "event CLASS START_S END_S PEAK MEAN" lines),
+ * ("window CENTRE_S P..." and "event CLASS START_S END_S PEAK MEAN" lines, the
+ * times printed from integer half-samples),
  * and the cost line counts the network's and the events' instructions. With -icount shift=0 every instruction takes 1 ns of virtual
  * time and the board's 25 MHz timer ticks every 40 instructions, so ticks
  * x 40 is the instruction count. */
@@ -64,16 +65,27 @@ static uint64_t window_instructions, push_instructions;
 static uint32_t max_stack;
 
 #ifdef AF_M4_DETECTOR
+/* A time in half-samples as seconds with three decimals, in integers
+ * (round half away from zero: times are never negative). */
+static void print_time(int64_t t) {
+  const int64_t per_ms = 2 * (int64_t)af_model_frontend.sample_rate;  /* half-samples per s */
+  const int64_t ms = (t * 1000 + per_ms / 2) / per_ms;
+  printf(" %lld.%03lld", (long long)(ms / 1000), (long long)(ms % 1000));
+}
+
 static void print_events(const af_event* found, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    printf("event %s %.3f %.3f %.6f %.6f\n", af_model_labels[found[i].class_index],
-           found[i].start_s, found[i].end_s, (double)found[i].peak_probability,
+  for (size_t i = 0; i < n; ++i) {
+    printf("event %s", af_model_labels[found[i].class_index]);
+    print_time(found[i].start);
+    print_time(found[i].end);
+    printf(" %.6f %.6f\n", (double)found[i].peak_probability,
            (double)found[i].mean_probability);
+  }
 }
 
 /* The network, the calibration and the event finder on one window, timed
  * and with the stack watched as the front end is; 1 on a failure. */
-static int detect(int usable, double centre_s) {
+static int detect(int usable, int64_t centre) {
   float probs[AF_MODEL_NUM_LABELS] = {0};
   int8_t output[AF_MODEL_NUM_LABELS];
   uint32_t* top = paint_stack();
@@ -88,7 +100,7 @@ static int detect(int usable, double centre_s) {
   if (usable && af_output_probabilities(output, AF_MODEL_NUM_LABELS, kOutputScale,
                                         kOutputZeroPoint, kTemperature, probs) != AF_OK)
     return 1;
-  if (af_events_push(&events, probs, centre_s, found, AF_MODEL_NUM_LABELS, &n) != AF_OK) return 1;
+  if (af_events_push(&events, probs, centre, found, AF_MODEL_NUM_LABELS, &n) != AF_OK) return 1;
   const uint64_t spent = (uint64_t)(start - ticks()) * INSTRUCTIONS_PER_TICK;
   const uint32_t used = stack_used(top);
   if (used > max_stack) max_stack = used;
@@ -99,7 +111,8 @@ static int detect(int usable, double centre_s) {
     for (int c = 0; c < AF_MODEL_NUM_LABELS; ++c) printf(" %d", output[c]);
     putchar('\n');
   }
-  printf("window %.3f", centre_s);
+  printf("window");
+  print_time(centre);
   for (int c = 0; c < AF_MODEL_NUM_LABELS; ++c) printf(" %.6f", (double)probs[c]);
   putchar('\n');
   print_events(found, n);
@@ -111,9 +124,9 @@ static int detect(int usable, double centre_s) {
 static int emit_window(int* windows, int* failed) {
   uint32_t* top = paint_stack();
   const uint32_t start = ticks();
-  double centre_s = 0.0;
+  int64_t centre = 0;
   const int status = af_stream_window(&stream, af_rfft, &fft, scratch, sizeof scratch, input,
-                                      sizeof input, NULL, NULL, &centre_s);
+                                      sizeof input, NULL, NULL, &centre);
   const uint64_t spent = (uint64_t)(start - ticks()) * INSTRUCTIONS_PER_TICK;
   const uint32_t used = stack_used(top);
   if (used > max_stack) max_stack = used;
@@ -126,9 +139,9 @@ static int emit_window(int* windows, int* failed) {
   }
   printf("\ncost window=%llu\n", (unsigned long long)spent);
 #ifdef AF_M4_DETECTOR
-  if (!*failed && detect(status == AF_OK, centre_s) != 0) *failed = 1;
+  if (!*failed && detect(status == AF_OK, centre) != 0) *failed = 1;
 #else
-  (void)centre_s;
+  (void)centre;
 #endif
   return status;
 }

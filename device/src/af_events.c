@@ -12,7 +12,7 @@ int af_events_init(af_events* events, const af_event_config* config) {
     return AF_ERR_NULL;
   if (config->n_classes < 1 || config->n_classes > AF_EVENTS_MAX_CLASSES ||
       config->smooth_windows < 1 || 2 * (config->smooth_windows / 2) + 1 > AF_EVENTS_MAX_SMOOTH ||
-      !(config->hop_s > 0.0) || !(config->min_event_s >= 0.0))
+      config->hop < 1 || config->min_event < 0)
     return AF_ERR_ARGUMENT;
   for (int c = 0; c < config->n_classes; ++c)
     if (!(config->thresholds[c] >= 0.0f && config->thresholds[c] <= 1.0f)) return AF_ERR_ARGUMENT;
@@ -32,16 +32,16 @@ void af_events_reset(af_events* events) {
  * Every kept event is counted in *n_out; it is written only while there is
  * room (the callers check the room first, so in practice always). */
 static void close_run(af_events* e, int c, af_event* out, size_t max_out, size_t* n_out) {
-  const double half_hop = e->config->hop_s / 2;
-  const double start = e->run_first_centre[c] - half_hop;
+  const int64_t half_hop = e->config->hop / 2;  /* hops are whole samples: even */
+  const int64_t start = e->run_first_centre[c] - half_hop;
   af_event event;
   event.class_index = c;
-  event.start_s = start > 0.0 ? start : 0.0;
-  event.end_s = e->last_centre + half_hop;
+  event.start = start > 0 ? start : 0;
+  event.end = e->last_centre + half_hop;
   event.peak_probability = e->run_peak[c];
   event.mean_probability = e->run_sum[c] / (float)e->run_windows[c];
   e->in_run[c] = 0;
-  if (event.end_s - event.start_s < e->config->min_event_s) return;
+  if (event.end - event.start < e->config->min_event) return;
   if (*n_out < max_out) out[*n_out] = event;
   *n_out += 1;
 }
@@ -53,7 +53,7 @@ static float smoothed_at(const af_events* e, uint64_t i, uint64_t last, int c) {
   const uint64_t lo = i > half ? i - half : 0, hi = i + half < last ? i + half : last;
   float sum = e->probs[lo % AF_EVENTS_MAX_SMOOTH][c];
   for (uint64_t j = lo + 1; j <= hi; ++j) sum += e->probs[j % AF_EVENTS_MAX_SMOOTH][c];
-  return (float)((double)sum / (double)(hi - lo + 1));
+  return sum / (float)(hi - lo + 1);
 }
 
 /* Smooth window i (its neighbours up to ``last`` are in the ring) and
@@ -90,14 +90,14 @@ static size_t events_to_finish(const af_events* e) {
   const af_event_config* k = e->config;
   const uint64_t last = e->pushed - 1;
   int open[AF_EVENTS_MAX_CLASSES];
-  double first[AF_EVENTS_MAX_CLASSES], last_centre = e->last_centre;
+  int64_t first[AF_EVENTS_MAX_CLASSES], last_centre = e->last_centre;
   size_t count = 0;
   for (int c = 0; c < k->n_classes; ++c) {
     open[c] = e->in_run[c];
     first[c] = e->run_first_centre[c];
   }
   for (uint64_t i = e->smoothed; i <= last + 1; ++i) {  /* i = last + 1: the final close */
-    const double centre = i <= last ? e->centres[i % AF_EVENTS_MAX_SMOOTH] : 0.0;
+    const int64_t centre = i <= last ? e->centres[i % AF_EVENTS_MAX_SMOOTH] : 0;
     for (int c = 0; c < k->n_classes; ++c) {
       const int above = i <= last && !k->background[c] &&
                         smoothed_at(e, i, last, c) >= k->thresholds[c];
@@ -105,9 +105,9 @@ static size_t events_to_finish(const af_events* e) {
         open[c] = 1;
         first[c] = centre;
       } else if (!above && open[c]) {
-        const double start = first[c] - k->hop_s / 2;
-        const double length = last_centre + k->hop_s / 2 - (start > 0.0 ? start : 0.0);
-        count += length >= k->min_event_s;
+        const int64_t start = first[c] - k->hop / 2;
+        const int64_t length = last_centre + k->hop / 2 - (start > 0 ? start : 0);
+        count += length >= k->min_event;
         open[c] = 0;
       }
     }
@@ -116,7 +116,7 @@ static size_t events_to_finish(const af_events* e) {
   return count;
 }
 
-int af_events_push(af_events* events, const float* probs, double centre_s, af_event* out,
+int af_events_push(af_events* events, const float* probs, int64_t centre, af_event* out,
                    size_t max_out, size_t* n_out) {
   if (events == NULL || events->config == NULL || probs == NULL || n_out == NULL ||
       (out == NULL && max_out > 0))
@@ -125,9 +125,9 @@ int af_events_push(af_events* events, const float* probs, double centre_s, af_ev
   for (int c = 0; c < events->config->n_classes; ++c)
     if (!(probs[c] >= 0.0f && probs[c] <= 1.0f)) return AF_ERR_ARGUMENT;  /* NaN too */
   /* Centres are finite and increase: an event's times come from them. */
-  if (!(centre_s >= 0.0 && centre_s <= AF_EVENTS_MAX_CENTRE_S)) return AF_ERR_ARGUMENT;
+  if (centre < 0 || centre > AF_EVENTS_MAX_CENTRE) return AF_ERR_ARGUMENT;
   if (events->pushed > 0 &&
-      !(centre_s > events->centres[(size_t)((events->pushed - 1) % AF_EVENTS_MAX_SMOOTH)]))
+      !(centre > events->centres[(size_t)((events->pushed - 1) % AF_EVENTS_MAX_SMOOTH)]))
     return AF_ERR_ARGUMENT;
   /* One window closes at most one run per class: with less room than
    * that, nothing is consumed (the caller pushes the window again). */
@@ -137,7 +137,7 @@ int af_events_push(af_events* events, const float* probs, double centre_s, af_ev
   }
   const size_t slot = (size_t)(events->pushed % AF_EVENTS_MAX_SMOOTH);
   memcpy(events->probs[slot], probs, sizeof(float) * (size_t)events->config->n_classes);
-  events->centres[slot] = centre_s;
+  events->centres[slot] = centre;
   const uint64_t half = (uint64_t)(events->config->smooth_windows / 2);
   events->pushed += 1;
   if (events->pushed <= half) return AF_OK;
@@ -169,15 +169,15 @@ int af_output_probabilities(const int8_t* output, int n_classes, float scale, in
   if (n_classes < 1 || n_classes > AF_EVENTS_MAX_CLASSES || !(temperature > 0.0f) ||
       !(scale > 0.0f) || !isfinite(temperature) || !isfinite(scale))
     return AF_ERR_ARGUMENT;
-  double logits[AF_EVENTS_MAX_CLASSES], top = -INFINITY, sum = 0.0;
-  for (int c = 0; c < n_classes; ++c) {  /* pipeline/open_set.py's calibrate, in float64 */
-    double p = (double)(((float)output[c] - (float)zero_point) * scale);
-    p = p < 1e-7 ? 1e-7 : p > 1.0 ? 1.0 : p;
-    logits[c] = log(p) / (double)temperature;
+  float logits[AF_EVENTS_MAX_CLASSES], top = -INFINITY, sum = 0.0f;
+  for (int c = 0; c < n_classes; ++c) {  /* pipeline/open_set.py's calibrate, in float32 */
+    float p = ((float)output[c] - (float)zero_point) * scale;
+    p = p < 1e-7f ? 1e-7f : p > 1.0f ? 1.0f : p;
+    logits[c] = logf(p) / temperature;
     if (logits[c] > top) top = logits[c];
   }
-  for (int c = 0; c < n_classes; ++c) sum += (logits[c] = exp(logits[c] - top));
-  for (int c = 0; c < n_classes; ++c) probs[c] = (float)(logits[c] / sum);
+  for (int c = 0; c < n_classes; ++c) sum += (logits[c] = expf(logits[c] - top));
+  for (int c = 0; c < n_classes; ++c) probs[c] = logits[c] / sum;
   return AF_OK;
 }
 

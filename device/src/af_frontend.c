@@ -744,7 +744,7 @@ static int stream_window_frames(af_stream* stream, int8_t* input, float* feature
 
 int af_stream_window(af_stream* stream, af_rfft_fn rfft, void* rfft_context, void* scratch,
                      size_t scratch_bytes, int8_t* input, size_t input_len, float* features,
-                     uint64_t* start, double* centre_s) {
+                     uint64_t* start, int64_t* centre) {
   if (stream == NULL || input == NULL) return AF_ERR_NULL;
   const int frames = stream->ring == NULL;  /* logmel_stream: rfft and scratch unused */
   if (!frames && (rfft == NULL || scratch == NULL)) return AF_ERR_NULL;
@@ -755,7 +755,7 @@ int af_stream_window(af_stream* stream, af_rfft_fn rfft, void* rfft_context, voi
     return AF_ERR_BUFFER;  /* the window stays ready */
   const size_t len = stream->ready_len;
   if (start != NULL) *start = stream->ready_start;
-  if (centre_s != NULL) *centre_s = ((double)stream->ready_start + (double)len / 2.0) / m->sample_rate;
+  if (centre != NULL) *centre = 2 * (int64_t)stream->ready_start + (int64_t)len;
   int status;
   if (frames) {
     status = stream_window_frames(stream, input, features);

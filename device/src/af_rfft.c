@@ -12,10 +12,29 @@ int af_rfft_init(af_rfft_instance* instance, int n) {
   if (instance == NULL) return AF_ERR_NULL;
   if (n < 4 || n > AF_RFFT_MAX_N || (n & (n - 1)) != 0) return AF_ERR_ARGUMENT;
   instance->n = n;
+  /* In single precision (no double on the device): each twiddle from an
+   * angle of at most pi / 4, by symmetry, where sinf and cosf are accurate
+   * to a rounding; angles are exact multiples of 2 pi / n. */
+  const float step = 6.28318530717958647692f / (float)n;
+  const int eighth = n / 8;
   for (int k = 0; k < n / 2; ++k) {
-    const double angle = 2.0 * 3.14159265358979323846 * k / n;
-    instance->twiddle[2 * k] = (float)cos(angle);
-    instance->twiddle[2 * k + 1] = (float)sin(angle);
+    if (eighth == 0) {  /* n = 4: angles 0 and pi / 2 */
+      instance->twiddle[2 * k] = k == 0 ? 1.0f : 0.0f;
+      instance->twiddle[2 * k + 1] = k == 0 ? 0.0f : 1.0f;
+      continue;
+    }
+    const int octant = k / eighth, r = k % eighth;
+    const float a = step * (float)(octant % 2 == 0 ? r : eighth - r);
+    const float c = cosf(a), s = sinf(a);
+    float cos_k, sin_k;
+    switch (octant) {  /* angle = octant * pi / 4 +- a */
+      case 0: cos_k = c; sin_k = s; break;
+      case 1: cos_k = s; sin_k = c; break;
+      case 2: cos_k = -s; sin_k = c; break;
+      default: cos_k = -c; sin_k = s; break;
+    }
+    instance->twiddle[2 * k] = cos_k;
+    instance->twiddle[2 * k + 1] = sin_k;
   }
   return AF_OK;
 }

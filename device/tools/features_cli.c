@@ -22,6 +22,7 @@
 #define _POSIX_C_SOURCE 199309L  /* clock_gettime, for --time */
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -75,11 +76,14 @@ static const char* reason(int status) {
 
 enum { PRINT_INT8, PRINT_FLOAT, PRINT_NOTHING, PRINT_EVENTS, PRINT_NET };
 
+/* Seconds of a time in half-samples (the event code's unit), for printing. */
+static double seconds(int64_t t) { return AF_HALF_SAMPLES_TO_S(t, af_model_frontend.sample_rate); }
+
 static void print_events(const af_event* found, size_t n) {
   for (size_t i = 0; i < n; ++i)
     printf("event %s %.3f %.3f %.6f %.6f\n", af_model_labels[found[i].class_index],
-           found[i].start_s, found[i].end_s, found[i].peak_probability,
-           found[i].mean_probability);
+           seconds(found[i].start), seconds(found[i].end), (double)found[i].peak_probability,
+           (double)found[i].mean_probability);
 }
 
 /* The int8 network on the window's input (``input``); 1 after a message when
@@ -99,7 +103,7 @@ static int run_network(int8_t* output) {
 /* --stream --events: classify the window (all zeros when it is silent, as
  * predict.py), print its probabilities, push them to the event finder and
  * print the events that ended. Returns 0, or 1 after a message. */
-static int classify_window(int usable, double centre_s) {
+static int classify_window(int usable, int64_t centre) {
   float probs[AF_MODEL_NUM_LABELS] = {0};
   if (usable) {
     int8_t output[AF_MODEL_NUM_LABELS];
@@ -110,12 +114,12 @@ static int classify_window(int usable, double centre_s) {
       return 1;
     }
   }
-  printf("window %.3f", centre_s);
+  printf("window %.3f", seconds(centre));
   for (int c = 0; c < AF_MODEL_NUM_LABELS; ++c) printf(" %.6f", probs[c]);
   putchar('\n');
   af_event found[AF_MODEL_NUM_LABELS];
   size_t n = 0;
-  if (af_events_push(&live_events, probs, centre_s, found, AF_MODEL_NUM_LABELS, &n) != AF_OK)
+  if (af_events_push(&live_events, probs, centre, found, AF_MODEL_NUM_LABELS, &n) != AF_OK)
     return 1;
   print_events(found, n);
   return 0;
@@ -143,14 +147,14 @@ static int print_window(int mode) {
 static int emit_window(af_stream* stream, const char* path, int mode, int* windows,
                        int* silent) {
   const double started = now();
-  double centre_s = 0.0;
+  int64_t centre = 0;
   const int status = af_stream_window(stream, af_rfft, &fft, scratch, sizeof scratch, input,
                                       sizeof input, mode == PRINT_FLOAT ? features : NULL,
-                                      NULL, &centre_s);
+                                      NULL, &centre);
   seconds_in_front_end += now() - started;
   *windows += 1;
   if (status == AF_OK) {
-    if (mode == PRINT_EVENTS) return classify_window(1, centre_s);
+    if (mode == PRINT_EVENTS) return classify_window(1, centre);
     return print_window(mode);
   }
   if (status != AF_ERR_SILENT && status != AF_ERR_TOO_SHORT && status != AF_ERR_CONSTANT) {
@@ -162,7 +166,7 @@ static int emit_window(af_stream* stream, const char* path, int mode, int* windo
     return 1;
   }
   *silent += 1;
-  if (mode == PRINT_EVENTS) return classify_window(0, centre_s);
+  if (mode == PRINT_EVENTS) return classify_window(0, centre);
   if (mode != PRINT_NOTHING) putchar('\n');
   return 0;
 }
@@ -299,7 +303,7 @@ static int run_features(const char* path, int mode) {
 static int compare_events(const void* a, const void* b) {  /* by start, then class: predict.py's order */
   const af_event* x = (const af_event*)a;
   const af_event* y = (const af_event*)b;
-  if (x->start_s != y->start_s) return x->start_s < y->start_s ? -1 : 1;
+  if (x->start != y->start) return x->start < y->start ? -1 : 1;
   return x->class_index - y->class_index;
 }
 
@@ -324,7 +328,7 @@ static int run_events(const char* path) {
     ++line;
     char* cursor = text;
     char* end;
-    const double centre = strtod(cursor, &end);
+    const double centre_s = strtod(cursor, &end);
     int ok = end != cursor;
     for (int c = 0; ok && c < AF_MODEL_NUM_LABELS; ++c) {
       cursor = end;
@@ -338,6 +342,12 @@ static int run_events(const char* path) {
       fclose(file);
       return 1;
     }
+    /* seconds -> half-samples; a centre that is not finite and non-negative
+     * becomes -1, which af_events_push refuses */
+    const double half_samples = centre_s * 2.0 * af_model_frontend.sample_rate;
+    const int64_t centre = isfinite(half_samples) && half_samples >= 0.0 &&
+                                   half_samples < (double)AF_EVENTS_MAX_CENTRE
+                               ? (int64_t)llround(half_samples) : -1;
     status = af_events_push(&events, probs, centre, found + n_found,
                             sizeof found / sizeof found[0] - n_found, &n_new);
     if (status == AF_OK) n_found += n_new;  /* on an error, n_new is the room needed */
@@ -360,8 +370,9 @@ static int run_events(const char* path) {
   }
   qsort(found, n_found, sizeof found[0], compare_events);
   for (size_t i = 0; i < n_found; ++i)
-    printf("%s %.17g %.17g %.9g %.9g\n", af_model_labels[found[i].class_index], found[i].start_s,
-           found[i].end_s, found[i].peak_probability, found[i].mean_probability);
+    printf("%s %.17g %.17g %.9g %.9g\n", af_model_labels[found[i].class_index],
+           seconds(found[i].start), seconds(found[i].end), (double)found[i].peak_probability,
+           (double)found[i].mean_probability);
   return 0;
 }
 
