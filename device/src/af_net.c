@@ -105,10 +105,14 @@ static int32_t rounding_divide_by_pot(int32_t x, int exponent) {
   return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
-int32_t af_net_requantise(int32_t x, int32_t multiplier, int32_t shift) {
+static inline int32_t requantise(int32_t x, int32_t multiplier, int32_t shift) {
   const int left = shift > 0 ? shift : 0;
   const int right = shift > 0 ? 0 : -shift;
   return rounding_divide_by_pot(rounding_doubling_high_mul(x * (1 << left), multiplier), right);
+}
+
+int32_t af_net_requantise(int32_t x, int32_t multiplier, int32_t shift) {
+  return requantise(x, multiplier, shift);
 }
 
 #define AF_NET_MAX_FUSED_CHANNELS 256 /* a convolution fused with its pooling: channels */
@@ -156,11 +160,31 @@ static void conv_cell(const af_net_layer* l, const int8_t* in, int oy, int ox, i
           for (int kx = 0; kx < kw; ++kx)
             taps_of[ky * kw + kx] = ky >= ky_first && ky < ky_end && kx >= kx_first && kx < kx_end
                                         ? in[at(y0 + ky, x0 + kx, iw, 1)] - zero_point : 0;
+        const int n_taps = kh * kw;
+#if AF_NET_DSP
+        /* the taps as int16 pairs in the order SXTB16 widens four weights:
+         * (0, 2) and (1, 3) of each group of four */
+        uint32_t even[MAX_SINGLE_CHANNEL_TAPS / 4 + 1], odd[MAX_SINGLE_CHANNEL_TAPS / 4 + 1];
+        const int groups = n_taps / 4;
+        for (int g = 0; g < groups; ++g) {
+          even[g] = (uint32_t)(uint16_t)taps_of[4 * g] | (uint32_t)(uint16_t)taps_of[4 * g + 2] << 16;
+          odd[g] = (uint32_t)(uint16_t)taps_of[4 * g + 1] | (uint32_t)(uint16_t)taps_of[4 * g + 3] << 16;
+        }
+#endif
         for (; oc < oc_n; ++oc) {
-          const int8_t* w = weights + at(0, oc, 0, kh * kw);
+          const int8_t* w = weights + at(0, oc, 0, n_taps);
           int32_t acc = bias ? bias[oc] : 0;
-          for (int t = 0; t < kh * kw; ++t) acc += taps_of[t] * w[t];
-          cell[oc] = clamp(af_net_requantise(acc, multiplier[oc], shift[oc]) + out_zero_point,
+          int t = 0;
+#if AF_NET_DSP
+          for (int g = 0; g < groups; ++g, t += 4) {
+            uint32_t wv;
+            memcpy(&wv, w + t, 4);
+            acc = SMLAD(even[g], SXTB16(wv), acc);
+            acc = SMLAD(odd[g], SXTB16_ROR8(wv), acc);
+          }
+#endif
+          for (; t < n_taps; ++t) acc += taps_of[t] * w[t];
+          cell[oc] = clamp(requantise(acc, multiplier[oc], shift[oc]) + out_zero_point,
                            low, high);
         }
       }
@@ -173,7 +197,7 @@ static void conv_cell(const af_net_layer* l, const int8_t* in, int oy, int ox, i
             dot2(row, w, w + at(kh, 0, kw, ic), (int)taps, zero_point, acc);
           }
           for (int k = 0; k < 2; ++k)
-            cell[oc + k] = clamp(af_net_requantise(acc[k], multiplier[oc + k], shift[oc + k]) +
+            cell[oc + k] = clamp(requantise(acc[k], multiplier[oc + k], shift[oc + k]) +
                                      out_zero_point, low, high);
         }
       }
@@ -193,7 +217,7 @@ static void conv_cell(const af_net_layer* l, const int8_t* in, int oy, int ox, i
                        weights + at(oc * kh + ky, kx_first, kw, ic), (int)taps, zero_point);
           }
         }
-        acc = af_net_requantise(acc, multiplier[oc], shift[oc]) + out_zero_point;
+        acc = requantise(acc, multiplier[oc], shift[oc]) + out_zero_point;
         cell[oc] = clamp(acc, low, high);
       }
     }
@@ -276,7 +300,7 @@ static void mean(const af_net_layer* l, const int8_t* in, int8_t* out) {
   for (int ch = 0; ch < c; ++ch) {
     int32_t acc = 0;
     for (int k = 0; k < n; ++k) acc += in[at(0, k, 0, c) + (size_t)ch] - l->in_zero_point;
-    acc = af_net_requantise(acc, l->multiplier[0], l->shift[0]) + l->out_zero_point;
+    acc = requantise(acc, l->multiplier[0], l->shift[0]) + l->out_zero_point;
     out[ch] = clamp(acc, l->act_min, l->act_max);
   }
 }
@@ -286,7 +310,7 @@ static void fully_connected(const af_net_layer* l, const int8_t* in, int8_t* out
   for (int o = 0; o < l->out[2]; ++o) {
     int32_t acc = l->bias ? l->bias[o] : 0;
     acc += dot(in, l->weights + at(0, o, 0, n_in), n_in, l->in_zero_point);
-    acc = af_net_requantise(acc, l->multiplier[o], l->shift[o]) + l->out_zero_point;
+    acc = requantise(acc, l->multiplier[o], l->shift[o]) + l->out_zero_point;
     out[o] = clamp(acc, l->act_min, l->act_max);
   }
 }
