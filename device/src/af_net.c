@@ -12,6 +12,11 @@
  * integers in any order, so the portable loop gives identical outputs.
  * AF_NET_DSP_EMULATE runs this same code on a host with C versions of the
  * three instructions (the tests compare both paths). */
+/* Two int16 values in one word, the first in the low half (SMLAD's operands). */
+static inline uint32_t halves(int32_t low, int32_t high) {
+  return ((uint32_t)(uint16_t)low) | ((uint32_t)(uint16_t)high << 16);
+}
+
 #if defined(__ARM_FEATURE_DSP) && !defined(AF_NET_PORTABLE)
 #include <arm_acle.h>
 #define AF_NET_DSP 1
@@ -26,16 +31,17 @@ static inline uint32_t sxtb16_ror8(uint32_t x) { /* one instruction: SXTB16 with
 #define SMLAD(a, b, acc) __smlad((a), (b), (acc))
 #elif defined(AF_NET_DSP_EMULATE) && !defined(AF_NET_PORTABLE)
 #define AF_NET_DSP 1
-static uint32_t halves(int32_t low, int32_t high) {
-  return ((uint32_t)(uint16_t)low) | ((uint32_t)(uint16_t)high << 16);
+static uint32_t SXTB16(uint32_t x) {
+  return halves((int8_t)(x & 0xff), (int8_t)((x >> 16) & 0xff));
 }
-static uint32_t SXTB16(uint32_t x) { return halves((int8_t)(x & 0xff), (int8_t)((x >> 16) & 0xff)); }
 static uint32_t SXTB16_ROR8(uint32_t x) { return SXTB16((x >> 8) | (x << 24)); }
 static uint32_t SADD16(uint32_t a, uint32_t b) {
-  return halves((int16_t)(a & 0xffff) + (int16_t)(b & 0xffff), (int16_t)(a >> 16) + (int16_t)(b >> 16));
+  return halves((int16_t)(a & 0xffff) + (int16_t)(b & 0xffff),
+                (int16_t)(a >> 16) + (int16_t)(b >> 16));
 }
 static int32_t SMLAD(uint32_t a, uint32_t b, int32_t acc) {
-  return acc + (int16_t)(a & 0xffff) * (int16_t)(b & 0xffff) + (int16_t)(a >> 16) * (int16_t)(b >> 16);
+  return acc + (int16_t)(a & 0xffff) * (int16_t)(b & 0xffff) +
+         (int16_t)(a >> 16) * (int16_t)(b >> 16);
 }
 #else
 #define AF_NET_DSP 0
@@ -167,8 +173,8 @@ static void conv_cell(const af_net_layer* l, const int8_t* in, int oy, int ox, i
         uint32_t even[MAX_SINGLE_CHANNEL_TAPS / 4 + 1], odd[MAX_SINGLE_CHANNEL_TAPS / 4 + 1];
         const int groups = n_taps / 4;
         for (int g = 0; g < groups; ++g) {
-          even[g] = (uint32_t)(uint16_t)taps_of[4 * g] | (uint32_t)(uint16_t)taps_of[4 * g + 2] << 16;
-          odd[g] = (uint32_t)(uint16_t)taps_of[4 * g + 1] | (uint32_t)(uint16_t)taps_of[4 * g + 3] << 16;
+          even[g] = halves(taps_of[4 * g], taps_of[4 * g + 2]);
+          odd[g] = halves(taps_of[4 * g + 1], taps_of[4 * g + 3]);
         }
 #endif
         for (; oc < oc_n; ++oc) {
@@ -361,7 +367,8 @@ int af_net_check(const af_net* net, size_t input_size, size_t output_size) {
   for (int k = 0; k < net->n_layers; ++k) {
     const af_net_layer* l = &net->layers[k];
     const size_t in_size = tensor_size(l->in), out_size = tensor_size(l->out);
-    if (in_size == 0 || out_size == 0 || in_size != flowing || (unsigned)l->op > (unsigned)AF_NET_DEPTHWISE_CONV_2D)
+    if (in_size == 0 || out_size == 0 || in_size != flowing ||
+        (unsigned)l->op > (unsigned)AF_NET_DEPTHWISE_CONV_2D)
       return AF_ERR_ARGUMENT;
     flowing = out_size;
   }
