@@ -109,6 +109,8 @@ def parser_from_constants(module_globals, description=None):
     parser = argparse.ArgumentParser(
         description=description or module_globals.get("__doc__"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        # no prefixes: train_16k.py --model=x would silently be --model_dir=x
+        allow_abbrev=False,
     )
     groups = {}
     for name, default in module_globals.items():

@@ -180,3 +180,15 @@ def test_a_stages_settings_are_read_without_importing_it(tmp_path):
     assert "stage_probe" not in sys.modules
     real = settings.stage_settings(ROOT / "train_16k.py", ["--every_patch=false"])
     assert real.every_patch is False and real.hidden_layers == "256,256,128,128"
+
+
+def test_an_option_is_never_taken_for_a_longer_one(capsys):
+    """No argparse prefixes: ``train_16k.py --model=x`` (a name predict.py
+    uses for a model file) is an error, not --model_dir=x writing a model
+    folder named x."""
+    for argv in (["--model=rnn"], ["--model_d=elsewhere"]):
+        with pytest.raises(SystemExit):
+            settings.stage_settings(ROOT / "train_16k.py", argv)
+        assert "unrecognized arguments" in capsys.readouterr().err
+    assert settings.stage_settings(ROOT / "train_16k.py", ["--model_dir=m"]).model_dir == "m"
+
