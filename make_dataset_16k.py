@@ -36,12 +36,6 @@ PLOTS = False                  # save example waveforms and class signatures to 
 REPORT_DIR = "reports"         # folder for figures
 
 
-def skipped_report_path(dataset):
-    """<dataset>_skipped.csv: every clip that was left out, with the reason."""
-    dataset = Path(dataset)
-    return dataset.with_name(dataset.stem + "_skipped.csv")
-
-
 def list_clips(cfg):
     """The clips to use (writing the demo set first with --demo)."""
     data_dir, manifest = cfg.data_dir, cfg.manifest
@@ -127,7 +121,7 @@ def print_summary(dataset, kept, skipped, *, label_names, config, wall):
           f"{config.preset} features each")
     for label in label_names:
         print(f"  {label:<12} {counts[label]:>6} clips")
-    print(f"skipped {len(skipped)} files (listed in {skipped_report_path(dataset)})")
+    print(f"skipped {len(skipped)} files (listed in {artifacts.skipped_report_path(dataset)})")
     print(f"wall time {wall:.1f} s for {audio_s:.0f} s of audio "
           f"({audio_s / max(wall, 1e-9):.0f}x real time)")
 
@@ -142,7 +136,7 @@ def check_outputs(cfg):
     if cfg.plots:
         files.check_writable("--report_dir", cfg.report_dir)
     for output in (cfg.dataset, extraction.cache_path(cfg.dataset),
-                   skipped_report_path(cfg.dataset)):
+                   artifacts.skipped_report_path(cfg.dataset)):
         files.remove_stale_temporaries(output)
 
 
@@ -165,7 +159,7 @@ def main(argv=None):
         [label_names.index(c.label) for c, _ in kept], label_names=label_names,
         paths=[c.path for c, _ in kept], groups=[c.group for c, _ in kept], config=config,
         sources=[c.source for c, _ in kept])
-    files.write_csv(skipped_report_path(cfg.dataset), [("path", "reason"), *skipped])
+    files.write_csv(artifacts.skipped_report_path(cfg.dataset), [("path", "reason"), *skipped])
     if cfg.plots:
         save_plots(cfg.report_dir, cfg.dataset, kept, label_names=label_names, config=config)
     print_summary(cfg.dataset, kept, skipped, label_names=label_names, config=config,

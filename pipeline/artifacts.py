@@ -22,6 +22,12 @@ DATASET_KEYS = ("features", "labels", "label_names", "paths", "groups", "feature
 MODEL_NAME = "model_16k"  # models/model_16k.keras, .json, _int8.tflite, ...
 
 
+def skipped_report_path(dataset):
+    """<dataset>_skipped.csv: every clip that was left out, with the reason."""
+    dataset = Path(dataset)
+    return dataset.with_name(dataset.stem + "_skipped.csv")
+
+
 def save_dataset(path, feature_matrix, labels, *, label_names, paths, groups, config,
                  sources=None):
     """Write the dataset file that make_dataset_16k.py produces.

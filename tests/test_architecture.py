@@ -39,13 +39,17 @@ def test_no_stage_or_helper_imports_a_stage(script):
 
 def stage_uses(path):
     """(line, what) of every use of a stage module other than its main():
-    ``stage.anything_else`` or ``from stage import anything_else``."""
+    ``stage.anything_else`` (also through ``import stage as alias``) or
+    ``from stage import anything_else``."""
     stages = {Path(s).stem for s in STAGES}
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = {alias.asname or alias.name: alias.name for node in ast.walk(tree)
+             if isinstance(node, ast.Import) for alias in node.names if alias.name in stages}
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                and node.value.id in stages and node.attr != "main":
-            found.append((node.lineno, f"{node.value.id}.{node.attr}"))
+                and node.value.id in names and node.attr != "main":
+            found.append((node.lineno, f"{names[node.value.id]}.{node.attr}"))
         elif isinstance(node, ast.ImportFrom) and node.module in stages:
             found += [(node.lineno, f"from {node.module} import {a.name}")
                       for a in node.names if a.name != "main"]
@@ -65,10 +69,13 @@ def test_benchmarks_and_tests_only_run_a_stage(script):
 
 def test_the_stage_use_check_sees_attributes_and_imports(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("import train_16k\nfrom model_conv import convert, main\n"
-                     "train_16k.main([])\ntrain_16k.fit(1)\nx = predict.WINDOW_S\n")
+    probe.write_text("import train_16k\nimport predict\nimport make_dataset_16k as md\n"
+                     "from model_conv import convert, main\n"
+                     "train_16k.main([])\ntrain_16k.fit(1)\nx = predict.WINDOW_S\n"
+                     "md.main([])\nmd.skipped_report_path(1)\n")
     assert sorted(what for _, what in stage_uses(probe)) == \
-        ["from model_conv import convert", "predict.WINDOW_S", "train_16k.fit"]
+        ["from model_conv import convert", "make_dataset_16k.skipped_report_path",
+         "predict.WINDOW_S", "train_16k.fit"]
 
 
 def test_the_import_check_sees_every_kind_of_import(tmp_path):

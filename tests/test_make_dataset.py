@@ -21,7 +21,7 @@ def build(data_dir, dataset, *extra):
 
 
 def read_skipped(dataset):
-    with open(md.skipped_report_path(dataset), newline="") as fh:
+    with open(artifacts.skipped_report_path(dataset), newline="") as fh:
         return {os.path.basename(r["path"]): r["reason"] for r in csv.DictReader(fh)}
 
 
