@@ -104,15 +104,24 @@ def find_events(centres, probs, labels, thresholds, *, min_duration, hop_s, back
         above = np.concatenate([[False], probs[:, c] >= thresholds[label], [False]])
         edges = np.flatnonzero(np.diff(above.astype(int)))
         for first, last in zip(edges[::2], edges[1::2] - 1):
-            start = max(0.0, centres[first] - hop_s / 2)
-            end = centres[last] + hop_s / 2
-            if end - start >= min_duration:
-                run = probs[first:last + 1, c]
-                events.append({"class": label, "start_s": round(float(start), 3),
-                               "end_s": round(float(end), 3),
-                               "peak_probability": float(run.max()),
-                               "mean_probability": float(run.mean())})
+            run = probs[first:last + 1, c]
+            event = run_event(label, centres[first], centres[last], peak=run.max(),
+                              mean=run.mean(), hop_s=hop_s, min_duration=min_duration)
+            if event is not None:
+                events.append(event)
     return sorted(events, key=lambda e: e["start_s"])
+
+
+def run_event(label, first_centre, last_centre, *, peak, mean, hop_s, min_duration):
+    """The event of a run of windows (centres in seconds): from half a hop
+    before the first centre (not before 0) to half a hop after the last,
+    times rounded to the millisecond; None when shorter than
+    ``min_duration`` (compared before rounding)."""
+    start, end = max(0.0, first_centre - hop_s / 2), last_centre + hop_s / 2
+    if end - start < min_duration:
+        return None
+    return {"class": label, "start_s": round(float(start), 3), "end_s": round(float(end), 3),
+            "peak_probability": float(peak), "mean_probability": float(mean)}
 
 
 class EventTracker:
@@ -192,13 +201,9 @@ class EventTracker:
 
     def _event(self, c, run):
         """find_events' event for a run, or None when it is too short."""
-        hop = self.settings.hop_s
-        start, end = max(0.0, run["start"] - hop / 2), run["end"] + hop / 2
-        if end - start < self.settings.min_event_s:
-            return None
-        return {"class": self.labels[c], "start_s": round(float(start), 3),
-                "end_s": round(float(end), 3), "peak_probability": float(run["peak"]),
-                "mean_probability": float(run["sum"] / run["count"])}
+        return run_event(self.labels[c], run["start"], run["end"], peak=run["peak"],
+                         mean=run["sum"] / run["count"], hop_s=self.settings.hop_s,
+                         min_duration=self.settings.min_event_s)
 
     def _settle(self, value):
         index, centre = self.settled, self.pending.popleft()
