@@ -114,10 +114,6 @@ class FeatureError(ValueError):
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {reason}" if self.path else reason)
 
-    def for_file(self, path):
-        """The same error (of the same type), naming ``path``."""
-        return type(self)(self.reason, path)
-
 
 class SilentAudio(FeatureError):
     """Audio with nothing to describe: all zeros, every frame below the

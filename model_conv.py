@@ -135,10 +135,12 @@ def main(argv=None):
     device = meta["feature_config"].preset in features.DEVICE_PRESETS
     windows, decided_by = conversion.clip_views(meta, data, dataset=cfg.dataset)
     decide, inputs_of = conversion.clip_decider(meta, data, windows)
+    int8_args = dict(inputs_of=inputs_of, decide=decide, n_clips=cfg.representative_clips,
+                     percentiles=percentiles, percentile_clips=cfg.percentile_clips,
+                     reference=device)
     int8_bytes, calibration = conversion.best_int8(
-        model, rows["train"], rows["validation"], inputs_of=inputs_of, decide=decide,
-        n_clips=cfg.representative_clips, tries=cfg.calibration_tries, seed=cfg.seed,
-        percentiles=percentiles, percentile_clips=cfg.percentile_clips, reference=device)
+        model, rows["train"], rows["validation"], tries=cfg.calibration_tries, seed=cfg.seed,
+        **int8_args)
     if not len(rows["validation"]):
         calibration["chosen_on"] = "training clips (no validation split: the seed's recipe)"
     float_bytes = convert(model, None, int8=False)
@@ -154,10 +156,9 @@ def main(argv=None):
         print(f"int8 agrees with Keras on {result['agreement']:.1%} of test clips, below the "
               f"gate; trying {cfg.retry_tries} more calibration sets", flush=True)
         int8_bytes, calibration = conversion.best_int8(
-            model, rows["train"], rows["validation"], inputs_of=inputs_of, decide=decide,
-            n_clips=cfg.representative_clips, tries=cfg.calibration_tries + cfg.retry_tries,
-            seed=cfg.seed + 1, check=np.concatenate([rows["validation"], test]),
-            percentiles=percentiles, percentile_clips=cfg.percentile_clips, reference=device)
+            model, rows["train"], rows["validation"], tries=cfg.calibration_tries +
+            cfg.retry_tries, seed=cfg.seed + 1, check=np.concatenate([rows["validation"], test]),
+            **int8_args)
         calibration["chosen_on"] = "validation and test (retry after a failed gate)"
         int8_model = TFLiteModel(int8_bytes, reference=device)
         result = conversion.compare(model, float_model, int8_model, test, **compare_args)
