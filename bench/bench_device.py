@@ -162,6 +162,23 @@ def network_bytes(model_dir):
     return total, meta.get("conversion", {}).get("figures", {}).get("multiply_adds")
 
 
+def step_multiply_adds(model_dir, first, last):
+    """Multiply-adds of layers first..last of the int8 network (convolutions
+    and fully connected layers; a fused pooling has none)."""
+    from pipeline import c_network
+    layers = c_network.network_layers((model_dir / "model_16k_int8.tflite").read_bytes())
+    total = 0
+    for layer in layers[first:last + 1]:
+        out = int(np.prod(layer["out"]))
+        if layer["op"] == "CONV_2D":
+            total += out * int(np.prod(layer["kernel"])) * layer["in"][2]
+        elif layer["op"] == "DEPTHWISE_CONV_2D":
+            total += out * int(np.prod(layer["kernel"]))
+        elif layer["op"] == "FULLY_CONNECTED":
+            total += out * int(np.prod(layer["in"]))
+    return total
+
+
 def detector_figures(model_dir, board, *, per_hop, sizes, ev):
     """The whole detector (front end, network, events) per hop, its RAM and
     flash, ending with the one line scripts read."""
@@ -178,6 +195,10 @@ def detector_figures(model_dir, board, *, per_hop, sizes, ev):
     print(f"  network: {network:,.0f} instructions per window"
           + (f" ({network / macs:.1f} per multiply-add, {macs:,} multiply-adds)" if macs else "")
           + f"; arena {d['arena_bytes']:,} B; weights and requantisation {weights:,} B")
+    for first, last, spent in board["steps"]:
+        step_macs = step_multiply_adds(model_dir, first, last)
+        print(f"    layers {first}-{last}: {spent:,} instructions"
+              + (f" ({spent / step_macs:.1f} per multiply-add)" if step_macs else ""))
     print(f"  events: {events:,.0f} instructions per window; state {d['event_bytes']:,} B")
     print(f"M4F detector: {total:,.0f} instructions per hop (front end {per_hop:,.0f}, network "
           f"{network:,.0f}, events {events:,.0f}); RAM {ram:,} B; flash {flash:,} B")

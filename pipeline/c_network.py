@@ -177,24 +177,32 @@ def _array(kind, name, values, per_row=16):
     return f"static const {kind} {name}[{len(values)}] = {{\n{rows}}};\n"
 
 
-MAX_FUSED_CHANNELS = 256  # AF_NET_MAX_FUSED_CHANNELS of device/src/af_net.c
-
-
 def arena_bytes(layers):
     """The bytes af_net_arena_bytes computes for ``layers``: each step (a
     layer, or a convolution fused with the max pooling after it) writes at
-    one end of the arena while reading what the step before wrote at the
-    other; the caller owns the input and the output."""
+    one end of the arena's tensor part while reading what the step before
+    wrote at the other; the caller owns the input and the output. After it,
+    4-byte aligned, the largest convolution's scratch: for CONV_2D its
+    receptive field as int8 and two int16 columns (each kernel h x w x input
+    channels, rounded up to 4), and for every convolution three int32 per
+    output channel (two cells' accumulators and their maximum)."""
     sizes, k = [], 0
     while k < len(layers):
         if (k + 1 < len(layers) and layers[k]["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
-                and layers[k + 1]["op"] == "MAX_POOL_2D" and tuple(layers[k + 1]["pad"]) == (0, 0)
-                and 1 <= layers[k]["out"][2] <= MAX_FUSED_CHANNELS):
+                and layers[k + 1]["op"] == "MAX_POOL_2D" and tuple(layers[k + 1]["pad"]) == (0, 0)):
             k += 1  # the step's output is the pooling's
         if k < len(layers) - 1:
             sizes.append(int(np.prod(layers[k]["out"])))
         k += 1
-    return max([a + b for a, b in zip([0] + sizes, sizes)], default=0)
+    tensors = max([a + b for a, b in zip([0] + sizes, sizes)], default=0)
+    scratch = [(5 * _round4(int(np.prod(layer["kernel"])) * layer["in"][2])
+                if layer["op"] == "CONV_2D" else 0) + 12 * layer["out"][2]
+               for layer in layers if layer["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    return _round4(tensors) + max(scratch, default=0)
+
+
+def _round4(n):
+    return (n + 3) // 4 * 4
 
 
 def network_header(model_bytes, *, source_name):

@@ -60,7 +60,10 @@ def run(elf, samples, *, timeout_s=600):
         ``windows`` (centre and probabilities, as the host tool's
         ``--stream --events`` prints them), ``events`` (its event lines, split),
         ``detector`` (network and event instructions, arena and event bytes)
-        and ``network_instructions`` / ``event_instructions`` per window.
+        and ``network_instructions`` / ``event_instructions`` per window;
+        ``steps``: (first layer, last layer, instructions) of each step of
+        the network (a layer, or a convolution with its pooling) on the last
+        window's input.
     """
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "clip.raw"
@@ -73,7 +76,8 @@ def run(elf, samples, *, timeout_s=600):
         raise PipelineError(f"the emulated front end failed (status {result.returncode}): "
                             f"{(result.stdout + result.stderr).strip()[-500:]}")
     found = {"inputs": [], "instructions": [], "summary": {}, "outputs": [], "windows": [],
-             "events": [], "detector": {}, "network_instructions": [], "event_instructions": []}
+             "events": [], "detector": {}, "network_instructions": [], "event_instructions": [],
+             "steps": []}
     lines = result.stdout.splitlines()
 
     def figures(line):
@@ -96,6 +100,10 @@ def run(elf, samples, *, timeout_s=600):
             found["windows"].append([float(v) for v in line.split()[1:]])
         elif line.startswith("event "):
             found["events"].append(line.split()[1:])
+        elif line.startswith("step "):
+            step = dict(item.split("=") for item in line.split()[1:])
+            first, last = (int(v) for v in step["layers"].split("-"))
+            found["steps"].append((first, last, int(step["instructions"])))
         else:
             found["inputs"].append(np.array(line.split(), np.int64) if line.strip() else None)
     if (len(found["inputs"]) != len(found["instructions"])

@@ -119,6 +119,34 @@ static int detect(int usable, int64_t centre) {
   printf("cost net=%llu events=%llu\n", (unsigned long long)net, (unsigned long long)spent);
   return 0;
 }
+
+/* The network's cost step by step (a layer, or a convolution with the max
+ * pooling fused into it, as af_net.c runs them) on the last window's
+ * input: the difference between running the first k layers and the first
+ * k - 1 steps' layers. One "step" line each. */
+static void profile_steps(void) {
+  static int8_t prefix_output[MODEL_NET_ARENA_BYTES];  /* holds any step's output */
+  uint64_t before = 0;
+  int first = 0;
+  for (int k = 1; k <= af_model_net.n_layers; ++k) {
+    const af_net_layer* l = &af_model_net.layers[k - 1];
+    const af_net_layer* next = k < af_model_net.n_layers ? &af_model_net.layers[k] : NULL;
+    if ((l->op == AF_NET_CONV_2D || l->op == AF_NET_DEPTHWISE_CONV_2D) && next != NULL &&
+        next->op == AF_NET_MAX_POOL_2D && next->pad[0] == 0 && next->pad[1] == 0)
+      continue;  /* fused with the pooling after it */
+    const af_net prefix = {af_model_net.layers, k};
+    const size_t out_size = (size_t)l->out[0] * (size_t)l->out[1] * (size_t)l->out[2];
+        const uint32_t start = ticks();
+    if (af_net_run(&prefix, input, AF_MODEL_N_FEATURES, prefix_output, out_size, net_arena,
+                   sizeof net_arena) != AF_OK)
+      return;
+    const uint64_t spent = (uint64_t)(start - ticks()) * INSTRUCTIONS_PER_TICK;
+    printf("step layers=%d-%d instructions=%llu\n", first, k - 1,
+           (unsigned long long)(spent - before));
+    before = spent;
+    first = k;
+  }
+}
 #endif
 
 static int emit_window(int* windows, int* failed) {
@@ -198,6 +226,7 @@ int main(int argc, char** argv) {
   if (!failed && af_events_finish(&events, open_events,
                                   sizeof open_events / sizeof open_events[0], &n_open) == AF_OK)
     print_events(open_events, n_open);
+  if (!failed) profile_steps();
   printf("detector net_instructions=%llu event_instructions=%llu arena_bytes=%lu "
          "event_bytes=%lu\n", (unsigned long long)net_instructions,
          (unsigned long long)event_instructions, (unsigned long)sizeof net_arena,

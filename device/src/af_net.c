@@ -47,37 +47,6 @@ static int32_t SMLAD(uint32_t a, uint32_t b, int32_t acc) {
 #define AF_NET_DSP 0
 #endif
 
-/* The dot products of x with two filters at once (acc[0] with w0, acc[1]
- * with w1): each input word is loaded and widened once for both, as
- * CMSIS-NN's kernels share their loads. */
-static void dot2(const int8_t* x, const int8_t* w0, const int8_t* w1, int n, int32_t zero_point,
-                 int32_t acc[2]) {
-  int32_t a = acc[0], b = acc[1];
-  int i = 0;
-#if AF_NET_DSP
-  const uint32_t minus_zero_point = (uint32_t)(uint16_t)(int16_t)(-zero_point) * 0x00010001u;
-  for (; i + 4 <= n; i += 4) {
-    uint32_t xv, v0, v1;
-    memcpy(&xv, x + i, 4);
-    memcpy(&v0, w0 + i, 4);
-    memcpy(&v1, w1 + i, 4);
-    const uint32_t x02 = SADD16(SXTB16(xv), minus_zero_point);
-    const uint32_t x13 = SADD16(SXTB16_ROR8(xv), minus_zero_point);
-    a = SMLAD(x02, SXTB16(v0), a);
-    a = SMLAD(x13, SXTB16_ROR8(v0), a);
-    b = SMLAD(x02, SXTB16(v1), b);
-    b = SMLAD(x13, SXTB16_ROR8(v1), b);
-  }
-#endif
-  for (; i < n; ++i) {
-    const int32_t v = x[i] - zero_point;
-    a += v * w0[i];
-    b += v * w1[i];
-  }
-  acc[0] = a;
-  acc[1] = b;
-}
-
 /* sum over i < n of (x[i] - zero_point) * w[i] */
 static int32_t dot(const int8_t* x, const int8_t* w, int n, int32_t zero_point) {
   int32_t acc = 0;
@@ -96,33 +65,31 @@ static int32_t dot(const int8_t* x, const int8_t* w, int n, int32_t zero_point) 
   return acc;
 }
 
-static int32_t rounding_doubling_high_mul(int32_t a, int32_t b) {
-  if (a == b && a == INT32_MIN) return INT32_MAX;
-  const int64_t ab = (int64_t)a * (int64_t)b;
-  const int64_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
-  const int64_t v = ab + nudge;  /* divided by 2^31 toward zero, without a 64-bit division */
-  return (int32_t)(v >= 0 ? v >> 31 : -((-v) >> 31));
-}
-
-static int32_t rounding_divide_by_pot(int32_t x, int exponent) {
-  const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
-  const int32_t remainder = x & mask;
+/* x / 2^right, rounded half away from zero (gemmlowp's RoundingDivideByPOT). */
+static inline int32_t divide_by_power_of_two(int32_t x, int right) {
+  const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
   const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+  return (x >> right) + ((x & mask) > threshold ? 1 : 0);
 }
 
+/* gemmlowp's rounding doubling high multiply, (a * b + 2^30) / 2^31 with
+ * its rounding toward zero, equals (a * b + 2^30) >> 31 (an arithmetic
+ * shift) for every pair but INT32_MIN * INT32_MIN, where it saturates; as
+ * CMSIS-NN, one multiply-accumulate long instead of branches on the sign.
+ * The layers' multipliers are never negative (af_net_check), so their
+ * products never saturate. */
 static inline int32_t requantise(int32_t x, int32_t multiplier, int32_t shift) {
-  const int left = shift > 0 ? shift : 0;
-  const int right = shift > 0 ? 0 : -shift;
-  return rounding_divide_by_pot(rounding_doubling_high_mul(x * (1 << left), multiplier), right);
+  const int32_t a = (int32_t)((uint32_t)x << (shift > 0 ? shift : 0));
+  const int32_t high = (int32_t)(((int64_t)a * multiplier + ((int64_t)1 << 30)) >> 31);
+  return divide_by_power_of_two(high, shift > 0 ? 0 : -shift);
 }
 
 int32_t af_net_requantise(int32_t x, int32_t multiplier, int32_t shift) {
+  const int32_t a = (int32_t)((uint32_t)x << (shift > 0 ? shift : 0));
+  if (a == INT32_MIN && multiplier == INT32_MIN)
+    return divide_by_power_of_two(INT32_MAX, shift > 0 ? 0 : -shift);
   return requantise(x, multiplier, shift);
 }
-
-#define AF_NET_MAX_FUSED_CHANNELS 256 /* a convolution fused with its pooling: channels */
-#define MAX_SINGLE_CHANNEL_TAPS 25 /* a first layer's kernel read once per pixel: up to 5 x 5 */
 
 /* Offset of cell (y, x) of a (height, width, channels) tensor, channels last. */
 static size_t at(int y, int x, int width, int channels) {
@@ -133,107 +100,199 @@ static int8_t clamp(int32_t v, int32_t low, int32_t high) {
   return (int8_t)(v < low ? low : v > high ? high : v);
 }
 
-/* One output cell (oy, ox) of a 2-D convolution, every channel, into
- * ``cell``; DEPTHWISE_CONV_2D: one filter per channel (depth multiplier 1),
- * each output channel reading only its own input channel. */
-static void conv_cell(const af_net_layer* l, const int8_t* in, int oy, int ox, int8_t* cell) {
-  const int depthwise = l->op == AF_NET_DEPTHWISE_CONV_2D;
-  /* Every field in a local: writes through int8_t* may alias anything, so
-   * the compiler would reload them from the layer after each store. */
-  const int ih = l->in[0], iw = l->in[1], ic = l->in[2];
-  const int oc_n = l->out[2];
-  const int kh = l->kernel[0], kw = l->kernel[1];
-  const int sy = l->stride[0], sx = l->stride[1], py = l->pad[0], px = l->pad[1];
-  const int32_t zero_point = l->in_zero_point, out_zero_point = l->out_zero_point;
-  const int32_t low = l->act_min, high = l->act_max;
-  const int8_t* const weights = l->weights;
-  const int32_t* const bias = l->bias;
-  const int32_t* const multiplier = l->multiplier;
-  const int32_t* const shift = l->shift;
-  {
-    const int y0 = oy * sy - py;
-    const int ky_first = y0 < 0 ? -y0 : 0, ky_end = y0 + kh > ih ? ih - y0 : kh;
-    {
-      const int x0 = ox * sx - px;
-      const int kx_first = x0 < 0 ? -x0 : 0, kx_end = x0 + kw > iw ? iw - x0 : kw;
-      const size_t taps = (size_t)(kx_end - kx_first) * (size_t)ic;  /* a row, contiguous */
-      int oc = 0;
-      if (!depthwise && ic == 1 && kh * kw <= MAX_SINGLE_CHANNEL_TAPS) {
-        /* the first layer: its few taps read once for all the filters (a
-         * tap in the padding contributes 0, as when it is skipped) */
-        int32_t taps_of[MAX_SINGLE_CHANNEL_TAPS];
-        for (int ky = 0; ky < kh; ++ky)
-          for (int kx = 0; kx < kw; ++kx)
-            taps_of[ky * kw + kx] = ky >= ky_first && ky < ky_end && kx >= kx_first && kx < kx_end
-                                        ? in[at(y0 + ky, x0 + kx, iw, 1)] - zero_point : 0;
-        const int n_taps = kh * kw;
-#if AF_NET_DSP
-        /* the taps as int16 pairs in the order SXTB16 widens four weights:
-         * (0, 2) and (1, 3) of each group of four */
-        uint32_t even[MAX_SINGLE_CHANNEL_TAPS / 4 + 1], odd[MAX_SINGLE_CHANNEL_TAPS / 4 + 1];
-        const int groups = n_taps / 4;
-        for (int g = 0; g < groups; ++g) {
-          even[g] = halves(taps_of[4 * g], taps_of[4 * g + 2]);
-          odd[g] = halves(taps_of[4 * g + 1], taps_of[4 * g + 3]);
-        }
-#endif
-        for (; oc < oc_n; ++oc) {
-          const int8_t* w = weights + at(0, oc, 0, n_taps);
-          int32_t acc = bias ? bias[oc] : 0;
-          int t = 0;
-#if AF_NET_DSP
-          for (int g = 0; g < groups; ++g, t += 4) {
-            uint32_t wv;
-            memcpy(&wv, w + t, 4);
-            acc = SMLAD(even[g], SXTB16(wv), acc);
-            acc = SMLAD(odd[g], SXTB16_ROR8(wv), acc);
-          }
-#endif
-          for (; t < n_taps; ++t) acc += taps_of[t] * w[t];
-          cell[oc] = clamp(requantise(acc, multiplier[oc], shift[oc]) + out_zero_point,
-                           low, high);
-        }
-      }
-      if (!depthwise && ic > 1) {  /* two filters at a time, sharing the input's loads */
-        for (; oc + 2 <= oc_n; oc += 2) {
-          int32_t acc[2] = {bias ? bias[oc] : 0, bias ? bias[oc + 1] : 0};
-          for (int ky = ky_first; ky < ky_end; ++ky) {
-            const int8_t* row = in + at(y0 + ky, x0 + kx_first, iw, ic);
-            const int8_t* w = weights + at(oc * kh + ky, kx_first, kw, ic);
-            dot2(row, w, w + at(kh, 0, kw, ic), (int)taps, zero_point, acc);
-          }
-          for (int k = 0; k < 2; ++k)
-            cell[oc + k] = clamp(requantise(acc[k], multiplier[oc + k], shift[oc + k]) +
-                                     out_zero_point, low, high);
-        }
-      }
-      for (; oc < oc_n; ++oc) {
-        int32_t acc = bias ? bias[oc] : 0;
-        for (int ky = ky_first; ky < ky_end; ++ky) {
-          const int8_t* row = in + at(y0 + ky, x0, iw, ic);
-          if (depthwise) {
-            for (int kx = kx_first; kx < kx_end; ++kx)
-              acc += (row[at(0, kx, 0, ic) + (size_t)oc] - zero_point) *
-                     weights[at(ky, kx, kw, ic) + (size_t)oc];
-          } else if (ic == 1) {  /* the first layer: a few taps per row, no call */
-            const int8_t* w = weights + at(oc * kh + ky, 0, kw, 1);
-            for (int kx = kx_first; kx < kx_end; ++kx) acc += (row[kx] - zero_point) * w[kx];
-          } else {
-            acc += dot(row + at(0, kx_first, 0, ic),
-                       weights + at(oc * kh + ky, kx_first, kw, ic), (int)taps, zero_point);
-          }
-        }
-        acc = requantise(acc, multiplier[oc], shift[oc]) + out_zero_point;
-        cell[oc] = clamp(acc, low, high);
-      }
+/* A convolution's output value from its accumulator (bias plus the dot
+ * product) for output channel c. */
+static int8_t output(const af_net_layer* l, int c, int32_t sum) {
+  return clamp(requantise(sum, l->multiplier[c], l->shift[c]) + l->out_zero_point, l->act_min,
+               l->act_max);
+}
+
+/* A 2-D convolution runs as CMSIS-NN's does: the receptive field of an
+ * output cell is copied once into a column of int16 (input less its zero
+ * point, im2col), then two columns meet two filters at a time, so each
+ * loaded word feeds two dual multiply-accumulates. Its scratch, in the
+ * caller's arena: the field as int8 and two columns (CONV_2D only), then
+ * the accumulators of two cells and their maximum (every convolution). */
+static size_t field_size(const af_net_layer* l) {  /* kernel h x w x input channels, rounded to 4 */
+  if (l->op != AF_NET_CONV_2D) return 0;
+  return ((size_t)l->kernel[0] * (size_t)l->kernel[1] * (size_t)l->in[2] + 3u) & ~(size_t)3u;
+}
+
+static size_t conv_scratch_bytes(const af_net_layer* l) {
+  if (l->op != AF_NET_CONV_2D && l->op != AF_NET_DEPTHWISE_CONV_2D) return 0;
+  return 5 * field_size(l) + 3 * sizeof(int32_t) * (size_t)l->out[2];
+}
+
+/* The receptive field of cell (oy, ox) in the weights' order (kernel row,
+ * column, input channel); a tap in the padding reads the zero point, which
+ * contributes 0, as when it is skipped. */
+static void gather(const af_net_layer* l, const int8_t* in, int oy, int ox, int8_t* field) {
+  const int ih = l->in[0], iw = l->in[1], ic = l->in[2], kh = l->kernel[0], kw = l->kernel[1];
+  const int y0 = oy * l->stride[0] - l->pad[0], x0 = ox * l->stride[1] - l->pad[1];
+  const int kx_first = x0 < 0 ? -x0 : 0, kx_end = x0 + kw > iw ? iw - x0 : kw;
+  const int8_t zero_point = (int8_t)l->in_zero_point;
+  const int row = kw * ic, before = kx_first * ic;
+  const int inside = kx_end > kx_first ? (kx_end - kx_first) * ic : 0;
+  for (int ky = 0; ky < kh; ++ky, field += row) {
+    const int y = y0 + ky;
+    if (y < 0 || y >= ih || inside == 0) {
+      memset(field, zero_point, (size_t)row);
+      continue;
     }
+    const int8_t* source = in + at(y, x0 + kx_first, iw, ic);
+    if (row < 16) {  /* a first layer's few taps: one loop, cheaper than library calls */
+      for (int k = 0; k < row; ++k) {
+        const int j = k - before;
+        field[k] = (unsigned)j < (unsigned)inside ? source[j] : zero_point;
+      }
+      continue;
+    }
+    memset(field, zero_point, (size_t)before);
+    memcpy(field + before, source, (size_t)inside);
+    memset(field + before + inside, zero_point, (size_t)(row - before - inside));
   }
 }
 
-static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out) {
+/* Values the dot products read four at a time: all but the last n % 4 on
+ * the DSP path, none on the portable one. */
+static int grouped(int n) { return AF_NET_DSP ? n & ~3 : 0; }
+
+/* Two cells' columns (field - zero point, n values each) in one buffer, in
+ * the order dot_2x2 reads them: for each group of four values, the first
+ * column's (0, 2) and (1, 3), the pairs SXTB16 makes of four weights, then
+ * the second's; after the groups, each remaining value of both columns in
+ * turn. This writes column ``which`` (0 or 1) of ``pair``. */
+static void widen(const int8_t* field, int n, int32_t zero_point, int16_t* pair, int which) {
+  const int groups = grouped(n);
+  int i = 0;
+#if AF_NET_DSP
+  const uint32_t minus_zero_point = (uint32_t)(uint16_t)(int16_t)(-zero_point) * 0x00010001u;
+  for (int16_t* out = pair + 4 * which; i < groups; i += 4, out += 8) {
+    uint32_t v;
+    memcpy(&v, field + i, 4);
+    const uint32_t even = SADD16(SXTB16(v), minus_zero_point);
+    const uint32_t odd = SADD16(SXTB16_ROR8(v), minus_zero_point);
+    memcpy(out, &even, 4);
+    memcpy(out + 2, &odd, 4);
+  }
+#endif
+  for (int16_t* out = pair + 2 * groups + which; i < n; ++i, out += 2)
+    *out = (int16_t)(field[i] - zero_point);
+}
+
+/* acc[2 f + c] += column c . filter f, for the two columns in ``pair`` (see
+ * widen) and filters w0, w1 of n values: each loaded weight word feeds four
+ * dual multiply-accumulates. */
+static inline void dot_2x2(const int16_t* pair, const int8_t* w0, const int8_t* w1, int n,
+                           int32_t acc[4]) {
+  int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+  int i = 0;
+#if AF_NET_DSP
+  for (const int groups = grouped(n); i < groups; i += 4, pair += 8) {
+    uint32_t x0e, x0o, x1e, x1o, v;  /* first column even, odd; second column even, odd */
+    memcpy(&x0e, pair, 4);
+    memcpy(&x0o, pair + 2, 4);
+    memcpy(&x1e, pair + 4, 4);
+    memcpy(&x1o, pair + 6, 4);
+    memcpy(&v, w0 + i, 4);
+    uint32_t even = SXTB16(v), odd = SXTB16_ROR8(v);
+    a00 = SMLAD(x0o, odd, SMLAD(x0e, even, a00));
+    a01 = SMLAD(x1o, odd, SMLAD(x1e, even, a01));
+    memcpy(&v, w1 + i, 4);
+    even = SXTB16(v);
+    odd = SXTB16_ROR8(v);
+    a10 = SMLAD(x0o, odd, SMLAD(x0e, even, a10));
+    a11 = SMLAD(x1o, odd, SMLAD(x1e, even, a11));
+  }
+#endif
+  for (; i < n; ++i, pair += 2) {
+    a00 += pair[0] * w0[i];
+    a01 += pair[1] * w0[i];
+    a10 += pair[0] * w1[i];
+    a11 += pair[1] * w1[i];
+  }
+  acc[0] = a00;
+  acc[1] = a01;
+  acc[2] = a10;
+  acc[3] = a11;
+}
+
+/* The accumulators of cells (oy, ox) and, when ``two``, (oy, ox + 1) of
+ * CONV_2D l, every output channel, into sums[0] and sums[1]. */
+static void conv_sums(const af_net_layer* l, const int8_t* in, int oy, int ox, int two,
+                      int8_t* scratch, int32_t* sums[2]) {
+  /* Every field in a local: writes through int8_t* may alias anything, so
+   * the compiler would reload them from the layer after each store. */
+  const int n = l->kernel[0] * l->kernel[1] * l->in[2], oc_n = l->out[2];
+  const int32_t zero_point = l->in_zero_point;
+  const int8_t* const weights = l->weights;
+  const int32_t* const bias = l->bias;
+  int16_t* const pair = (int16_t*)(void*)(scratch + field_size(l));  /* 4-byte aligned */
+  int32_t *const sum0 = sums[0], *const sum1 = two ? sums[1] : sums[0];
+  gather(l, in, oy, ox, scratch);
+  widen(scratch, n, zero_point, pair, 0);
+  if (two) gather(l, in, oy, ox + 1, scratch);
+  widen(scratch, n, zero_point, pair, 1);  /* one cell: the same column twice */
+  for (int oc = 0; oc < oc_n; oc += 2) {
+    const int other = oc + 1 < oc_n ? oc + 1 : oc;  /* an odd last filter runs twice */
+    int32_t acc[4] = {bias ? bias[oc] : 0, bias ? bias[oc] : 0, bias ? bias[other] : 0,
+                      bias ? bias[other] : 0};
+    dot_2x2(pair, weights + at(0, oc, 0, n), weights + at(0, other, 0, n), n, acc);
+    sum0[oc] = acc[0];
+    sum1[oc] = acc[1];
+    sum0[other] = acc[2];
+    sum1[other] = acc[3];
+  }
+}
+
+/* The accumulators of cell (oy, ox) of DEPTHWISE_CONV_2D l (depth
+ * multiplier 1): each output channel reads only its own input channel. */
+static void depthwise_sums(const af_net_layer* l, const int8_t* in, int oy, int ox, int32_t* sum) {
+  const int ih = l->in[0], iw = l->in[1], c = l->in[2], kh = l->kernel[0], kw = l->kernel[1];
+  const int y0 = oy * l->stride[0] - l->pad[0], x0 = ox * l->stride[1] - l->pad[1];
+  const int ky_first = y0 < 0 ? -y0 : 0, ky_end = y0 + kh > ih ? ih - y0 : kh;
+  const int kx_first = x0 < 0 ? -x0 : 0, kx_end = x0 + kw > iw ? iw - x0 : kw;
+  const int32_t zero_point = l->in_zero_point;
+  for (int ch = 0; ch < c; ++ch) {
+    int32_t acc = l->bias ? l->bias[ch] : 0;
+    for (int ky = ky_first; ky < ky_end; ++ky)
+      for (int kx = kx_first; kx < kx_end; ++kx)
+        acc += (in[at(y0 + ky, x0 + kx, iw, c) + (size_t)ch] - zero_point) *
+               l->weights[at(ky, kx, kw, c) + (size_t)ch];
+    sum[ch] = acc;
+  }
+}
+
+/* The accumulators of cells (oy, ox) and, when ``two``, (oy, ox + 1) of
+ * convolution l. */
+static void sums_of(const af_net_layer* l, const int8_t* in, int oy, int ox, int two,
+                    int8_t* scratch, int32_t* sums[2]) {
+  if (l->op == AF_NET_CONV_2D) {
+    conv_sums(l, in, oy, ox, two, scratch, sums);
+    return;
+  }
+  depthwise_sums(l, in, oy, ox, sums[0]);
+  if (two) depthwise_sums(l, in, oy, ox + 1, sums[1]);
+}
+
+/* The two cells' accumulators and their maximum, after the field and
+ * columns in the scratch. */
+static void accumulators(const af_net_layer* l, int8_t* scratch, int32_t* sums[3]) {
+  int32_t* const first = (int32_t*)(void*)(scratch + 5 * field_size(l));
+  for (int k = 0; k < 3; ++k) sums[k] = first + k * l->out[2];
+}
+
+static void conv_2d(const af_net_layer* l, const int8_t* in, int8_t* out, int8_t* scratch) {
+  const int ow = l->out[1], c = l->out[2];
+  int32_t* sums[3];
+  accumulators(l, scratch, sums);
   for (int oy = 0; oy < l->out[0]; ++oy)
-    for (int ox = 0; ox < l->out[1]; ++ox)
-      conv_cell(l, in, oy, ox, out + at(oy, ox, l->out[1], l->out[2]));
+    for (int ox = 0; ox < ow; ox += 2) {
+      const int two = ox + 1 < ow;
+      sums_of(l, in, oy, ox, two, scratch, sums);
+      for (int j = 0; j <= two; ++j)
+        for (int k = 0; k < c; ++k) out[at(oy, ox + j, ow, c) + (size_t)k] = output(l, k, sums[j][k]);
+    }
 }
 
 /* Whether layers k and k + 1 run fused: a convolution, then a max pooling
@@ -246,31 +305,52 @@ static int fused(const af_net* net, int k) {
   const af_net_layer* conv = &net->layers[k];
   const af_net_layer* pool = &net->layers[k + 1];
   return (conv->op == AF_NET_CONV_2D || conv->op == AF_NET_DEPTHWISE_CONV_2D) &&
-         pool->op == AF_NET_MAX_POOL_2D && pool->pad[0] == 0 && pool->pad[1] == 0 &&
-         conv->out[2] >= 1 && conv->out[2] <= AF_NET_MAX_FUSED_CHANNELS;
+         pool->op == AF_NET_MAX_POOL_2D && pool->pad[0] == 0 && pool->pad[1] == 0;
 }
 
+/* Requantisation is monotonic (a multiplier is never negative, and a right
+ * shift rounds monotonically), so the maximum of requantised cells is the
+ * requantised maximum of their accumulators: one requantisation per pooled
+ * value instead of one per cell. A channel with a left shift could wrap
+ * (as TFLite's int32 does), so its cells are requantised one by one. */
 static void conv_pool(const af_net_layer* conv, const af_net_layer* pool, const int8_t* in,
-                      int8_t* out) {
-  int8_t cell[AF_NET_MAX_FUSED_CHANNELS];
-  int32_t best[AF_NET_MAX_FUSED_CHANNELS];
+                      int8_t* out, int8_t* scratch) {
   const int c = conv->out[2], conv_h = conv->out[0], conv_w = conv->out[1];
+  const int kh = pool->kernel[0], kw = pool->kernel[1];
   const int32_t low = pool->act_min, high = pool->act_max;
+  const int32_t* const shift = conv->shift;
+  int32_t* sums[3];
+  accumulators(conv, scratch, sums);
+  int32_t* const best = sums[2];
+  int left_shifts = 0;
+  for (int k = 0; k < c; ++k) left_shifts |= shift[k] > 0;
   for (int oy = 0; oy < pool->out[0]; ++oy)
     for (int ox = 0; ox < pool->out[1]; ++ox) {
-      for (int k = 0; k < c; ++k) best[k] = -128;
-      for (int ky = 0; ky < pool->kernel[0]; ++ky) {
+      for (int k = 0; k < c; ++k) best[k] = INT32_MIN;
+      for (int ky = 0; ky < kh; ++ky) {
         const int y = oy * pool->stride[0] + ky;
         if (y >= conv_h) continue;
-        for (int kx = 0; kx < pool->kernel[1]; ++kx) {
+        for (int kx = 0; kx < kw; kx += 2) {  /* the cells of a pooling row two at a time */
           const int x = ox * pool->stride[1] + kx;
           if (x >= conv_w) continue;
-          conv_cell(conv, in, y, x, cell);
-          for (int k = 0; k < c; ++k) best[k] = cell[k] > best[k] ? cell[k] : best[k];
+          const int two = kx + 1 < kw && x + 1 < conv_w;
+          sums_of(conv, in, y, x, two, scratch, sums);
+          for (int j = 0; j <= two; ++j) {
+            const int32_t* const sum = sums[j];
+            if (left_shifts) {
+              for (int k = 0; k < c; ++k) {
+                const int32_t v = shift[k] > 0 ? output(conv, k, sum[k]) : sum[k];
+                best[k] = v > best[k] ? v : best[k];
+              }
+            } else {
+              for (int k = 0; k < c; ++k) best[k] = sum[k] > best[k] ? sum[k] : best[k];
+            }
+          }
         }
       }
       int8_t* const pooled = out + at(oy, ox, pool->out[1], c);
-      for (int k = 0; k < c; ++k) pooled[k] = clamp(best[k], low, high);
+      for (int k = 0; k < c; ++k)
+        pooled[k] = clamp(shift[k] > 0 ? best[k] : output(conv, k, best[k]), low, high);
     }
 }
 
@@ -342,11 +422,11 @@ static size_t tensor_size(const int dims[3]) {
 }
 
 /* Each step (a layer, or a convolution fused with its pooling) writes at
- * one end of the arena while it reads what the step before wrote at the
- * other end (the first reads the caller's input, the last writes the
- * caller's output): the arena holds the largest such pair. */
-size_t af_net_arena_bytes(const af_net* net) {
-  if (net == NULL || net->layers == NULL || net->n_layers < 1) return 0;
+ * one end of the arena's tensor part while it reads what the step before
+ * wrote at the other end (the first reads the caller's input, the last
+ * writes the caller's output): that part holds the largest such pair. The
+ * convolutions' scratch follows it, 4-byte aligned. */
+static size_t tensor_bytes(const af_net* net) {
   size_t largest = 0, previous = 0;
   for (int k = 0; k < net->n_layers; ++k) {
     if (fused(net, k)) ++k;  /* the step's output is the pooling's */
@@ -355,7 +435,30 @@ size_t af_net_arena_bytes(const af_net* net) {
     largest = previous + size > largest ? previous + size : largest;
     previous = size;
   }
-  return largest;
+  return (largest + 3u) & ~(size_t)3u;
+}
+
+size_t af_net_arena_bytes(const af_net* net) {
+  if (net == NULL || net->layers == NULL || net->n_layers < 1) return 0;
+  size_t scratch = 0;
+  for (int k = 0; k < net->n_layers; ++k) {
+    const size_t bytes = conv_scratch_bytes(&net->layers[k]);
+    scratch = bytes > scratch ? bytes : scratch;
+  }
+  return tensor_bytes(net) + scratch;
+}
+
+/* A layer that requantises has its multipliers and shifts (one per output
+ * channel; MEAN: one), each as TFLite makes them: a multiplier in
+ * [0, 2^31) and a shift in [-31, 30]; one with weights has them. */
+static int requantisation_ok(const af_net_layer* l) {
+  const int weighted = l->op == AF_NET_CONV_2D || l->op == AF_NET_DEPTHWISE_CONV_2D ||
+                       l->op == AF_NET_FULLY_CONNECTED;
+  if (!weighted && l->op != AF_NET_MEAN) return 1;
+  if (l->multiplier == NULL || l->shift == NULL || (weighted && l->weights == NULL)) return 0;
+  for (int c = 0; c < (weighted ? l->out[2] : 1); ++c)
+    if (l->multiplier[c] < 0 || l->shift[c] < -31 || l->shift[c] > 30) return 0;
+  return 1;
 }
 
 int af_net_check(const af_net* net, size_t input_size, size_t output_size) {
@@ -368,7 +471,7 @@ int af_net_check(const af_net* net, size_t input_size, size_t output_size) {
     const af_net_layer* l = &net->layers[k];
     const size_t in_size = tensor_size(l->in), out_size = tensor_size(l->out);
     if (in_size == 0 || out_size == 0 || in_size != flowing ||
-        (unsigned)l->op > (unsigned)AF_NET_DEPTHWISE_CONV_2D)
+        (unsigned)l->op > (unsigned)AF_NET_DEPTHWISE_CONV_2D || !requantisation_ok(l))
       return AF_ERR_ARGUMENT;
     flowing = out_size;
   }
@@ -382,6 +485,8 @@ int af_net_run(const af_net* net, const int8_t* input, size_t input_size, int8_t
   if (status != AF_OK) return status;
   const size_t needed = af_net_arena_bytes(net);
   if (arena_bytes < needed) return AF_ERR_BUFFER;
+  const size_t tensors = tensor_bytes(net);
+  int8_t* const scratch = (int8_t*)arena + tensors;
   const int8_t* in = input;
   for (int k = 0, step = 0; k < net->n_layers; ++k, ++step) {
     const af_net_layer* l = &net->layers[k];
@@ -389,14 +494,14 @@ int af_net_run(const af_net* net, const int8_t* input, size_t input_size, int8_t
     const af_net_layer* last = pair ? &net->layers[k + 1] : l;
     int8_t* out = k + pair == net->n_layers - 1 ? output
                   : step % 2 == 0 ? (int8_t*)arena  /* the start, then the end, in turn */
-                  : (int8_t*)arena + needed - tensor_size(last->out);
+                  : (int8_t*)arena + tensors - tensor_size(last->out);
     if (pair) {
-      conv_pool(l, last, in, out);
+      conv_pool(l, last, in, out, scratch);
       ++k;
     } else {
       switch (l->op) {
         case AF_NET_CONV_2D:
-        case AF_NET_DEPTHWISE_CONV_2D: conv_2d(l, in, out); break;
+        case AF_NET_DEPTHWISE_CONV_2D: conv_2d(l, in, out, scratch); break;
         case AF_NET_MAX_POOL_2D: max_pool_2d(l, in, out); break;
         case AF_NET_MEAN: mean(l, in, out); break;
         case AF_NET_FULLY_CONNECTED: fully_connected(l, in, out); break;

@@ -108,6 +108,119 @@ static void check_network(void) {
   expect("net: no layers", af_net_check(&(af_net){layers, 0}, 8, 2), AF_ERR_ARGUMENT);
 }
 
+/* gemmlowp's MultiplyByQuantizedMultiplier as TFLite writes it: the
+ * saturating rounding doubling high multiply with its sign-dependent nudge,
+ * then the rounding right shift. */
+static int32_t reference_requantise(int32_t x, int32_t multiplier, int32_t shift) {
+  const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  const int32_t a = (int32_t)((uint32_t)x << left);
+  int32_t high;
+  if (a == INT32_MIN && multiplier == INT32_MIN) {
+    high = INT32_MAX;
+  } else {
+    const int64_t ab = (int64_t)a * (int64_t)multiplier;
+    const int64_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
+    high = (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+  }
+  const int32_t mask = (int32_t)(((int64_t)1 << right) - 1);
+  const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
+  return (high >> right) + ((high & mask) > threshold ? 1 : 0);
+}
+
+static uint32_t next_random(uint32_t* state) {  /* xorshift32 */
+  *state ^= *state << 13;
+  *state ^= *state >> 17;
+  *state ^= *state << 5;
+  return *state;
+}
+
+/* af_net_requantise (one multiply-accumulate long) equals the reference on
+ * the edges and on a million random values. */
+static void check_requantise(void) {
+  static const int32_t edges[] = {INT32_MIN, INT32_MIN + 1, -(1 << 30), -2, -1, 0, 1, 2,
+                                  1 << 30, INT32_MAX - 1, INT32_MAX};
+  const int n_edges = (int)(sizeof edges / sizeof edges[0]);
+  uint32_t state = 12345u;
+  int wrong = 0, tried = 0;
+  for (int i = 0; i < 1000000 + n_edges * n_edges * 62; ++i, ++tried) {
+    int32_t x, multiplier, shift;
+    if (i < n_edges * n_edges * 62) {
+      x = edges[i % n_edges];
+      multiplier = edges[(i / n_edges) % n_edges];
+      shift = (i / (n_edges * n_edges)) % 62 - 31;
+    } else {
+      x = (int32_t)next_random(&state) >> (next_random(&state) % 24u);
+      multiplier = (int32_t)(next_random(&state) >> 1);
+      shift = (int32_t)(next_random(&state) % 62u) - 31;
+    }
+    wrong += af_net_requantise(x, multiplier, shift) != reference_requantise(x, multiplier, shift);
+  }
+  expect("net: requantise equals gemmlowp's on every value tried", wrong, 0);
+  expect("net: values tried", tried > 1000000, 1);
+}
+
+/* A 2-D convolution (3 input channels, an odd number of filters, SAME
+ * padding, a left shift on one channel) alone and fused with a 2 x 2 max
+ * pooling, against the textbook loops with af_net_requantise. */
+static void check_convolution(void) {
+  enum { H = 5, W = 7, C = 3, K = 3, F = 5, PH = 2, PW = 3 };
+  static int8_t x[H * W * C], weights[F * K * K * C], got[H * W * F], want[H * W * F];
+  static int8_t pooled[PH * PW * F], want_pooled[PH * PW * F];
+  static const int32_t bias[F] = {100, -2000, 0, 37, -5};
+  static const int32_t multiplier[F] = {1518500250, 1073741824, 2000000000, 1300000000,
+                                        1100000000};
+  static const int32_t shift[F] = {-9, 1, -8, -10, 0};
+  static uint64_t arena[256];
+  uint32_t state = 99u;
+  for (int i = 0; i < H * W * C; ++i) x[i] = (int8_t)(next_random(&state) & 0xff);
+  for (int i = 0; i < F * K * K * C; ++i) weights[i] = (int8_t)(next_random(&state) & 0xff);
+  const int32_t zero_point = -7, out_zero_point = 3, low = -100, high = 120;
+  for (int y = 0; y < H; ++y)
+    for (int xx = 0; xx < W; ++xx)
+      for (int f = 0; f < F; ++f) {
+        int32_t acc = bias[f];
+        for (int ky = 0; ky < K; ++ky)
+          for (int kx = 0; kx < K; ++kx)
+            for (int c = 0; c < C; ++c) {
+              const int iy = y + ky - 1, ix = xx + kx - 1;
+              if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+              acc += (x[(iy * W + ix) * C + c] - zero_point) * weights[((f * K + ky) * K + kx) * C + c];
+            }
+        int32_t v = af_net_requantise(acc, multiplier[f], shift[f]) + out_zero_point;
+        want[(y * W + xx) * F + f] = (int8_t)(v < low ? low : v > high ? high : v);
+      }
+  for (int y = 0; y < PH; ++y)
+    for (int xx = 0; xx < PW; ++xx)
+      for (int f = 0; f < F; ++f) {
+        int best = -128;
+        for (int k = 0; k < 4; ++k) {
+          const int v = want[((2 * y + k / 2) * W + 2 * xx + k % 2) * F + f];
+          best = v > best ? v : best;
+        }
+        want_pooled[(y * PW + xx) * F + f] = (int8_t)best;
+      }
+  const af_net_layer layers[2] = {
+      {AF_NET_CONV_2D, {H, W, C}, {H, W, F}, {K, K}, {1, 1}, {1, 1}, zero_point, out_zero_point,
+       low, high, 1.0f, 1.0f, weights, bias, multiplier, shift},
+      {AF_NET_MAX_POOL_2D, {H, W, F}, {PH, PW, F}, {2, 2}, {2, 2}, {0, 0}, out_zero_point,
+       out_zero_point, -128, 127, 1.0f, 1.0f, NULL, NULL, NULL, NULL}};
+  const af_net conv = {layers, 1}, conv_pool = {layers, 2};
+  expect("net: arena for a convolution", af_net_arena_bytes(&conv_pool) <= sizeof arena, 1);
+  expect("net: convolution runs", af_net_run(&conv, x, sizeof x, got, sizeof got, arena,
+                                             sizeof arena), AF_OK);
+  expect("net: convolution equals the textbook loops", memcmp(got, want, sizeof got), 0);
+  expect("net: convolution and pooling run", af_net_run(&conv_pool, x, sizeof x, pooled,
+                                                        sizeof pooled, arena, sizeof arena), AF_OK);
+  expect("net: fused pooling equals pooling the convolution",
+         memcmp(pooled, want_pooled, sizeof pooled), 0);
+  af_net_layer negative = layers[0];
+  static const int32_t negative_multiplier[F] = {1, 1, -1, 1, 1};
+  negative.multiplier = negative_multiplier;
+  expect("net: a negative multiplier is refused", af_net_check(&(af_net){&negative, 1},
+                                                               sizeof x, sizeof got),
+         AF_ERR_ARGUMENT);
+}
+
 static int all_finite(const float* x, int n) {
   for (int i = 0; i < n; ++i)
     if (!isfinite(x[i])) return 0;
@@ -147,6 +260,8 @@ int main(int argc, char** argv) {
   const af_model* m = &af_model_frontend;
   af_rfft_instance fft;
   check_network();
+  check_requantise();
+  check_convolution();
   expect("rfft init: NULL", af_rfft_init(NULL, 512), AF_ERR_NULL);
   expect("rfft init: size not a power of two", af_rfft_init(&fft, 500), AF_ERR_ARGUMENT);
   expect("rfft init: size above AF_RFFT_MAX_N", af_rfft_init(&fft, 2 * AF_RFFT_MAX_N), AF_ERR_ARGUMENT);
