@@ -180,30 +180,38 @@ static void widen(const int8_t* field, int n, int32_t zero_point, int16_t* pair,
     *out = (int16_t)(field[i] - zero_point);
 }
 
+#if AF_NET_DSP
+/* Four values of two columns (see widen) times four of two filters: each
+ * loaded weight word feeds four dual multiply-accumulates. */
+#define DOT_2X2_GROUP(pair, w0, w1)                     \
+  do {                                                  \
+    uint32_t x0e, x0o, x1e, x1o, v, even, odd;          \
+    memcpy(&x0e, (pair), 4);                            \
+    memcpy(&x0o, (pair) + 2, 4);                        \
+    memcpy(&x1e, (pair) + 4, 4);                        \
+    memcpy(&x1o, (pair) + 6, 4);                        \
+    memcpy(&v, (w0), 4);                                \
+    even = SXTB16(v);                                   \
+    odd = SXTB16_ROR8(v);                               \
+    a00 = SMLAD(x0o, odd, SMLAD(x0e, even, a00));       \
+    a01 = SMLAD(x1o, odd, SMLAD(x1e, even, a01));       \
+    memcpy(&v, (w1), 4);                                \
+    even = SXTB16(v);                                   \
+    odd = SXTB16_ROR8(v);                               \
+    a10 = SMLAD(x0o, odd, SMLAD(x0e, even, a10));       \
+    a11 = SMLAD(x1o, odd, SMLAD(x1e, even, a11));       \
+  } while (0)
+#endif
+
 /* acc[2 f + c] += column c . filter f, for the two columns in ``pair`` (see
- * widen) and filters w0, w1 of n values: each loaded weight word feeds four
- * dual multiply-accumulates. */
+ * widen) and filters w0, w1 of n values. */
 static inline void dot_2x2(const int16_t* pair, const int8_t* w0, const int8_t* w1, int n,
                            int32_t acc[4]) {
   int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
   int i = 0;
 #if AF_NET_DSP
-  for (const int groups = grouped(n); i < groups; i += 4, pair += 8) {
-    uint32_t x0e, x0o, x1e, x1o, v;  /* first column even, odd; second column even, odd */
-    memcpy(&x0e, pair, 4);
-    memcpy(&x0o, pair + 2, 4);
-    memcpy(&x1e, pair + 4, 4);
-    memcpy(&x1o, pair + 6, 4);
-    memcpy(&v, w0 + i, 4);
-    uint32_t even = SXTB16(v), odd = SXTB16_ROR8(v);
-    a00 = SMLAD(x0o, odd, SMLAD(x0e, even, a00));
-    a01 = SMLAD(x1o, odd, SMLAD(x1e, even, a01));
-    memcpy(&v, w1 + i, 4);
-    even = SXTB16(v);
-    odd = SXTB16_ROR8(v);
-    a10 = SMLAD(x0o, odd, SMLAD(x0e, even, a10));
-    a11 = SMLAD(x1o, odd, SMLAD(x1e, even, a11));
-  }
+  for (const int groups = grouped(n); i < groups; i += 4, pair += 8)
+    DOT_2X2_GROUP(pair, w0 + i, w1 + i);
 #endif
   for (; i < n; ++i, pair += 2) {
     a00 += pair[0] * w0[i];
@@ -233,11 +241,12 @@ static void conv_sums(const af_net_layer* l, const int8_t* in, int oy, int ox, i
   widen(scratch, n, zero_point, pair, 0);
   if (two) gather(l, in, oy, ox + 1, scratch);
   widen(scratch, n, zero_point, pair, 1);  /* one cell: the same column twice */
-  for (int oc = 0; oc < oc_n; oc += 2) {
+  const int8_t* w = weights;
+  for (int oc = 0; oc < oc_n; oc += 2, w += 2 * n) {
     const int other = oc + 1 < oc_n ? oc + 1 : oc;  /* an odd last filter runs twice */
-    int32_t acc[4] = {bias ? bias[oc] : 0, bias ? bias[oc] : 0, bias ? bias[other] : 0,
-                      bias ? bias[other] : 0};
-    dot_2x2(pair, weights + at(0, oc, 0, n), weights + at(0, other, 0, n), n, acc);
+    const int32_t b0 = bias ? bias[oc] : 0, b1 = bias ? bias[other] : 0;
+    int32_t acc[4] = {b0, b0, b1, b1};
+    dot_2x2(pair, w, other == oc ? w : w + n, n, acc);
     sum0[oc] = acc[0];
     sum1[oc] = acc[1];
     sum0[other] = acc[2];
@@ -308,6 +317,103 @@ static int fused(const af_net* net, int k) {
          pool->op == AF_NET_MAX_POOL_2D && pool->pad[0] == 0 && pool->pad[1] == 0;
 }
 
+#if AF_NET_DSP
+#define FIRST_LAYER_MAX_CELLS 16 /* a pooling window of up to 4 x 4 cells */
+
+/* Whether conv (fused with pool) is the usual first layer: a 3 x 3
+ * convolution of one input channel with a bias and no left shift, pooled
+ * over at most FIRST_LAYER_MAX_CELLS cells; first_layer_pool runs it. */
+static int is_first_layer(const af_net_layer* conv, const af_net_layer* pool) {
+  if (conv->op != AF_NET_CONV_2D || conv->in[2] != 1 || conv->kernel[0] != 3 ||
+      conv->kernel[1] != 3 || conv->bias == NULL ||
+      pool->kernel[0] * pool->kernel[1] > FIRST_LAYER_MAX_CELLS)
+    return 0;
+  for (int k = 0; k < conv->out[2]; ++k)
+    if (conv->shift[k] > 0) return 0;
+  return 1;
+}
+
+/* The nine taps of cell (oy, ox), less the zero point (0 in the padding),
+ * as the int16 pairs SMLAD takes against SXTB16-widened weights: (0, 2),
+ * (1, 3), (4, 6), (5, 7), then tap 8 alone. */
+static void pack_taps(const af_net_layer* l, const int8_t* in, int oy, int ox, uint32_t packed[5]) {
+  const int ih = l->in[0], iw = l->in[1];
+  const int y0 = oy * l->stride[0] - l->pad[0], x0 = ox * l->stride[1] - l->pad[1];
+  const int32_t zero_point = l->in_zero_point;
+  int32_t t[9];
+  if (y0 >= 0 && y0 + 3 <= ih && x0 >= 0 && x0 + 3 <= iw) {  /* inside: no padding to test */
+    const int8_t* const r = in + at(y0, x0, iw, 1);
+    const size_t w = (size_t)iw;
+    packed[0] = halves(r[0] - zero_point, r[2] - zero_point);
+    packed[1] = halves(r[1] - zero_point, r[w] - zero_point);
+    packed[2] = halves(r[w + 1] - zero_point, r[2 * w] - zero_point);
+    packed[3] = halves(r[w + 2] - zero_point, r[2 * w + 1] - zero_point);
+    packed[4] = (uint32_t)(r[2 * w + 2] - zero_point);
+    return;
+  }
+  for (int ky = 0, k = 0; ky < 3; ++ky) {
+    const int y = y0 + ky, row_inside = y >= 0 && y < ih;
+    const int8_t* const row = in + at(row_inside ? y : 0, 0, iw, 1);
+    for (int kx = 0; kx < 3; ++kx, ++k) {
+      const int x = x0 + kx;
+      t[k] = row_inside && (unsigned)x < (unsigned)iw ? row[x] - zero_point : 0;
+    }
+  }
+  packed[0] = halves(t[0], t[2]);
+  packed[1] = halves(t[1], t[3]);
+  packed[2] = halves(t[4], t[6]);
+  packed[3] = halves(t[5], t[7]);
+  packed[4] = (uint32_t)t[8];
+}
+
+/* The first layer fused with its max pooling: the taps of a pooling
+ * window's cells are packed once, each filter's weights widened once, and
+ * every cell's accumulator and their maximum stay in registers (the
+ * general path keeps the columns and the accumulators in the scratch: 3.5
+ * times the instructions here). One requantisation per pooled value. */
+static void first_layer_pool(const af_net_layer* conv, const af_net_layer* pool,
+                             const int8_t* in, int8_t* out) {
+  uint32_t packed[FIRST_LAYER_MAX_CELLS][5];
+  const int c = conv->out[2], conv_h = conv->out[0], conv_w = conv->out[1];
+  const int32_t out_zero_point = conv->out_zero_point;
+  const int32_t conv_low = conv->act_min, conv_high = conv->act_max;
+  const int32_t low = pool->act_min, high = pool->act_max;
+  const int32_t *const bias = conv->bias, *const multiplier = conv->multiplier;
+  const int32_t* const shift = conv->shift;
+  for (int oy = 0; oy < pool->out[0]; ++oy)
+    for (int ox = 0; ox < pool->out[1]; ++ox) {
+      int cells = 0;
+      for (int ky = 0; ky < pool->kernel[0]; ++ky) {
+        const int y = oy * pool->stride[0] + ky;
+        for (int kx = 0; kx < pool->kernel[1] && y < conv_h; ++kx) {
+          const int x = ox * pool->stride[1] + kx;
+          if (x < conv_w) pack_taps(conv, in, y, x, packed[cells++]);
+        }
+      }
+      int8_t* const pooled = out + at(oy, ox, pool->out[1], c);
+      const int8_t* w = conv->weights;
+      for (int k = 0; k < c; ++k, w += 9) {
+        uint32_t v0, v1;
+        memcpy(&v0, w, 4);
+        memcpy(&v1, w + 4, 4);
+        const uint32_t e0 = SXTB16(v0), o0 = SXTB16_ROR8(v0), e1 = SXTB16(v1),
+                       o1 = SXTB16_ROR8(v1);
+        const int32_t w8 = w[8], b = bias[k];
+        int32_t best = INT32_MIN;
+        for (int j = 0; j < cells; ++j) {
+          const uint32_t* const p = packed[j];
+          int32_t acc = SMLAD(p[1], o0, SMLAD(p[0], e0, b));
+          acc = SMLAD(p[3], o1, SMLAD(p[2], e1, acc)) + (int32_t)p[4] * w8;
+          best = acc > best ? acc : best;
+        }
+        const int32_t v = clamp(requantise(best, multiplier[k], shift[k]) + out_zero_point,
+                                conv_low, conv_high);
+        pooled[k] = clamp(v, low, high);
+      }
+    }
+}
+#endif
+
 /* Requantisation is monotonic (a multiplier is never negative, and a right
  * shift rounds monotonically), so the maximum of requantised cells is the
  * requantised maximum of their accumulators: one requantisation per pooled
@@ -318,7 +424,15 @@ static void conv_pool(const af_net_layer* conv, const af_net_layer* pool, const 
   const int c = conv->out[2], conv_h = conv->out[0], conv_w = conv->out[1];
   const int kh = pool->kernel[0], kw = pool->kernel[1];
   const int32_t low = pool->act_min, high = pool->act_max;
-  const int32_t* const shift = conv->shift;
+  const int32_t *const shift = conv->shift, *const multiplier = conv->multiplier;
+  const int32_t out_zero_point = conv->out_zero_point;
+  const int32_t conv_low = conv->act_min, conv_high = conv->act_max;
+#if AF_NET_DSP
+  if (is_first_layer(conv, pool)) {
+    first_layer_pool(conv, pool, in, out);
+    return;
+  }
+#endif
   int32_t* sums[3];
   accumulators(conv, scratch, sums);
   int32_t* const best = sums[2];
@@ -349,8 +463,12 @@ static void conv_pool(const af_net_layer* conv, const af_net_layer* pool, const 
         }
       }
       int8_t* const pooled = out + at(oy, ox, pool->out[1], c);
-      for (int k = 0; k < c; ++k)
-        pooled[k] = clamp(shift[k] > 0 ? best[k] : output(conv, k, best[k]), low, high);
+      for (int k = 0; k < c; ++k) {
+        const int32_t v = shift[k] > 0 ? best[k]
+                          : clamp(requantise(best[k], multiplier[k], shift[k]) + out_zero_point,
+                                  conv_low, conv_high);
+        pooled[k] = clamp(v, low, high);
+      }
     }
 }
 
