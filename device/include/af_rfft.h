@@ -4,6 +4,8 @@
 #ifndef AF_RFFT_H_
 #define AF_RFFT_H_
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -14,7 +16,9 @@ extern "C" {
 
 typedef struct {
   int n;                            /* FFT size, a power of two, 4..AF_RFFT_MAX_N */
+  int n_swaps;                      /* pairs in ``swaps`` */
   float twiddle[AF_RFFT_MAX_N];     /* cos, sin of 2 pi k / n for k < n / 2 */
+  uint16_t swaps[AF_RFFT_MAX_N / 2];  /* the bit-reversal permutation's pairs, i < j */
 } af_rfft_instance;
 
 /* Returns 0, or AF_ERR_NULL / AF_ERR_ARGUMENT (n not a power of two in range). */

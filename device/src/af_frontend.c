@@ -106,7 +106,10 @@ size_t af_scratch_bytes(const af_model* model, size_t max_samples) {
  * the same value features.py's float64 sums reach. */
 static uint64_t squares(const int16_t* x, size_t count) {
   uint64_t sum = 0;
-  for (size_t i = 0; i < count; ++i) sum += (uint32_t)((int32_t)x[i] * x[i]);
+  size_t i = 0;
+  for (; i + 2 <= count; i += 2)  /* two squares fit 32 bits (each at most 2^30) */
+    sum += (uint32_t)((int32_t)x[i] * x[i]) + (uint32_t)((int32_t)x[i + 1] * x[i + 1]);
+  if (i < count) sum += (uint32_t)((int32_t)x[i] * x[i]);
   return sum;
 }
 
@@ -229,7 +232,8 @@ static int frame_spectrum(const af_model* m, const samples_view* v, size_t first
   /* samples j in [j0, j1) of the frame lie inside the trimmed audio */
   const int j0 = lo < 0 ? (int)-lo : 0;
   const int j1 = lo + m->n_fft <= (long long)len ? m->n_fft : (int)((long long)len - lo);
-  for (int j = 0; j < m->n_fft; ++j) s->fft_in[j] = 0.0f;
+  for (int j = 0; j < j0 && j < m->n_fft; ++j) s->fft_in[j] = 0.0f;  /* outside the audio: zeros */
+  for (int j = j1 > j0 ? j1 : j0; j < m->n_fft; ++j) s->fft_in[j] = 0.0f;
   for (int j = j0; j < j1;) {  /* in runs within one piece of the ring */
     const size_t i = first + (size_t)(lo + j);
     const int16_t* x = i < v->na ? v->a + i : v->b + (i - v->na);
