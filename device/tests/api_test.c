@@ -159,21 +159,25 @@ static void check_requantise(void) {
   expect("net: values tried", tried > 1000000, 1);
 }
 
-/* A 2-D convolution (3 input channels, an odd number of filters, SAME
- * padding, a left shift on one channel) alone and fused with a 2 x 2 max
- * pooling, against the textbook loops with af_net_requantise. */
-static void check_convolution(void) {
-  enum { H = 5, W = 7, C = 3, K = 3, F = 5, PH = 2, PW = 3 };
-  static int8_t x[H * W * C], weights[F * K * K * C], got[H * W * F], want[H * W * F];
+/* A 2-D convolution (an odd number of filters, SAME padding) alone and
+ * fused with a 2 x 2 max pooling, against the textbook loops with
+ * af_net_requantise: ``channels`` input channels, shifts ``shift`` (with a
+ * left shift, and one input channel without: the first layer's own path on
+ * a core with the DSP extension). */
+static void check_convolution(int channels, const int32_t* shift, const char* name) {
+  enum { H = 5, W = 7, MAX_C = 3, K = 3, F = 5, PH = 2, PW = 3 };
+  const int C = channels;
+  static int8_t x[H * W * MAX_C], weights[F * K * K * MAX_C], got[H * W * F], want[H * W * F];
   static int8_t pooled[PH * PW * F], want_pooled[PH * PW * F];
   static const int32_t bias[F] = {100, -2000, 0, 37, -5};
   static const int32_t multiplier[F] = {1518500250, 1073741824, 2000000000, 1300000000,
                                         1100000000};
-  static const int32_t shift[F] = {-9, 1, -8, -10, 0};
   static uint64_t arena[256];
+  char what[160];
   uint32_t state = 99u;
   for (int i = 0; i < H * W * C; ++i) x[i] = (int8_t)(next_random(&state) & 0xff);
   for (int i = 0; i < F * K * K * C; ++i) weights[i] = (int8_t)(next_random(&state) & 0xff);
+  const size_t x_size = (size_t)(H * W * C);
   const int32_t zero_point = -7, out_zero_point = 3, low = -100, high = 120;
   for (int y = 0; y < H; ++y)
     for (int xx = 0; xx < W; ++xx)
@@ -205,20 +209,19 @@ static void check_convolution(void) {
       {AF_NET_MAX_POOL_2D, {H, W, F}, {PH, PW, F}, {2, 2}, {2, 2}, {0, 0}, out_zero_point,
        out_zero_point, -128, 127, 1.0f, 1.0f, NULL, NULL, NULL, NULL}};
   const af_net conv = {layers, 1}, conv_pool = {layers, 2};
-  expect("net: arena for a convolution", af_net_arena_bytes(&conv_pool) <= sizeof arena, 1);
-  expect("net: convolution runs", af_net_run(&conv, x, sizeof x, got, sizeof got, arena,
-                                             sizeof arena), AF_OK);
-  expect("net: convolution equals the textbook loops", memcmp(got, want, sizeof got), 0);
-  expect("net: convolution and pooling run", af_net_run(&conv_pool, x, sizeof x, pooled,
-                                                        sizeof pooled, arena, sizeof arena), AF_OK);
-  expect("net: fused pooling equals pooling the convolution",
-         memcmp(pooled, want_pooled, sizeof pooled), 0);
+  snprintf(what, sizeof what, "net: %s: arena", name);
+  expect(what, af_net_arena_bytes(&conv_pool) <= sizeof arena, 1);
+  snprintf(what, sizeof what, "net: %s: convolution equals the textbook loops", name);
+  expect(what, af_net_run(&conv, x, x_size, got, sizeof got, arena, sizeof arena) == AF_OK &&
+                   memcmp(got, want, sizeof got) == 0, 1);
+  snprintf(what, sizeof what, "net: %s: fused pooling equals pooling the convolution", name);
+  expect(what, af_net_run(&conv_pool, x, x_size, pooled, sizeof pooled, arena, sizeof arena) ==
+                   AF_OK && memcmp(pooled, want_pooled, sizeof pooled) == 0, 1);
   af_net_layer negative = layers[0];
   static const int32_t negative_multiplier[F] = {1, 1, -1, 1, 1};
   negative.multiplier = negative_multiplier;
-  expect("net: a negative multiplier is refused", af_net_check(&(af_net){&negative, 1},
-                                                               sizeof x, sizeof got),
-         AF_ERR_ARGUMENT);
+  snprintf(what, sizeof what, "net: %s: a negative multiplier is refused", name);
+  expect(what, af_net_check(&(af_net){&negative, 1}, x_size, sizeof got), AF_ERR_ARGUMENT);
 }
 
 static int all_finite(const float* x, int n) {
@@ -261,7 +264,11 @@ int main(int argc, char** argv) {
   af_rfft_instance fft;
   check_network();
   check_requantise();
-  check_convolution();
+  static const int32_t with_left_shift[5] = {-9, 1, -8, -10, 0};
+  static const int32_t right_shifts[5] = {-9, -7, -8, -10, 0};
+  check_convolution(3, with_left_shift, "3 channels, a left shift");
+  check_convolution(1, with_left_shift, "1 channel, a left shift");
+  check_convolution(1, right_shifts, "1 channel (a first layer)");
   expect("rfft init: NULL", af_rfft_init(NULL, 512), AF_ERR_NULL);
   expect("rfft init: size not a power of two", af_rfft_init(&fft, 500), AF_ERR_ARGUMENT);
   expect("rfft init: size above AF_RFFT_MAX_N", af_rfft_init(&fft, 2 * AF_RFFT_MAX_N), AF_ERR_ARGUMENT);
