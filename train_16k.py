@@ -73,6 +73,8 @@ UNLABELLED = None              # with DISTIL_FROM: folder or manifest of unlabel
                                # teacher labels for the model (clips of held-out groups skipped)
 DISTIL_WEIGHT = 0.5            # share of the targets that are the teacher's probabilities
 DISTIL_TEMPERATURE = 2.0       # softening of the teacher's probabilities
+DISTIL_COPIES = "clip"         # an augmented copy's soft target: "clip" (the teacher's on its
+                               # clip) or "teacher" (the teacher run on the copy's own audio, cached)
 # --- Research options (measured in docs/results.md and the README; none beat the default) ---
 IR_DIR = None                  # folder of microphone impulse responses (WAV) to convolve copies with
 IR_PROBABILITY = 0.7           # share of copies heard through a random microphone of IR_DIR
@@ -161,6 +163,13 @@ def check_settings(cfg):
     if cfg.teacher_filters and cfg.distil_from:
         raise PipelineError("--teacher_filters and --distil_from each set the distillation "
                             "teacher: give one")
+    if cfg.distil_copies not in ("clip", "teacher"):
+        raise PipelineError(f"--distil_copies={cfg.distil_copies!r}: expected 'clip' (the "
+                            "teacher's probabilities of the copy's clip) or 'teacher' (the "
+                            "teacher's of the copy's own audio)")
+    if cfg.distil_copies == "teacher" and not cfg.distil_from:
+        raise PipelineError("--distil_copies=teacher needs --distil_from=FOLDER: a teacher "
+                            "labels the copies")
     if cfg.unlabelled and not cfg.distil_from:
         raise PipelineError("--unlabelled needs --distil_from=FOLDER: a teacher labels that "
                             "audio")

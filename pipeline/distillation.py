@@ -5,7 +5,9 @@ linear head fitted on the training clips' embeddings (a logistic
 regression, the "linear probe": on dev16k v4 it scores LOSO 0.85 where our
 own CNN scores about 0.64). Its class probabilities become soft targets for
 the student (Hinton et al. 2015): for the training clips, every window and
-augmented copy of a clip taking that clip's probabilities; and for
+augmented copy of a clip taking that clip's probabilities (or, with
+DISTIL_COPIES "teacher", a copy the teacher's probabilities of its own
+audio, cached per clip content, copy and teacher); and for
 unlabelled audio a user points to, whose windows the student learns from
 the teacher alone. That unlabelled audio is where most of the teacher's
 knowledge reaches the student: sounds the labelled set does not have.
@@ -174,10 +176,14 @@ def distilled_targets(y, teacher_probs, *, weight, temperature):
     return ((1 - weight) * y + weight * soft).astype(np.float32)
 
 
-def training_targets(data, train, cfg, x, *, y, copy_of, view_of):
+def training_targets(data, train, cfg, x, *, y, copy_of, view_of, copy_index=None,
+                     copy_settings=None):
     """DISTIL_FROM: the targets of the training rows become DISTIL_WEIGHT of
-    the teacher's probabilities of their clip (softened by DISTIL_TEMPERATURE),
-    and with UNLABELLED the windows of unlabelled clips join the clips, with
+    the teacher's probabilities of their clip (softened by DISTIL_TEMPERATURE;
+    with DISTIL_COPIES "teacher", an augmented copy's are the teacher's
+    probabilities of the copy's own audio: copy ``copy_index`` of the copies
+    ``copy_settings`` make, :func:`pipeline.copies.all_copy_embeddings`), and
+    with UNLABELLED the windows of unlabelled clips join the clips, with
     the teacher's softened probabilities as their only targets. Returns x, y
     and view_of (copies stay last, as :mod:`pipeline.epochs` expects)."""
     tutor = teachers.Teacher(cfg.distil_from)
@@ -189,6 +195,10 @@ def training_targets(data, train, cfg, x, *, y, copy_of, view_of):
     real = first_of < len(train)  # noise negatives keep their labels
     soft[:n_first][real] = clip_probs[first_of[real]]
     soft[n_first:] = clip_probs[copy_of]
+    if cfg.distil_copies == "teacher" and len(copy_of):
+        from pipeline import copies
+        embedding = copies.all_copy_embeddings(data, tutor, **copy_settings)
+        soft[n_first:] = head(embedding[np.asarray(train)[copy_of], copy_index])
     y = distilled_targets(y, soft, weight=cfg.distil_weight, temperature=cfg.distil_temperature)
     if not cfg.unlabelled:
         return x, y, view_of

@@ -58,11 +58,15 @@ def augmentation_pool(data, cfg):
     if cfg.recipe == "seed" or not cfg.augment or cfg.augment_copies < 1:
         return None
     from pipeline import copies
-    return copies.all_copies(data, pool=cfg.augment_pool, dataset=cfg.dataset,
-                             spec=cfg.spec_augment, ir_dir=cfg.ir_dir,
-                             ir_probability=cfg.ir_probability,
-                             room_probability=cfg.room_probability,
-                             mix_labels=mix_classes(cfg, data["label_names"]), jobs=cfg.jobs)
+    return copies.all_copies(data, **copy_settings(data, cfg))
+
+
+def copy_settings(data, cfg):
+    """The settings that make the augmented copies (:mod:`pipeline.copies`)."""
+    return dict(pool=cfg.augment_pool, dataset=cfg.dataset, spec=cfg.spec_augment,
+                ir_dir=cfg.ir_dir, ir_probability=cfg.ir_probability,
+                room_probability=cfg.room_probability,
+                mix_labels=mix_classes(cfg, data["label_names"]), jobs=cfg.jobs)
 
 
 def mix_classes(cfg, label_names):
@@ -111,6 +115,8 @@ def augmented_training_set(data, train, cfg, pool, *, windows=None):
     y : np.ndarray, shape (n, classes): one-hot
     copy_of : np.ndarray of int, shape (n_copies,): the position in
         ``train`` of the clip each copy is of
+    copy_index : np.ndarray of int, shape (n_copies,): which of its clip's
+        copies in ``pool`` each is
     view_of : np.ndarray of int, shape (n - n_copies,), or None: with
         EVERY_PATCH, the position in ``train`` of the clip each window is of
         (NOISE_NEGATIVES' noises are clips ``len(train)``, ... after them)
@@ -131,10 +137,11 @@ def augmented_training_set(data, train, cfg, pool, *, windows=None):
         labels = np.concatenate([labels, np.full(len(noises), background_class(cfg, data))])
         if view_of is not None:
             view_of = np.concatenate([view_of, len(train) + np.arange(len(noises))])
-    copy_of = np.zeros(0, np.int64)
+    copy_of = copy_index = np.zeros(0, np.int64)
     if pool is not None:
         from pipeline.copies import training_copies
-        extra, of = training_copies(*pool, train, copies=pool[0].shape[1], seed=cfg.seed)
+        extra, of, copy_index = training_copies(*pool, train, copies=pool[0].shape[1],
+                                                seed=cfg.seed)
         rng = np.random.default_rng(cfg.seed + 1)
         if cfg.freq_mixstyle > 0 and data["feature_config"].input_shape:
             extra = augment.freq_mixstyle(extra, data["feature_config"].input_shape, rng,
@@ -144,7 +151,7 @@ def augmented_training_set(data, train, cfg, pool, *, windows=None):
         labels = np.concatenate([labels, data["labels"][of]])
         copy_of = np.array([position[int(clip)] for clip in of], np.int64)
     y = np.eye(len(data["label_names"]), dtype=np.float32)[labels]
-    return x.astype(np.float32), y, copy_of, view_of
+    return x.astype(np.float32), y, copy_of, copy_index, view_of
 
 
 def train_network(units, x_train, y_train, cfg, *, copy_of, n_clips, validation, kind,
@@ -254,13 +261,14 @@ def fit(data, train, val, cfg, *, pool=None, windows=None, progress_desc="traini
     config = data["feature_config"]
     n_classes = len(data["label_names"])
     kind, units = architecture(cfg, config)
-    x_train, y_train, copy_of, view_of = augmented_training_set(data, train, cfg, pool,
-                                                                windows=windows)
+    x_train, y_train, copy_of, copy_index, view_of = augmented_training_set(
+        data, train, cfg, pool, windows=windows)
     if cfg.distil_from:
         from pipeline import distillation
-        x_train, y_train, view_of = distillation.training_targets(data, train, cfg, x_train,
-                                                                  y=y_train, copy_of=copy_of,
-                                                                  view_of=view_of)
+        x_train, y_train, view_of = distillation.training_targets(
+            data, train, cfg, x_train, y=y_train, copy_of=copy_of, view_of=view_of,
+            copy_index=copy_index,
+            copy_settings=copy_settings(data, cfg) if pool is not None else None)
     scaling = fit_standardisation(x_train, config)
     x_train = standardise(x_train, scaling)
     x_val = standardise(data["features"][val], scaling)

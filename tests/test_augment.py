@@ -57,16 +57,16 @@ def test_augmentation_touches_training_clips_only(dataset):
     group_of = np.asarray(groups)
     assert all(group_of[partner[i, j]] != group_of[i] for i in range(len(labels))
                for j in (1, 3))
-    extra, of = copies.training_copies(rows, partner, train, copies=2, seed=0)
+    extra, of, _ = copies.training_copies(rows, partner, train, copies=2, seed=0)
     assert set(of) <= set(train) and len(extra) == len(of) <= 2 * len(train)
     held_out = set(val) | set(test)
     for row, clip in zip(extra, of):
         j = next(j for j in range(4) if np.array_equal(rows[clip, j], row))
         assert partner[clip, j] not in held_out
     cfg = train_settings(["--jobs=1", "--every_patch=false"])
-    x, y, copy_of, view_of = training.augmented_training_set(dataset, train, cfg, (rows, partner))
+    x, y, copy_of, _, view_of = training.augmented_training_set(dataset, train, cfg, (rows, partner))
     assert view_of is None  # without EVERY_PATCH, the clips are their own rows
-    every, of_all = copies.training_copies(rows, partner, train, copies=4, seed=cfg.seed)
+    every, of_all, _ = copies.training_copies(rows, partner, train, copies=4, seed=cfg.seed)
     assert len(x) == len(y) == len(train) + len(every) and len(copy_of) == len(every)
     assert np.array_equal(x[:len(train)], dataset["features"][train])
     assert np.array_equal(np.asarray(train)[copy_of], of_all)
@@ -161,7 +161,7 @@ def test_augmentation_off_and_missing_clips(dataset, tmp_path):
     cfg = train_settings(["--augment=false",
                                                               "--every_patch=false"])
     assert training.augmentation_pool(dataset, cfg) is None
-    x, _, copy_of, _ = training.augmented_training_set(dataset, train, cfg, None)
+    x, _, copy_of, _, _ = training.augmented_training_set(dataset, train, cfg, None)
     assert len(x) == 6 and len(copy_of) == 0
     moved = dict(dataset, paths=[str(tmp_path / "gone.wav")] * len(dataset["paths"]))
     cfg = train_settings([])
@@ -265,7 +265,7 @@ def test_noise_negatives_are_steady_noises_labelled_background(dataset):
     cfg = train_settings(["--noise_negatives=0.5", "--background_classes=hiss", "--jobs=1",
                           "--every_patch=false"])
     pool = training.augmentation_pool(dataset, cfg)
-    x, y, copy_of, _ = training.augmented_training_set(dataset, train, cfg, pool)
+    x, y, copy_of, _, _ = training.augmented_training_set(dataset, train, cfg, pool)
     n_noise = round(0.5 * len(train))
     noise = slice(len(train), len(train) + n_noise)
     np.testing.assert_array_equal(x[noise], augment.noise_rows(n_noise, config, cfg.seed))

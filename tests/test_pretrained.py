@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import features
+import make_dataset_16k
 from conftest import make_class_folder
 from pipeline import pretrained, teacher, tflite_keras
 from pipeline.errors import PipelineError
@@ -125,6 +126,67 @@ def test_teacher_runs_once_per_row_and_clip(teacher_dir, tmp_path, monkeypatch):
     assert np.array_equal(first[0], second[0]) and first[1].shape == (len(paths), 16)
 
 
+def test_the_teacher_hears_each_copys_own_audio_once(teacher_dir, tmp_path, monkeypatch):
+    """#33 item 1: the teacher's embedding of an augmented copy is its output
+    on that copy's own audio (the audio whose features all_copies stores,
+    resampled to the teacher's rate), cached by content, copy and teacher."""
+    import soxr
+    from pipeline import artifacts, copies
+    folder = make_class_folder(tmp_path / "clips", per_class=3)
+    make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={tmp_path / 'ds.npz'}",
+                           "--jobs=1"])
+    data = artifacts.load_dataset(tmp_path / "ds.npz")
+    tutor = teacher.Teacher(teacher_dir)
+    settings = dict(pool=2, dataset=tmp_path / "ds.npz", jobs=1)
+    embedding = copies.all_copy_embeddings(data, tutor, **settings)
+    rows, partner = copies.all_copies(data, **settings)
+    assert embedding.shape == (len(data["paths"]), 2, 16)
+    plan = copies._Plan(data, 2, spec=False, ir_dir=None, ir_probability=0.0,
+                        room_probability=0.0, mix_labels=None)
+    config = data["feature_config"]
+    for i, j in ((0, 0), (len(data["paths"]) - 1, 1)):
+        y = features.load_audio(data["paths"][i], config.sample_rate)
+        audio, _ = copies.augmented_audio(
+            y, data["paths"][partner[i, j]] if partner[i, j] >= 0 else None,
+            copies.copy_seed(plan.keys[i], j, plan.ident), sample_rate=config.sample_rate,
+            responses=None, ir_probability=0.0, room_probability=0.0)
+        assert np.allclose(features.features_from_audio(audio, config), rows[i, j])
+        heard = soxr.resample(audio.astype(np.float32), config.sample_rate, tutor.sample_rate,
+                              quality="HQ")
+        assert np.allclose(tutor.clip_outputs(heard)[1], embedding[i, j], atol=1e-5)
+    assert not np.allclose(embedding[:, 0], embedding[:, 1])  # each copy its own audio
+    calls = []
+    monkeypatch.setattr(copies, "clip_copy_embeddings", lambda *a, **k: calls.append(a))
+    again = copies.all_copy_embeddings(data, tutor, **settings)
+    assert calls == [] and np.array_equal(again, embedding)
+
+
+def test_copies_can_take_the_teachers_targets_of_their_own_audio(monkeypatch):
+    """--distil_copies=teacher: each copy's soft target is the head's
+    probabilities of that copy's embedding (its clip's row, its copy)."""
+    from types import SimpleNamespace
+    from pipeline import copies, distillation
+    train = np.array([3, 5])
+    embedding = np.arange(6 * 2 * 2, dtype=np.float32).reshape(6, 2, 2)
+    monkeypatch.setattr(distillation.teachers, "Teacher", lambda path: "tutor")
+    monkeypatch.setattr(distillation, "teacher_targets", lambda *a, **k: (
+        np.tile([[0.5, 0.5]], (6, 1)).astype(np.float32), lambda e: np.stack(
+            [e[:, 0] / (e[:, 0] + e[:, 1]), e[:, 1] / (e[:, 0] + e[:, 1])], 1)))
+    monkeypatch.setattr(copies, "all_copy_embeddings", lambda data, tutor, **k: embedding)
+    cfg = SimpleNamespace(distil_from="t", unlabelled=None, distil_weight=1.0, dataset="d",
+                          distil_temperature=1.0, seed=0, distil_copies="teacher")
+    x = np.zeros((5, 4), np.float32)
+    y = np.eye(2, dtype=np.float32)[[0, 1, 0, 1, 1]]
+    copy_of, copy_index = np.array([0, 1, 1]), np.array([1, 0, 1])
+    _, soft, _ = distillation.training_targets({}, train, cfg, x, y=y, copy_of=copy_of,
+                                               view_of=None, copy_index=copy_index,
+                                               copy_settings={})
+    assert np.allclose(soft[:2], 0.5)  # the clips: their own probabilities
+    for row, (clip, copy) in enumerate(zip(train[copy_of], copy_index)):
+        e = embedding[clip, copy]
+        assert np.allclose(soft[2 + row], e / e.sum())
+
+
 def test_the_head_is_a_regularised_logistic_regression():
     rng = np.random.default_rng(2)
     x = np.concatenate([rng.normal(0, 1, (30, 4)), rng.normal(2, 1, (30, 4))])
@@ -206,6 +268,25 @@ def test_unlabelled_audio_needs_a_teacher(tmp_path):
     import train_16k
     with pytest.raises(PipelineError, match="--unlabelled needs --distil_from"):
         train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", f"--unlabelled={tmp_path}"])
+    with pytest.raises(PipelineError, match="--distil_copies=teacher needs --distil_from"):
+        train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", "--distil_copies=teacher"])
+    with pytest.raises(PipelineError, match="--distil_copies='copy': expected 'clip'"):
+        train_16k.main([f"--dataset={tmp_path / 'missing.npz'}", "--distil_copies=copy"])
+
+
+def test_a_student_learns_from_the_teacher_on_its_copies(teacher_dir, tmp_path):
+    """train_16k.py --distil_copies=teacher trains and saves a device model,
+    with the teacher's outputs of the copies cached beside the dataset."""
+    import train_16k
+    folder = make_class_folder(tmp_path / "clips", per_class=4)
+    dataset = tmp_path / "ds.npz"
+    make_dataset_16k.main([f"--data_dir={folder}", f"--dataset={dataset}", "--jobs=1"])
+    train_16k.main([f"--dataset={dataset}", f"--model_dir={tmp_path / 'm'}",
+                    f"--report_dir={tmp_path / 'r'}", f"--distil_from={teacher_dir}",
+                    "--distil_copies=teacher", "--epochs=2", "--jobs=1", "--augment_pool=2"])
+    meta = json.loads((tmp_path / "m" / "model_16k.json").read_text())
+    assert meta["settings"]["distil_copies"] == "teacher"
+    assert list(tmp_path.glob("ds_copies_*_teacher_*.npz"))
 
 
 def test_each_training_row_takes_its_own_clips_teacher_probabilities(monkeypatch):
@@ -221,7 +302,7 @@ def test_each_training_row_takes_its_own_clips_teacher_probabilities(monkeypatch
     y = np.eye(3, dtype=np.float32)[[1, 1, 2, 0, 2, 1]]
     x = np.arange(6, dtype=np.float32)[:, None]
     cfg = SimpleNamespace(distil_from="t", unlabelled=None, distil_weight=1.0, dataset="d",
-                          distil_temperature=1.0, seed=0)
+                          distil_temperature=1.0, seed=0, distil_copies="clip")
     _, soft, _ = distillation.training_targets({}, train, cfg, x, y=y, copy_of=copy_of,
                                                view_of=view_of)
     np.testing.assert_allclose(soft, np.stack([probs[1], probs[1], probs[3], y[3],

@@ -95,7 +95,7 @@ def test_every_patch_trains_on_windows_and_decides_by_them(long_dataset):
                           "--augment=false", "--epochs=2", "--jobs=1"])
     windows = training.clip_windows(data, cfg)
     train = np.arange(0, len(data["paths"]), 2)
-    x, y, copy_of, view_of = training.augmented_training_set(data, train, cfg, None,
+    x, y, copy_of, _, view_of = training.augmented_training_set(data, train, cfg, None,
                                                               windows=windows)
     assert len(x) == 3 * len(train) and len(copy_of) == 0  # three windows of each 3.5 s clip
     assert np.array_equal(np.asarray(train)[view_of], windows[1][np.isin(windows[1], train)])
