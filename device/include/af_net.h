@@ -4,9 +4,10 @@
  * output equals TFLite Micro's. The layers come from model_16k_net.h, which
  * model_conv.py generates from the int8 .tflite (af_model_net).
  *
- * C99, no heap: the caller owns an arena of AF_MODEL_NET_ARENA_BYTES (the
+ * C99, no heap: the caller owns an arena of MODEL_NET_ARENA_BYTES (the
  * generated header; af_net_arena_bytes computes it), which holds the
- * intermediate tensors. Tensors are height x width x channels, channels
+ * intermediate tensors and the convolutions' scratch (im2col columns and
+ * accumulators). Tensors are height x width x channels, channels
  * last. On a Cortex-M4 (and any core with the DSP extension,
  * __ARM_FEATURE_DSP) convolutions and fully connected layers multiply two
  * int16 pairs per instruction (__smlad on operands widened by __sxtb16, as
@@ -55,14 +56,16 @@ typedef struct {
   int n_layers;
 } af_net;
 
-/* Bytes of arena af_net_run needs for ``net``: two of its largest
- * intermediate tensors. 0 for NULL or no layers. */
+/* Bytes of arena af_net_run needs for ``net``: the largest pair of
+ * intermediate tensors one step reads and writes, then the largest
+ * convolution's scratch. 0 for NULL or no layers. */
 size_t af_net_arena_bytes(const af_net* net);
 
 /* Check ``net`` once, before any run: the first layer reads ``input_size``
  * values, each reads what the one before wrote, the last writes
- * ``output_size``, every operation is known. AF_OK, AF_ERR_NULL or
- * AF_ERR_ARGUMENT. */
+ * ``output_size``, every operation is known, every layer that requantises
+ * has its multipliers (none negative) and shifts (-31 to 30). AF_OK,
+ * AF_ERR_NULL or AF_ERR_ARGUMENT. */
 int af_net_check(const af_net* net, size_t input_size, size_t output_size);
 
 /* Run ``net`` on ``input`` (``input_size`` values) into ``output`` (room

@@ -110,7 +110,7 @@ static int8_t output(const af_net_layer* l, int c, int32_t sum) {
 /* A 2-D convolution runs as CMSIS-NN's does: the receptive field of an
  * output cell is copied once into a column of int16 (input less its zero
  * point, im2col), then two columns meet two filters at a time, so each
- * loaded word feeds two dual multiply-accumulates. Its scratch, in the
+ * loaded weight word feeds four dual multiply-accumulates. Its scratch, in the
  * caller's arena: the field as int8 and two columns (CONV_2D only), then
  * the accumulators of two cells and their maximum (every convolution). */
 static size_t field_size(const af_net_layer* l) {  /* kernel h x w x input channels, rounded to 4 */
